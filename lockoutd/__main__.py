@@ -1,0 +1,5 @@
+import sys
+
+from lockoutd.cli import main
+
+sys.exit(main())

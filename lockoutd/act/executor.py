@@ -1,0 +1,79 @@
+"""Carrying out decisions: the safety cap, login-name resolution and the lock call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import msgspec
+import structlog
+from aiolimiter import AsyncLimiter
+
+from lockoutd.act.zitadel import LockOutcome, UserStore
+from lockoutd.decide.decision import Decision, Outcome
+from lockoutd.errors import InvalidUserId, ZitadelUnavailable
+from lockoutd.report.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+_LOCK_OUTCOMES = {
+    LockOutcome.LOCKED: Outcome.LOCKED,
+    LockOutcome.ALREADY_LOCKED: Outcome.ALREADY_LOCKED,
+    LockOutcome.NOT_LOCKABLE: Outcome.NOT_LOCKABLE,
+    LockOutcome.UNKNOWN_USER: Outcome.UNKNOWN_USER,
+}
+
+
+class LockExecutor:
+    """Turns pending lock decisions into outcomes.
+
+    The safety cap is a token bucket of ``max_locks_per_minute``: an attacker who can make rules
+    fire for every account must not be able to make lockoutd lock every account. A decision over
+    the cap is ``suppressed`` and final for that crossing; it is never queued for later.
+
+    ``ZitadelConfigError`` is not caught: a daemon that cannot lock anyone must stop loudly.
+    """
+
+    def __init__(
+        self,
+        store: UserStore,
+        *,
+        max_locks_per_minute: int,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._cap = AsyncLimiter(max_locks_per_minute, time_period=60)
+        self._metrics = metrics
+        self._clock = clock
+
+    async def carry_out(self, decision: Decision, *, event_time: float) -> Decision:
+        """Lock the user of a pending ``decision``; return the decision with its outcome."""
+        if not self._cap.has_capacity():
+            log.error(
+                "lock_suppressed",
+                rule=decision.rule,
+                user_id=decision.user_id,
+                reason="safety.max_locks_per_minute reached",
+            )
+            return msgspec.structs.replace(decision, outcome=Outcome.SUPPRESSED)
+        # has_capacity() was true, so this takes a token without waiting.
+        await self._cap.acquire()
+        try:
+            user_id = decision.user_id
+            if user_id is None and decision.login_name is not None:
+                user_id = await self._store.resolve_login_name(
+                    decision.login_name, decision.org_id
+                )
+                if user_id is None:
+                    return msgspec.structs.replace(decision, outcome=Outcome.UNKNOWN_USER)
+            if user_id is None:  # the decoder guarantees a user id or a login name
+                raise InvalidUserId("the event named no user")
+            result = await self._store.lock(user_id, decision.org_id)
+        except (InvalidUserId, ZitadelUnavailable) as exc:
+            return msgspec.structs.replace(
+                decision, outcome=Outcome.FAILED, error=str(exc)
+            )
+        if result is LockOutcome.LOCKED:
+            self._metrics.lock_latency.observe(max(0.0, self._clock() - event_time))
+        return msgspec.structs.replace(decision, user_id=user_id, outcome=_LOCK_OUTCOMES[result])

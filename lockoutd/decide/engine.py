@@ -1,0 +1,142 @@
+"""The engine: events in, firings out. Pure and synchronous; time is always passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from lockoutd.decide.windows import KeyWindow
+from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
+from lockoutd.rules.model import EventMatcher, Rule, RuleSet
+
+KeyValues = tuple[str, ...]
+
+# How far (in event time) the watermark moves between two sweeps for idle keys.
+_SWEEP_EVERY_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A rule crossed its threshold for one key; the event is the one that made it cross."""
+
+    rule: Rule
+    key: KeyValues
+    event: Event
+    count: int
+    first_event_at: float
+    last_event_at: float
+
+    @property
+    def key_text(self) -> str:
+        return "|".join(self.key)
+
+
+class RuleState:
+    """The windows of one rule, by key."""
+
+    __slots__ = ("key_fields", "match", "rule", "window", "windows")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.match: EventMatcher = rule.matcher()
+        self.key_fields = tuple(rule.key)
+        self.window = rule.window
+        self.windows: dict[KeyValues, KeyWindow] = {}
+
+    def key_of(self, event: Event) -> KeyValues | None:
+        values = []
+        for name in self.key_fields:
+            value = event.value_of(name)
+            if value is None or value == "":
+                return None  # an event that lacks a key field cannot be counted per that key
+            values.append(value if isinstance(value, str) else str(value))
+        return tuple(values)
+
+
+class Engine:
+    """Evaluates every rule over every event.
+
+    ``process`` takes the wall-clock ``now`` only to bound the watermark: one event stamped far
+    in the future must not make every other key look idle and evict it.
+    """
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self._states = [RuleState(rule) for rule in rules.rules]
+        self._watermark = float("-inf")
+        self._next_sweep = float("-inf")
+
+    def process(self, event: Event, now: float) -> list[Firing]:
+        """Count ``event`` in every rule it matches and return the rules it made fire."""
+        if event.occurred_at > self._watermark:
+            self._watermark = min(event.occurred_at, now)
+            if self._watermark >= self._next_sweep:
+                self.evict_idle()
+        if self.rules.ip_allowlisted(event.ip):
+            return []
+        if event.type == LOGIN_SUCCEEDED:
+            self._reset(event)
+            return []
+        firings: list[Firing] = []
+        for state in self._states:
+            if not state.match(event):
+                continue
+            key = state.key_of(event)
+            if key is None:
+                continue
+            window = state.windows.get(key)
+            if window is None:
+                window = state.windows[key] = KeyWindow()
+            rule = state.rule
+            if window.add(event.occurred_at, threshold=rule.threshold, window=state.window):
+                firings.append(
+                    Firing(
+                        rule=rule,
+                        key=key,
+                        event=event,
+                        count=window.count,
+                        first_event_at=window.times[0],
+                        last_event_at=window.times[-1],
+                    )
+                )
+        return firings
+
+    def _reset(self, event: Event) -> None:
+        # A success clears the count of the same key, whatever failure reason the rule counts.
+        for state in self._states:
+            if state.rule.reset_on_success and state.match.matches_success(event):
+                key = state.key_of(event)
+                if key is not None:
+                    state.windows.pop(key, None)
+
+    def reloaded(self, rules: RuleSet) -> Engine:
+        """A new engine for ``rules`` that keeps the counts of every rule that did not change."""
+        new = Engine(rules)
+        unchanged = {state.rule.name: state for state in self._states}
+        new._states = [
+            kept if (kept := unchanged.get(state.rule.name)) and kept.rule == state.rule else state
+            for state in new._states
+        ]
+        new._watermark = self._watermark
+        return new
+
+    def evict_idle(self) -> int:
+        """Forget keys whose every event has left the window; return how many were forgotten."""
+        evicted = 0
+        for state in self._states:
+            idle = [
+                key
+                for key, window in state.windows.items()
+                if window.idle_since(self._watermark, state.window)
+            ]
+            for key in idle:
+                del state.windows[key]
+            evicted += len(idle)
+        self._next_sweep = self._watermark + _SWEEP_EVERY_SECONDS
+        return evicted
+
+    def tracked_keys(self) -> Iterator[tuple[str, int]]:
+        """``(rule name, number of keys with live state)`` for every rule."""
+        for state in self._states:
+            yield state.rule.name, len(state.windows)
+

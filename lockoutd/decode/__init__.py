@@ -1,0 +1,1 @@
+"""Decoding: raw Kafka record values into :class:`~lockoutd.decode.event.Event`."""

@@ -1,0 +1,63 @@
+"""The authentication event every input format is mapped onto (SPEC section 2)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+LOGIN_FAILED: Final = "auth.login.failed"
+LOGIN_SUCCEEDED: Final = "auth.login.succeeded"
+KNOWN_TYPES: Final = frozenset({LOGIN_FAILED, LOGIN_SUCCEEDED})
+
+STANDARD_FIELDS: Final = (
+    "type",
+    "occurred_at",
+    "user_id",
+    "login_name",
+    "org_id",
+    "ip",
+    "reason",
+    "event_id",
+    "user_agent",
+)
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One login attempt.
+
+    ``occurred_at`` is the event time in seconds since the epoch: windows are measured on it, never
+    on arrival time. ``login_name`` is lower-cased. ``extra`` keeps the producer's other fields so
+    that rules may match on them.
+    """
+
+    type: str
+    occurred_at: float
+    user_id: str | None = None
+    login_name: str | None = None
+    org_id: str | None = None
+    ip: str | None = None
+    reason: str | None = None
+    event_id: str | None = None
+    user_agent: str | None = None
+    extra: dict[str, Any] = {}
+
+    @property
+    def subject(self) -> str:
+        """Who the attempt was for: the user id, or the login name when the id is unknown."""
+        return self.user_id or self.login_name or ""
+
+    def value_of(self, field: str) -> Any:
+        """The value of a standard or extra field, ``None`` when absent.
+
+        ``user_id`` falls back to the login name, so that a rule keyed on the user counts the
+        failures of a name that ZITADEL never resolved (SPEC section 2).
+        """
+        if field == "user_id":
+            return self.user_id or self.login_name
+        if field in _STANDARD_SET:
+            return getattr(self, field)
+        return self.extra.get(field)
+
+
+_STANDARD_SET: Final = frozenset(STANDARD_FIELDS)

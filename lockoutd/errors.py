@@ -1,0 +1,66 @@
+"""Every exception lockoutd raises on purpose.
+
+::
+
+    LockoutdError
+    ├── ConfigError              a setting or rule file is wrong; fix it and start again
+    ├── ZitadelError
+    │   ├── ZitadelConfigError   ZITADEL refuses lockoutd itself (token, permission, org): stop loudly
+    │   ├── ZitadelUnavailable   ZITADEL did not answer usefully after all retries (retriable)
+    │   └── InvalidUserId        an id that could change the request path; the event is refused
+    └── KafkaUnavailable         the broker could not be reached (retriable)
+
+Outcomes such as ``already_locked`` or ``unknown_user`` are values, never exceptions. Callers read
+``retriable`` instead of keeping lists of exception types.
+"""
+
+from __future__ import annotations
+
+
+class LockoutdError(Exception):
+    """Base of every error lockoutd raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(LockoutdError):
+    """The configuration or a rule file is wrong.
+
+    ``problems`` holds one ``file:line: message`` string per problem, so that every error is
+    reported at once instead of one per start.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class ZitadelError(LockoutdError):
+    """ZITADEL answered in a way lockoutd cannot turn into an outcome."""
+
+
+class ZitadelConfigError(ZitadelError):
+    """ZITADEL refuses lockoutd itself: a bad token, a missing permission or an unknown org.
+
+    Skipping users quietly would leave attacks unanswered, so the daemon stops and the
+    supervisor's restart loop makes the fault visible.
+    """
+
+
+class ZitadelUnavailable(ZitadelError):
+    """ZITADEL stayed unreachable or overloaded through every retry."""
+
+    retriable = True
+
+
+class InvalidUserId(ZitadelError):
+    """A user id that is not a ZITADEL id and could change the request path.
+
+    ZITADEL ids are digit strings; anything else is refused before it reaches a URL.
+    """
+
+
+class KafkaUnavailable(LockoutdError):
+    """The Kafka cluster could not be reached."""
+
+    retriable = True

@@ -1,0 +1,1 @@
+"""Reporting: Prometheus metrics, structured logs, the audit topic and the health endpoints."""

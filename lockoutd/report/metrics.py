@@ -1,0 +1,109 @@
+"""Prometheus metrics, all prefixed ``lockoutd_`` and in base units.
+
+Label values are bounded (rule names, outcomes, operations): never a user id or an address.
+Every series a dashboard plots is created at start so that it exists at 0 before the first event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from lockoutd import __version__
+
+EVENT_RESULTS = ("accepted", "ignored", "invalid")
+OUTCOMES = (
+    "locked",
+    "already_locked",
+    "not_lockable",
+    "unlocked",
+    "not_locked",
+    "dry_run",
+    "suppressed",
+    "allowlisted",
+    "stale",
+    "unknown_user",
+    "failed",
+)
+ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "token")
+
+# Lock latency spans a fast path (tens of milliseconds) and retries during an outage (minutes).
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """The metrics of one daemon, registered on ``registry`` (a fresh one in tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "lockoutd_events", "Records consumed, by what became of them.", ["result"], registry=r
+        )
+        self.rule_fired = Counter(
+            "lockoutd_rule_fired", "Threshold crossings, by rule.", ["rule"], registry=r
+        )
+        self.actions = Counter(
+            "lockoutd_actions",
+            "Decisions carried out, by rule, action and outcome.",
+            ["rule", "action", "outcome"],
+            registry=r,
+        )
+        self.zitadel_requests = Counter(
+            "lockoutd_zitadel_requests",
+            "HTTP requests to ZITADEL, by operation and HTTP status (or 'error').",
+            ["operation", "code"],
+            registry=r,
+        )
+        self.zitadel_request_duration = Histogram(
+            "lockoutd_zitadel_request_duration_seconds",
+            "Duration of one HTTP request to ZITADEL.",
+            ["operation"],
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.lock_latency = Histogram(
+            "lockoutd_lock_latency_seconds",
+            "From the event time of the event that fired a rule to the lock being confirmed.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tracked_keys = Gauge(
+            "lockoutd_tracked_keys", "Keys with live window state, by rule.", ["rule"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "lockoutd_consumer_lag",
+            "Records between the consumer's position and the end of the partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "lockoutd_build_info", "Always 1; the labels say which build runs.", ["version"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "lockoutd_dead_lettered",
+            "Invalid records forwarded to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.invalid_user_ids = Counter(
+            "lockoutd_invalid_user_ids",
+            "User ids refused before they reached a ZITADEL request path.",
+            registry=r,
+        )
+        self.build_info.labels(version=__version__).set(1)
+        for result in EVENT_RESULTS:
+            self.events.labels(result=result)
+        for operation in ZITADEL_OPERATIONS:
+            self.zitadel_request_duration.labels(operation=operation)
+
+    def declare_rules(self, rules: Iterable[tuple[str, str]]) -> None:
+        """Create the per-rule series at 0 for ``(rule name, action)`` pairs."""
+        for rule, action in rules:
+            self.rule_fired.labels(rule=rule)
+            self.tracked_keys.labels(rule=rule)
+            for outcome in OUTCOMES:
+                self.actions.labels(rule=rule, action=action, outcome=outcome)

@@ -1,0 +1,69 @@
+"""Loading rule files: every ``*.yaml`` in the rule paths, every problem reported at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from lockoutd.errors import ConfigError
+from lockoutd.rules.model import RuleFile, RuleSet
+from lockoutd.yamlfile import YamlFileError, load_yaml, validation_problems
+
+RULE_SUFFIXES = (".yaml", ".yml")
+
+
+def rule_files(paths: Iterable[Path]) -> list[Path]:
+    """The rule files named by ``paths``: files as given, directories' YAML files sorted by name."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.iterdir() if p.suffix in RULE_SUFFIXES and p.is_file())
+            )
+        else:
+            found.append(path)
+    return found
+
+
+def load_rules(paths: Iterable[Path]) -> RuleSet:
+    """Load and validate every rule file; raise :class:`ConfigError` with ``file:line`` problems."""
+    paths = list(paths)
+    problems: list[str] = []
+    loaded: list[tuple[Path, RuleFile]] = []
+    first_seen: dict[str, str] = {}
+    for path in paths:
+        if not path.exists():
+            problems.append(f"{path}:1: rule path does not exist")
+    for path in rule_files(p for p in paths if p.exists()):
+        try:
+            data, lines = load_yaml(path)
+        except YamlFileError as exc:
+            problems.extend(exc.problems)
+            continue
+        if data is None:
+            continue  # an empty file is allowed, e.g. one kept for a future rule
+        if not isinstance(data, dict):
+            problems.append(f"{path}:1: expected a mapping with 'rules' and 'allowlist'")
+            continue
+        try:
+            rule_file = RuleFile.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, lines))
+            continue
+        for index, rule in enumerate(rule_file.rules):
+            where = lines.where(("rules", index, "name"))
+            if rule.name in first_seen:
+                problems.append(
+                    f"{where}: rule name {rule.name!r} is already used at {first_seen[rule.name]}"
+                )
+            else:
+                first_seen[rule.name] = where
+        loaded.append((path, rule_file))
+    if not problems and not first_seen:
+        where = ", ".join(str(p) for p in paths) or "(no rule paths)"
+        problems.append(f"{where}:1: no rules found; a lockout daemon without rules does nothing")
+    if problems:
+        raise ConfigError(problems)
+    return RuleSet.build(loaded)

@@ -1,0 +1,187 @@
+"""The rule file schema (SPEC section 3), validated strictly: unknown keys are errors."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lockoutd.decode.event import LOGIN_FAILED, Event
+from lockoutd.durations import Duration
+
+_FAILURE_ONLY = frozenset({"type", "reason"})
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LockAction(_Strict):
+    """Lock the user the key names. Permanent: it stays until an administrator unlocks."""
+
+
+class ReportAction(_Strict):
+    """Publish a decision and count it; call nothing."""
+
+
+class Action(_Strict):
+    lock: LockAction | None = None
+    report: ReportAction | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Action:
+        chosen = [name for name in ("lock", "report") if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            raise ValueError("give exactly one action: lock: {} or report: {}")
+        return self
+
+    @property
+    def name(self) -> Literal["lock", "report"]:
+        return "lock" if self.lock is not None else "report"
+
+
+Scalar = Annotated[str, Field(min_length=1)]
+
+
+class Rule(_Strict):
+    """One rule: ``threshold`` matching events per ``key`` within ``window`` seconds fire it."""
+
+    name: str = Field(pattern=r"^[a-z0-9-]+$", max_length=64)
+    description: str = ""
+    match: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    key: list[str] = Field(min_length=1)
+    threshold: int = Field(ge=1, le=10_000)
+    window: Duration
+    reset_on_success: bool = False
+    action: Action
+    mode: Literal["enforce", "dry-run"] = "enforce"
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # YAML reads `org_id: 300` as a number, but event fields are strings.
+        if not isinstance(value, dict):
+            return value
+        return {
+            k: [str(v) for v in vs] if isinstance(vs, list) else str(vs) for k, vs in value.items()
+        }
+
+    @field_validator("key")
+    @classmethod
+    def _unique_fields(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a field appears twice in the key")
+        return value
+
+    @model_validator(mode="after")
+    def _lock_needs_a_user(self) -> Rule:
+        if self.action.lock is not None and not {"user_id", "login_name"} & set(self.key):
+            raise ValueError(
+                "action lock needs a key that names the user (user_id or login_name); "
+                "use action report for rules keyed on other fields"
+            )
+        return self
+
+    def matcher(self) -> EventMatcher:
+        return EventMatcher.from_match(self.match)
+
+
+@dataclass(frozen=True, slots=True)
+class EventMatcher:
+    """All conditions must hold; each condition is a set of allowed values."""
+
+    conditions: tuple[tuple[str, frozenset[str]], ...]
+
+    @classmethod
+    def from_match(cls, match: dict[str, str | list[str]]) -> EventMatcher:
+        allowed = {
+            name: frozenset(values if isinstance(values, list) else [values])
+            for name, values in match.items()
+        }
+        # lockoutd counts failures: a rule that names no type means failed logins.
+        allowed.setdefault("type", frozenset({LOGIN_FAILED}))
+        return cls(tuple(sorted(allowed.items())))
+
+    def __call__(self, event: Event) -> bool:
+        return all(event.value_of(name) in values for name, values in self.conditions)
+
+    def matches_success(self, event: Event) -> bool:
+        """True when ``event`` (a success) concerns what this rule counts.
+
+        A success has no failure ``type`` or ``reason``, so those conditions are left out; the
+        others (an org, a client) still have to hold.
+        """
+        return all(
+            event.value_of(name) in values
+            for name, values in self.conditions
+            if name not in _FAILURE_ONLY
+        )
+
+
+class Allowlist(_Strict):
+    """Users that are never locked and addresses whose events are never counted."""
+
+    users: list[Scalar] = Field(default_factory=list)
+    ips: list[Network] = Field(default_factory=list)
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("ips", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        try:
+            return [ipaddress.ip_network(str(v), strict=False) for v in value]
+        except ValueError as exc:
+            raise ValueError(f"not an address or network: {exc}") from None
+
+
+class RuleFile(_Strict):
+    """The top level of one file in the rule paths."""
+
+    rules: list[Rule] = Field(default_factory=list)
+    allowlist: Allowlist = Field(default_factory=Allowlist)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Every loaded rule and the merged allowlist, ready for the engine."""
+
+    rules: tuple[Rule, ...]
+    allowlist_users: frozenset[str] = frozenset()
+    allowlist_networks: tuple[Network, ...] = ()
+    files: tuple[Path, ...] = field(default=())
+
+    @classmethod
+    def build(cls, files: Iterable[tuple[Path, RuleFile]]) -> RuleSet:
+        files = list(files)
+        return cls(
+            rules=tuple(rule for _, f in files for rule in f.rules),
+            allowlist_users=frozenset(
+                user.lower() for _, f in files for user in f.allowlist.users
+            ),
+            allowlist_networks=tuple(net for _, f in files for net in f.allowlist.ips),
+            files=tuple(path for path, _ in files),
+        )
+
+    def user_allowlisted(self, user_id: str | None, login_name: str | None) -> bool:
+        return bool(
+            (user_id and user_id.lower() in self.allowlist_users)
+            or (login_name and login_name in self.allowlist_users)
+        )
+
+    def ip_allowlisted(self, ip: str | None) -> bool:
+        if not ip or not self.allowlist_networks:
+            return False
+        address = ipaddress.ip_address(ip)
+        return any(address in network for network in self.allowlist_networks)

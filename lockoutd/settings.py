@@ -1,0 +1,219 @@
+"""Daemon settings: one YAML file, every key overridable from the environment.
+
+``LOCKOUTD_<SECTION>__<KEY>`` wins over the file (``LOCKOUTD_KAFKA__BOOTSTRAP_SERVERS=...``).
+Secrets are read from files named here, or from the environment, never from the YAML file itself,
+and they are masked wherever settings are printed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from lockoutd.durations import Duration
+from lockoutd.errors import ConfigError
+from lockoutd.yamlfile import LineMap, YamlFileError, load_yaml, validation_problems
+
+DEFAULT_CONFIG_PATH = Path("config/lockoutd.yaml")
+ENV_PREFIX = "LOCKOUTD_"
+
+# Keys that hold a secret themselves. They may come from the environment, never from the file,
+# which is usually world-readable and kept in git.
+_SECRET_KEYS = {("zitadel", "pat"), ("kafka", "sasl_password")}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "localhost:9092"
+    topics: list[str] = Field(default=["auth.events"], min_length=1)
+    group_id: str = Field(default="lockoutd", min_length=1)
+    client_id: str = "lockoutd"
+    dead_letter_topic: str | None = None
+    decisions_topic: str | None = "lockoutd.decisions"
+    max_event_bytes: int = Field(default=1_048_576, gt=0)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a new consumer group starts; old evidence read from the start never acts (stale)."""
+    max_batch_records: int = Field(default=1000, gt=0)
+    """Records taken from the broker in one ``getmany``; one batch is one commit."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_file: Path | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        # LOCKOUTD_KAFKA__TOPICS=a,b reads naturally; JSON lists work as well.
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [topic.strip() for topic in value.split(",") if topic.strip()]
+        return value
+
+
+class ZitadelSettings(_Section):
+    base_url: str = "http://localhost:8080"
+    api: Literal["v1", "v2"] = "v1"
+    pat_file: Path | None = None
+    pat: SecretStr | None = None
+    key_file: Path | None = None
+    """Service-account key JSON for the JWT profile grant, instead of a personal access token."""
+    audience: str | None = None
+    """``aud`` of the JWT assertion; the instance URL (``base_url``) when unset."""
+    timeout: Duration = 5.0
+    max_concurrency: int = Field(default=16, gt=0)
+    ca_file: Path | None = None
+    """A private CA bundle; TLS is always verified unless ``verify_tls`` is switched off."""
+    verify_tls: bool = True
+    retry_attempts: int = Field(default=10, gt=0)
+    retry_timeout: Duration = 60.0
+    """How long one action may be retried before its outcome is ``failed``."""
+    login_name_cache_ttl: Duration = 300.0
+    login_name_miss_ttl: Duration = 30.0
+    login_name_cache_size: int = Field(default=100_000, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class EngineSettings(_Section):
+    rule_paths: list[Path] = Field(default=[Path("rules")], min_length=1)
+    max_event_age: Duration = 3600.0
+    """Evidence older than this (by event time, at the moment of deciding) never acts."""
+    drain_timeout: Duration = 20.0
+    """On SIGTERM, how long in-flight decisions may take before the daemon exits without them."""
+
+
+class SafetySettings(_Section):
+    max_locks_per_minute: int = Field(default=60, gt=0)
+
+
+class MetricsSettings(_Section):
+    listen: str = "0.0.0.0:9464"  # noqa: S104 - a scrape endpoint is meant to be reachable
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected HOST:PORT, for example 0.0.0.0:9464")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """Everything the daemon is configured with (SPEC section 4)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    zitadel: ZitadelSettings = ZitadelSettings()
+    engine: EngineSettings = EngineSettings()
+    safety: SafetySettings = SafetySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments; the environment is listed first so it wins.
+        return (env_settings, init_settings)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets replaced by ``**********``."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load settings from ``path`` (default ``config/lockoutd.yaml``) and the environment.
+
+    An explicitly named file must exist; the default one may be absent, so that a container can be
+    configured from the environment alone. Raises :class:`ConfigError` listing every problem.
+    """
+    explicit = path is not None
+    path = path if path is not None else DEFAULT_CONFIG_PATH
+    data: dict[str, Any] = {}
+    line_map = LineMap(str(path))
+    if explicit or path.exists():
+        try:
+            loaded, line_map = load_yaml(path)
+        except YamlFileError as exc:
+            raise ConfigError(exc.problems) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError([f"{path}:1: the configuration must be a mapping of sections"])
+        data = loaded or {}
+    problems = _secret_problems(data, line_map)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        problems += _describe(exc, line_map)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _secret_problems(data: dict[str, Any], line_map: LineMap) -> list[str]:
+    problems = []
+    for section, key in sorted(_SECRET_KEYS):
+        if isinstance(data.get(section), dict) and key in data[section]:
+            env = f"{ENV_PREFIX}{section}__{key}".upper()
+            problems.append(
+                f"{line_map.where((section, key))}: {section}.{key}: secrets do not belong in the "
+                f"configuration file; use {key}_file or the {env} environment variable"
+            )
+    return problems
+
+
+def _describe(exc: ValidationError, line_map: LineMap) -> list[str]:
+    """Name the environment variable for values that came from it, else ``file:line``."""
+    problems = []
+    for problem, error in zip(
+        validation_problems(exc, line_map), exc.errors(include_url=False), strict=True
+    ):
+        env = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
+        if env in os.environ:
+            problems.append(f"environment {env}: {error['msg']}")
+        else:
+            problems.append(problem)
+    return problems

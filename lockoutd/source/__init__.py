@@ -1,0 +1,1 @@
+"""Sources: where authentication events come from (Kafka) and where records are published."""
