@@ -1,0 +1,168 @@
+"""The daemon's batch pipeline with a fake user store: no broker, no HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
+from lockoutd.daemon import Pipeline, next_offsets
+from lockoutd.report.metrics import Metrics
+from lockoutd.rules import load_rules
+from lockoutd.settings import Settings
+
+NOW = 1_800_000_000.0
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FakeStore:
+    """Locks users in memory; already locked users answer like ZITADEL does."""
+
+    def __init__(self, locked: set[str] | None = None) -> None:
+        self.locked = set(locked or ())
+        self.lock_calls: list[tuple[str, str | None]] = []
+
+    async def lock(self, user_id: str, org_id: str | None) -> LockOutcome:
+        self.lock_calls.append((user_id, org_id))
+        if user_id in self.locked:
+            return LockOutcome.ALREADY_LOCKED
+        self.locked.add(user_id)
+        return LockOutcome.LOCKED
+
+    async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome:
+        raise AssertionError("the lockout path never unlocks")
+
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
+        return {"alice@example.com": "1001"}.get(login_name)
+
+
+def record(offset: int, value: bytes, *, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic="auth.events",
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(value),
+        headers=(),
+    )
+
+
+def failure(user: str, seconds_ago: float, **fields: str) -> bytes:
+    from lockoutd.decide.decision import rfc3339
+
+    event = {
+        "type": "auth.login.failed",
+        "occurred_at": rfc3339(NOW - seconds_ago),
+        "reason": "password",
+        **fields,
+    }
+    if user.isdigit():
+        event["user_id"] = user
+    else:
+        event["login_name"] = user
+    return json.dumps(event).encode()
+
+
+def make_pipeline(store: FakeStore, **kafka: object) -> tuple[Pipeline, Metrics]:
+    settings = Settings(
+        kafka={"decisions_topic": "decisions", "dead_letter_topic": "dlq", **kafka},
+        engine={"rule_paths": [REPO / "rules"]},
+    )
+    metrics = Metrics()
+    rules = load_rules(settings.engine.rule_paths)
+    return Pipeline(settings, rules, store=store, metrics=metrics, clock=lambda: NOW), metrics
+
+
+async def test_a_batch_that_crosses_a_threshold_locks_once_and_publishes_one_decision() -> None:
+    """Six failures in one batch give one lock call and one audit record."""
+    store = FakeStore()
+    pipeline, metrics = make_pipeline(store)
+    batch = [record(i, failure("1001", 300 - i * 10, org_id="300")) for i in range(6)]
+
+    outgoing = await pipeline.process(batch)
+
+    assert store.lock_calls == [("1001", "300")]
+    [audit] = outgoing
+    assert audit.topic == "decisions"
+    assert audit.key == b"1001"
+    decision = json.loads(audit.value)
+    assert decision["outcome"] == "locked"
+    assert decision["rule"] == "password-bruteforce"
+    sample = metrics.registry.get_sample_value
+    assert sample("lockoutd_events_total", {"result": "accepted"}) == 6
+    assert (
+        sample(
+            "lockoutd_actions_total",
+            {"rule": "password-bruteforce", "action": "lock", "outcome": "locked"},
+        )
+        == 1
+    )
+
+
+async def test_counts_carry_over_from_one_batch_to_the_next() -> None:
+    """Three failures in one batch and two in the next still make five."""
+    store = FakeStore()
+    pipeline, _ = make_pipeline(store)
+
+    await pipeline.process([record(i, failure("1001", 100 - i)) for i in range(3)])
+    assert store.lock_calls == []
+    await pipeline.process([record(i, failure("1001", 50 - i)) for i in range(3, 5)])
+
+    assert store.lock_calls == [("1001", None)]
+
+
+async def test_invalid_records_are_dead_lettered_next_to_the_decisions() -> None:
+    """A bad record becomes a dead letter in the same batch as the valid decisions around it."""
+    store = FakeStore()
+    pipeline, metrics = make_pipeline(store)
+    batch = [record(0, b"{broken")] + [record(i, failure("1001", 60 - i)) for i in range(1, 6)]
+
+    outgoing = await pipeline.process(batch)
+
+    topics = sorted(r.topic for r in outgoing)
+    assert topics == ["decisions", "dlq"]
+    [dead] = [r for r in outgoing if r.topic == "dlq"]
+    assert dead.value == b"{broken"
+    assert metrics.registry.get_sample_value("lockoutd_events_total", {"result": "invalid"}) == 1
+
+
+async def test_a_login_name_is_resolved_only_when_a_lock_is_due() -> None:
+    """Failures for a login name lock the resolved user id; unknown names lock nobody."""
+    store = FakeStore()
+    pipeline, _ = make_pipeline(store)
+    batch = [record(i, failure("alice@example.com", 60 - i)) for i in range(5)]
+    batch += [record(5 + i, failure("nobody@example.com", 60 - i)) for i in range(5)]
+
+    outgoing = await pipeline.process(batch)
+
+    assert store.lock_calls == [("1001", None)]
+    outcomes = {json.loads(r.value)["login_name"]: json.loads(r.value)["outcome"] for r in outgoing}
+    assert outcomes == {"alice@example.com": "locked", "nobody@example.com": "unknown_user"}
+
+
+async def test_old_evidence_is_stale_and_calls_nothing() -> None:
+    """Failures older than max_event_age fire the rule but never lock."""
+    store = FakeStore()
+    pipeline, _ = make_pipeline(store)
+
+    outgoing = await pipeline.process([record(i, failure("1001", 7200 - i)) for i in range(5)])
+
+    assert store.lock_calls == []
+    assert json.loads(outgoing[0].value)["outcome"] == "stale"
+
+
+def test_next_offsets_point_past_the_last_record_of_each_partition() -> None:
+    """The commit names the offset after the last record per partition."""
+    batch = [record(4, b"", partition=0), record(5, b"", partition=0), record(9, b"", partition=1)]
+
+    assert next_offsets(batch) == {
+        TopicPartition("auth.events", 0): 6,
+        TopicPartition("auth.events", 1): 10,
+    }
