@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        settings, rules = _load(args.config)
+        _settings, rules = _load(args.config)
     except ConfigError as error:
         return _print_problems(error)
     print(
@@ -109,6 +109,9 @@ def _replay(args: argparse.Namespace) -> int:
         settings, rules = _load(args.config)
     except ConfigError as error:
         return _print_problems(error)
+    if args.events != "-" and not Path(args.events).is_file():
+        print(f"{args.events}: no such events file", file=sys.stderr)
+        return EXIT_FAILED
     engine = Engine(rules)
     fired: Counter[str] = Counter()
     invalid = 0

@@ -16,8 +16,8 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
-from typing import TypeVar
+from contextlib import AsyncExitStack, suppress
+from typing import Any, TypeVar
 
 import stamina
 import structlog
@@ -244,8 +244,9 @@ class Daemon:
     async def _finish_within_drain(self, work: asyncio.Future[None]) -> bool:
         """Wait for ``work``; once a stop is requested, wait at most the drain timeout."""
         stop_wait = asyncio.ensure_future(self._stop.wait())
+        either: set[asyncio.Future[Any]] = {work, stop_wait}
         try:
-            await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 done, _ = await asyncio.wait({work}, timeout=self.settings.engine.drain_timeout)
                 if not done:
@@ -262,10 +263,8 @@ class Daemon:
             stop_wait.cancel()
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     def _reload(self, pipeline: Pipeline) -> None:
         self._reload_requested = False
@@ -276,4 +275,3 @@ class Daemon:
             return
         pipeline.replace_rules(rules)
         log.info("rules_reloaded", rules=[rule.name for rule in rules.rules])
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -21,6 +22,9 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError(f"expected a duration such as 30s, 10m, 1h or 1d, got {value!r}")
+    if not math.isfinite(seconds):
+        # NaN compares false with everything: a window of NaN would never let an event leave.
+        raise ValueError(f"a duration must be a finite number, got {value!r}")
     if seconds <= 0:
         raise ValueError("a duration must be longer than zero")
     return seconds

@@ -5,7 +5,7 @@
     LockoutdError
     ├── ConfigError              a setting or rule file is wrong; fix it and start again
     ├── ZitadelError
-    │   ├── ZitadelConfigError   ZITADEL refuses lockoutd itself (token, permission, org): stop loudly
+    │   ├── ZitadelConfigError   ZITADEL refuses lockoutd itself (token, permission, org)
     │   ├── ZitadelUnavailable   ZITADEL did not answer usefully after all retries (retriable)
     │   └── InvalidUserId        an id that could change the request path; the event is refused
     └── KafkaUnavailable         the broker could not be reached (retriable)

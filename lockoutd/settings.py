@@ -7,12 +7,19 @@ and they are masked wherever settings are printed.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.exceptions import SettingsError
 
 from lockoutd.durations import Duration
 from lockoutd.errors import ConfigError
@@ -26,13 +33,26 @@ ENV_PREFIX = "LOCKOUTD_"
 _SECRET_KEYS = {("zitadel", "pat"), ("kafka", "sasl_password")}
 
 
+def _split_list(value: Any) -> Any:
+    # LOCKOUTD_KAFKA__TOPICS=a,b reads naturally; JSON lists work as well. List fields are marked
+    # NoDecode, so pydantic-settings hands the raw string over instead of failing on non-JSON.
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("expected a JSON list or comma-separated values") from None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class KafkaSettings(_Section):
     bootstrap_servers: str = "localhost:9092"
-    topics: list[str] = Field(default=["auth.events"], min_length=1)
+    topics: Annotated[list[str], NoDecode] = Field(default=["auth.events"], min_length=1)
     group_id: str = Field(default="lockoutd", min_length=1)
     client_id: str = "lockoutd"
     dead_letter_topic: str | None = None
@@ -54,10 +74,7 @@ class KafkaSettings(_Section):
     @field_validator("topics", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:
-        # LOCKOUTD_KAFKA__TOPICS=a,b reads naturally; JSON lists work as well.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [topic.strip() for topic in value.split(",") if topic.strip()]
-        return value
+        return _split_list(value)
 
 
 class ZitadelSettings(_Section):
@@ -90,11 +107,16 @@ class ZitadelSettings(_Section):
 
 
 class EngineSettings(_Section):
-    rule_paths: list[Path] = Field(default=[Path("rules")], min_length=1)
+    rule_paths: Annotated[list[Path], NoDecode] = Field(default=[Path("rules")], min_length=1)
     max_event_age: Duration = 3600.0
     """Evidence older than this (by event time, at the moment of deciding) never acts."""
     drain_timeout: Duration = 20.0
     """On SIGTERM, how long in-flight decisions may take before the daemon exits without them."""
+
+    @field_validator("rule_paths", mode="before")
+    @classmethod
+    def _split_rule_paths(cls, value: Any) -> Any:
+        return _split_list(value)
 
 
 class SafetySettings(_Section):
@@ -102,7 +124,7 @@ class SafetySettings(_Section):
 
 
 class MetricsSettings(_Section):
-    listen: str = "0.0.0.0:9464"  # noqa: S104 - a scrape endpoint is meant to be reachable
+    listen: str = "0.0.0.0:9464"
 
     @field_validator("listen")
     @classmethod
@@ -182,12 +204,15 @@ def load_settings(path: Path | None = None) -> Settings:
             raise ConfigError(exc.problems) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError([f"{path}:1: the configuration must be a mapping of sections"])
-        data = loaded or {}
+        # A key YAML reads as a number (`1: x`) would not even reach validation as a keyword.
+        data = {str(key): value for key, value in (loaded or {}).items()}
     problems = _secret_problems(data, line_map)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
         problems += _describe(exc, line_map)
+    except SettingsError as exc:  # an environment value pydantic-settings could not even parse
+        problems.append(f"environment: {exc}")
     if problems:
         raise ConfigError(problems)
     return settings
@@ -213,7 +238,8 @@ def _describe(exc: ValidationError, line_map: LineMap) -> list[str]:
     ):
         env = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
         if env in os.environ:
-            problems.append(f"environment {env}: {error['msg']}")
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"environment {env}: {message}")
         else:
             problems.append(problem)
     return problems

@@ -114,9 +114,7 @@ def _scalar(node: yaml.Node) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         # A mapping or list used as a key; keep it readable in the error that will follow.
         return repr(node.value)
-    return _Loader(  # type: ignore[no-untyped-call]
-        ""
-    ).construct_object(node, deep=True)
+    return _Loader("").construct_object(node, deep=True)
 
 
 def validation_problems(
@@ -125,7 +123,11 @@ def validation_problems(
     """Turn a pydantic error into ``file:line: message`` strings, one per problem."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
-        loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+        loc: Location = ()
+        for part in error["loc"]:
+            # A key the file really has is kept, even one spelled like a type ("str:").
+            if not _is_union_tag(part) or (*prefix, *loc, part) in line_map.lines:
+                loc = (*loc, part)
         dotted = ".".join(str(part) for part in loc) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
@@ -134,7 +136,16 @@ def validation_problems(
     return problems
 
 
+# The tags pydantic gives plain member types of a union, e.g. ``str | list[str]``.
+_TYPE_TAGS = frozenset(
+    {"str", "int", "float", "bool", "bytes", "none", "list", "dict", "tuple", "set", "frozenset"}
+    | {"decimal", "date", "time", "datetime", "timedelta", "url", "uuid", "is-instance"}
+)
+
+
 def _is_union_tag(part: str | int) -> bool:
     # pydantic adds the name of the tried member type to locations inside unions and
     # function validators; it means nothing to someone reading the YAML.
-    return isinstance(part, str) and (part.startswith("function-") or "[" in part)
+    return isinstance(part, str) and (
+        part.startswith(("function-", "constrained-")) or "[" in part or part in _TYPE_TAGS
+    )

@@ -6,15 +6,12 @@ import time
 from collections.abc import Callable
 
 import msgspec
-import structlog
 from aiolimiter import AsyncLimiter
 
 from lockoutd.act.zitadel import LockOutcome, UserStore
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.errors import InvalidUserId, ZitadelUnavailable
 from lockoutd.report.metrics import Metrics
-
-log = structlog.get_logger(__name__)
 
 _LOCK_OUTCOMES = {
     LockOutcome.LOCKED: Outcome.LOCKED,
@@ -49,30 +46,29 @@ class LockExecutor:
 
     async def carry_out(self, decision: Decision, *, event_time: float) -> Decision:
         """Lock the user of a pending ``decision``; return the decision with its outcome."""
-        if not self._cap.has_capacity():
-            log.error(
-                "lock_suppressed",
-                rule=decision.rule,
-                user_id=decision.user_id,
-                reason="safety.max_locks_per_minute reached",
-            )
-            return msgspec.structs.replace(decision, outcome=Outcome.SUPPRESSED)
-        # has_capacity() was true, so this takes a token without waiting.
-        await self._cap.acquire()
+        user_id = decision.user_id
         try:
-            user_id = decision.user_id
             if user_id is None and decision.login_name is not None:
-                user_id = await self._store.resolve_login_name(
-                    decision.login_name, decision.org_id
-                )
+                # Resolved before the cap is consulted: made-up login names must not be able to
+                # use up the locks that real accounts under attack need.
+                user_id = await self._store.resolve_login_name(decision.login_name, decision.org_id)
                 if user_id is None:
                     return msgspec.structs.replace(decision, outcome=Outcome.UNKNOWN_USER)
             if user_id is None:  # the decoder guarantees a user id or a login name
                 raise InvalidUserId("the event named no user")
+            if not self._cap.has_capacity():
+                return msgspec.structs.replace(
+                    decision,
+                    user_id=user_id,
+                    outcome=Outcome.SUPPRESSED,
+                    error="safety.max_locks_per_minute reached",
+                )
+            # has_capacity() was true, so this takes a token without waiting.
+            await self._cap.acquire()
             result = await self._store.lock(user_id, decision.org_id)
         except (InvalidUserId, ZitadelUnavailable) as exc:
             return msgspec.structs.replace(
-                decision, outcome=Outcome.FAILED, error=str(exc)
+                decision, user_id=user_id, outcome=Outcome.FAILED, error=str(exc)
             )
         if result is LockOutcome.LOCKED:
             self._metrics.lock_latency.observe(max(0.0, self._clock() - event_time))

@@ -50,8 +50,10 @@ class Decision(msgspec.Struct, omit_defaults=False):
 
 def rfc3339(seconds: float) -> str:
     """UTC RFC 3339 with milliseconds, e.g. ``2026-11-29T14:03:07.123Z``."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 

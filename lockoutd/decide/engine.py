@@ -88,7 +88,12 @@ class Engine:
             if window is None:
                 window = state.windows[key] = KeyWindow()
             rule = state.rule
-            if window.add(event.occurred_at, threshold=rule.threshold, window=state.window):
+            if window.add(
+                event.occurred_at,
+                threshold=rule.threshold,
+                window=state.window,
+                event_id=event.event_id,
+            ):
                 firings.append(
                     Firing(
                         rule=rule,
@@ -139,4 +144,3 @@ class Engine:
         """``(rule name, number of keys with live state)`` for every rule."""
         for state in self._states:
             yield state.rule.name, len(state.windows)
-

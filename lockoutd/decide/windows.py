@@ -22,37 +22,47 @@ Rules of the window:
   costs the same however hard it is attacked.
 - Event time, not arrival time: an event older than the newest seen for its key still counts if it
   falls inside the window; one older than that adds nothing.
+- An ``event_id`` already held by the window is counted once (a producer's retry is not a second
+  attempt). Only the ids of the times kept are remembered, which is enough: a repeat of an event
+  that was let go is no newer than the times kept, so it cannot change the count.
 """
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right
 
 
 class KeyWindow:
     """The window state of one key of one rule."""
 
-    __slots__ = ("fired", "times")
+    __slots__ = ("fired", "ids", "times")
 
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.ids: list[str | None] = []
+        """The ``event_id`` of each time in ``times`` (``None`` when the event had none)."""
         self.fired = False
 
     @property
     def newest(self) -> float:
         return self.times[-1] if self.times else float("-inf")
 
-    def add(self, at: float, *, threshold: int, window: float) -> bool:
+    def add(self, at: float, *, threshold: int, window: float, event_id: str | None = None) -> bool:
         """Count an event at ``at``; return True when this event makes the window fire."""
-        times = self.times
+        times, ids = self.times, self.ids
         newest = max(self.newest, at)
         start = newest - window
         if at <= start:
             return False  # too old to count in any window that still matters
+        if event_id is not None and event_id in ids:
+            return False  # the same event delivered again
         if not times or at >= times[-1]:
             times.append(at)
+            ids.append(event_id)
         else:
-            insort(times, at)
+            index = bisect_right(times, at)
+            times.insert(index, at)
+            ids.insert(index, event_id)
         drop = 0
         while drop < len(times) and times[drop] <= start:
             drop += 1
@@ -60,6 +70,7 @@ class KeyWindow:
         drop = max(drop, len(times) - threshold)
         if drop:
             del times[:drop]
+            del ids[:drop]
         if len(times) >= threshold:
             if not self.fired:
                 self.fired = True

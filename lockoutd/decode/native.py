@@ -79,11 +79,15 @@ def event_from_mapping(document: dict[str, Any]) -> Event:
 
 
 def _normalize_ip(text: str) -> str:
-    # One address has one spelling in rule keys: "2001:DB8::1" and "2001:db8:0::1" count together.
+    # One address has one spelling in rule keys: "2001:DB8::1" and "2001:db8:0::1" count together,
+    # and so do "::ffff:10.0.0.1" (an IPv4 client of a dual-stack server) and "10.0.0.1".
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
         raise InvalidEvent("bad_ip", f"ip {text!r} is not an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _reason_for(message: str) -> str:

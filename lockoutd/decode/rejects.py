@@ -8,11 +8,10 @@ that say where it came from and why it was refused.
 from __future__ import annotations
 
 import structlog
-from aiokafka import ConsumerRecord
 
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.report.metrics import Metrics
-from lockoutd.source.kafka import OutgoingRecord
+from lockoutd.source.kafka import OutgoingRecord, Record
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +26,7 @@ class Rejects:
         self._topic = dead_letter_topic
         self._metrics = metrics
 
-    def reject(self, record: ConsumerRecord[bytes, bytes], error: InvalidEvent) -> OutgoingRecord | None:
+    def reject(self, record: Record, error: InvalidEvent) -> OutgoingRecord | None:
         """Count and log ``record``; return what to publish to the dead-letter topic, if any."""
         self._metrics.events.labels(result="invalid").inc()
         log.warning(

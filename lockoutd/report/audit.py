@@ -42,7 +42,8 @@ class DecisionReporter:
         self._metrics.actions.labels(
             rule=decision.rule, action=decision.action, outcome=outcome.value
         ).inc()
-        level = log.error if outcome is Outcome.FAILED else log.info
+        # Locks that did not happen although a rule demanded them are what operators must see.
+        level = log.error if outcome in (Outcome.FAILED, Outcome.SUPPRESSED) else log.info
         level(
             _LOG_EVENTS[outcome],
             rule=decision.rule,

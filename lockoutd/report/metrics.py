@@ -25,6 +25,7 @@ OUTCOMES = (
     "stale",
     "unknown_user",
     "failed",
+    "reported",
 )
 ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "token")
 
@@ -80,7 +81,9 @@ class Metrics:
             registry=r,
         )
         self.build_info = Gauge(
-            "lockoutd_build_info", "Always 1; the labels say which build runs.", ["version"],
+            "lockoutd_build_info",
+            "Always 1; the labels say which build runs.",
+            ["version"],
             registry=r,
         )
         self.dead_lettered = Counter(

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.durations import Duration
@@ -49,14 +56,24 @@ class Action(_Strict):
 Scalar = Annotated[str, Field(min_length=1)]
 
 
+def _text(value: Any) -> Any:
+    # Rule values and event fields are compared as text: YAML reads `attempt: 3` as a number and
+    # JSON carries `"mfa": true` as a boolean. Booleans are spelled as in JSON.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 class Rule(_Strict):
     """One rule: ``threshold`` matching events per ``key`` within ``window`` seconds fire it."""
 
     name: str = Field(pattern=r"^[a-z0-9-]+$", max_length=64)
     description: str = ""
-    match: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    match: dict[str, list[Scalar]] = Field(default_factory=dict)
     key: list[str] = Field(min_length=1)
-    threshold: int = Field(ge=1, le=10_000)
+    threshold: int = Field(ge=1, le=10_000, strict=True)
     window: Duration
     reset_on_success: bool = False
     action: Action
@@ -65,11 +82,12 @@ class Rule(_Strict):
     @field_validator("match", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
-        # YAML reads `org_id: 300` as a number, but event fields are strings.
+        # A single value is a list of one; numbers and booleans are matched as text.
         if not isinstance(value, dict):
             return value
         return {
-            k: [str(v) for v in vs] if isinstance(vs, list) else str(vs) for k, vs in value.items()
+            k: [_text(v) for v in vs] if isinstance(vs, list) else [_text(vs)]
+            for k, vs in value.items()
         }
 
     @field_validator("key")
@@ -79,14 +97,17 @@ class Rule(_Strict):
             raise ValueError("a field appears twice in the key")
         return value
 
-    @model_validator(mode="after")
-    def _lock_needs_a_user(self) -> Rule:
-        if self.action.lock is not None and not {"user_id", "login_name"} & set(self.key):
+    @field_validator("action")
+    @classmethod
+    def _lock_needs_a_user(cls, value: Action, info: ValidationInfo) -> Action:
+        # A field validator, so that the error points at the action's line, not the rule's.
+        key = info.data.get("key")
+        if value.lock is not None and key is not None and not {"user_id", "login_name"} & set(key):
             raise ValueError(
                 "action lock needs a key that names the user (user_id or login_name); "
                 "use action report for rules keyed on other fields"
             )
-        return self
+        return value
 
     def matcher(self) -> EventMatcher:
         return EventMatcher.from_match(self.match)
@@ -99,17 +120,14 @@ class EventMatcher:
     conditions: tuple[tuple[str, frozenset[str]], ...]
 
     @classmethod
-    def from_match(cls, match: dict[str, str | list[str]]) -> EventMatcher:
-        allowed = {
-            name: frozenset(values if isinstance(values, list) else [values])
-            for name, values in match.items()
-        }
+    def from_match(cls, match: dict[str, list[str]]) -> EventMatcher:
+        allowed = {name: frozenset(values) for name, values in match.items()}
         # lockoutd counts failures: a rule that names no type means failed logins.
         allowed.setdefault("type", frozenset({LOGIN_FAILED}))
         return cls(tuple(sorted(allowed.items())))
 
     def __call__(self, event: Event) -> bool:
-        return all(event.value_of(name) in values for name, values in self.conditions)
+        return all(_matches(event, name, values) for name, values in self.conditions)
 
     def matches_success(self, event: Event) -> bool:
         """True when ``event`` (a success) concerns what this rule counts.
@@ -118,10 +136,16 @@ class EventMatcher:
         others (an org, a client) still have to hold.
         """
         return all(
-            event.value_of(name) in values
+            _matches(event, name, values)
             for name, values in self.conditions
             if name not in _FAILURE_ONLY
         )
+
+
+def _matches(event: Event, name: str, values: frozenset[str]) -> bool:
+    # An extra field may hold a JSON list or object: it matches nothing (and must not raise).
+    value = _text(event.value_of(name))
+    return isinstance(value, str) and value in values
 
 
 class Allowlist(_Strict):
@@ -167,9 +191,7 @@ class RuleSet:
         files = list(files)
         return cls(
             rules=tuple(rule for _, f in files for rule in f.rules),
-            allowlist_users=frozenset(
-                user.lower() for _, f in files for user in f.allowlist.users
-            ),
+            allowlist_users=frozenset(user.lower() for _, f in files for user in f.allowlist.users),
             allowlist_networks=tuple(net for _, f in files for net in f.allowlist.ips),
             files=tuple(path for path, _ in files),
         )

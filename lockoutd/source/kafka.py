@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -27,7 +27,8 @@ from lockoutd.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 
-Record = ConsumerRecord[bytes, bytes]
+# aiokafka ships no type information; this alias documents what the consumer hands out.
+Record: TypeAlias = ConsumerRecord
 Offsets = dict[TopicPartition, int]
 
 # Room for headers and framing around the largest value lockoutd forwards to the dead-letter topic.
@@ -46,8 +47,10 @@ def connection_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.security_protocol.startswith("SASL"):
         if settings.sasl_mechanism is None or settings.sasl_username is None:
             raise ConfigError(
-                [f"kafka: security_protocol {settings.security_protocol} needs sasl_mechanism "
-                 "and sasl_username"]
+                [
+                    f"kafka: security_protocol {settings.security_protocol} needs sasl_mechanism "
+                    "and sasl_username"
+                ]
             )
         password = settings.sasl_password or read_secret(
             settings.sasl_password_file, "kafka.sasl_password_file"
@@ -60,11 +63,12 @@ def connection_options(settings: KafkaSettings) -> dict[str, Any]:
 
 def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
     # create_ssl_context verifies the server certificate and host name by default.
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=settings.ssl_cafile,
         certfile=settings.ssl_certfile,
         keyfile=settings.ssl_keyfile,
     )
+    return context
 
 
 class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -116,7 +120,9 @@ class KafkaSource:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self._consumer.stop()
@@ -199,7 +205,9 @@ class KafkaSink:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self._producer.stop()
