@@ -1,0 +1,769 @@
+"""The ZITADEL client against the ZITADEL emulator, over real HTTP on loopback.
+
+Every classification row runs on both APIs (v1 management, v2 user service) and with both kinds of
+credentials (a personal access token, a service-account key traded for an access token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from pydantic import SecretStr
+from structlog.tracebacks import ExceptionDictTransformer
+
+from lockoutd.act.zitadel import LockOutcome, UnlockOutcome, UserState, ZitadelClient
+from lockoutd.errors import (
+    InvalidUserId,
+    ZitadelConfigError,
+    ZitadelError,
+    ZitadelUnavailable,
+)
+from lockoutd.report.metrics import Metrics
+from lockoutd.settings import ZitadelSettings
+from lockoutd.testing.zitadel_emulator import Fault, ZitadelEmulator
+from lockoutd.testing.zitadel_emulator import UserState as EmulatedState
+
+pytestmark = pytest.mark.timeout(20)
+
+ORG = "100000000000000001"
+OTHER_ORG = "100000000000000002"
+SERVICE_ACCOUNT = "300000000000000001"
+PAT = "pat-0123456789-secret"
+USER = "200000000000000001"
+TOKEN_PATH = "/oauth/v2/token"
+INSTANCE_ROLES: dict[str, set[str]] = {"instance": {"IAM_USER_MANAGER"}}
+
+
+# --- fixtures and helpers -------------------------------------------------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def emu() -> Iterator[ZitadelEmulator]:
+    with ZitadelEmulator() as emulator:
+        emulator.add_org(ORG)
+        emulator.add_org(OTHER_ORG)
+        yield emulator
+
+
+@pytest.fixture(params=["v1", "v2"])
+def api(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=["pat", "key"])
+def auth(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def credentials(
+    emu: ZitadelEmulator, auth: str, tmp_path: Path, roles: dict[str, set[str]] | None
+) -> dict[str, Any]:
+    """Register a service account with ``roles`` and return the settings that name it."""
+    if auth == "pat":
+        emu.add_pat(PAT, roles=roles)
+        return {"pat": SecretStr(PAT)}
+    key = emu.add_service_account_key(user_id=SERVICE_ACCOUNT, roles=roles)
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(key))
+    return {"key_file": path}
+
+
+def settings_for(
+    emu: ZitadelEmulator, api: str, creds: dict[str, Any], **overrides: Any
+) -> ZitadelSettings:
+    values: dict[str, Any] = {
+        "base_url": emu.base_url,
+        "api": api,
+        "timeout": 2.0,
+        "retry_attempts": 4,
+        "retry_timeout": 5.0,
+    }
+    values.update(creds)
+    values.update(overrides)
+    return ZitadelSettings(**values)
+
+
+@asynccontextmanager
+async def connect(
+    settings: ZitadelSettings,
+    *,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[ZitadelClient]:
+    client = ZitadelClient(
+        settings,
+        metrics=metrics or Metrics(),
+        clock=clock,
+        wait_initial=0.01,
+        wait_max=0.05,
+        wait_jitter=0.0,
+    )
+    async with client:
+        yield client
+
+
+@pytest.fixture
+async def client(
+    emu: ZitadelEmulator, api: str, auth: str, tmp_path: Path
+) -> AsyncIterator[ZitadelClient]:
+    """A client with instance-wide user-manager rights, on each API and credential kind."""
+    creds = credentials(emu, auth, tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, api, creds)) as zitadel:
+        yield zitadel
+
+
+def api_calls(emu: ZitadelEmulator) -> list[Any]:
+    return [call for call in emu.calls if call.path != TOKEN_PATH]
+
+
+def key_material(path: Path) -> str:
+    """A line of the private key's base64 body, which must never be shown."""
+    return str(json.loads(path.read_text())["key"]).splitlines()[1]
+
+
+def token_calls(emu: ZitadelEmulator) -> list[Any]:
+    return [call for call in emu.calls if call.path == TOKEN_PATH]
+
+
+def requests(metrics: Metrics, operation: str, code: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "lockoutd_zitadel_requests_total", {"operation": operation, "code": code}
+    )
+    return value or 0.0
+
+
+# --- classification -------------------------------------------------------------------------
+
+LOCK_ROWS = [
+    # state before           outcome                      state after
+    (UserState.ACTIVE, LockOutcome.LOCKED, UserState.LOCKED),
+    (UserState.INITIAL, LockOutcome.LOCKED, UserState.LOCKED),
+    (UserState.LOCKED, LockOutcome.ALREADY_LOCKED, UserState.LOCKED),
+    (UserState.INACTIVE, LockOutcome.NOT_LOCKABLE, UserState.INACTIVE),
+]
+
+
+@pytest.mark.parametrize(("before", "outcome", "after"), LOCK_ROWS)
+async def test_lock_outcomes(
+    emu: ZitadelEmulator,
+    client: ZitadelClient,
+    before: UserState,
+    outcome: LockOutcome,
+    after: UserState,
+) -> None:
+    """Locking gives an outcome per user state and leaves the user in the expected state."""
+    emu.add_user(USER, org_id=ORG, state=EmulatedState(before))
+    assert await client.lock(USER, ORG) is outcome
+    assert emu.state_of(USER) == after
+    assert len(emu.lock_calls(USER)) == 1
+    assert client.healthy
+
+
+async def test_locking_an_unknown_user_is_an_outcome(
+    emu: ZitadelEmulator, client: ZitadelClient
+) -> None:
+    """A user ZITADEL does not know is unknown_user after one request."""
+    assert await client.lock(USER, ORG) is LockOutcome.UNKNOWN_USER
+    assert len(api_calls(emu)) == 1
+
+
+async def test_a_removed_user_is_unknown(emu: ZitadelEmulator, client: ZitadelClient) -> None:
+    """A removed user cannot be locked, unlocked or read."""
+    emu.add_user(USER, org_id=ORG)
+    emu.remove_user(USER)
+    assert await client.lock(USER, ORG) is LockOutcome.UNKNOWN_USER
+    assert await client.unlock(USER, ORG) is UnlockOutcome.UNKNOWN_USER
+    assert await client.get_state(USER, ORG) is None
+
+
+@pytest.mark.parametrize(
+    ("before", "outcome", "after"),
+    [
+        (UserState.LOCKED, UnlockOutcome.UNLOCKED, UserState.ACTIVE),
+        (UserState.ACTIVE, UnlockOutcome.NOT_LOCKED, UserState.ACTIVE),
+        (UserState.INACTIVE, UnlockOutcome.NOT_LOCKED, UserState.INACTIVE),
+        (None, UnlockOutcome.UNKNOWN_USER, None),
+    ],
+)
+async def test_unlock_outcomes(
+    emu: ZitadelEmulator,
+    client: ZitadelClient,
+    before: UserState | None,
+    outcome: UnlockOutcome,
+    after: UserState | None,
+) -> None:
+    """Unlocking a locked user unlocks it; not locked and unknown are outcomes, not errors."""
+    if before is not None:
+        emu.add_user(USER, org_id=ORG, state=EmulatedState(before))
+    assert await client.unlock(USER, ORG) is outcome
+    if after is not None:
+        assert emu.state_of(USER) == after
+    assert len(api_calls(emu)) == 1
+
+
+@pytest.mark.parametrize("state", [UserState.ACTIVE, UserState.LOCKED, UserState.INACTIVE])
+async def test_get_state_reads_the_state(
+    emu: ZitadelEmulator, client: ZitadelClient, state: UserState
+) -> None:
+    """get_state returns the user's state, and None for an unknown user."""
+    emu.add_user(USER, org_id=ORG, state=EmulatedState(state))
+    assert await client.get_state(USER, ORG) is state
+    assert await client.get_state("999", ORG) is None
+
+
+async def test_requests_follow_the_api(
+    emu: ZitadelEmulator, client: ZitadelClient, api: str
+) -> None:
+    """Lock and unlock use the API's paths, a JSON body {}, a bearer token, on v1 the org header."""
+    emu.add_user(USER, org_id=ORG)
+    await client.lock(USER, ORG)
+    await client.unlock(USER, ORG)
+    lock, unlock = api_calls(emu)
+    if api == "v1":
+        assert (lock.method, lock.path) == ("POST", f"/management/v1/users/{USER}/_lock")
+        assert unlock.path == f"/management/v1/users/{USER}/_unlock"
+        assert lock.headers.get("x-zitadel-orgid") == ORG
+    else:
+        assert (lock.method, lock.path) == ("POST", f"/v2/users/{USER}/lock")
+        assert unlock.path == f"/v2/users/{USER}/unlock"
+        assert lock.headers.get("x-zitadel-orgid") is None
+    for call in (lock, unlock):
+        assert call.headers.get("content-type") == "application/json"
+        assert call.headers.get("authorization", "").startswith("Bearer ")
+        assert call.body == {}
+
+
+async def test_without_an_org_v1_uses_the_service_accounts_org(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """With no org known, v1 sends no org header."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        await client.get_state(USER, None)
+    (call,) = api_calls(emu)
+    assert "x-zitadel-orgid" not in {name.lower() for name in call.headers}
+
+
+async def test_v1_does_not_find_a_user_of_another_org(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """On v1 a user outside the header's org is unknown_user, as ZITADEL cannot tell them apart."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=OTHER_ORG)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        assert await client.lock(USER, ORG) is LockOutcome.UNKNOWN_USER
+    assert emu.state_of(USER) == UserState.ACTIVE
+
+
+# --- faults of lockoutd's own setup -----------------------------------------------------------
+
+
+async def test_no_membership_stops_with_what_to_grant(
+    emu: ZitadelEmulator, api: str, auth: str, tmp_path: Path
+) -> None:
+    """A service account without any membership is a config error naming the roles to grant."""
+    creds = credentials(emu, auth, tmp_path, None)
+    emu.add_user(USER, org_id=ORG)
+    async with connect(settings_for(emu, api, creds)) as client:
+        with pytest.raises(ZitadelConfigError, match=r"ORG_USER_MANAGER.*IAM_USER_MANAGER"):
+            await client.lock(USER, ORG)
+    assert emu.state_of(USER) == UserState.ACTIVE
+    assert len(emu.lock_calls(USER)) == 1
+
+
+async def test_a_missing_permission_stops_with_what_to_grant(
+    emu: ZitadelEmulator, api: str, auth: str, tmp_path: Path
+) -> None:
+    """A read-only role is a config error naming the roles to grant."""
+    creds = credentials(emu, auth, tmp_path, {ORG: {"ORG_OWNER_VIEWER"}})
+    emu.add_user(USER, org_id=ORG)
+    async with connect(settings_for(emu, api, creds)) as client:
+        with pytest.raises(ZitadelConfigError, match=r"\(HTTP 403.*grant the service account"):
+            await client.lock(USER, ORG)
+        assert not client.healthy
+
+
+async def test_an_org_zitadel_does_not_know_stops(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """On v1 an org header naming no org is a config error."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        with pytest.raises(ZitadelConfigError, match="knows no org 999"):
+            await client.lock(USER, "999")
+
+
+async def test_an_unknown_pat_stops_after_one_request(emu: ZitadelEmulator, api: str) -> None:
+    """A PAT ZITADEL rejects is a config error; a PAT from the environment is not retried."""
+    settings = settings_for(emu, api, {"pat": SecretStr("not-registered")})
+    async with connect(settings) as client:
+        with pytest.raises(ZitadelConfigError, match=r"HTTP 401.*LOCKOUTD_ZITADEL__PAT") as info:
+            await client.lock(USER, ORG)
+    assert len(api_calls(emu)) == 1
+    assert "not-registered" not in str(info.value)
+
+
+async def test_a_missing_pat_file_stops_at_start(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """A pat_file that does not exist is a config error before any request."""
+    with pytest.raises(ZitadelConfigError, match=r"cannot read zitadel\.pat_file"):
+        ZitadelClient(settings_for(emu, "v1", {"pat_file": tmp_path / "absent"}), metrics=Metrics())
+    assert emu.calls == []
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+async def test_an_access_token_is_reused_and_refreshed_before_it_expires(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """One token serves many calls; shortly before expires_in runs out a new one is fetched."""
+    emu.access_token_lifetime = 100
+    clock = Clock()
+    creds = credentials(emu, "key", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    async with connect(settings_for(emu, api, creds), clock=clock) as client:
+        for _ in range(3):
+            await client.get_state(USER, ORG)
+        assert len(token_calls(emu)) == 1
+        clock.now += 95  # inside the refresh margin, before the token expires
+        await client.get_state(USER, ORG)
+        assert len(token_calls(emu)) == 2
+    first, second = {c.headers["authorization"] for c in api_calls(emu)[:3]}, api_calls(emu)[3]
+    assert len(first) == 1
+    assert second.headers["authorization"] not in first
+
+
+async def test_concurrent_first_calls_share_one_token_request(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """Many calls at start cause a single token request."""
+    creds = credentials(emu, "key", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.latency(0.1), path_contains=TOKEN_PATH)
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        states = await asyncio.gather(*(client.get_state(USER, ORG) for _ in range(10)))
+    assert states == [UserState.ACTIVE] * 10
+    assert len(token_calls(emu)) == 1
+
+
+async def test_a_revoked_access_token_is_replaced_once(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """A 401 on a revoked access token fetches a new one and repeats the call."""
+    creds = credentials(emu, "key", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    async with connect(settings_for(emu, api, creds)) as client:
+        await client.get_state(USER, ORG)
+        emu.revoke_token(api_calls(emu)[-1].headers["authorization"].removeprefix("Bearer "))
+        with structlog.testing.capture_logs() as logs:
+            assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert [c.status for c in emu.lock_calls(USER)] == [401, 200]
+    assert len(token_calls(emu)) == 2
+    assert [e["event"] for e in logs if e["event"] == "zitadel_token_rejected"] == [
+        "zitadel_token_rejected"
+    ]
+
+
+async def test_a_rotated_pat_file_is_picked_up(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """After a 401 the pat_file is read again, so a rotated PAT works without a restart."""
+    path = tmp_path / "pat"
+    path.write_text("old-pat\n")
+    emu.add_pat("old-pat", roles=INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    async with connect(settings_for(emu, "v1", {"pat_file": path})) as client:
+        await client.get_state(USER, ORG)
+        emu.revoke_token("old-pat")
+        emu.add_pat("new-pat", roles=INSTANCE_ROLES)
+        path.write_text("new-pat\n")
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert [c.status for c in emu.lock_calls(USER)] == [401, 200]
+
+
+async def test_a_second_401_after_a_refresh_stops(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """When the fresh token is rejected too, the client stops with a config error."""
+    path = tmp_path / "pat"
+    path.write_text("old-pat\n")
+    emu.add_pat("old-pat", roles=INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v2", {"pat_file": path})) as client:
+        emu.revoke_token("old-pat")
+        path.write_text("also-unknown\n")
+        with pytest.raises(ZitadelConfigError, match="even after fetching a new one"):
+            await client.lock(USER, ORG)
+    assert [c.status for c in api_calls(emu)] == [401, 401]
+
+
+async def test_a_revoked_pat_stops(emu: ZitadelEmulator, api: str, tmp_path: Path) -> None:
+    """A PAT revoked while running, with an unchanged pat_file, is a config error."""
+    path = tmp_path / "pat"
+    path.write_text(PAT)
+    emu.add_pat(PAT, roles=INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    async with connect(settings_for(emu, api, {"pat_file": path})) as client:
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+        emu.revoke_token(PAT)
+        with pytest.raises(ZitadelConfigError, match=r"HTTP 401.*zitadel.pat_file"):
+            await client.unlock(USER, ORG)
+        assert not client.healthy
+
+
+async def test_a_revoked_key_token_that_cannot_be_renewed_stops(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """When every new access token is rejected as well, one refresh is tried, then it stops."""
+    creds = credentials(emu, "key", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        await client.get_state(USER, ORG)
+        emu.access_token_lifetime = 0  # tokens issued from now on are dead on arrival
+        emu.revoke_token(api_calls(emu)[-1].headers["authorization"].removeprefix("Bearer "))
+        with pytest.raises(ZitadelConfigError, match=r"even after fetching a new one.*key_file"):
+            await client.get_state(USER, ORG)
+    assert len(token_calls(emu)) == 2
+    assert [c.status for c in api_calls(emu)] == [404, 401, 401]
+
+
+# --- retries ----------------------------------------------------------------------------------
+
+
+async def test_a_few_503s_are_retried(emu: ZitadelEmulator, api: str, tmp_path: Path) -> None:
+    """Three 503s then success: four requests, one lock, each 503 counted."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    metrics = Metrics()
+    emu.set_fault(Fault.status(503, times=3))
+    async with connect(settings_for(emu, api, creds), metrics=metrics) as client:
+        with structlog.testing.capture_logs() as logs:
+            assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+        assert client.healthy
+    assert [c.status for c in emu.lock_calls(USER)] == [503, 503, 503, 200]
+    assert requests(metrics, "lock", "503") == 3
+    assert requests(metrics, "lock", "200") == 1
+    retrying = [e for e in logs if e["event"] == "zitadel_retrying"]
+    assert [(e["operation"], e["attempt"], e["status"]) for e in retrying] == [
+        ("lock", 2, 503),
+        ("lock", 3, 503),
+        ("lock", 4, 503),
+    ]
+    assert all(e["log_level"] == "warning" for e in retrying)
+
+
+async def test_persistent_503s_end_in_unavailable(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """A 503 that does not stop costs retry_attempts requests, then ZitadelUnavailable."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.status(503, times=1000))
+    async with connect(settings_for(emu, "v1", creds, retry_attempts=3)) as client:
+        with pytest.raises(ZitadelUnavailable, match=r"lock .*3 attempt.*HTTP 503"):
+            await client.lock(USER, ORG)
+        assert not client.healthy
+        emu.clear_faults()
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+        assert client.healthy
+    assert len(emu.lock_calls(USER)) == 4
+
+
+async def test_retries_stop_at_the_retry_timeout(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """With many attempts allowed, retry_timeout still bounds the whole call."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.set_fault(Fault.status(503, times=100_000))
+    settings = settings_for(emu, "v2", creds, retry_attempts=1000, retry_timeout=0.5)
+    async with connect(settings) as client:
+        started = time.monotonic()
+        with pytest.raises(ZitadelUnavailable):
+            await client.lock(USER, ORG)
+    assert 0.45 <= time.monotonic() - started < 1.5
+
+
+async def test_retry_after_sets_the_wait(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """A 429 with Retry-After: 1 waits a second, far longer than the configured backoff."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.rate_limited(times=1, retry_after=1))
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        started = time.monotonic()
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert time.monotonic() - started >= 0.95
+    assert [c.status for c in emu.lock_calls(USER)] == [429, 200]
+
+
+async def test_a_retry_after_beyond_the_budget_gives_up_at_once(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """A Retry-After longer than the time left ends the call instead of sleeping past it."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.set_fault(Fault.rate_limited(times=10, retry_after=1))
+    async with connect(settings_for(emu, "v1", creds, retry_timeout=0.5)) as client:
+        started = time.monotonic()
+        with pytest.raises(ZitadelUnavailable, match="HTTP 429"):
+            await client.lock(USER, ORG)
+    assert time.monotonic() - started < 0.5
+    assert len(api_calls(emu)) == 1
+
+
+async def test_a_dropped_connection_is_retried(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """A connection closed without an answer is retried and counted as an error."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    metrics = Metrics()
+    emu.set_fault(Fault.drop_connection(times=1))
+    async with connect(settings_for(emu, api, creds), metrics=metrics) as client:
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert requests(metrics, "lock", "error") == 1
+    assert emu.state_of(USER) == UserState.LOCKED
+
+
+async def test_a_slow_answer_times_out_and_is_retried(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """An answer slower than the timeout is a retried error, and finally unavailable."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.set_fault(Fault.latency(1.0))
+    settings = settings_for(emu, "v1", creds, timeout=0.2, retry_attempts=2)
+    metrics = Metrics()
+    async with connect(settings, metrics=metrics) as client:
+        with pytest.raises(ZitadelUnavailable, match="Timeout"):
+            await client.get_state(USER, ORG)
+    assert requests(metrics, "get_user", "error") == 2
+
+
+async def test_the_token_request_is_retried(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """503s from the token endpoint are retried like any other request."""
+    creds = credentials(emu, "key", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    metrics = Metrics()
+    emu.set_fault(Fault.status(503, times=2), path_contains=TOKEN_PATH)
+    async with connect(settings_for(emu, "v2", creds), metrics=metrics) as client:
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert requests(metrics, "token", "503") == 2
+    assert requests(metrics, "token", "200") == 1
+
+
+async def test_no_other_4xx_is_retried(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """403 and 404 answers are final after one request."""
+    creds = credentials(emu, "pat", tmp_path, {OTHER_ORG: {"ORG_USER_MANAGER"}})
+    emu.add_user(USER, org_id=ORG)
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        assert await client.lock("999", ORG) is LockOutcome.UNKNOWN_USER
+        with pytest.raises(ZitadelConfigError):
+            await client.lock(USER, ORG)
+    assert len(api_calls(emu)) == 2
+
+
+async def test_concurrency_is_bounded(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """With max_concurrency 2, six slow requests take three rounds."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.latency(0.1))
+    async with connect(settings_for(emu, "v1", creds, max_concurrency=2)) as client:
+        started = time.monotonic()
+        await asyncio.gather(*(client.get_state(USER, ORG) for _ in range(6)))
+    assert time.monotonic() - started >= 0.29
+
+
+# --- login names ----------------------------------------------------------------------------
+
+
+def search_calls(emu: ZitadelEmulator) -> list[Any]:
+    return [c for c in emu.calls if c.path in ("/management/v1/users/_search", "/v2/users")]
+
+
+async def test_a_login_name_resolves_once(
+    emu: ZitadelEmulator, client: ZitadelClient, api: str
+) -> None:
+    """Many lookups of one name, in any case, cost one search."""
+    emu.add_user(USER, org_id=ORG, login_name="Alice@Acme.example")
+    for name in ("alice@acme.example", "ALICE@acme.example", " Alice@Acme.example ") * 5:
+        assert await client.resolve_login_name(name, ORG) == USER
+    (call,) = search_calls(emu)
+    body = call.body
+    assert body["query"] == {"limit": 2}
+    assert {
+        "loginNameQuery": {
+            "loginName": "alice@acme.example",
+            "method": "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE",
+        }
+    } in body["queries"]
+    if api == "v1":
+        assert call.path == "/management/v1/users/_search"
+        assert call.headers.get("x-zitadel-orgid") == ORG
+    else:
+        assert call.path == "/v2/users"
+        assert {"organizationIdQuery": {"organizationId": ORG}} in body["queries"]
+
+
+async def test_an_unknown_login_name_is_none(emu: ZitadelEmulator, client: ZitadelClient) -> None:
+    """A name nobody has resolves to None."""
+    assert await client.resolve_login_name("nobody@acme.example", ORG) is None
+    assert len(search_calls(emu)) == 1
+
+
+async def test_misses_are_cached_shorter_than_hits(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """A miss is asked again after login_name_miss_ttl, a hit only after login_name_cache_ttl."""
+    clock = Clock()
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    settings = settings_for(emu, api, creds, login_name_cache_ttl=300.0, login_name_miss_ttl=30.0)
+    async with connect(settings, clock=clock) as client:
+        assert await client.resolve_login_name("bob@acme.example", ORG) is None
+        emu.add_user(USER, org_id=ORG, login_name="bob@acme.example")
+        clock.now += 29
+        assert await client.resolve_login_name("bob@acme.example", ORG) is None
+        assert len(search_calls(emu)) == 1
+        clock.now += 2
+        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        clock.now += 299
+        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        assert len(search_calls(emu)) == 2
+        clock.now += 2
+        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        assert len(search_calls(emu)) == 3
+
+
+async def test_concurrent_lookups_share_one_request(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """Twenty concurrent lookups of one name while the search is slow cost one search."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG, login_name="carol@acme.example")
+    emu.set_fault(Fault.latency(0.2))
+    async with connect(settings_for(emu, api, creds)) as client:
+        ids = await asyncio.gather(
+            *(client.resolve_login_name("carol@acme.example", ORG) for _ in range(20))
+        )
+    assert ids == [USER] * 20
+    assert len(search_calls(emu)) == 1
+
+
+async def test_the_cache_is_bounded(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """Beyond login_name_cache_size names, the oldest is looked up again."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v1", creds, login_name_cache_size=2)) as client:
+        for name in ("a@x", "b@x", "c@x", "c@x", "a@x"):
+            await client.resolve_login_name(name, ORG)
+    assert len(search_calls(emu)) == 4
+
+
+async def test_the_org_is_part_of_the_cache_key(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """One name looked up in two orgs is two lookups, each answered for its org."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG, login_name="dave@acme.example")
+    async with connect(settings_for(emu, api, creds)) as client:
+        assert await client.resolve_login_name("dave@acme.example", ORG) == USER
+        assert await client.resolve_login_name("dave@acme.example", OTHER_ORG) is None
+        assert await client.resolve_login_name("dave@acme.example", ORG) == USER
+    assert len(search_calls(emu)) == 2
+
+
+# --- ids that could change the request ------------------------------------------------------
+
+BAD_IDS = [
+    "",
+    "..",
+    "../1",
+    "1/../2",
+    "1/_unlock",
+    "%2F",
+    "1%2F2",
+    "1?x",
+    "1#",
+    "1 ",
+    "a1",
+    "1" * 65,
+]
+
+
+@pytest.mark.parametrize("user_id", BAD_IDS)
+async def test_bad_ids_never_reach_zitadel(
+    emu: ZitadelEmulator, tmp_path: Path, user_id: str
+) -> None:
+    """Ids that are not digit strings are refused and counted before any request."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    metrics = Metrics()
+    async with connect(settings_for(emu, "v1", creds), metrics=metrics) as client:
+        with pytest.raises(InvalidUserId):
+            await client.lock(user_id, ORG)
+        with pytest.raises(InvalidUserId):
+            await client.unlock(user_id, ORG)
+        with pytest.raises(InvalidUserId):
+            await client.get_state(user_id, ORG)
+    assert emu.calls == []
+    assert metrics.registry.get_sample_value("lockoutd_invalid_user_ids_total") == 3
+
+
+async def test_bad_org_ids_never_reach_zitadel(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """An org id that is not a digit string is refused before it becomes a header."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        for org in ("../1", "1\r\nx-evil: 1", "1/2"):
+            with pytest.raises(InvalidUserId, match="org id"):
+                await client.lock(USER, org)
+            with pytest.raises(InvalidUserId, match="org id"):
+                await client.resolve_login_name("alice", org)
+    assert emu.calls == []
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+async def test_credentials_never_show(
+    emu: ZitadelEmulator, api: str, auth: str, tmp_path: Path
+) -> None:
+    """Tokens, keys and assertions stay out of repr(), logs, errors and their tracebacks."""
+    creds = credentials(emu, auth, tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    errors: list[ZitadelError] = []
+    with structlog.testing.capture_logs() as logs:
+        async with connect(settings_for(emu, api, creds, retry_attempts=2)) as client:
+            emu.set_fault(Fault.status(503, times=1))
+            await client.lock(USER, ORG)
+            emu.revoke_token(bearer_of(api_calls(emu)[-1]))
+            try:
+                await client.unlock(USER, ORG)  # PAT: config error; key: refreshed
+            except ZitadelConfigError as exc:
+                errors.append(exc)
+            emu.set_fault(Fault.drop_connection())
+            with pytest.raises(ZitadelUnavailable) as dropped:
+                await client.get_state(USER, ORG)
+            errors.append(dropped.value)
+            shown = [repr(client), str(vars(client)), repr(vars(client)["_auth"])]
+    secrets = {bearer_of(call) for call in api_calls(emu) if call.status is not None}
+    secrets |= {call.body["assertion"] for call in token_calls(emu)}
+    if auth == "key":
+        secrets.add(key_material(creds["key_file"]))
+    assert len(secrets) >= (1 if auth == "pat" else 4)
+    # Tracebacks as structlog renders them, locals included and not truncated; this test's own
+    # frame (which holds the secrets it looks for) left out.
+    render = ExceptionDictTransformer(show_locals=True, locals_max_string=100_000)
+    frames = [
+        frame
+        for error in errors
+        for stack in render((type(error), error, error.__traceback__))
+        for frame in stack["frames"]
+        if frame["filename"] != __file__
+    ]
+    assert any(frame["locals"] for frame in frames)
+    tracebacks = [json.dumps(frames, default=str)]
+    everything = "\n".join([*shown, *map(str, errors), *tracebacks, *map(repr, logs)])
+    for secret in secrets:
+        assert secret not in everything
+
+
+def bearer_of(call: Any) -> str:
+    return str(call.headers["authorization"]).removeprefix("Bearer ")
