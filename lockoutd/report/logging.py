@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import stamina
 import structlog
 
 _LEVELS = {
@@ -30,7 +31,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     structlog.configure(
         processors=[
             *shared,
-            structlog.processors.dict_tracebacks,
+            # Local variables stay out of tracebacks: they can hold tokens and request bodies.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -51,3 +55,6 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     # Library chatter (every HTTP request, every fetch) stays out unless debugging.
     root.setLevel(max(_LEVELS[level], logging.WARNING) if level != "debug" else logging.DEBUG)
+    # Retries are logged as structured lines; stamina's default Prometheus hook would register
+    # on the global registry, outside lockoutd's own.
+    stamina.instrumentation.set_on_retry_hooks([stamina.instrumentation.StructlogOnRetryHook])
