@@ -30,6 +30,7 @@ class DaemonConfig:
     metrics_port: int
     dead_letter_topic: str | None = None
     decisions_topic: str | None = None
+    schedule_topic: str = "lockoutd.schedule"
     max_locks_per_minute: int = 60
     max_event_bytes: int = 1_048_576
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -42,6 +43,7 @@ class DaemonConfig:
                 "group_id": self.group_id,
                 "dead_letter_topic": self.dead_letter_topic,
                 "decisions_topic": self.decisions_topic,
+                "schedule_topic": self.schedule_topic,
                 "max_event_bytes": self.max_event_bytes,
             },
             "zitadel": {
@@ -140,6 +142,12 @@ class DaemonProcess:
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait; returns the exit code (kills after ``timeout``)."""
         return self._signal_and_wait(signal.SIGTERM, timeout)
+
+    def reload(self) -> None:
+        """SIGHUP: reload the rules."""
+        if self._process is None:
+            raise RuntimeError("the daemon was never started")
+        self._process.send_signal(signal.SIGHUP)
 
     def kill(self) -> int:
         return self._signal_and_wait(signal.SIGKILL, 10.0)

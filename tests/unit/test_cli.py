@@ -80,7 +80,7 @@ def test_check_accepts_the_shipped_configuration(
     monkeypatch.chdir(REPO)
     assert main(["check", "-c", "config/lockoutd.yaml"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("ok: 2 rules from 1 files")
+    assert captured.out.startswith("ok: 5 rules from 2 files")
     assert "password-bruteforce" in captured.out
     assert captured.err == ""
 

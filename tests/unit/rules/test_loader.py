@@ -45,8 +45,14 @@ def _only_problem(path: Path) -> str:
 def test_the_shipped_rules_load() -> None:
     """The rule files in the repository load without a problem."""
     rules = load_rules([REPO / "rules"])
-    assert [rule.name for rule in rules.rules] == ["password-bruteforce", "otp-bruteforce"]
-    assert rules.files == (REPO / "rules" / "bruteforce.yaml",)
+    assert [rule.name for rule in rules.rules] == [
+        "password-bruteforce",
+        "otp-bruteforce",
+        "spray-from-one-ip",
+        "spray-from-one-network",
+        "unknown-user-probing",
+    ]
+    assert rules.files == (REPO / "rules" / "bruteforce.yaml", REPO / "rules" / "spray.yaml")
 
 
 def test_a_full_rule_file_loads_every_field(tmp_path: Path) -> None:
@@ -76,8 +82,8 @@ def test_a_full_rule_file_loads_every_field(tmp_path: Path) -> None:
     assert rule.match == {"type": ["auth.login.failed"], "org_id": ["300"]}
     assert (rule.key, rule.threshold, rule.window) == (["ip"], 20, 3600.0)
     assert (rule.action.name, rule.mode, rule.reset_on_success) == ("report", "dry-run", False)
-    assert rules.allowlist_users == {"259242039378444290", "admin@example.com"}
-    assert rules.allowlist_networks == (
+    assert rules.allowed.users == {"259242039378444290", "admin@example.com"}
+    assert rules.allowed.networks == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("2001:db8::/32"),
         ipaddress.ip_network("192.0.2.7/32"),
@@ -123,8 +129,9 @@ ONE_PROBLEM = [
             action:
               lock:
                 duration: 15m
+                cooldown: 5m
         """,
-        "8: rules.0.action.lock.duration: unknown key",
+        "9: rules.0.action.lock.cooldown: unknown key",
         id="unknown key inside lock",
     ),
     pytest.param(
@@ -433,5 +440,5 @@ def test_allowlists_of_all_files_are_merged(tmp_path: Path) -> None:
     _write(tmp_path, "a.yaml", GOOD.format(name="a") + "allowlist:\n  users: [alice]\n")
     _write(tmp_path, "b.yaml", "allowlist:\n  users: [bob]\n  ips: [10.0.0.0/8]\n")
     rules = load_rules([tmp_path])
-    assert rules.allowlist_users == {"alice", "bob"}
+    assert rules.allowed.users == {"alice", "bob"}
     assert rules.ip_allowlisted("10.9.9.9")

@@ -1,0 +1,114 @@
+"""The end-to-end stack: the broker, the ZITADEL emulator and the real daemon in a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lockoutd.testing.broker import LocalBroker, free_port
+from lockoutd.testing.process import DaemonConfig, DaemonProcess
+from lockoutd.testing.zitadel_emulator import ZitadelEmulator
+
+REPO = Path(__file__).resolve().parents[2]
+ORG_ID = "300"
+PAT = "e2e-pat-token-value"
+
+
+@dataclass
+class Stack:
+    broker: LocalBroker
+    emulator: ZitadelEmulator
+    daemon: DaemonProcess
+    config: DaemonConfig
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    @property
+    def events_topic(self) -> str:
+        return self.config.topics[0]
+
+
+def start_stack(
+    broker: LocalBroker,
+    tmp: Path,
+    *,
+    rule_paths: list[Path] | None = None,
+    event_format: str = "native",
+    **overrides: object,
+) -> Stack:
+    """Fresh topics and group, an emulator with one org and a PAT, and a ready daemon."""
+    suffix = uuid.uuid4().hex[:8]
+    config = DaemonConfig(
+        bootstrap_servers=broker.bootstrap_servers,
+        topics=[f"auth-events-{suffix}"],
+        group_id=f"lockoutd-{suffix}",
+        zitadel_url="",
+        pat_file=tmp / "pat",
+        rule_paths=rule_paths or [REPO / "rules"],
+        metrics_port=free_port(),
+        dead_letter_topic=f"auth-events-dlq-{suffix}",
+        decisions_topic=f"lockoutd-decisions-{suffix}",
+        schedule_topic=f"lockoutd-schedule-{suffix}",
+    )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    if event_format != "native":
+        config.extra = {"kafka": {"formats": {config.topics[0]: event_format}}}
+    asyncio.run(
+        broker.create_topics(
+            config.topics[0], config.dead_letter_topic or "", config.decisions_topic or ""
+        )
+    )
+    emulator = ZitadelEmulator()
+    emulator.start()
+    emulator.add_org(ORG_ID)
+    emulator.add_pat(PAT, roles={"instance": {"IAM_USER_MANAGER"}}, org_id=ORG_ID)
+    config.zitadel_url = emulator.base_url
+    config.pat_file.write_text(PAT + "\n")
+    daemon = DaemonProcess(
+        config.write(tmp / "lockoutd.yaml"),
+        metrics_port=config.metrics_port,
+        log_path=tmp / "daemon.log",
+    )
+    daemon.start()
+    try:
+        daemon.wait_ready()
+    except Exception:
+        daemon.kill()
+        emulator.stop()
+        raise
+    return Stack(broker, emulator, daemon, config)
+
+
+def launch(config: DaemonConfig, tmp: Path, *, log_name: str = "daemon.log") -> DaemonProcess:
+    """Write ``config`` and start a daemon with it (not yet waited for)."""
+    daemon = DaemonProcess(
+        config.write(tmp / "lockoutd.yaml"),
+        metrics_port=config.metrics_port,
+        log_path=tmp / log_name,
+    )
+    daemon.start()
+    return daemon
+
+
+def stop_stack(stack: Stack) -> None:
+    try:
+        if stack.daemon.returncode is None:
+            stack.daemon.terminate()
+    finally:
+        stack.emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One daemon for a whole test module; each test uses users of its own."""
+    running = start_stack(broker, tmp_path_factory.mktemp("stack"))
+    yield running
+    stop_stack(running)

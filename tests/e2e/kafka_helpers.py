@@ -1,0 +1,139 @@
+"""Producing, consuming and waiting on the broker from synchronous end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+def at(minutes: float, *, base: datetime | None = None) -> str:
+    """RFC 3339 time ``minutes`` after ``base`` (default: ten minutes ago, so events are fresh)."""
+    start = base or datetime.now(UTC) - timedelta(minutes=10)
+    return (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def failure(
+    user_id: str, minutes: float, *, reason: str = "password", **fields: Any
+) -> dict[str, Any]:
+    """A native ``auth.login.failed`` event for ``user_id`` at ``at(minutes)``."""
+    return {
+        "type": "auth.login.failed",
+        "occurred_at": at(minutes),
+        "user_id": user_id,
+        "reason": reason,
+        **fields,
+    }
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[dict[str, Any] | bytes],
+    *,
+    key_field: str = "user_id",
+) -> None:
+    """Send ``values`` (event dicts or raw bytes) in order, keyed by user as producers do."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            for value in values:
+                if isinstance(value, bytes):
+                    await producer.send_and_wait(topic, value, key=b"raw")
+                else:
+                    key = str(value.get(key_field) or value.get("login_name") or "").encode()
+                    await producer.send_and_wait(topic, json.dumps(value).encode(), key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def read_all(bootstrap: str, topic: str, *, timeout: float = 5.0) -> list[Any]:
+    """Every record now on ``topic`` (all partitions), read without a consumer group."""
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                if time.monotonic() > deadline:
+                    break
+                batch = await consumer.getmany(timeout_ms=200)
+                for rs in batch.values():
+                    records.extend(rs)
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def decisions(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """The decisions published on ``topic``, decoded."""
+    return [json.loads(record.value) for record in read_all(bootstrap, topic)]
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def wait_committed(
+    bootstrap: str, group: str, topics: Sequence[str], *, timeout: float = 30.0
+) -> None:
+    """Wait until ``group`` has committed the end of every partition of ``topics``.
+
+    The daemon commits only after the decisions of a batch were acted on and published, so this
+    is the barrier after which "nothing happened" can be asserted.
+    """
+
+    async def caught_up() -> bool:
+        # A consumer that names the group but never subscribes reads its commits without joining.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            if not tps:
+                await consumer._client.force_metadata_update()
+                return False
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
+                    return False
+            return True
+        finally:
+            await consumer.stop()
+
+    wait_until(lambda: asyncio.run(caught_up()), timeout=timeout, what=f"group {group} to commit")
