@@ -130,12 +130,12 @@ def _replay(args: argparse.Namespace) -> int:
         # Offline, "now" is the time of the event: old files replay as if they were live.
         for firing in engine.process(event, event.occurred_at):
             fired[firing.rule.name] += 1
-            decision = decide(
+            for decision in decide(
                 firing, rules, now=event.occurred_at, max_event_age=settings.engine.max_event_age
-            )
-            if decision.outcome is None:  # replay never calls ZITADEL
-                decision = msgspec.structs.replace(decision, outcome=Outcome.DRY_RUN)
-            sys.stdout.buffer.write(encode_decision(decision) + b"\n")
+            ):
+                if decision.outcome is None:  # replay never calls ZITADEL
+                    decision = msgspec.structs.replace(decision, outcome=Outcome.DRY_RUN)
+                sys.stdout.buffer.write(encode_decision(decision) + b"\n")
     sys.stdout.flush()
     elapsed = time.monotonic() - started
     print(f"replayed {accepted} events ({invalid} invalid) in {elapsed:.2f}s", file=sys.stderr)

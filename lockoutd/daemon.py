@@ -24,19 +24,25 @@ import structlog
 from aiokafka import TopicPartition
 
 from lockoutd.act.executor import LockExecutor
+from lockoutd.act.schedule import UnlockSchedule
+from lockoutd.act.temporary import TemporaryLocks
+from lockoutd.act.unlocker import Unlocker
 from lockoutd.act.zitadel import UserStore, ZitadelClient
 from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES
-from lockoutd.decode.native import InvalidEvent, decode_native
+from lockoutd.decode.formats import decoder_for
+from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import Rejects
 from lockoutd.errors import ConfigError, KafkaUnavailable
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet, load_rules
+from lockoutd.rules.model import LockAction
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import KafkaSink, KafkaSource, OutgoingRecord, Record
+from lockoutd.source.schedule import ScheduleTopic
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +50,7 @@ log = structlog.get_logger(__name__)
 # non-zero, leaving the restart to its supervisor.
 _KAFKA_RETRY_SECONDS = 120.0
 
-_Client = TypeVar("_Client", KafkaSource, KafkaSink)
+_Client = TypeVar("_Client", KafkaSource, KafkaSink, ScheduleTopic)
 
 
 class Pipeline:
@@ -57,6 +63,7 @@ class Pipeline:
         *,
         store: UserStore,
         metrics: Metrics,
+        locks: TemporaryLocks | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules = rules
@@ -69,8 +76,16 @@ class Pipeline:
             store,
             max_locks_per_minute=settings.safety.max_locks_per_minute,
             metrics=metrics,
+            locks=locks,
             clock=clock,
         )
+        self._decoders = {
+            topic: decoder_for(
+                settings.kafka.formats.get(topic, "native"),
+                max_bytes=settings.kafka.max_event_bytes,
+            )
+            for topic in settings.kafka.topics
+        }
         self._rejects = Rejects(settings.kafka.dead_letter_topic, metrics=metrics)
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
         metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
@@ -85,13 +100,13 @@ class Pipeline:
         """Act on every decision ``records`` carry; return the records to publish before commit."""
         now = self._clock()
         outgoing: list[OutgoingRecord] = []
-        pending: list[tuple[Decision, float]] = []
+        pending: list[tuple[Decision, float, LockAction | None]] = []
         events = self._metrics.events
-        max_bytes = self._settings.kafka.max_event_bytes
         max_age = self._settings.engine.max_event_age
+        dry_run = self._settings.engine.dry_run
         for record in records:
             try:
-                event = decode_native(record.value or b"", max_bytes=max_bytes)
+                event = self._decoders[record.topic](record.value or b"")
             except InvalidEvent as error:
                 if (dead_letter := self._rejects.reject(record, error)) is not None:
                     outgoing.append(dead_letter)
@@ -102,33 +117,43 @@ class Pipeline:
             events.labels(result="accepted").inc()
             for firing in self.engine.process(event, now):
                 self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
-                decision = decide(firing, self.rules, now=now, max_event_age=max_age)
-                pending.append((decision, event.occurred_at))
+                for decision in decide(
+                    firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
+                ):
+                    pending.append((decision, event.occurred_at, firing.rule.action.lock))
         for decision in await self._carry_out(pending):
-            self.outcomes[decision.outcome or ""] += 1
-            if (audit := self._reporter.report(decision)) is not None:
+            if (audit := self.report(decision)) is not None:
                 outgoing.append(audit)
         for rule, count in self.engine.tracked_keys():
             self._metrics.tracked_keys.labels(rule=rule).set(count)
         return outgoing
 
-    async def _carry_out(self, pending: list[tuple[Decision, float]]) -> list[Decision]:
-        if not any(decision.outcome is None for decision, _ in pending):
-            return [decision for decision, _ in pending]
+    def report(self, decision: Decision) -> OutgoingRecord | None:
+        """Count, log and prepare the audit record of a decision made outside a batch."""
+        self.outcomes[decision.outcome or ""] += 1
+        return self._reporter.report(decision)
+
+    async def _carry_out(
+        self, pending: list[tuple[Decision, float, LockAction | None]]
+    ) -> list[Decision]:
+        if not any(decision.outcome is None for decision, _, _ in pending):
+            return [decision for decision, _, _ in pending]
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self._executor.carry_out(decision, event_time=at))
+                    group.create_task(
+                        self._executor.carry_out(decision, event_time=at, action=action)
+                    )
                     if decision.outcome is None
                     else None
-                    for decision, at in pending
+                    for decision, at, action in pending
                 ]
         except BaseExceptionGroup as group_error:
             # One fatal error (ZITADEL refusing lockoutd) is what the caller needs to see.
             raise group_error.exceptions[0] from None
         return [
             task.result() if task is not None else decision
-            for task, (decision, _) in zip(tasks, pending, strict=True)
+            for task, (decision, _, _) in zip(tasks, pending, strict=True)
         ]
 
 
@@ -171,7 +196,6 @@ class Daemon:
             store = await stack.enter_async_context(
                 ZitadelClient(settings.zitadel, metrics=self.metrics)
             )
-            pipeline = Pipeline(settings, self._rules, store=store, metrics=self.metrics)
             source: KafkaSource | None = None
 
             def readiness() -> dict[str, bool]:
@@ -189,8 +213,26 @@ class Daemon:
                 )
             )
             sink = await self._connect(stack, lambda: KafkaSink(settings.kafka))
+            # The schedule is read in full before the first event: escalation and pending
+            # unlocks must be known before anything new is locked.
+            schedule = UnlockSchedule()
+            schedule_topic = await self._connect(
+                stack, lambda: ScheduleTopic(settings.kafka, schedule, sink=sink)
+            )
+            locks = TemporaryLocks(store, schedule, schedule_topic)
+            pipeline = Pipeline(
+                settings, self._rules, store=store, metrics=self.metrics, locks=locks
+            )
             source = await self._connect(
                 stack, lambda: KafkaSource(settings.kafka, metrics=self.metrics)
+            )
+
+            async def publish_decision(decision: Decision) -> None:
+                if (record := pipeline.report(decision)) is not None:
+                    await sink.publish([record])
+
+            unlocker = Unlocker(
+                schedule, store, schedule_topic, owns=source.owns, report=publish_decision
             )
             log.info(
                 "daemon_started",
@@ -199,7 +241,9 @@ class Daemon:
                 group_id=settings.kafka.group_id,
                 metrics_listen=settings.metrics.listen,
             )
-            await self._consume(source, sink, pipeline)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(unlocker.run(self._stop), name="unlocker")
+                group.create_task(self._consume(source, sink, pipeline), name="consumer")
             log.info(
                 "daemon_stopped",
                 uptime_seconds=round(time.monotonic() - self._started, 1),

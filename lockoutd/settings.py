@@ -12,7 +12,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -57,6 +65,12 @@ class KafkaSettings(_Section):
     client_id: str = "lockoutd"
     dead_letter_topic: str | None = None
     decisions_topic: str | None = "lockoutd.decisions"
+    formats: dict[str, Literal["native", "zitadel", "keycloak", "cloudevents"]] = Field(
+        default_factory=dict
+    )
+    """Input format per topic; topics not named here carry native events."""
+    schedule_topic: str = "lockoutd.schedule"
+    """Temporary locks and their unlock times, shared by every instance (compacted)."""
     max_event_bytes: int = Field(default=1_048_576, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a new consumer group starts; old evidence read from the start never acts (stale)."""
@@ -70,6 +84,13 @@ class KafkaSettings(_Section):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _formats_name_consumed_topics(self) -> KafkaSettings:
+        unknown = sorted(set(self.formats) - set(self.topics))
+        if unknown:
+            raise ValueError(f"formats names topics that are not consumed: {', '.join(unknown)}")
+        return self
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -110,6 +131,8 @@ class EngineSettings(_Section):
     rule_paths: Annotated[list[Path], NoDecode] = Field(default=[Path("rules")], min_length=1)
     max_event_age: Duration = 3600.0
     """Evidence older than this (by event time, at the moment of deciding) never acts."""
+    dry_run: bool = False
+    """Shadow mode for every rule: decisions are published as ``dry_run`` and nothing is called."""
     drain_timeout: Duration = 20.0
     """On SIGTERM, how long in-flight decisions may take before the daemon exits without them."""
 

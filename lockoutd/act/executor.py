@@ -8,10 +8,13 @@ from collections.abc import Callable
 import msgspec
 from aiolimiter import AsyncLimiter
 
+from lockoutd.act.schedule import UnlockSchedule
+from lockoutd.act.temporary import LocalScheduleWriter, TemporaryLocks
 from lockoutd.act.zitadel import LockOutcome, UserStore
-from lockoutd.decide.decision import Decision, Outcome
+from lockoutd.decide.decision import Decision, Outcome, rfc3339
 from lockoutd.errors import InvalidUserId, ZitadelUnavailable
 from lockoutd.report.metrics import Metrics
+from lockoutd.rules.model import LockAction
 
 _LOCK_OUTCOMES = {
     LockOutcome.LOCKED: Outcome.LOCKED,
@@ -37,14 +40,21 @@ class LockExecutor:
         *,
         max_locks_per_minute: int,
         metrics: Metrics,
+        locks: TemporaryLocks | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        if locks is None:
+            schedule = UnlockSchedule()
+            locks = TemporaryLocks(store, schedule, LocalScheduleWriter(schedule), clock=clock)
+        self._locks = locks
         self._cap = AsyncLimiter(max_locks_per_minute, time_period=60)
         self._metrics = metrics
         self._clock = clock
 
-    async def carry_out(self, decision: Decision, *, event_time: float) -> Decision:
+    async def carry_out(
+        self, decision: Decision, *, event_time: float, action: LockAction | None = None
+    ) -> Decision:
         """Lock the user of a pending ``decision``; return the decision with its outcome."""
         user_id = decision.user_id
         try:
@@ -65,11 +75,18 @@ class LockExecutor:
                 )
             # has_capacity() was true, so this takes a token without waiting.
             await self._cap.acquire()
-            result = await self._store.lock(user_id, decision.org_id)
+            result = await self._locks.lock(
+                user_id, decision.org_id, rule=decision.rule, action=action or LockAction()
+            )
         except (InvalidUserId, ZitadelUnavailable) as exc:
             return msgspec.structs.replace(
                 decision, user_id=user_id, outcome=Outcome.FAILED, error=str(exc)
             )
-        if result is LockOutcome.LOCKED:
+        if result.outcome is LockOutcome.LOCKED:
             self._metrics.lock_latency.observe(max(0.0, self._clock() - event_time))
-        return msgspec.structs.replace(decision, user_id=user_id, outcome=_LOCK_OUTCOMES[result])
+        return msgspec.structs.replace(
+            decision,
+            user_id=user_id,
+            outcome=_LOCK_OUTCOMES[result.outcome],
+            unlock_at=rfc3339(result.unlock_at) if result.unlock_at is not None else None,
+        )

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import msgspec
 
 from lockoutd.decide.engine import Firing
-from lockoutd.rules.model import RuleSet
+from lockoutd.decode.event import Event
+from lockoutd.rules.model import AllowedSet, RuleSet
 
 
 class Outcome(enum.StrEnum):
@@ -57,40 +58,63 @@ def rfc3339(seconds: float) -> str:
     )
 
 
-def decide(firing: Firing, rules: RuleSet, *, now: float, max_event_age: float) -> Decision:
-    """The decision for ``firing`` before anything is called.
+def decide(
+    firing: Firing, rules: RuleSet, *, now: float, max_event_age: float, dry_run: bool = False
+) -> list[Decision]:
+    """The decisions for ``firing`` before anything is called: one per user to act on.
 
-    The outcome is final (``reported``, ``allowlisted``, ``stale``, ``dry_run``) or left empty for
-    a lock that the executor must still carry out.
+    An outcome is final (``reported``, ``allowlisted``, ``stale``, ``dry_run``) or ``None`` for
+    a lock that the executor must still carry out. ``dry_run`` puts every rule in shadow mode.
     """
-    rule, event = firing.rule, firing.event
-    action = rule.action.name
-    if action == "report":
-        outcome = Outcome.REPORTED
-    elif rules.user_allowlisted(event.user_id, event.login_name):
-        outcome = Outcome.ALLOWLISTED
-    elif now - firing.last_event_at > max_event_age:
-        # Old evidence, e.g. a backlog after an outage: counted, but it never locks anyone.
-        outcome = Outcome.STALE
-    elif rule.mode == "dry-run":
-        outcome = Outcome.DRY_RUN
-    else:
-        outcome = None
-    return Decision(
-        rule=rule.name,
-        key=firing.key_text,
-        user_id=event.user_id,
-        org_id=event.org_id,
-        login_name=event.login_name,
-        action=action,
-        mode=rule.mode,
-        outcome=outcome,
-        count=firing.count,
-        window_seconds=rule.window,
-        first_event_at=rfc3339(firing.first_event_at),
-        last_event_at=rfc3339(firing.last_event_at),
-        decided_at=rfc3339(now),
+    rule = firing.rule
+    lock = rule.action.lock
+    targets = (
+        _distinct_users(firing.contributors)
+        if lock is not None and lock.targets == "contributors"
+        else [firing.event]
     )
+    rule_allowed = AllowedSet.of([rule.allowlist])
+    decisions = []
+    for target in targets:
+        outcome: Outcome | None
+        if lock is None:
+            outcome = Outcome.REPORTED
+        elif rules.allowed.has_user(target.user_id, target.login_name) or rule_allowed.has_user(
+            target.user_id, target.login_name
+        ):
+            outcome = Outcome.ALLOWLISTED
+        elif now - firing.last_event_at > max_event_age:
+            # Old evidence, e.g. a backlog after an outage: counted, but it never locks anyone.
+            outcome = Outcome.STALE
+        elif rule.mode == "dry-run" or dry_run:
+            outcome = Outcome.DRY_RUN
+        else:
+            outcome = None
+        decisions.append(
+            Decision(
+                rule=rule.name,
+                key=firing.key_text,
+                user_id=target.user_id,
+                org_id=target.org_id,
+                login_name=target.login_name,
+                action=rule.action.name,
+                mode="dry-run" if dry_run else rule.mode,
+                outcome=outcome,
+                count=firing.count,
+                window_seconds=rule.window,
+                first_event_at=rfc3339(firing.first_event_at),
+                last_event_at=rfc3339(firing.last_event_at),
+                decided_at=rfc3339(now),
+            )
+        )
+    return decisions
+
+
+def _distinct_users(events: tuple[Event, ...]) -> list[Event]:
+    by_user: dict[str, Event] = {}
+    for event in events:
+        by_user.setdefault(event.subject, event)
+    return list(by_user.values())
 
 
 encode_decision = msgspec.json.Encoder().encode

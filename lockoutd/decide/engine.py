@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from lockoutd.decide.windows import KeyWindow
+from lockoutd.decide.windows import DistinctWindow, KeyWindow
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
-from lockoutd.rules.model import EventMatcher, Rule, RuleSet
+from lockoutd.rules.model import AllowedSet, EventMatcher, Rule, RuleSet
 
 KeyValues = tuple[str, ...]
 
@@ -25,6 +25,8 @@ class Firing:
     count: int
     first_event_at: float
     last_event_at: float
+    contributors: tuple[Event, ...] = ()
+    """The counted events, for rules that lock every contributor; empty otherwise."""
 
     @property
     def key_text(self) -> str:
@@ -34,14 +36,20 @@ class Firing:
 class RuleState:
     """The windows of one rule, by key."""
 
-    __slots__ = ("key_fields", "match", "rule", "window", "windows")
+    __slots__ = (
+        "allowed", "distinct", "keep_events", "key_fields", "match", "rule", "window", "windows",
+    )
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.match: EventMatcher = rule.matcher()
+        self.allowed = AllowedSet.of([rule.allowlist])
         self.key_fields = tuple(rule.key)
+        self.distinct = rule.distinct
         self.window = rule.window
-        self.windows: dict[KeyValues, KeyWindow] = {}
+        lock = rule.action.lock
+        self.keep_events = lock is not None and lock.targets == "contributors"
+        self.windows: dict[KeyValues, KeyWindow | DistinctWindow] = {}
 
     def key_of(self, event: Event) -> KeyValues | None:
         values = []
@@ -51,6 +59,52 @@ class RuleState:
                 return None  # an event that lacks a key field cannot be counted per that key
             values.append(value if isinstance(value, str) else str(value))
         return tuple(values)
+
+    def count(self, event: Event) -> Firing | None:
+        """Count ``event`` (which matched) in its key's window; a firing if it crossed."""
+        if self.allowed.networks and self.allowed.has_ip(event.ip):
+            return None
+        key = self.key_of(event)
+        if key is None:
+            return None
+        rule = self.rule
+        window = self.windows.get(key)
+        if self.distinct is not None:
+            value = event.value_of(self.distinct)
+            if value is None or value == "":
+                return None
+            if window is None:
+                window = self.windows[key] = DistinctWindow(keep_events=self.keep_events)
+            assert isinstance(window, DistinctWindow)
+            crossed = window.add(
+                event.occurred_at,
+                str(value),
+                threshold=rule.threshold,
+                window=self.window,
+                event=event,
+            )
+        else:
+            if window is None:
+                window = self.windows[key] = KeyWindow(keep_events=self.keep_events)
+            assert isinstance(window, KeyWindow)
+            crossed = window.add(
+                event.occurred_at,
+                threshold=rule.threshold,
+                window=self.window,
+                event_id=event.event_id,
+                event=event,
+            )
+        if not crossed:
+            return None
+        return Firing(
+            rule=rule,
+            key=key,
+            event=event,
+            count=window.count,
+            first_event_at=window.oldest,
+            last_event_at=window.newest,
+            contributors=window.contributors(),
+        )
 
 
 class Engine:
@@ -79,31 +133,8 @@ class Engine:
             return []
         firings: list[Firing] = []
         for state in self._states:
-            if not state.match(event):
-                continue
-            key = state.key_of(event)
-            if key is None:
-                continue
-            window = state.windows.get(key)
-            if window is None:
-                window = state.windows[key] = KeyWindow()
-            rule = state.rule
-            if window.add(
-                event.occurred_at,
-                threshold=rule.threshold,
-                window=state.window,
-                event_id=event.event_id,
-            ):
-                firings.append(
-                    Firing(
-                        rule=rule,
-                        key=key,
-                        event=event,
-                        count=window.count,
-                        first_event_at=window.times[0],
-                        last_event_at=window.times[-1],
-                    )
-                )
+            if state.match(event) and (firing := state.count(event)) is not None:
+                firings.append(firing)
         return firings
 
     def _reset(self, event: Event) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from typing import Any, Final
 
 import msgspec
@@ -55,9 +57,25 @@ class Event(msgspec.Struct, frozen=True, gc=False):
         """
         if field == "user_id":
             return self.user_id or self.login_name
+        if field == "ip_prefix":
+            return ip_prefix(self.ip) if self.ip else None
         if field in _STANDARD_SET:
             return getattr(self, field)
         return self.extra.get(field)
 
 
 _STANDARD_SET: Final = frozenset(STANDARD_FIELDS)
+
+DERIVED_FIELDS: Final = frozenset({"ip_prefix"})
+"""Fields computed from others: ``ip_prefix`` is the /24 of an IPv4 address, the /64 of IPv6."""
+
+
+@functools.lru_cache(maxsize=65_536)
+def ip_prefix(ip: str) -> str:
+    """The network an address belongs to for counting: /24 for IPv4, /64 for IPv6.
+
+    One customer network or one IPv6 host (which owns a whole /64) counts as one source.
+    """
+    address = ipaddress.ip_address(ip)
+    bits = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))

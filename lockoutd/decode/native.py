@@ -42,6 +42,11 @@ _STANDARD = frozenset(STANDARD_FIELDS)
 
 def decode_native(raw: bytes, *, max_bytes: int) -> Event:
     """Decode and validate one record value; raise :class:`InvalidEvent` when it is not an event."""
+    return event_from_mapping(decode_object(raw, max_bytes=max_bytes))
+
+
+def decode_object(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
+    """The JSON object in ``raw``; raise :class:`InvalidEvent` for anything else."""
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"record of {len(raw)} bytes exceeds {max_bytes}")
     try:
@@ -50,7 +55,7 @@ def decode_native(raw: bytes, *, max_bytes: int) -> Event:
         raise InvalidEvent("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidEvent("not_an_object", "the record is JSON but not an object")
-    return event_from_mapping(document)
+    return document
 
 
 def event_from_mapping(document: dict[str, Any]) -> Event:

@@ -29,8 +29,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Escalation(_Strict):
+    """Each repeat lock within ``memory`` of the previous one lasts ``factor`` times longer."""
+
+    factor: float = Field(default=2.0, ge=1.0)
+    max: Duration
+    memory: Duration
+
+
 class LockAction(_Strict):
-    """Lock the user the key names. Permanent: it stays until an administrator unlocks."""
+    """Lock a user: permanently (until an administrator unlocks), or for ``duration``.
+
+    ``targets: key`` locks the user the key names; ``targets: contributors`` locks every user
+    whose failures were counted, for rules keyed on something else (an address, say).
+    """
+
+    duration: Duration | None = None
+    escalate: Escalation | None = None
+    targets: Literal["key", "contributors"] = "key"
+
+    @model_validator(mode="after")
+    def _escalation_needs_a_duration(self) -> LockAction:
+        if self.escalate is not None:
+            if self.duration is None:
+                raise ValueError("escalate needs a duration: only temporary locks escalate")
+            if self.escalate.max < self.duration:
+                raise ValueError("escalate.max is shorter than the duration it escalates")
+        return self
+
+    def duration_for(self, strikes: int) -> float | None:
+        """How long the lock lasts after ``strikes`` earlier locks within the memory."""
+        if self.duration is None:
+            return None
+        if self.escalate is None or strikes <= 0:
+            return self.duration
+        return min(self.duration * self.escalate.factor**strikes, self.escalate.max)
 
 
 class ReportAction(_Strict):
@@ -56,6 +89,56 @@ class Action(_Strict):
 Scalar = Annotated[str, Field(min_length=1)]
 
 
+class Allowlist(_Strict):
+    """Users that are never locked and addresses whose events are never counted."""
+
+    users: list[Scalar] = Field(default_factory=list)
+    ips: list[Network] = Field(default_factory=list)
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("ips", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        try:
+            return [ipaddress.ip_network(str(v), strict=False) for v in value]
+        except ValueError as exc:
+            raise ValueError(f"not an address or network: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedSet:
+    """One or more allowlists, compiled for lookups on the hot path."""
+
+    users: frozenset[str] = frozenset()
+    networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def of(cls, allowlists: Iterable[Allowlist]) -> AllowedSet:
+        allowlists = list(allowlists)
+        return cls(
+            users=frozenset(user.lower() for a in allowlists for user in a.users),
+            networks=tuple(net for a in allowlists for net in a.ips),
+        )
+
+    def has_user(self, user_id: str | None, login_name: str | None) -> bool:
+        return bool(
+            (user_id and user_id.lower() in self.users)
+            or (login_name and login_name.lower() in self.users)
+        )
+
+    def has_ip(self, ip: str | None) -> bool:
+        if not ip or not self.networks:
+            return False
+        address = ipaddress.ip_address(ip)
+        return any(address in network for network in self.networks)
+
+
 def _text(value: Any) -> Any:
     # Rule values and event fields are compared as text: YAML reads `attempt: 3` as a number and
     # JSON carries `"mfa": true` as a boolean. Booleans are spelled as in JSON.
@@ -76,8 +159,12 @@ class Rule(_Strict):
     threshold: int = Field(ge=1, le=10_000, strict=True)
     window: Duration
     reset_on_success: bool = False
+    distinct: str | None = None
+    """Count distinct values of this field instead of events."""
     action: Action
     mode: Literal["enforce", "dry-run"] = "enforce"
+    allowlist: Allowlist = Field(default_factory=lambda: Allowlist())
+    """Users never locked and addresses never counted by this rule alone."""
 
     @field_validator("match", mode="before")
     @classmethod
@@ -102,10 +189,16 @@ class Rule(_Strict):
     def _lock_needs_a_user(cls, value: Action, info: ValidationInfo) -> Action:
         # A field validator, so that the error points at the action's line, not the rule's.
         key = info.data.get("key")
-        if value.lock is not None and key is not None and not {"user_id", "login_name"} & set(key):
+        lock = value.lock
+        if (
+            lock is not None
+            and lock.targets == "key"
+            and key is not None
+            and not {"user_id", "login_name"} & set(key)
+        ):
             raise ValueError(
                 "action lock needs a key that names the user (user_id or login_name); "
-                "use action report for rules keyed on other fields"
+                "lock every contributor with targets: contributors, or use action report"
             )
         return value
 
@@ -148,28 +241,6 @@ def _matches(event: Event, name: str, values: frozenset[str]) -> bool:
     return isinstance(value, str) and value in values
 
 
-class Allowlist(_Strict):
-    """Users that are never locked and addresses whose events are never counted."""
-
-    users: list[Scalar] = Field(default_factory=list)
-    ips: list[Network] = Field(default_factory=list)
-
-    @field_validator("users", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        return [str(v) for v in value] if isinstance(value, list) else value
-
-    @field_validator("ips", mode="before")
-    @classmethod
-    def _networks(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            return value
-        try:
-            return [ipaddress.ip_network(str(v), strict=False) for v in value]
-        except ValueError as exc:
-            raise ValueError(f"not an address or network: {exc}") from None
-
-
 class RuleFile(_Strict):
     """The top level of one file in the rule paths."""
 
@@ -179,11 +250,10 @@ class RuleFile(_Strict):
 
 @dataclass(frozen=True)
 class RuleSet:
-    """Every loaded rule and the merged allowlist, ready for the engine."""
+    """Every loaded rule and the merged global allowlist, ready for the engine."""
 
     rules: tuple[Rule, ...]
-    allowlist_users: frozenset[str] = frozenset()
-    allowlist_networks: tuple[Network, ...] = ()
+    allowed: AllowedSet = AllowedSet()
     files: tuple[Path, ...] = field(default=())
 
     @classmethod
@@ -191,19 +261,12 @@ class RuleSet:
         files = list(files)
         return cls(
             rules=tuple(rule for _, f in files for rule in f.rules),
-            allowlist_users=frozenset(user.lower() for _, f in files for user in f.allowlist.users),
-            allowlist_networks=tuple(net for _, f in files for net in f.allowlist.ips),
+            allowed=AllowedSet.of(f.allowlist for _, f in files),
             files=tuple(path for path, _ in files),
         )
 
     def user_allowlisted(self, user_id: str | None, login_name: str | None) -> bool:
-        return bool(
-            (user_id and user_id.lower() in self.allowlist_users)
-            or (login_name and login_name in self.allowlist_users)
-        )
+        return self.allowed.has_user(user_id, login_name)
 
     def ip_allowlisted(self, ip: str | None) -> bool:
-        if not ip or not self.allowlist_networks:
-            return False
-        address = ipaddress.ip_address(ip)
-        return any(address in network for network in self.allowlist_networks)
+        return self.allowed.has_ip(ip)

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 
 from lockoutd.errors import ConfigError, KafkaUnavailable
 from lockoutd.report.metrics import Metrics
@@ -145,6 +146,20 @@ class KafkaSource:
         self._fetching = True
         self._report_lag(by_partition)
         return [record for records in by_partition.values() for record in records]
+
+    def owns(self, key: str) -> bool:
+        """True when this instance holds the partition that ``key`` hashes to.
+
+        Work that belongs to one instance only (carrying out a scheduled unlock) goes to the
+        instance holding the partition the default partitioner puts that user's records in, so
+        exactly one member of the group does it and the duty moves with the partition.
+        """
+        topic = self._settings.topics[0]
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions or not self._membership.joined:
+            return False
+        index = (murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)
+        return TopicPartition(topic, index) in self._consumer.assignment()
 
     async def commit(self, offsets: Offsets) -> bool:
         """Commit ``offsets`` (the next offset to read, per partition).

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
+from lockoutd.act.temporary import LocalScheduleWriter
+from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.rules.model import Rule, RuleFile, RuleSet
 
@@ -59,3 +64,110 @@ def ruleset(*rules: Rule, users: list[str] | None = None, ips: list[str] | None 
     )
     rule_file = rule_file.model_copy(update={"rules": list(rules)})
     return RuleSet.build([(Path("rules/test.yaml"), rule_file)])
+
+
+class Clock:
+    """A wall clock the test moves by hand; calling it reads the time."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeUserStore:
+    """An in-memory ZITADEL: users that exist, which are locked, and every call made to it.
+
+    Every user exists unless named in ``unknown``; ``deactivated`` users cannot be locked.
+    ``failures`` queues exceptions per ``(operation, user_id)``, raised one per call.
+    ``round_trip`` is how far a call moves ``clock``. ``yields`` holds, for each next call in turn,
+    how often it lets other tasks run after ZITADEL has already changed the user (a slow answer).
+    """
+
+    def __init__(
+        self,
+        *,
+        locked: Iterable[str] = (),
+        unknown: Iterable[str] = (),
+        deactivated: Iterable[str] = (),
+        login_names: dict[str, str] | None = None,
+        clock: Clock | None = None,
+        round_trip: float = 0.0,
+    ) -> None:
+        self.locked = set(locked)
+        self.unknown = set(unknown)
+        self.deactivated = set(deactivated)
+        self.login_names = login_names or {}
+        self.clock = clock
+        self.round_trip = round_trip
+        self.calls: list[tuple[str, str]] = []
+        self.failures: dict[tuple[str, str], list[Exception]] = {}
+        self.yields: list[int] = []
+
+    def fail(self, operation: str, user_id: str, *errors: Exception) -> None:
+        """Make the next calls of ``operation`` for ``user_id`` raise ``errors``, in order."""
+        self.failures.setdefault((operation, user_id), []).extend(errors)
+
+    async def lock(self, user_id: str, org_id: str | None) -> LockOutcome:
+        self._call("lock", user_id)
+        if user_id in self.unknown:
+            outcome = LockOutcome.UNKNOWN_USER
+        elif user_id in self.deactivated:
+            outcome = LockOutcome.NOT_LOCKABLE
+        elif user_id in self.locked:
+            outcome = LockOutcome.ALREADY_LOCKED
+        else:
+            self.locked.add(user_id)
+            outcome = LockOutcome.LOCKED
+        await self._answer_late()
+        return outcome
+
+    async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome:
+        self._call("unlock", user_id)
+        if user_id in self.unknown:
+            outcome = UnlockOutcome.UNKNOWN_USER
+        elif user_id in self.locked:
+            self.locked.discard(user_id)
+            outcome = UnlockOutcome.UNLOCKED
+        else:
+            outcome = UnlockOutcome.NOT_LOCKED
+        await self._answer_late()
+        return outcome
+
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
+        self._call("resolve", login_name)
+        return self.login_names.get(login_name)
+
+    def calls_of(self, operation: str) -> list[str]:
+        return [user for op, user in self.calls if op == operation]
+
+    def _call(self, operation: str, user_id: str) -> None:
+        self.calls.append((operation, user_id))
+        if self.clock is not None:
+            self.clock.advance(self.round_trip)
+        if queued := self.failures.get((operation, user_id)):
+            raise queued.pop(0)
+
+    async def _answer_late(self) -> None:
+        for _ in range(self.yields.pop(0) if self.yields else 0):
+            await asyncio.sleep(0)
+
+
+class RecordingWriter(LocalScheduleWriter):
+    """Applies entries to a local schedule, like the daemon's writer, and keeps each one."""
+
+    def __init__(self, schedule: UnlockSchedule) -> None:
+        super().__init__(schedule)
+        self.entries: list[ScheduleEntry] = []
+
+    async def write(self, entry: ScheduleEntry) -> None:
+        self.entries.append(entry)
+        await super().write(entry)
+
+    def states(self, user_id: str | None = None) -> list[str]:
+        """The states written, in order, for ``user_id`` or for everyone."""
+        return [e.state for e in self.entries if user_id is None or e.user_id == user_id]

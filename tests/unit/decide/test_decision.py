@@ -54,7 +54,8 @@ def _decide(
     rules = ruleset(the_rule, users=users)
     firing = _firing(the_rule, rules, **fields)
     at = now if now is not None else firing.last_event_at + 5
-    return decide(firing, rules, now=at, max_event_age=max_event_age)
+    [decision] = decide(firing, rules, now=at, max_event_age=max_event_age)
+    return decision
 
 
 def test_an_enforce_lock_is_left_pending() -> None:

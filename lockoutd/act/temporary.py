@@ -1,0 +1,128 @@
+"""Locks with an end: the bookkeeping around the lock call that makes unlocks safe.
+
+lockoutd unlocks only users it locked itself. A user found already locked by someone else is never
+unlocked by it, and a permanent rule that fires for a user lockoutd holds temporarily makes that
+lock permanent. The duration counts from the moment the lock was confirmed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from lockoutd.act.schedule import EntryState, ScheduleEntry, UnlockSchedule
+from lockoutd.act.zitadel import LockOutcome, UserStore
+from lockoutd.rules.model import LockAction
+
+
+class ScheduleWriter(Protocol):
+    """Publishes an entry to the shared schedule (and applies it locally) before returning."""
+
+    async def write(self, entry: ScheduleEntry) -> None: ...
+
+
+class LocalScheduleWriter:
+    """Keeps entries in this process only: for replay and tests, never for the daemon."""
+
+    def __init__(self, schedule: UnlockSchedule) -> None:
+        self._schedule = schedule
+
+    async def write(self, entry: ScheduleEntry) -> None:
+        self._schedule.apply(entry)
+
+
+@dataclass(frozen=True, slots=True)
+class LockResult:
+    outcome: LockOutcome
+    unlock_at: float | None = None
+
+
+class TemporaryLocks:
+    """Takes locks through ``store`` and records the ones lockoutd must undo."""
+
+    def __init__(
+        self,
+        store: UserStore,
+        schedule: UnlockSchedule,
+        writer: ScheduleWriter,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._schedule = schedule
+        self._writer = writer
+        self._clock = clock
+
+    async def lock(
+        self, user_id: str, org_id: str | None, *, rule: str, action: LockAction
+    ) -> LockResult:
+        """Lock ``user_id`` as ``action`` says; a temporary lock gets its unlock scheduled."""
+        previous = self._schedule.get(user_id)
+        if action.duration is None:
+            outcome = await self._store.lock(user_id, org_id)
+            if outcome is LockOutcome.ALREADY_LOCKED and previous is not None and previous.ours:
+                # A permanent rule fired for a user lockoutd holds temporarily: keep the lock.
+                await self._write(previous, state="kept", unlock_at=None)
+            return LockResult(outcome)
+
+        now = self._clock()
+        memory = action.escalate.memory if action.escalate else None
+        if previous is not None and previous.state == "locking":
+            strikes = previous.strikes - 1  # a replay of a lock that may or may not have happened
+        else:
+            strikes = self._schedule.strikes_before(user_id, now, memory)
+        duration = action.duration_for(strikes)
+        assert duration is not None  # action.duration is set
+        intent = ScheduleEntry(
+            user_id=user_id, org_id=org_id, rule=rule, state="locking", strikes=strikes + 1,
+            updated_at=now,
+        )
+        await self._writer.write(intent)
+        try:
+            outcome = await self._store.lock(user_id, org_id)
+        except BaseException:
+            await self._cancel(intent, previous)
+            raise
+        confirmed = self._clock()
+        ours_already = previous is not None and previous.ours
+        if outcome is LockOutcome.ALREADY_LOCKED and previous is not None and previous.state == "locked":
+            # Locked by lockoutd already (another rule, or a replayed batch): keep its end time.
+            await self._write(previous, state="locked", unlock_at=previous.unlock_at)
+            return LockResult(outcome, previous.unlock_at)
+        if outcome is LockOutcome.LOCKED or (outcome is LockOutcome.ALREADY_LOCKED and ours_already):
+            unlock_at = confirmed + duration
+            await self._write(intent, state="locked", unlock_at=unlock_at, locked_at=confirmed)
+            return LockResult(outcome, unlock_at)
+        # Not locked by lockoutd (someone else's lock, a deactivated or unknown user): no unlock.
+        await self._cancel(intent, previous)
+        return LockResult(outcome)
+
+    async def _cancel(self, intent: ScheduleEntry, previous: ScheduleEntry | None) -> None:
+        if previous is not None and previous.state in ("unlocked", "kept", "cancelled"):
+            await self._write(previous, state=previous.state, unlock_at=previous.unlock_at)
+        else:
+            await self._write(intent, state="cancelled", unlock_at=None, strikes=intent.strikes - 1)
+
+    async def _write(
+        self,
+        base: ScheduleEntry,
+        *,
+        state: EntryState,
+        unlock_at: float | None,
+        locked_at: float | None = None,
+        strikes: int | None = None,
+    ) -> None:
+        await self._writer.write(
+            ScheduleEntry(
+                user_id=base.user_id,
+                org_id=base.org_id,
+                rule=base.rule,
+                state=state,
+                strikes=base.strikes if strikes is None else strikes,
+                updated_at=self._clock(),
+                locked_at=locked_at if locked_at is not None else base.locked_at,
+                unlock_at=unlock_at,
+            )
+        )

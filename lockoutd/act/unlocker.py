@@ -1,0 +1,119 @@
+"""Undoing temporary locks on time, across restarts, by exactly one instance."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
+from lockoutd.act.temporary import ScheduleWriter
+from lockoutd.act.zitadel import UnlockOutcome, UserStore
+from lockoutd.decide.decision import Decision, Outcome, rfc3339
+from lockoutd.errors import InvalidUserId, ZitadelUnavailable
+
+log = structlog.get_logger(__name__)
+
+_OUTCOMES = {
+    UnlockOutcome.UNLOCKED: Outcome.UNLOCKED,
+    UnlockOutcome.NOT_LOCKED: Outcome.NOT_LOCKED,
+    UnlockOutcome.UNKNOWN_USER: Outcome.UNKNOWN_USER,
+}
+
+# An unlock is due within this of its time; it is also how long a failed unlock waits.
+POLL_SECONDS = 1.0
+RETRY_SECONDS = 30.0
+
+
+class Unlocker:
+    """Carries out the due unlocks this instance owns and reports each as a decision."""
+
+    def __init__(
+        self,
+        schedule: UnlockSchedule,
+        store: UserStore,
+        writer: ScheduleWriter,
+        *,
+        owns: Callable[[str], bool],
+        report: Callable[[Decision], Awaitable[None]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._schedule = schedule
+        self._store = store
+        self._writer = writer
+        self._owns = owns
+        self._report = report
+        self._clock = clock
+        self._retry_after: dict[str, float] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Unlock what is due every ``POLL_SECONDS`` until ``stop`` is set."""
+        while not stop.is_set():
+            await self.unlock_due()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def unlock_due(self) -> list[Decision]:
+        """Unlock every due entry this instance owns; return the decisions made."""
+        now = self._clock()
+        decisions = []
+        for entry in self._schedule.due(now):
+            if not self._owns(entry.user_id) or self._retry_after.get(entry.user_id, 0) > now:
+                continue
+            decision = await self._unlock(entry)
+            if decision is not None:
+                decisions.append(decision)
+                await self._report(decision)
+        return decisions
+
+    async def _unlock(self, entry: ScheduleEntry) -> Decision | None:
+        try:
+            result = await self._store.unlock(entry.user_id, entry.org_id)
+        except ZitadelUnavailable as exc:
+            # The lock outlives its time by a little; it is never forgotten.
+            self._retry_after[entry.user_id] = self._clock() + RETRY_SECONDS
+            log.warning("unlock_retrying", user_id=entry.user_id, rule=entry.rule, error=str(exc))
+            return None
+        except InvalidUserId as exc:
+            await self._finish(entry)
+            return self._decision(entry, Outcome.FAILED, error=str(exc))
+        self._retry_after.pop(entry.user_id, None)
+        await self._finish(entry)
+        return self._decision(entry, _OUTCOMES[result])
+
+    async def _finish(self, entry: ScheduleEntry) -> None:
+        await self._writer.write(
+            ScheduleEntry(
+                user_id=entry.user_id,
+                org_id=entry.org_id,
+                rule=entry.rule,
+                state="unlocked",
+                strikes=entry.strikes,
+                updated_at=self._clock(),
+                locked_at=entry.locked_at,
+                unlock_at=entry.unlock_at,
+            )
+        )
+
+    def _decision(self, entry: ScheduleEntry, outcome: Outcome, error: str | None = None) -> Decision:
+        locked_at = rfc3339(entry.locked_at or entry.updated_at)
+        return Decision(
+            rule=entry.rule,
+            key=entry.user_id,
+            user_id=entry.user_id,
+            org_id=entry.org_id,
+            action="unlock",
+            mode="enforce",
+            outcome=outcome,
+            count=entry.strikes,
+            window_seconds=0.0,
+            first_event_at=locked_at,
+            last_event_at=locked_at,
+            decided_at=rfc3339(self._clock()),
+            unlock_at=rfc3339(entry.unlock_at) if entry.unlock_at is not None else None,
+            error=error,
+        )

@@ -1,0 +1,145 @@
+"""Input formats: other producers' records mapped onto the native event (SPEC section 2).
+
+Each format is a function from the decoded JSON object to a native event object; validation is
+then the native format's, so a record that does not map is an invalid record like any other
+(dead-lettered and counted), never a crash. The format is chosen per topic in the configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event
+from lockoutd.decode.native import InvalidEvent, decode_object, event_from_mapping
+
+FormatName = Literal["native", "zitadel", "keycloak", "cloudevents"]
+Decoder = Callable[[bytes], Event]
+
+# ZITADEL's failed checks (Actions v2 event executions) and the reason each stands for.
+ZITADEL_FAILURES = {
+    "user.human.password.check.failed": "password",
+    "user.password.check.failed": "password",  # v1 name, still in old event stores
+    "user.human.mfa.otp.check.failed": "otp",
+    "user.mfa.otp.check.failed": "otp",  # v1 name
+    "user.human.mfa.otp.sms.check.failed": "otp_sms",
+    "user.human.mfa.otp.email.check.failed": "otp_email",
+    "user.human.mfa.u2f.token.check.failed": "u2f",
+    "user.human.passwordless.token.check.failed": "passwordless",
+    "user.human.mfa.recoverycode.check.failed": "recovery_code",
+}
+ZITADEL_SUCCESSES = frozenset(
+    {
+        "user.human.password.check.succeeded",
+        "user.human.mfa.otp.check.succeeded",
+        "user.human.passwordless.token.check.succeeded",
+        "user.human.mfa.u2f.token.check.succeeded",
+    }
+)
+
+# Keycloak's `error` of a LOGIN_ERROR, in lockoutd's reasons; others pass through unchanged.
+KEYCLOAK_REASONS = {
+    "invalid_user_credentials": "password",
+    "user_not_found": "unknown_user",
+    "invalid_totp": "otp",
+    "invalid_authentication": "mfa",
+}
+
+
+def from_zitadel(document: dict[str, Any]) -> dict[str, Any]:
+    """An Actions v2 event execution body (``PAYLOAD_TYPE_JSON``)."""
+    event_type = _text(document, "event_type")
+    payload = document.get("event_payload")
+    payload = payload if isinstance(payload, dict) else {}
+    if event_type in ZITADEL_FAILURES:
+        mapped_type, reason = LOGIN_FAILED, ZITADEL_FAILURES[event_type]
+    elif event_type in ZITADEL_SUCCESSES:
+        mapped_type, reason = LOGIN_SUCCEEDED, None
+    else:
+        mapped_type, reason = event_type, None  # counted as ignored
+    sequence = document.get("sequence")
+    return _without_none(
+        {
+            "type": mapped_type,
+            "occurred_at": document.get("created_at"),
+            "user_id": document.get("aggregateID"),
+            "org_id": document.get("resourceOwner"),
+            "ip": payload.get("remoteIP") or None,
+            "user_agent": payload.get("userAgent") or None,
+            "reason": reason,
+            # instance, aggregate and sequence identify a ZITADEL event uniquely.
+            "event_id": (
+                f"{document.get('instanceID')}:{document.get('aggregateID')}:{sequence}"
+                if sequence is not None
+                else None
+            ),
+            "zitadel_event_type": event_type,
+        }
+    )
+
+
+def from_keycloak(document: dict[str, Any]) -> dict[str, Any]:
+    """A Keycloak login event (``type`` ``LOGIN`` or ``LOGIN_ERROR``, ``time`` in milliseconds)."""
+    event_type = _text(document, "type")
+    mapped_type = {"LOGIN_ERROR": LOGIN_FAILED, "LOGIN": LOGIN_SUCCEEDED}.get(event_type, event_type)
+    error = document.get("error")
+    millis = document.get("time")
+    if not isinstance(millis, int) or isinstance(millis, bool):
+        raise InvalidEvent("bad_time", "a Keycloak event needs `time` in milliseconds")
+    details = document.get("details")
+    details = details if isinstance(details, dict) else {}
+    return _without_none(
+        {
+            "type": mapped_type,
+            "occurred_at": datetime.fromtimestamp(millis / 1000, UTC).isoformat(),
+            "user_id": document.get("userId") or None,
+            "login_name": details.get("username") or None,
+            "org_id": document.get("realmId"),
+            "ip": document.get("ipAddress") or None,
+            "reason": KEYCLOAK_REASONS.get(error, error) if isinstance(error, str) else None,
+            "event_id": document.get("id"),
+            "client_id": document.get("clientId"),
+        }
+    )
+
+
+def from_cloudevents(document: dict[str, Any]) -> dict[str, Any]:
+    """A CloudEvents 1.0 JSON envelope whose ``data`` is a native event."""
+    if document.get("specversion") != "1.0":
+        raise InvalidEvent("bad_envelope", "not a CloudEvents 1.0 envelope (specversion)")
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise InvalidEvent("bad_envelope", "the CloudEvent's data is not a JSON object")
+    # The envelope's id and time stand in where the event has none of its own.
+    return {
+        "event_id": document.get("id"),
+        "occurred_at": document.get("time"),
+        **data,
+    }
+
+
+_MAPPERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "zitadel": from_zitadel,
+    "keycloak": from_keycloak,
+    "cloudevents": from_cloudevents,
+}
+
+
+def decoder_for(name: FormatName, *, max_bytes: int) -> Decoder:
+    """A function from a record value to an :class:`Event` in format ``name``."""
+    if name == "native":
+        return lambda raw: event_from_mapping(decode_object(raw, max_bytes=max_bytes))
+    mapper = _MAPPERS[name]
+    return lambda raw: event_from_mapping(mapper(decode_object(raw, max_bytes=max_bytes)))
+
+
+def _text(document: dict[str, Any], field: str) -> str:
+    value = document.get(field)
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent("missing_field", f"the record has no `{field}` string")
+    return value
+
+
+def _without_none(mapping: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if v is not None}

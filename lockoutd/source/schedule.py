@@ -1,0 +1,134 @@
+"""The schedule topic: temporary locks shared by every instance, read back in full at start.
+
+Every instance reads every partition of the topic (no consumer group) and keeps following it, so
+each one knows every pending unlock and every user's escalation history. Only one instance carries
+out a given unlock (see ``KafkaSource.owns``). The topic is created compacted where the broker
+supports it: only the newest entry per user matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+from typing import Self
+
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule, decode_entry, encode_entry
+from lockoutd.errors import KafkaUnavailable
+from lockoutd.settings import KafkaSettings
+from lockoutd.source.kafka import KafkaSink, OutgoingRecord, connection_options
+
+log = structlog.get_logger(__name__)
+
+_COMPACTED = {"cleanup.policy": "compact"}
+
+
+class ScheduleTopic:
+    """Loads, follows and writes the schedule topic; ``schedule`` is kept up to date."""
+
+    def __init__(
+        self, settings: KafkaSettings, schedule: UnlockSchedule, *, sink: KafkaSink
+    ) -> None:
+        self._settings = settings
+        self._topic = settings.schedule_topic
+        self.schedule = schedule
+        self._sink = sink
+        self._consumer = AIOKafkaConsumer(enable_auto_commit=False, **connection_options(settings))
+        self._follower: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._ensure_topic()
+            await self._consumer.start()
+            await self._load()
+        except KafkaError as exc:
+            await self._consumer.stop()
+            raise KafkaUnavailable(f"cannot read the schedule topic {self._topic}: {exc}") from exc
+        self._follower = asyncio.create_task(self._follow(), name="schedule-follower")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        await self._consumer.stop()
+
+    async def write(self, entry: ScheduleEntry) -> None:
+        """Apply ``entry`` here and publish it for every instance; returns once the broker has it."""
+        self.schedule.apply(entry)
+        await self._sink.publish(
+            [OutgoingRecord(self._topic, encode_entry(entry), key=entry.user_id.encode())]
+        )
+
+    async def _ensure_topic(self) -> None:
+        admin = AIOKafkaAdminClient(**connection_options(self._settings))
+        await admin.start()
+        try:
+            if self._topic in await admin.list_topics():
+                return
+            try:
+                await admin.create_topics(
+                    [NewTopic(self._topic, 1, 1, topic_configs=_COMPACTED)]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another instance created it first
+            except KafkaError as exc:
+                # Not every Kafka-compatible broker knows compaction; a plain topic still works,
+                # it only keeps every entry instead of the newest per user.
+                log.warning("schedule_topic_not_compacted", topic=self._topic, error=str(exc))
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([NewTopic(self._topic, 1, 1)])
+        finally:
+            await admin.close()
+
+    async def _load(self) -> None:
+        partitions = self._consumer.partitions_for_topic(self._topic)
+        if not partitions:
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic
+            partitions = self._consumer.partitions_for_topic(self._topic) or {0}
+        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        ends = await self._consumer.end_offsets(tps)
+        while [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]:
+            self._apply(await self._consumer.getmany(timeout_ms=1000))
+        log.info("schedule_loaded", topic=self._topic, users=len(self.schedule))
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                self._apply(await self._consumer.getmany(timeout_ms=1000))
+            except KafkaError as exc:
+                log.warning("schedule_follow_failed", topic=self._topic, error=str(exc))
+                await asyncio.sleep(1.0)
+
+    def _apply(self, batch: dict[TopicPartition, list[object]]) -> None:
+        for records in batch.values():
+            for record in records:
+                key = getattr(record, "key", None)
+                value = getattr(record, "value", None)
+                if value is None:
+                    if key:
+                        self.schedule.forget(key.decode(errors="replace"))
+                    continue
+                try:
+                    self.schedule.apply(decode_entry(value))
+                except msgspec.DecodeError as exc:
+                    log.warning(
+                        "schedule_entry_unreadable",
+                        topic=self._topic,
+                        offset=getattr(record, "offset", None),
+                        error=str(exc),
+                    )
