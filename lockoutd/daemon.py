@@ -2,11 +2,16 @@
 
 One loop, one batch at a time::
 
-    fetch a batch -> decode -> engine -> decide -> act (bounded concurrency) -> publish -> commit
+    fetch a batch -> pause fetching -> decode, count, decide, act, publish -> commit -> resume
 
-The commit comes last, so a crash at any instant replays at most one batch and loses no lock.
-SIGTERM and SIGINT stop fetching and give the batch in flight ``engine.drain_timeout`` to finish;
-SIGHUP reloads the rules between two batches.
+- The commit comes last, so a crash at any instant replays at most the batch in flight, and
+  locking an already locked user is a success.
+- While a batch waits on ZITADEL (an outage, retried with backoff), fetching stays paused but the
+  consumer keeps polling, so it keeps its place in the group and nothing piles up in memory.
+- SIGTERM and SIGINT stop fetching and give the batch in flight ``engine.drain_timeout``; what
+  does not finish is not committed, and the next start carries it out.
+- SIGHUP reloads the rules between two batches; a bad rule file keeps the old rules.
+- Kafka being unreachable is waited out (``/readyz`` says so), never a crash loop.
 """
 
 from __future__ import annotations
@@ -14,156 +19,39 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, suppress
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import stamina
 import structlog
 from aiokafka import TopicPartition
 
-from lockoutd.act.executor import LockExecutor
 from lockoutd.act.schedule import UnlockSchedule
 from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.unlocker import Unlocker
-from lockoutd.act.zitadel import UserStore, ZitadelClient
-from lockoutd.decide.decision import Decision, decide
-from lockoutd.decide.engine import Engine
-from lockoutd.decode.event import KNOWN_TYPES
-from lockoutd.decode.formats import decoder_for
-from lockoutd.decode.native import InvalidEvent
-from lockoutd.decode.rejects import Rejects
+from lockoutd.act.zitadel import ZitadelClient
+from lockoutd.decide.decision import Decision
 from lockoutd.errors import ConfigError, KafkaUnavailable
-from lockoutd.report.audit import DecisionReporter
+from lockoutd.pipeline import Pipeline, next_offsets
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet, load_rules
-from lockoutd.rules.model import LockAction
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import KafkaSink, KafkaSource, OutgoingRecord, Record
 from lockoutd.source.schedule import ScheduleTopic
 
 log = structlog.get_logger(__name__)
 
-# Kafka start-up and publishing are retried this long before the daemon gives up and exits
-# non-zero, leaving the restart to its supervisor.
-_KAFKA_RETRY_SECONDS = 120.0
-
 _Client = TypeVar("_Client", KafkaSource, KafkaSink, ScheduleTopic)
 
-
-class Pipeline:
-    """Decode, evaluate, decide, act and report one batch. Knows nothing of offsets or signals."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        rules: RuleSet,
-        *,
-        store: UserStore,
-        metrics: Metrics,
-        locks: TemporaryLocks | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.rules = rules
-        self.engine = Engine(rules)
-        self.outcomes: Counter[str] = Counter()
-        self._settings = settings
-        self._metrics = metrics
-        self._clock = clock
-        self._executor = LockExecutor(
-            store,
-            max_locks_per_minute=settings.safety.max_locks_per_minute,
-            metrics=metrics,
-            locks=locks,
-            clock=clock,
-        )
-        self._decoders = {
-            topic: decoder_for(
-                settings.kafka.formats.get(topic, "native"),
-                max_bytes=settings.kafka.max_event_bytes,
-            )
-            for topic in settings.kafka.topics
-        }
-        self._rejects = Rejects(settings.kafka.dead_letter_topic, metrics=metrics)
-        self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
-        metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
-
-    def replace_rules(self, rules: RuleSet) -> None:
-        """Use ``rules`` from the next batch on; unchanged rules keep their counts."""
-        self.rules = rules
-        self.engine = self.engine.reloaded(rules)
-        self._metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
-
-    async def process(self, records: Sequence[Record]) -> list[OutgoingRecord]:
-        """Act on every decision ``records`` carry; return the records to publish before commit."""
-        now = self._clock()
-        outgoing: list[OutgoingRecord] = []
-        pending: list[tuple[Decision, float, LockAction | None]] = []
-        events = self._metrics.events
-        max_age = self._settings.engine.max_event_age
-        dry_run = self._settings.engine.dry_run
-        for record in records:
-            try:
-                event = self._decoders[record.topic](record.value or b"")
-            except InvalidEvent as error:
-                if (dead_letter := self._rejects.reject(record, error)) is not None:
-                    outgoing.append(dead_letter)
-                continue
-            if event.type not in KNOWN_TYPES:
-                events.labels(result="ignored").inc()
-                continue
-            events.labels(result="accepted").inc()
-            for firing in self.engine.process(event, now):
-                self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
-                for decision in decide(
-                    firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
-                ):
-                    pending.append((decision, event.occurred_at, firing.rule.action.lock))
-        for decision in await self._carry_out(pending):
-            if (audit := self.report(decision)) is not None:
-                outgoing.append(audit)
-        for rule, count in self.engine.tracked_keys():
-            self._metrics.tracked_keys.labels(rule=rule).set(count)
-        return outgoing
-
-    def report(self, decision: Decision) -> OutgoingRecord | None:
-        """Count, log and prepare the audit record of a decision made outside a batch."""
-        self.outcomes[decision.outcome or ""] += 1
-        return self._reporter.report(decision)
-
-    async def _carry_out(
-        self, pending: list[tuple[Decision, float, LockAction | None]]
-    ) -> list[Decision]:
-        if not any(decision.outcome is None for decision, _, _ in pending):
-            return [decision for decision, _, _ in pending]
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(
-                        self._executor.carry_out(decision, event_time=at, action=action)
-                    )
-                    if decision.outcome is None
-                    else None
-                    for decision, at, action in pending
-                ]
-        except BaseExceptionGroup as group_error:
-            # One fatal error (ZITADEL refusing lockoutd) is what the caller needs to see.
-            raise group_error.exceptions[0] from None
-        return [
-            task.result() if task is not None else decision
-            for task, (decision, _, _) in zip(tasks, pending, strict=True)
-        ]
+# How often the consumer polls (paused) while a batch waits, to keep its place in the group.
+_MEMBERSHIP_POLL_SECONDS = 1.0
+_KAFKA_WAIT_MAX_SECONDS = 30.0
 
 
-def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
-    """The offsets to commit after ``records``: one past the last record of each partition."""
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-    return offsets
+class _Stopped(Exception):
+    """A stop was requested before the daemon had finished starting."""
 
 
 class Daemon:
@@ -191,6 +79,12 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            await self._run()
+        except _Stopped:
+            log.info("daemon_stopped", uptime_seconds=self._uptime(), outcomes={})
+
+    async def _run(self) -> None:
         settings = self.settings
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(
@@ -219,17 +113,26 @@ class Daemon:
             schedule_topic = await self._connect(
                 stack, lambda: ScheduleTopic(settings.kafka, schedule, sink=sink)
             )
-            locks = TemporaryLocks(store, schedule, schedule_topic)
             pipeline = Pipeline(
-                settings, self._rules, store=store, metrics=self.metrics, locks=locks
+                settings,
+                self._rules,
+                store=store,
+                metrics=self.metrics,
+                locks=TemporaryLocks(store, schedule, schedule_topic),
             )
             source = await self._connect(
-                stack, lambda: KafkaSource(settings.kafka, metrics=self.metrics)
+                stack,
+                lambda: KafkaSource(
+                    settings.kafka,
+                    metrics=self.metrics,
+                    lookback_seconds=lambda: max(rule.window for rule in pipeline.rules.rules),
+                    on_lost=pipeline.forget,
+                ),
             )
 
             async def publish_decision(decision: Decision) -> None:
                 if (record := pipeline.report(decision)) is not None:
-                    await sink.publish([record])
+                    await self._publish(sink, [record])
 
             unlocker = Unlocker(
                 schedule, store, schedule_topic, owns=source.owns, report=publish_decision
@@ -240,23 +143,31 @@ class Daemon:
                 topics=settings.kafka.topics,
                 group_id=settings.kafka.group_id,
                 metrics_listen=settings.metrics.listen,
+                pending_unlocks=len(schedule),
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(unlocker.run(self._stop), name="unlocker")
                 group.create_task(self._consume(source, sink, pipeline), name="consumer")
             log.info(
                 "daemon_stopped",
-                uptime_seconds=round(time.monotonic() - self._started, 1),
+                uptime_seconds=self._uptime(),
                 outcomes=dict(pipeline.outcomes),
             )
 
+    def _uptime(self) -> float:
+        return round(time.monotonic() - self._started, 1)
+
     async def _connect(self, stack: AsyncExitStack, make: Callable[[], _Client]) -> _Client:
-        async for attempt in stamina.retry_context(
-            on=KafkaUnavailable, attempts=None, timeout=_KAFKA_RETRY_SECONDS, wait_max=10.0
-        ):
-            with attempt:
+        """Enter a Kafka client, waiting for the cluster as long as it takes (or until stopped)."""
+        wait = 1.0
+        while True:
+            try:
                 return await stack.enter_async_context(make())
-        raise AssertionError("unreachable: stamina raises when it gives up")
+            except KafkaUnavailable as exc:
+                log.warning("kafka_unavailable", error=str(exc), retry_in_seconds=wait)
+            if await self._stopped_within(wait):
+                raise _Stopped
+            wait = min(wait * 2, _KAFKA_WAIT_MAX_SECONDS)
 
     async def _consume(self, source: KafkaSource, sink: KafkaSink, pipeline: Pipeline) -> None:
         while not self._stop.is_set():
@@ -266,49 +177,77 @@ class Daemon:
                 records = await source.next_batch()
             except KafkaUnavailable as exc:
                 log.warning("kafka_fetch_failed", error=str(exc))
-                await self._sleep_unless_stopped(1.0)
+                await self._stopped_within(1.0)
                 continue
             if not records:
                 continue
-            work = asyncio.ensure_future(self._process_and_publish(pipeline, sink, records))
-            if not await self._finish_within_drain(work):
-                return  # not committed: the next owner of these partitions replays the batch
+            rebuild_until = dict(source.rebuild_until)
+            source.pause()
+            try:
+                work = asyncio.ensure_future(
+                    self._process_and_publish(pipeline, sink, records, rebuild_until)
+                )
+                if not await self._wait_for(work, source):
+                    return  # not committed: the batch is processed again after the restart
+            finally:
+                source.resume()
             await source.commit(next_offsets(records))
+            for tp, until in rebuild_until.items():
+                if source.rebuild_until.get(tp) == until and _past(records, tp, until):
+                    del source.rebuild_until[tp]
 
     async def _process_and_publish(
-        self, pipeline: Pipeline, sink: KafkaSink, records: Sequence[Record]
+        self,
+        pipeline: Pipeline,
+        sink: KafkaSink,
+        records: Sequence[Record],
+        rebuild_until: dict[TopicPartition, int],
     ) -> None:
-        outgoing = await pipeline.process(records)
+        outgoing = await pipeline.process(records, rebuild_until=rebuild_until)
+        await self._publish(sink, outgoing)
+
+    async def _publish(self, sink: KafkaSink, records: list[OutgoingRecord]) -> None:
+        # Until the broker has the decisions and dead letters, the offsets must not move on.
         async for attempt in stamina.retry_context(
-            on=KafkaUnavailable, attempts=None, timeout=_KAFKA_RETRY_SECONDS, wait_max=10.0
+            on=KafkaUnavailable, attempts=None, timeout=None, wait_max=_KAFKA_WAIT_MAX_SECONDS
         ):
             with attempt:
-                await sink.publish(outgoing)
+                await sink.publish(records)
 
-    async def _finish_within_drain(self, work: asyncio.Future[None]) -> bool:
-        """Wait for ``work``; once a stop is requested, wait at most the drain timeout."""
-        stop_wait = asyncio.ensure_future(self._stop.wait())
-        either: set[asyncio.Future[Any]] = {work, stop_wait}
-        try:
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():
-                done, _ = await asyncio.wait({work}, timeout=self.settings.engine.drain_timeout)
-                if not done:
+    async def _wait_for(self, work: asyncio.Future[None], source: KafkaSource) -> bool:
+        """Wait for the batch, polling to keep the group membership; bounded once stopping.
+
+        Returns False when the drain time ran out and the batch was abandoned uncommitted.
+        """
+        drain_deadline: float | None = None
+        while not work.done():
+            timeout = _MEMBERSHIP_POLL_SECONDS
+            if self._stop.is_set():
+                now = time.monotonic()
+                if drain_deadline is None:
+                    drain_deadline = now + self.settings.engine.drain_timeout
+                    log.info("draining", drain_timeout=self.settings.engine.drain_timeout)
+                timeout = min(timeout, drain_deadline - now)
+                if timeout <= 0:
                     work.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await work
                     log.warning(
                         "drain_timed_out",
                         drain_timeout=self.settings.engine.drain_timeout,
-                        note="the batch was not committed and is processed again after restart",
+                        note="the batch was not committed; the next start carries it out",
                     )
                     return False
-            work.result()  # re-raise what the batch raised
-            return True
-        finally:
-            stop_wait.cancel()
+            await asyncio.wait({work}, timeout=timeout)
+            if not work.done():
+                await source.keep_membership()
+        work.result()  # re-raise what the batch raised
+        return True
 
-    async def _sleep_unless_stopped(self, seconds: float) -> None:
+    async def _stopped_within(self, seconds: float) -> bool:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        return self._stop.is_set()
 
     def _reload(self, pipeline: Pipeline) -> None:
         self._reload_requested = False
@@ -319,3 +258,11 @@ class Daemon:
             return
         pipeline.replace_rules(rules)
         log.info("rules_reloaded", rules=[rule.name for rule in rules.rules])
+
+
+def _past(records: Sequence[Record], tp: TopicPartition, offset: int) -> bool:
+    """True when ``records`` reached ``offset`` in partition ``tp``."""
+    return any(
+        r.topic == tp.topic and r.partition == tp.partition and r.offset + 1 >= offset
+        for r in records
+    )

@@ -7,6 +7,7 @@
     ├── ZitadelError
     │   ├── ZitadelConfigError   ZITADEL refuses lockoutd itself (token, permission, org)
     │   ├── ZitadelUnavailable   ZITADEL did not answer usefully after all retries (retriable)
+    │   ├── UnexpectedAnswer     an answer lockoutd does not know; that one action fails
     │   └── InvalidUserId        an id that could change the request path; the event is refused
     └── KafkaUnavailable         the broker could not be reached (retriable)
 
@@ -51,6 +52,14 @@ class ZitadelUnavailable(ZitadelError):
     """ZITADEL stayed unreachable or overloaded through every retry."""
 
     retriable = True
+
+
+class UnexpectedAnswer(ZitadelError):
+    """ZITADEL answered with something lockoutd does not expect (a 409, an unknown error id).
+
+    Repeating the request would only repeat the answer, and one odd user must not stop every
+    other lock: the action's outcome is ``failed``, with this message as its error.
+    """
 
 
 class InvalidUserId(ZitadelError):

@@ -38,7 +38,7 @@ ENV_PREFIX = "LOCKOUTD_"
 
 # Keys that hold a secret themselves. They may come from the environment, never from the file,
 # which is usually world-readable and kept in git.
-_SECRET_KEYS = {("zitadel", "pat"), ("kafka", "sasl_password")}
+_SECRET_KEYS = {("zitadel", "pat"), ("kafka", "sasl_password"), ("ingest", "signing_key")}
 
 
 def _split_list(value: Any) -> Any:
@@ -144,6 +144,9 @@ class EngineSettings(_Section):
 
 class SafetySettings(_Section):
     max_locks_per_minute: int = Field(default=60, gt=0)
+    """A token bucket over all locks: beyond it, locks are ``suppressed`` and reported."""
+    max_locks_per_minute_per_org: int | None = Field(default=None, gt=0)
+    """The same, for each organization on its own (unset: no cap per org)."""
 
 
 class MetricsSettings(_Section):
@@ -176,6 +179,47 @@ class LogSettings(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
+class IngestSettings(_Section):
+    """``lockoutd ingest``: the HTTP endpoint for ZITADEL Actions v2 that publishes to Kafka."""
+
+    listen: str = "0.0.0.0:8088"
+    path: str = "/zitadel/events"
+    """Where ZITADEL's target posts; other paths answer 404."""
+    topic: str = "zitadel.events"
+    """Verified bodies are published here, keyed by ``aggregateID``; consume it with format
+    ``zitadel``."""
+    signing_key_file: Path | None = None
+    """The target's signing key, as ZITADEL returned it when the target was created."""
+    signing_key: SecretStr | None = None
+    max_body_bytes: int = Field(default=65_536, gt=0)
+    """Larger bodies are refused with 413 before their signature is checked."""
+    tolerance: Duration = 300.0
+    """How far the signature's timestamp may be from now, either way."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected HOST:PORT, for example 0.0.0.0:8088")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class Settings(BaseSettings):
     """Everything the daemon is configured with (SPEC section 4)."""
 
@@ -192,6 +236,7 @@ class Settings(BaseSettings):
     safety: SafetySettings = SafetySettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def settings_customise_sources(

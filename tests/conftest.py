@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from lockoutd.testing.broker import LocalBroker
 
@@ -18,3 +20,18 @@ def broker() -> Iterator[LocalBroker]:
     """
     with LocalBroker() as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def _clean_logging() -> Iterator[None]:
+    """Each test starts with structlog's defaults and the root logger as it found them.
+
+    ``configure_logging`` binds loggers to the stdout of the moment; a later test must not
+    write to a capture that pytest has already closed.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)

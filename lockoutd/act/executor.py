@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
+import stamina
 from aiolimiter import AsyncLimiter
 
 from lockoutd.act.schedule import UnlockSchedule
 from lockoutd.act.temporary import LocalScheduleWriter, TemporaryLocks
 from lockoutd.act.zitadel import LockOutcome, UserStore
 from lockoutd.decide.decision import Decision, Outcome, rfc3339
-from lockoutd.errors import InvalidUserId, ZitadelUnavailable
+from lockoutd.errors import InvalidUserId, UnexpectedAnswer, ZitadelUnavailable
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules.model import LockAction
+
+_T = TypeVar("_T")
 
 _LOCK_OUTCOMES = {
     LockOutcome.LOCKED: Outcome.LOCKED,
@@ -27,11 +31,15 @@ _LOCK_OUTCOMES = {
 class LockExecutor:
     """Turns pending lock decisions into outcomes.
 
-    The safety cap is a token bucket of ``max_locks_per_minute``: an attacker who can make rules
-    fire for every account must not be able to make lockoutd lock every account. A decision over
-    the cap is ``suppressed`` and final for that crossing; it is never queued for later.
+    The safety cap is a token bucket of ``max_locks_per_minute`` (and optionally one per org): an
+    attacker who can make rules fire for every account must not be able to make lockoutd lock
+    every account. A decision over the cap is ``suppressed`` and final for that crossing; it is
+    never queued for later.
 
-    ``ZitadelConfigError`` is not caught: a daemon that cannot lock anyone must stop loudly.
+    While ZITADEL is unavailable the lock is tried again with growing pauses until it answers;
+    the daemon meanwhile stops fetching (backpressure), and a shutdown cancels the wait without
+    committing, so the next start carries the decision out. ``ZitadelConfigError`` is not caught:
+    a daemon that cannot lock anyone must stop loudly.
     """
 
     def __init__(
@@ -40,8 +48,11 @@ class LockExecutor:
         *,
         max_locks_per_minute: int,
         metrics: Metrics,
+        max_locks_per_minute_per_org: int | None = None,
         locks: TemporaryLocks | None = None,
         clock: Callable[[], float] = time.time,
+        outage_wait_initial: float = 1.0,
+        outage_wait_max: float = 30.0,
     ) -> None:
         self._store = store
         if locks is None:
@@ -49,8 +60,11 @@ class LockExecutor:
             locks = TemporaryLocks(store, schedule, LocalScheduleWriter(schedule), clock=clock)
         self._locks = locks
         self._cap = AsyncLimiter(max_locks_per_minute, time_period=60)
+        self._org_rate = max_locks_per_minute_per_org
+        self._org_caps: dict[str, AsyncLimiter] = {}
         self._metrics = metrics
         self._clock = clock
+        self._outage_waits = (outage_wait_initial, outage_wait_max)
 
     async def carry_out(
         self, decision: Decision, *, event_time: float, action: LockAction | None = None
@@ -61,24 +75,25 @@ class LockExecutor:
             if user_id is None and decision.login_name is not None:
                 # Resolved before the cap is consulted: made-up login names must not be able to
                 # use up the locks that real accounts under attack need.
-                user_id = await self._store.resolve_login_name(decision.login_name, decision.org_id)
+                login_name = decision.login_name
+                user_id = await self._until_available(
+                    lambda: self._store.resolve_login_name(login_name, decision.org_id)
+                )
                 if user_id is None:
                     return msgspec.structs.replace(decision, outcome=Outcome.UNKNOWN_USER)
             if user_id is None:  # the decoder guarantees a user id or a login name
                 raise InvalidUserId("the event named no user")
-            if not self._cap.has_capacity():
+            if (over := await self._take_cap(decision.org_id)) is not None:
                 return msgspec.structs.replace(
-                    decision,
-                    user_id=user_id,
-                    outcome=Outcome.SUPPRESSED,
-                    error="safety.max_locks_per_minute reached",
+                    decision, user_id=user_id, outcome=Outcome.SUPPRESSED, error=over
                 )
-            # has_capacity() was true, so this takes a token without waiting.
-            await self._cap.acquire()
-            result = await self._locks.lock(
-                user_id, decision.org_id, rule=decision.rule, action=action or LockAction()
+            target = user_id
+            result = await self._until_available(
+                lambda: self._locks.lock(
+                    target, decision.org_id, rule=decision.rule, action=action or LockAction()
+                )
             )
-        except (InvalidUserId, ZitadelUnavailable) as exc:
+        except (InvalidUserId, UnexpectedAnswer) as exc:
             return msgspec.structs.replace(
                 decision, user_id=user_id, outcome=Outcome.FAILED, error=str(exc)
             )
@@ -90,3 +105,34 @@ class LockExecutor:
             outcome=_LOCK_OUTCOMES[result.outcome],
             unlock_at=rfc3339(result.unlock_at) if result.unlock_at is not None else None,
         )
+
+    async def _take_cap(self, org_id: str | None) -> str | None:
+        """Take a token from every cap that applies; the name of the one that is empty, if any."""
+        org_cap = None
+        if self._org_rate is not None and org_id is not None:
+            org_cap = self._org_caps.get(org_id)
+            if org_cap is None:
+                org_cap = self._org_caps[org_id] = AsyncLimiter(self._org_rate, time_period=60)
+        if not self._cap.has_capacity():
+            return "safety.max_locks_per_minute reached"
+        if org_cap is not None and not org_cap.has_capacity():
+            return f"safety.max_locks_per_minute_per_org reached for org {org_id}"
+        # Both have capacity, so acquire() returns without suspending: nothing else can take the
+        # token between the check and the take.
+        await self._cap.acquire()
+        if org_cap is not None:
+            await org_cap.acquire()
+        return None
+
+    async def _until_available(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        async for attempt in stamina.retry_context(
+            on=ZitadelUnavailable,
+            attempts=None,
+            timeout=None,
+            wait_initial=self._outage_waits[0],
+            wait_max=self._outage_waits[1],
+            wait_jitter=self._outage_waits[0],
+        ):
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable: stamina retries until the call succeeds")

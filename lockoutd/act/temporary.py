@@ -7,9 +7,10 @@ lock permanent. The duration counts from the moment the lock was confirmed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lockoutd.act.schedule import EntryState, ScheduleEntry, UnlockSchedule
@@ -39,6 +40,14 @@ class LockResult:
     unlock_at: float | None = None
 
 
+@dataclass(slots=True)
+class _Turn:
+    """Makes the locks of one user take turns; dropped when nobody waits for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+
+
 class TemporaryLocks:
     """Takes locks through ``store`` and records the ones lockoutd must undo."""
 
@@ -54,16 +63,35 @@ class TemporaryLocks:
         self._schedule = schedule
         self._writer = writer
         self._clock = clock
+        self._turns: dict[str, _Turn] = {}
 
     async def lock(
         self, user_id: str, org_id: str | None, *, rule: str, action: LockAction
     ) -> LockResult:
         """Lock ``user_id`` as ``action`` says; a temporary lock gets its unlock scheduled."""
+        # The decisions of a batch are carried out concurrently. Two for one user (a temporary
+        # and a permanent rule, say) take turns: otherwise each acts on an entry the other is
+        # about to replace, and a lock made permanent could still get its old unlock.
+        turn = self._turns.setdefault(user_id, _Turn())
+        turn.waiting += 1
+        try:
+            async with turn.lock:
+                return await self._lock(user_id, org_id, rule=rule, action=action)
+        finally:
+            turn.waiting -= 1
+            if not turn.waiting:
+                del self._turns[user_id]
+
+    async def _lock(
+        self, user_id: str, org_id: str | None, *, rule: str, action: LockAction
+    ) -> LockResult:
         previous = self._schedule.get(user_id)
         if action.duration is None:
             outcome = await self._store.lock(user_id, org_id)
-            if outcome is LockOutcome.ALREADY_LOCKED and previous is not None and previous.ours:
-                # A permanent rule fired for a user lockoutd holds temporarily: keep the lock.
+            held = outcome in (LockOutcome.LOCKED, LockOutcome.ALREADY_LOCKED)
+            if held and previous is not None and previous.ours:
+                # A permanent rule fired for a user lockoutd holds temporarily (or held, until an
+                # administrator undid it early): the lock is permanent now.
                 await self._write(previous, state="kept", unlock_at=None)
             return LockResult(outcome)
 
@@ -100,7 +128,8 @@ class TemporaryLocks:
         return LockResult(outcome)
 
     async def _cancel(self, intent: ScheduleEntry, previous: ScheduleEntry | None) -> None:
-        if previous is not None and previous.state in ("unlocked", "kept", "cancelled"):
+        # A lock lockoutd already holds keeps its unlock, whatever became of this attempt.
+        if previous is not None and previous.state in ("locked", "unlocked", "kept", "cancelled"):
             await self._write(previous, state=previous.state, unlock_at=previous.unlock_at)
         else:
             await self._write(intent, state="cancelled", unlock_at=None, strikes=intent.strikes - 1)

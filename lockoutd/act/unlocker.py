@@ -12,7 +12,7 @@ from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import ScheduleWriter
 from lockoutd.act.zitadel import UnlockOutcome, UserStore
 from lockoutd.decide.decision import Decision, Outcome, rfc3339
-from lockoutd.errors import InvalidUserId, ZitadelUnavailable
+from lockoutd.errors import InvalidUserId, UnexpectedAnswer, ZitadelUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +64,8 @@ class Unlocker:
         for entry in self._schedule.due(now):
             if not self._owns(entry.user_id) or self._retry_after.get(entry.user_id, 0) > now:
                 continue
+            if not self._current(entry):
+                continue  # made permanent or locked anew while earlier unlocks were awaited
             decision = await self._unlock(entry)
             if decision is not None:
                 decisions.append(decision)
@@ -78,14 +80,22 @@ class Unlocker:
             self._retry_after[entry.user_id] = self._clock() + RETRY_SECONDS
             log.warning("unlock_retrying", user_id=entry.user_id, rule=entry.rule, error=str(exc))
             return None
-        except InvalidUserId as exc:
+        except (InvalidUserId, UnexpectedAnswer) as exc:
             await self._finish(entry)
             return self._decision(entry, Outcome.FAILED, error=str(exc))
         self._retry_after.pop(entry.user_id, None)
         await self._finish(entry)
         return self._decision(entry, _OUTCOMES[result])
 
+    def _current(self, entry: ScheduleEntry) -> bool:
+        """True while ``entry`` is still the lock the schedule says must be undone."""
+        now = self._schedule.get(entry.user_id)
+        return now is not None and now.state == "locked" and now.unlock_at == entry.unlock_at
+
     async def _finish(self, entry: ScheduleEntry) -> None:
+        if not self._current(entry):
+            # A rule locked the user again during the call: its newer entry stands.
+            return
         await self._writer.write(
             ScheduleEntry(
                 user_id=entry.user_id,

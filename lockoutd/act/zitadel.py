@@ -43,7 +43,12 @@ from pydantic import SecretStr
 from lockoutd import __version__
 from lockoutd.act.login_names import LoginNameCache
 from lockoutd.act.zitadel_auth import TOKEN_PATH, TokenSource, token_source
-from lockoutd.errors import InvalidUserId, ZitadelConfigError, ZitadelUnavailable
+from lockoutd.errors import (
+    InvalidUserId,
+    UnexpectedAnswer,
+    ZitadelConfigError,
+    ZitadelUnavailable,
+)
 from lockoutd.report.metrics import Metrics
 from lockoutd.settings import ZitadelSettings
 
@@ -341,7 +346,7 @@ class ZitadelClient:
                 return LockOutcome.NOT_LOCKABLE
             # Refused as "not active", yet active now: someone else changed the user meanwhile.
             log.info("zitadel_lock_raced", user_id=user_id, state=str(state), attempt=attempt)
-        raise ZitadelUnavailable(
+        raise UnexpectedAnswer(
             "ZITADEL refused lock twice while reporting the user as lockable; the user's state "
             "keeps changing"
         )
@@ -666,13 +671,13 @@ def _config_fault(
     return None
 
 
-def _unexpected(operation: str, answer: ErrorAnswer) -> ZitadelUnavailable:
+def _unexpected(operation: str, answer: ErrorAnswer) -> UnexpectedAnswer:
     # Not retried (a 4xx would only repeat), but failed rather than fatal: one odd user must not
     # stop every other lock.
     hint = ""
     if answer.id is None and answer.status == 404:
         hint = "; check zitadel.base_url and zitadel.api"
-    return ZitadelUnavailable(
+    return UnexpectedAnswer(
         f"ZITADEL answered {operation} with {answer.describe()}, which lockoutd does not "
         f"expect{hint}"
     )

@@ -37,7 +37,15 @@ class RuleState:
     """The windows of one rule, by key."""
 
     __slots__ = (
-        "allowed", "distinct", "keep_events", "key_fields", "match", "rule", "window", "windows",
+        "allowed",
+        "distinct",
+        "keep_events",
+        "key_fields",
+        "key_mismatches",
+        "match",
+        "rule",
+        "window",
+        "windows",
     )
 
     def __init__(self, rule: Rule) -> None:
@@ -50,6 +58,8 @@ class RuleState:
         lock = rule.action.lock
         self.keep_events = lock is not None and lock.targets == "contributors"
         self.windows: dict[KeyValues, KeyWindow | DistinctWindow] = {}
+        self.key_mismatches = 0
+        """Events counted under a key other than their record's key, since last taken."""
 
     def key_of(self, event: Event) -> KeyValues | None:
         values = []
@@ -60,13 +70,19 @@ class RuleState:
             values.append(value if isinstance(value, str) else str(value))
         return tuple(values)
 
-    def count(self, event: Event) -> Firing | None:
-        """Count ``event`` (which matched) in its key's window; a firing if it crossed."""
+    def count(self, event: Event, record_key: str | None = None) -> Firing | None:
+        """Count ``event`` (which matched) in its key's window; a firing if it crossed.
+
+        ``record_key`` is the Kafka record's key. When it is not the rule's key, the key's events
+        may be spread over partitions (and instances), each of which sees only its share.
+        """
         if self.allowed.networks and self.allowed.has_ip(event.ip):
             return None
         key = self.key_of(event)
         if key is None:
             return None
+        if record_key is not None and (len(key) != 1 or key[0] != record_key):
+            self.key_mismatches += 1
         rule = self.rule
         window = self.windows.get(key)
         if self.distinct is not None:
@@ -120,7 +136,9 @@ class Engine:
         self._watermark = float("-inf")
         self._next_sweep = float("-inf")
 
-    def process(self, event: Event, now: float) -> list[Firing]:
+    def process(
+        self, event: Event, now: float, *, record_key: bytes | None = None
+    ) -> list[Firing]:
         """Count ``event`` in every rule it matches and return the rules it made fire."""
         if event.occurred_at > self._watermark:
             self._watermark = min(event.occurred_at, now)
@@ -131,9 +149,10 @@ class Engine:
         if event.type == LOGIN_SUCCEEDED:
             self._reset(event)
             return []
+        key = record_key.decode(errors="replace") if record_key is not None else None
         firings: list[Firing] = []
         for state in self._states:
-            if state.match(event) and (firing := state.count(event)) is not None:
+            if state.match(event) and (firing := state.count(event, key)) is not None:
                 firings.append(firing)
         return firings
 
@@ -170,6 +189,13 @@ class Engine:
             evicted += len(idle)
         self._next_sweep = self._watermark + _SWEEP_EVERY_SECONDS
         return evicted
+
+    def take_key_mismatches(self) -> dict[str, int]:
+        """Per rule, events counted under a key other than their record's since the last call."""
+        taken = {s.rule.name: s.key_mismatches for s in self._states if s.key_mismatches}
+        for state in self._states:
+            state.key_mismatches = 0
+        return taken
 
     def tracked_keys(self) -> Iterator[tuple[str, int]]:
         """``(rule name, number of keys with live state)`` for every rule."""

@@ -87,12 +87,16 @@ def from_keycloak(document: dict[str, Any]) -> dict[str, Any]:
     millis = document.get("time")
     if not isinstance(millis, int) or isinstance(millis, bool):
         raise InvalidEvent("bad_time", "a Keycloak event needs `time` in milliseconds")
+    try:
+        occurred_at = datetime.fromtimestamp(millis / 1000, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        raise InvalidEvent("bad_time", f"`time` {millis} is out of range") from None
     details = document.get("details")
     details = details if isinstance(details, dict) else {}
     return _without_none(
         {
             "type": mapped_type,
-            "occurred_at": datetime.fromtimestamp(millis / 1000, UTC).isoformat(),
+            "occurred_at": occurred_at,
             "user_id": document.get("userId") or None,
             "login_name": details.get("username") or None,
             "org_id": document.get("realmId"),
@@ -111,12 +115,10 @@ def from_cloudevents(document: dict[str, Any]) -> dict[str, Any]:
     data = document.get("data")
     if not isinstance(data, dict):
         raise InvalidEvent("bad_envelope", "the CloudEvent's data is not a JSON object")
-    # The envelope's id and time stand in where the event has none of its own.
-    return {
-        "event_id": document.get("id"),
-        "occurred_at": document.get("time"),
-        **data,
-    }
+    # The envelope's id and time stand in where the event has none of its own; an absent one
+    # stays absent, so that a missing time is reported as missing rather than as a bad time.
+    envelope = _without_none({"event_id": document.get("id"), "occurred_at": document.get("time")})
+    return {**envelope, **data}
 
 
 _MAPPERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

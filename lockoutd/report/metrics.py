@@ -80,6 +80,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.key_mismatches = Counter(
+            "lockoutd_key_mismatches",
+            "Events counted under a rule key other than their Kafka record key, by rule: that "
+            "rule's counts are split across partitions and instances.",
+            ["rule"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "lockoutd_build_info",
             "Always 1; the labels say which build runs.",

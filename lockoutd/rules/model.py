@@ -184,6 +184,14 @@ class Rule(_Strict):
             raise ValueError("a field appears twice in the key")
         return value
 
+    @field_validator("distinct")
+    @classmethod
+    def _distinct_not_in_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Per key, a field that is part of the key has one value: such a rule could never fire.
+        if value is not None and value in (info.data.get("key") or ()):
+            raise ValueError(f"distinct counts {value!r}, which is part of the key")
+        return value
+
     @field_validator("action")
     @classmethod
     def _lock_needs_a_user(cls, value: Action, info: ValidationInfo) -> Action:

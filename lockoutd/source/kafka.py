@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -37,7 +38,15 @@ _RECORD_OVERHEAD_BYTES = 64 * 1024
 
 
 def connection_options(settings: KafkaSettings) -> dict[str, Any]:
-    """aiokafka keyword arguments for the cluster address, TLS and SASL."""
+    """aiokafka keyword arguments for the cluster address, TLS and SASL.
+
+    Raises :class:`ConfigError` listing every problem: a TLS or SASL setting the protocol does not
+    use, a missing SASL user, an unreadable password, CA or certificate file. Messages name
+    settings and paths, never the password.
+    """
+    problems = _security_problems(settings)
+    if problems:
+        raise ConfigError(problems)
     options: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": settings.client_id,
@@ -46,61 +55,142 @@ def connection_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = _ssl_context(settings)
     if settings.security_protocol.startswith("SASL"):
-        if settings.sasl_mechanism is None or settings.sasl_username is None:
-            raise ConfigError(
-                [
-                    f"kafka: security_protocol {settings.security_protocol} needs sasl_mechanism "
-                    "and sasl_username"
-                ]
-            )
         password = settings.sasl_password or read_secret(
             settings.sasl_password_file, "kafka.sasl_password_file"
         )
         options["sasl_mechanism"] = settings.sasl_mechanism
+        # aiokafka takes the user and password under these names for SCRAM as well as PLAIN.
         options["sasl_plain_username"] = settings.sasl_username
         options["sasl_plain_password"] = password.get_secret_value()
     return options
 
 
+_TLS_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+_SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password_file", "sasl_password")
+
+
+def _security_problems(settings: KafkaSettings) -> list[str]:
+    protocol = settings.security_protocol
+    problems = []
+    # A setting the protocol ignores is almost always a protocol left at its default: say so
+    # rather than connect without the TLS or the authentication the operator asked for.
+    if protocol not in ("SSL", "SASL_SSL"):
+        problems += [
+            f"kafka.{key} is set, but security_protocol {protocol} does not use TLS "
+            "(use SSL or SASL_SSL)"
+            for key in _TLS_KEYS
+            if getattr(settings, key) is not None
+        ]
+    else:
+        problems += [
+            f"kafka.{key}: {path} is not a readable file"
+            for key in _TLS_KEYS
+            if (path := getattr(settings, key)) is not None and not path.is_file()
+        ]
+    if not protocol.startswith("SASL"):
+        problems += [
+            f"kafka.{key} is set, but security_protocol {protocol} does not use SASL "
+            "(use SASL_SSL or SASL_PLAINTEXT)"
+            for key in _SASL_KEYS
+            if getattr(settings, key) is not None
+        ]
+    else:
+        problems += [
+            f"kafka: security_protocol {protocol} needs kafka.{key}"
+            for key in ("sasl_mechanism", "sasl_username")
+            if getattr(settings, key) is None
+        ]
+        if settings.sasl_password is None and settings.sasl_password_file is None:
+            problems.append(
+                f"kafka: security_protocol {protocol} needs kafka.sasl_password_file "
+                "or the LOCKOUTD_KAFKA__SASL_PASSWORD environment variable"
+            )
+    if settings.ssl_keyfile is not None and settings.ssl_certfile is None:
+        problems.append("kafka.ssl_keyfile is set without kafka.ssl_certfile")
+    return problems
+
+
 def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
-    # create_ssl_context verifies the server certificate and host name by default.
-    context: ssl.SSLContext = create_ssl_context(
-        cafile=settings.ssl_cafile,
-        certfile=settings.ssl_certfile,
-        keyfile=settings.ssl_keyfile,
-    )
+    # create_ssl_context verifies the server certificate and the host name; without ssl_cafile
+    # it trusts the system's CA store.
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=settings.ssl_cafile,
+            certfile=settings.ssl_certfile,
+            keyfile=settings.ssl_keyfile,
+        )
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            [f"kafka: cannot use the TLS files ({_tls_files(settings)}): {exc.reason or exc}"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            [f"kafka: cannot read the TLS files ({_tls_files(settings)}): {exc.strerror or exc}"]
+        ) from None
     return context
 
 
-class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Tracks whether the consumer holds a place in its group, for ``/readyz``."""
+def _tls_files(settings: KafkaSettings) -> str:
+    return ", ".join(
+        f"{key}={path}" for key in _TLS_KEYS if (path := getattr(settings, key)) is not None
+    )
 
-    def __init__(self) -> None:
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Keeps per-partition state right across rebalances.
+
+    On assignment, each partition is rewound by the longest rule window, so that its windows are
+    rebuilt from the records before the committed offset; ``rebuild_until`` tells the pipeline
+    that those records were acted on already and only count.
+    """
+
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
         self.joined = False
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         self.joined = False
         if revoked:
             log.info("partitions_revoked", partitions=_names(revoked))
+            self._source.partitions_lost(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self.joined = True
         log.info("partitions_assigned", partitions=_names(assigned))
+        await self._source.rewind(assigned)
+        self.joined = True
 
 
 def _names(partitions: Sequence[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
 
 
-class KafkaSource:
-    """Batches of records from the configured topics, as one member of the consumer group."""
+# A partition that has sent no fetch answer for this long is not being consumed (for /readyz).
+_FETCH_SILENCE_MS = 15_000
 
-    def __init__(self, settings: KafkaSettings, *, metrics: Metrics) -> None:
+
+class KafkaSource:
+    """Batches of records from the configured topics, as one member of the consumer group.
+
+    ``lookback_seconds`` says how far back in the topic the windows reach (the longest rule
+    window); ``on_lost`` is told of partitions taken away, so their state can be dropped.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        metrics: Metrics,
+        lookback_seconds: Callable[[], float] = lambda: 0.0,
+        on_lost: Callable[[Sequence[TopicPartition]], None] = lambda _: None,
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._membership = _Membership()
-        self._fetching = False
+        self._lookback_seconds = lookback_seconds
+        self._on_lost = on_lost
+        self._rebalance = _Rebalance(self)
         self._positions: Offsets = {}
+        self.rebuild_until: Offsets = {}
+        """Per partition, the committed offset that rewound records are replayed up to."""
         self._consumer = AIOKafkaConsumer(
             group_id=settings.group_id,
             enable_auto_commit=False,
@@ -117,7 +207,7 @@ class KafkaSource:
             raise KafkaUnavailable(
                 f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
             ) from exc
-        self._consumer.subscribe(self._settings.topics, listener=self._membership)
+        self._consumer.subscribe(self._settings.topics, listener=self._rebalance)
         return self
 
     async def __aexit__(
@@ -130,8 +220,17 @@ class KafkaSource:
 
     @property
     def ready(self) -> bool:
-        """True while the consumer holds a place in its group and its last fetch worked."""
-        return self._membership.joined and self._fetching
+        """True while the consumer holds a place in its group and the broker answers fetches."""
+        if not self._rebalance.joined:
+            return False
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return True  # more members than partitions: idle, but a healthy member
+        now_ms = time.time() * 1000
+        return any(
+            now_ms - (self._consumer.last_poll_timestamp(tp) or 0) < _FETCH_SILENCE_MS
+            for tp in assignment
+        )
 
     async def next_batch(self, timeout_seconds: float = 1.0) -> list[Record]:
         """The next records, in offset order per partition; empty when none arrived in time."""
@@ -141,11 +240,59 @@ class KafkaSource:
                 max_records=self._settings.max_batch_records,
             )
         except KafkaError as exc:
-            self._fetching = False
             raise KafkaUnavailable(f"fetching from Kafka failed: {exc}") from exc
-        self._fetching = True
         self._report_lag(by_partition)
         return [record for records in by_partition.values() for record in records]
+
+    def pause(self) -> None:
+        """Stop fetching from every partition: the batch in flight is not yet acted on."""
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._consumer.resume(*self._consumer.assignment())
+
+    async def keep_membership(self) -> None:
+        """Poll with every partition paused, so the group keeps this member while it waits.
+
+        A rebalance can hand over new partitions during the poll; anything fetched from them is
+        put back (by seeking to it) to be read once the batch in flight is done.
+        """
+        self.pause()
+        try:
+            fetched = await self._consumer.getmany(timeout_ms=0)
+        except KafkaError as exc:
+            log.warning("kafka_poll_failed", error=str(exc))
+            return
+        for tp, records in fetched.items():
+            if records:
+                self._consumer.seek(tp, records[0].offset)
+        self.pause()
+
+    async def rewind(self, partitions: Sequence[TopicPartition]) -> None:
+        """Seek newly assigned partitions back by the lookback, to rebuild their windows."""
+        lookback = self._lookback_seconds()
+        for tp in partitions:
+            committed = await self._consumer.committed(tp)
+            if committed is None or lookback <= 0:
+                continue  # a new group starts per auto_offset_reset; nothing to rebuild
+            since_ms = int((time.time() - lookback) * 1000)
+            found = (await self._consumer.offsets_for_times({tp: since_ms})).get(tp)
+            start = found.offset if found is not None else committed
+            if start < committed:
+                self._consumer.seek(tp, start)
+                self.rebuild_until[tp] = committed
+                log.info(
+                    "partition_rebuilding",
+                    partition=f"{tp.topic}[{tp.partition}]",
+                    from_offset=start,
+                    committed=committed,
+                )
+
+    def partitions_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            self.rebuild_until.pop(tp, None)
+            self._positions.pop(tp, None)
+        self._on_lost(partitions)
 
     def owns(self, key: str) -> bool:
         """True when this instance holds the partition that ``key`` hashes to.
@@ -156,7 +303,7 @@ class KafkaSource:
         """
         topic = self._settings.topics[0]
         partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions or not self._membership.joined:
+        if not partitions or not self._rebalance.joined:
             return False
         index = (murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)
         return TopicPartition(topic, index) in self._consumer.assignment()

@@ -8,7 +8,7 @@ from pathlib import Path
 from aiokafka import ConsumerRecord, TopicPartition
 
 from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
-from lockoutd.daemon import Pipeline, next_offsets
+from lockoutd.pipeline import Pipeline, next_offsets
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import load_rules
 from lockoutd.settings import Settings

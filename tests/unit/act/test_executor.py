@@ -8,7 +8,12 @@ import pytest
 from lockoutd.act.executor import LockExecutor
 from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
 from lockoutd.decide.decision import Decision, Outcome
-from lockoutd.errors import InvalidUserId, ZitadelConfigError, ZitadelUnavailable
+from lockoutd.errors import (
+    InvalidUserId,
+    UnexpectedAnswer,
+    ZitadelConfigError,
+    ZitadelUnavailable,
+)
 from lockoutd.report.metrics import Metrics
 
 EVENT_TIME = 1_795_960_987.0
@@ -132,7 +137,7 @@ async def test_unknown_login_names_do_not_use_up_the_cap() -> None:
 
 async def test_a_failed_attempt_uses_up_a_place_under_the_cap() -> None:
     """An attempt that failed still counts against the cap: the cap bounds calls, not successes."""
-    store = FakeStore(answers={"0": ZitadelUnavailable("503 after 10 attempts")})
+    store = FakeStore(answers={"0": UnexpectedAnswer("ZITADEL answered lock with HTTP 409")})
     executor = _executor(store, max_locks_per_minute=1)
     first = await executor.carry_out(_pending("0"), event_time=EVENT_TIME)
     second = await executor.carry_out(_pending("1"), event_time=EVENT_TIME)
@@ -168,9 +173,9 @@ async def test_a_login_name_without_a_user_is_unknown() -> None:
     ("store", "decision"),
     [
         pytest.param(
-            FakeStore(answers={"42": ZitadelUnavailable("ZITADEL answered 503 10 times")}),
+            FakeStore(answers={"42": UnexpectedAnswer("ZITADEL answered lock with HTTP 409")}),
             _pending(),
-            id="unavailable while locking",
+            id="unexpected answer while locking",
         ),
         pytest.param(
             FakeStore(answers={"42": InvalidUserId("user id '42' is not a ZITADEL id")}),
@@ -178,9 +183,9 @@ async def test_a_login_name_without_a_user_is_unknown() -> None:
             id="invalid user id",
         ),
         pytest.param(
-            FakeStore(resolve_error=ZitadelUnavailable("ZITADEL answered 503 10 times")),
+            FakeStore(resolve_error=UnexpectedAnswer("ZITADEL answered find_user with 409")),
             _pending(None, login_name="alice@example.com"),
-            id="unavailable while resolving",
+            id="unexpected answer while resolving",
         ),
         pytest.param(FakeStore(), _pending(None), id="no user at all"),
     ],
@@ -188,7 +193,7 @@ async def test_a_login_name_without_a_user_is_unknown() -> None:
 async def test_an_action_that_cannot_be_carried_out_fails_with_its_error(
     store: FakeStore, decision: Decision
 ) -> None:
-    """ZITADEL being unavailable or an unusable id gives ``failed`` with the reason in ``error``."""
+    """An answer lockoutd does not know or an unusable id gives ``failed`` with ``error``."""
     result = await _executor(store).carry_out(decision, event_time=EVENT_TIME)
     assert result.outcome is Outcome.FAILED
     assert result.error
@@ -196,9 +201,42 @@ async def test_an_action_that_cannot_be_carried_out_fails_with_its_error(
 
 async def test_the_error_text_is_the_reason() -> None:
     """The ``error`` field holds the message of what went wrong."""
-    store = FakeStore(answers={"42": ZitadelUnavailable("ZITADEL answered 503 10 times")})
+    store = FakeStore(answers={"42": UnexpectedAnswer("ZITADEL answered lock with HTTP 409")})
     result = await _executor(store).carry_out(_pending(), event_time=EVENT_TIME)
-    assert result.error == "ZITADEL answered 503 10 times"
+    assert result.error == "ZITADEL answered lock with HTTP 409"
+
+
+class RecoveringStore(FakeStore):
+    """Unavailable for the first ``outage`` calls, then locks."""
+
+    def __init__(self, outage: int) -> None:
+        super().__init__()
+        self.outage = outage
+
+    async def lock(self, user_id: str, org_id: str | None) -> LockOutcome:
+        self.lock_calls.append((user_id, org_id))
+        if len(self.lock_calls) <= self.outage:
+            raise ZitadelUnavailable("ZITADEL answered 503 10 times")
+        return LockOutcome.LOCKED
+
+
+async def test_an_outage_is_waited_out_and_the_lock_happens_when_zitadel_returns() -> None:
+    """ZITADEL unavailable twice, then back: the lock happens, using one place under the cap."""
+    store = RecoveringStore(outage=2)
+    executor = LockExecutor(
+        store,
+        max_locks_per_minute=1,
+        metrics=Metrics(),
+        clock=lambda: CONFIRMED_AT,
+        outage_wait_initial=0.001,
+        outage_wait_max=0.01,
+    )
+    result = await executor.carry_out(_pending(), event_time=EVENT_TIME)
+    assert result.outcome is Outcome.LOCKED
+    assert len(store.lock_calls) == 3
+    assert (await executor.carry_out(_pending("43"), event_time=EVENT_TIME)).outcome is (
+        Outcome.SUPPRESSED
+    )
 
 
 async def test_a_configuration_error_stops_the_daemon() -> None:

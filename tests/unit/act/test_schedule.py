@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from lockoutd.act.schedule import EntryState, ScheduleEntry, UnlockSchedule, decode_entry, encode_entry
+from lockoutd.act.schedule import (
+    EntryState,
+    ScheduleEntry,
+    UnlockSchedule,
+    decode_entry,
+    encode_entry,
+)
 
 MINUTE = 60.0
 DAY = 86400.0
@@ -164,7 +170,9 @@ def test_strikes_are_remembered_for_the_memory(now: float, strikes: int) -> None
         pytest.param(_entry(state="locking", strikes=3), DAY, id="locking"),
     ],
 )
-def test_there_are_no_strikes_to_remember(entry: ScheduleEntry | None, memory: float | None) -> None:
+def test_there_are_no_strikes_to_remember(
+    entry: ScheduleEntry | None, memory: float | None
+) -> None:
     """Without an entry, a memory or a temporary lock to remember, escalation starts over."""
     schedule = _schedule(*([entry] if entry else []))
     assert schedule.strikes_before("42", T + MINUTE, memory) == 0

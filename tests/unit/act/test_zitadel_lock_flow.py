@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from lockoutd.act.zitadel import LockOutcome, UserState, ZitadelClient
-from lockoutd.errors import ZitadelUnavailable
+from lockoutd.errors import UnexpectedAnswer
 from lockoutd.report.metrics import Metrics
 from lockoutd.settings import ZitadelSettings
 
@@ -77,7 +77,7 @@ async def test_a_race_that_persists_fails_the_action() -> None:
         _user("USER_STATE_ACTIVE"),
     )
     async with _client(script) as client:
-        with pytest.raises(ZitadelUnavailable, match="state keeps changing"):
+        with pytest.raises(UnexpectedAnswer, match="state keeps changing"):
             await client.lock("7", None)
     assert len(script.seen) == 4
 
@@ -126,10 +126,10 @@ async def test_an_unknown_state_name_reads_as_unspecified() -> None:
 async def test_unexpected_answers_fail_without_retrying(
     response: httpx.Response, match: str
 ) -> None:
-    """An answer lockoutd does not know is one request and a ZitadelUnavailable."""
+    """An answer lockoutd does not know is one request and an UnexpectedAnswer."""
     script = Script(response)
     async with _client(script) as client:
-        with pytest.raises(ZitadelUnavailable, match=match):
+        with pytest.raises(UnexpectedAnswer, match=match):
             await client.lock("7", None)
     assert len(script.seen) == 1
 
@@ -140,8 +140,8 @@ async def test_a_missing_state_reads_as_unspecified() -> None:
         assert await client.get_state("7", None) is UserState.UNSPECIFIED
 
 
-async def test_a_garbled_state_read_is_unavailable() -> None:
+async def test_a_garbled_state_read_is_unexpected() -> None:
     """A 200 without a user object is not usable."""
     async with _client(Script(httpx.Response(200, json={"details": {}}))) as client:
-        with pytest.raises(ZitadelUnavailable, match="get_user"):
+        with pytest.raises(UnexpectedAnswer, match="get_user"):
             await client.get_state("7", None)

@@ -1,4 +1,4 @@
-"""Lock actions: permanent or temporary, escalation, targets, and the rule fields that go with them."""
+"""Lock actions: permanent or temporary, escalation, targets, and the rule fields beside them."""
 
 from __future__ import annotations
 

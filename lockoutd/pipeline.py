@@ -1,0 +1,183 @@
+"""One batch through the pipeline: decode, evaluate, decide, act, report.
+
+The pipeline knows nothing of offsets, signals or connections; the daemon feeds it batches and
+commits after it returns. Window state is kept per partition: with records keyed by user, every
+event of a user lives in one partition, and a partition that moves to another instance takes its
+state with it (rebuilt there from the topic) instead of leaving a stale copy behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from aiokafka import TopicPartition
+
+from lockoutd.act.executor import LockExecutor
+from lockoutd.act.temporary import TemporaryLocks
+from lockoutd.act.zitadel import UserStore
+from lockoutd.decide.decision import Decision, decide
+from lockoutd.decide.engine import Engine
+from lockoutd.decode.event import KNOWN_TYPES
+from lockoutd.decode.formats import decoder_for
+from lockoutd.decode.native import InvalidEvent
+from lockoutd.decode.rejects import Rejects
+from lockoutd.report.audit import DecisionReporter
+from lockoutd.report.metrics import Metrics
+from lockoutd.rules import RuleSet
+from lockoutd.rules.model import LockAction
+from lockoutd.settings import Settings
+from lockoutd.source.kafka import OutgoingRecord, Record
+
+_Pending = tuple[Decision, float, LockAction | None]
+
+
+class Pipeline:
+    """Turns batches of records into acted-on decisions and the records to publish."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RuleSet,
+        *,
+        store: UserStore,
+        metrics: Metrics,
+        locks: TemporaryLocks | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules = rules
+        self.outcomes: Counter[str] = Counter()
+        self._engines: dict[TopicPartition, Engine] = {}
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._executor = LockExecutor(
+            store,
+            max_locks_per_minute=settings.safety.max_locks_per_minute,
+            max_locks_per_minute_per_org=settings.safety.max_locks_per_minute_per_org,
+            metrics=metrics,
+            locks=locks,
+            clock=clock,
+        )
+        self._decoders = {
+            topic: decoder_for(
+                settings.kafka.formats.get(topic, "native"),
+                max_bytes=settings.kafka.max_event_bytes,
+            )
+            for topic in settings.kafka.topics
+        }
+        self._rejects = Rejects(settings.kafka.dead_letter_topic, metrics=metrics)
+        self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
+        metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Use ``rules`` from the next batch on; unchanged rules keep their counts."""
+        self.rules = rules
+        self._engines = {tp: engine.reloaded(rules) for tp, engine in self._engines.items()}
+        self._metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop the window state of partitions this instance no longer reads."""
+        for tp in partitions:
+            self._engines.pop(tp, None)
+        self._report_tracked_keys()
+
+    async def process(
+        self,
+        records: Sequence[Record],
+        *,
+        rebuild_until: Mapping[TopicPartition, int] | None = None,
+    ) -> list[OutgoingRecord]:
+        """Act on every decision ``records`` carry; return the records to publish before commit.
+
+        Records of a partition below ``rebuild_until[partition]`` were acted on before (by this
+        instance before a restart, or by the partition's previous owner): they only rebuild the
+        windows, so a crossing that already locked someone cannot lock again.
+        """
+        rebuild_until = rebuild_until or {}
+        now = self._clock()
+        outgoing: list[OutgoingRecord] = []
+        pending: list[_Pending] = []
+        events = self._metrics.events
+        max_age = self._settings.engine.max_event_age
+        dry_run = self._settings.engine.dry_run
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            rebuilding = record.offset < rebuild_until.get(tp, -1)
+            try:
+                event = self._decoders[record.topic](record.value or b"")
+            except InvalidEvent as error:
+                if not rebuilding and (dead := self._rejects.reject(record, error)) is not None:
+                    outgoing.append(dead)
+                continue
+            if event.type not in KNOWN_TYPES:
+                if not rebuilding:
+                    events.labels(result="ignored").inc()
+                continue
+            engine = self._engines.get(tp)
+            if engine is None:
+                engine = self._engines[tp] = Engine(self.rules)
+            firings = engine.process(event, now, record_key=record.key)
+            if rebuilding:
+                continue
+            events.labels(result="accepted").inc()
+            for firing in firings:
+                self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
+                for decision in decide(
+                    firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
+                ):
+                    pending.append((decision, event.occurred_at, firing.rule.action.lock))
+        for decision in await self._carry_out(pending):
+            if (audit := self.report(decision)) is not None:
+                outgoing.append(audit)
+        self._report_tracked_keys()
+        return outgoing
+
+    def report(self, decision: Decision) -> OutgoingRecord | None:
+        """Count, log and prepare the audit record of a finished decision."""
+        self.outcomes[decision.outcome or ""] += 1
+        return self._reporter.report(decision)
+
+    def _report_tracked_keys(self) -> None:
+        tracked: Counter[str] = Counter({rule.name: 0 for rule in self.rules.rules})
+        mismatched: Counter[str] = Counter()
+        for engine in self._engines.values():
+            for rule, count in engine.tracked_keys():
+                tracked[rule] += count
+            mismatched.update(engine.take_key_mismatches())
+        for rule, count in tracked.items():
+            self._metrics.tracked_keys.labels(rule=rule).set(count)
+        for rule, count in mismatched.items():
+            self._metrics.key_mismatches.labels(rule=rule).inc(count)
+
+    async def _carry_out(self, pending: list[_Pending]) -> list[Decision]:
+        if not any(decision.outcome is None for decision, _, _ in pending):
+            return [decision for decision, _, _ in pending]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(
+                        self._executor.carry_out(decision, event_time=at, action=action)
+                    )
+                    if decision.outcome is None
+                    else None
+                    for decision, at, action in pending
+                ]
+        except BaseExceptionGroup as group_error:
+            # One fatal error (ZITADEL refusing lockoutd) is what the caller needs to see.
+            raise group_error.exceptions[0] from None
+        return [
+            task.result() if task is not None else decision
+            for task, (decision, _, _) in zip(tasks, pending, strict=True)
+        ]
+
+
+def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    """The offsets to commit after ``records``: one past the last record of each partition."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    return offsets
