@@ -544,6 +544,9 @@ class ZitadelClient:
                     except _Retryable as exc:
                         exc.attempt = attempt.num
                         last = exc
+                        # Not ready from the first failed attempt: an operator watching /readyz
+                        # should not wait for the retries to run out to learn of an outage.
+                        self._healthy = False
                         raise
                     self._healthy = True
                     return response

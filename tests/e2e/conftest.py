@@ -60,7 +60,7 @@ def start_stack(
     for name, value in overrides.items():
         setattr(config, name, value)
     if event_format != "native":
-        config.extra = {"kafka": {"formats": {config.topics[0]: event_format}}}
+        config.extra.setdefault("kafka", {})["formats"] = {config.topics[0]: event_format}
     asyncio.run(
         broker.create_topics(
             config.topics[0], config.dead_letter_topic or "", config.decisions_topic or ""

@@ -135,7 +135,7 @@ def test_a_temporary_lock_is_undone_after_a_restart(
 def test_sighup_reloads_rules_and_unchanged_rules_keep_their_counts(
     broker: LocalBroker, tmp_path: Path, rules_dir: Path
 ) -> None:
-    """A rule added by SIGHUP takes effect, counts survive the reload, a bad file changes nothing."""
+    """A rule added by SIGHUP acts, counts survive the reload, a bad file changes nothing."""
     stack = start_with_rules(broker, tmp_path, rules_dir, SHORT_LOCKS.format(duration="1h"))
     try:
         stack.emulator.add_user("2004", org_id=ORG_ID)
