@@ -95,7 +95,7 @@ class UnlockSchedule:
         return self._due[0][0] if self._due else None
 
     def due(self, now: float) -> list[ScheduleEntry]:
-        """Entries whose unlock time has come (they stay until their ``unlocked`` entry is applied)."""
+        """Entries whose unlock time has come; each stays until its ``unlocked`` entry arrives."""
         self._drop_stale()
         found: dict[str, ScheduleEntry] = {}
         for unlock_at, user_id in sorted(self._due):

@@ -104,7 +104,11 @@ class TemporaryLocks:
         duration = action.duration_for(strikes)
         assert duration is not None  # action.duration is set
         intent = ScheduleEntry(
-            user_id=user_id, org_id=org_id, rule=rule, state="locking", strikes=strikes + 1,
+            user_id=user_id,
+            org_id=org_id,
+            rule=rule,
+            state="locking",
+            strikes=strikes + 1,
             updated_at=now,
         )
         await self._writer.write(intent)
@@ -115,11 +119,17 @@ class TemporaryLocks:
             raise
         confirmed = self._clock()
         ours_already = previous is not None and previous.ours
-        if outcome is LockOutcome.ALREADY_LOCKED and previous is not None and previous.state == "locked":
+        if (
+            outcome is LockOutcome.ALREADY_LOCKED
+            and previous is not None
+            and previous.state == "locked"
+        ):
             # Locked by lockoutd already (another rule, or a replayed batch): keep its end time.
             await self._write(previous, state="locked", unlock_at=previous.unlock_at)
             return LockResult(outcome, previous.unlock_at)
-        if outcome is LockOutcome.LOCKED or (outcome is LockOutcome.ALREADY_LOCKED and ours_already):
+        if outcome is LockOutcome.LOCKED or (
+            outcome is LockOutcome.ALREADY_LOCKED and ours_already
+        ):
             unlock_at = confirmed + duration
             await self._write(intent, state="locked", unlock_at=unlock_at, locked_at=confirmed)
             return LockResult(outcome, unlock_at)

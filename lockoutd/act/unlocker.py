@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -52,10 +53,8 @@ class Unlocker:
         """Unlock what is due every ``POLL_SECONDS`` until ``stop`` is set."""
         while not stop.is_set():
             await self.unlock_due()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
-            except TimeoutError:
-                pass
 
     async def unlock_due(self) -> list[Decision]:
         """Unlock every due entry this instance owns; return the decisions made."""
@@ -109,7 +108,9 @@ class Unlocker:
             )
         )
 
-    def _decision(self, entry: ScheduleEntry, outcome: Outcome, error: str | None = None) -> Decision:
+    def _decision(
+        self, entry: ScheduleEntry, outcome: Outcome, error: str | None = None
+    ) -> Decision:
         locked_at = rfc3339(entry.locked_at or entry.updated_at)
         return Decision(
             rule=entry.rule,

@@ -82,7 +82,9 @@ def from_zitadel(document: dict[str, Any]) -> dict[str, Any]:
 def from_keycloak(document: dict[str, Any]) -> dict[str, Any]:
     """A Keycloak login event (``type`` ``LOGIN`` or ``LOGIN_ERROR``, ``time`` in milliseconds)."""
     event_type = _text(document, "type")
-    mapped_type = {"LOGIN_ERROR": LOGIN_FAILED, "LOGIN": LOGIN_SUCCEEDED}.get(event_type, event_type)
+    mapped_type = {"LOGIN_ERROR": LOGIN_FAILED, "LOGIN": LOGIN_SUCCEEDED}.get(
+        event_type, event_type
+    )
     error = document.get("error")
     millis = document.get("time")
     if not isinstance(millis, int) or isinstance(millis, bool):

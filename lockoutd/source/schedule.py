@@ -66,7 +66,7 @@ class ScheduleTopic:
         await self._consumer.stop()
 
     async def write(self, entry: ScheduleEntry) -> None:
-        """Apply ``entry`` here and publish it for every instance; returns once the broker has it."""
+        """Apply ``entry`` here and publish it to every instance; returns once the broker has it."""
         self.schedule.apply(entry)
         await self._sink.publish(
             [OutgoingRecord(self._topic, encode_entry(entry), key=entry.user_id.encode())]
@@ -79,9 +79,7 @@ class ScheduleTopic:
             if self._topic in await admin.list_topics():
                 return
             try:
-                await admin.create_topics(
-                    [NewTopic(self._topic, 1, 1, topic_configs=_COMPACTED)]
-                )
+                await admin.create_topics([NewTopic(self._topic, 1, 1, topic_configs=_COMPACTED)])
             except TopicAlreadyExistsError:
                 pass  # another instance created it first
             except KafkaError as exc:
@@ -96,7 +94,7 @@ class ScheduleTopic:
     async def _load(self) -> None:
         partitions = self._consumer.partitions_for_topic(self._topic)
         if not partitions:
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic
+            await self._consumer._client.force_metadata_update()
             partitions = self._consumer.partitions_for_topic(self._topic) or {0}
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)

@@ -171,7 +171,9 @@ def main() -> int:
                     print(f"  {line} {value:g}")
         finally:
             code = daemon.terminate()
-            print(f"\nlockoutd stopped (exit {code}); the broker and the emulator stop with the demo")
+            print(
+                f"\nlockoutd stopped (exit {code}); the broker and the emulator stop with the demo"
+            )
     return 0
 
 
