@@ -1,31 +1,40 @@
-"""The command line: ``lockoutd run``, ``check`` and ``replay`` (SPEC section 5)."""
+"""The command line: ``lockoutd run``, ``check``, ``replay`` and ``ingest`` (SPEC section 5)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import logging
+import os
 import sys
-import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, get_args
 
-import msgspec
 import structlog
+import yaml
 
 from lockoutd import __version__
-from lockoutd.decide.decision import Outcome, decide, encode_decision
-from lockoutd.decide.engine import Engine
-from lockoutd.decode.event import KNOWN_TYPES
-from lockoutd.decode.native import InvalidEvent, decode_native
-from lockoutd.errors import ConfigError, LockoutdError
+from lockoutd.decode.formats import FormatName
+from lockoutd.decode.native import InvalidEvent
+from lockoutd.errors import ConfigError, KafkaUnavailable, LockoutdError
 from lockoutd.report.logging import configure_logging
 from lockoutd.rules import RuleSet, load_rules
 from lockoutd.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from lockoutd.replay.progress import Progress
+    from lockoutd.replay.runner import ReplayStats
+    from lockoutd.replay.topic import Bound
+
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+PROGRESS_EVERY = 100_000
+"""Without a terminal, replay writes a progress line every this many records."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
-    handler = {"run": _run, "check": _check, "replay": _replay}[args.command]
+        return EXIT_USAGE
+    handler = {"run": _run, "check": _check, "replay": _replay, "ingest": _ingest}[args.command]
     return handler(args)
 
 
@@ -47,13 +56,51 @@ def _parser() -> argparse.ArgumentParser:
     config_help = "configuration file (default: config/lockoutd.yaml)"
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("-c", "--config", type=Path, help=config_help)
-    check = commands.add_parser("check", help="validate the configuration and the rules")
+    check = commands.add_parser(
+        "check", help="validate the configuration and the rules; print the effective settings"
+    )
     check.add_argument("-c", "--config", type=Path, help=config_help)
     replay = commands.add_parser(
-        "replay", help="evaluate the rules over JSON-lines events offline; calls nothing"
+        "replay",
+        help="evaluate the rules over recorded events offline; calls nothing",
+        description=(
+            "Run the daemon's pipeline in shadow mode over JSON-lines events (a file, or - for "
+            "standard input) or a stretch of a Kafka topic. Prints one JSON decision a line on "
+            "standard output and a summary per rule on standard error; calls nothing."
+        ),
     )
-    replay.add_argument("events", help="file of JSON lines, or - for standard input")
+    replay.add_argument("events", nargs="?", help="file of JSON lines, or - for standard input")
     replay.add_argument("-c", "--config", type=Path, help=config_help)
+    replay.add_argument("--topic", help="read this Kafka topic instead of a file")
+    replay.add_argument(
+        "--from",
+        dest="start",
+        metavar="WHEN",
+        help="with --topic: first offset, or RFC 3339 time of the first record (inclusive)",
+    )
+    replay.add_argument(
+        "--to",
+        dest="end",
+        metavar="WHEN",
+        help="with --topic: offset or RFC 3339 time to stop before (default: the current end)",
+    )
+    replay.add_argument(
+        "--format",
+        choices=get_args(FormatName),
+        help="input format (default: kafka.formats for the topic, else native)",
+    )
+    replay.add_argument("--report", type=Path, metavar="FILE.html", help="write an HTML report")
+    replay.add_argument(
+        "--progress-every",
+        type=int,
+        default=PROGRESS_EVERY,
+        metavar="N",
+        help=f"without a terminal, a progress line every N records (0: never; {PROGRESS_EVERY})",
+    )
+    ingest = commands.add_parser(
+        "ingest", help="serve the ZITADEL Actions v2 endpoint that publishes events to Kafka"
+    )
+    ingest.add_argument("-c", "--config", type=Path, help=config_help)
     return parser
 
 
@@ -93,63 +140,233 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from lockoutd.source.kafka import connection_options
+
     try:
-        _settings, rules = _load(args.config)
+        settings = load_settings(args.config)
     except ConfigError as error:
         return _print_problems(error)
+    problems: list[str] = []
+    rules = RuleSet(rules=())
+    try:
+        rules = load_rules(settings.engine.rule_paths)
+    except ConfigError as error:
+        problems += error.problems
+    try:
+        # TLS files, SASL users and password files are checked now, not at the first connect.
+        connection_options(settings.kafka)
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        return _print_problems(ConfigError(problems))
     print(
         f"ok: {len(rules.rules)} rules from {len(rules.files)} files "
         f"({', '.join(rule.name for rule in rules.rules)})"
     )
+    print("# effective configuration (file and environment; secrets masked)")
+    print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from lockoutd.ingest.service import IngestService
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        return _print_problems(error)
+    configure_logging(settings.log.level, settings.log.format)
+    log = structlog.get_logger("lockoutd.ingest")
+    try:
+        asyncio.run(IngestService(settings).run())
+    except ConfigError as error:
+        log.error("ingest_failed", problems=error.problems)
+        return EXIT_FAILED
+    except LockoutdError as error:
+        log.error("ingest_failed", error=str(error), error_type=type(error).__name__)
+        return EXIT_FAILED
+    except Exception:
+        log.exception("ingest_crashed")
+        return EXIT_FAILED
     return EXIT_OK
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from lockoutd.replay.topic import Bound
+
+    if (args.events is None) == (args.topic is None):
+        print("replay: name an events file (or -), or --topic, but not both", file=sys.stderr)
+        return EXIT_USAGE
+    bounds: list[Bound | None] = []
+    for flag, text in (("--from", args.start), ("--to", args.end)):
+        if text is None:
+            bounds.append(None)
+            continue
+        if args.topic is None:
+            print(f"replay: {flag} needs --topic", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            bounds.append(Bound.parse(text))
+        except ValueError as exc:
+            print(f"replay: {flag}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         settings, rules = _load(args.config)
     except ConfigError as error:
         return _print_problems(error)
-    if args.events != "-" and not Path(args.events).is_file():
+    if args.events not in (None, "-") and not Path(args.events).is_file():
         print(f"{args.events}: no such events file", file=sys.stderr)
         return EXIT_FAILED
-    engine = Engine(rules)
-    fired: Counter[str] = Counter()
-    invalid = 0
-    accepted = 0
-    started = time.monotonic()
-    for number, line in _lines(args.events):
+    _log_problems_to_stderr()
+    try:
+        size = Path(args.events).stat().st_size if args.events not in (None, "-") else None
+        stats = asyncio.run(_replay_events(args, settings, rules, bounds[0], bounds[1], size))
+    except ConfigError as error:
+        return _print_problems(error)
+    except KafkaUnavailable as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader of standard output went away (`| head`): not an error of the replay. Point
+        # stdout at /dev/null so that flushing it at exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    _print_summary(stats)
+    if args.report is not None:
+        from lockoutd.replay.report import write_report
+
+        source = f"topic {args.topic}" if args.topic else args.events
         try:
-            event = decode_native(line, max_bytes=settings.kafka.max_event_bytes)
-        except InvalidEvent as error:
-            invalid += 1
-            print(f"{args.events}:{number}: {error.reason}: {error}", file=sys.stderr)
-            continue
-        if event.type not in KNOWN_TYPES:
-            continue
-        accepted += 1
-        # Offline, "now" is the time of the event: old files replay as if they were live.
-        for firing in engine.process(event, event.occurred_at):
-            fired[firing.rule.name] += 1
-            for decision in decide(
-                firing, rules, now=event.occurred_at, max_event_age=settings.engine.max_event_age
-            ):
-                if decision.outcome is None:  # replay never calls ZITADEL
-                    decision = msgspec.structs.replace(decision, outcome=Outcome.DRY_RUN)
-                sys.stdout.buffer.write(encode_decision(decision) + b"\n")
-    sys.stdout.flush()
-    elapsed = time.monotonic() - started
-    print(f"replayed {accepted} events ({invalid} invalid) in {elapsed:.2f}s", file=sys.stderr)
-    for rule in rules.rules:
-        print(f"  {rule.name}: fired {fired[rule.name]}", file=sys.stderr)
+            write_report(
+                args.report, stats, source=source, rule_files=[str(f) for f in rules.files]
+            )
+        except OSError as exc:
+            print(f"{args.report}: cannot write the report: {exc.strerror}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"report written to {args.report}", file=sys.stderr)
     return EXIT_OK
 
 
-def _lines(source: str) -> Iterator[tuple[int, bytes]]:
+async def _replay_events(
+    args: argparse.Namespace,
+    settings: Settings,
+    rules: RuleSet,
+    start: Bound | None,
+    end: Bound | None,
+    file_size: int | None,
+) -> ReplayStats:
+    from lockoutd.replay.progress import Progress
+    from lockoutd.replay.runner import Replay, line_record
+    from lockoutd.replay.topic import TopicRange
+
+    topic = args.topic or settings.kafka.topics[0]
+    event_format: FormatName = args.format or settings.kafka.formats.get(topic, "native")
+    replay = Replay(settings, rules, topic=topic, event_format=event_format)
+    out = sys.stdout.buffer
+    if args.topic is None:
+        progress = Progress(sys.stderr, total=file_size, every=args.progress_every)
+        for number, line, position in _lines(args.events):
+            progress.advance(position)
+            try:
+                values = await replay.feed(line_record(topic, number, line))
+            except InvalidEvent as error:
+                _print_invalid(progress, f"{args.events}:{number}", error)
+                continue
+            _write(out, values)
+        progress.close()
+    else:
+        async with TopicRange(settings.kafka, topic, start=start, end=end) as stretch:
+            progress = Progress(sys.stderr, total=stretch.total, every=args.progress_every)
+            async for record in stretch.records():
+                progress.advance(progress.records + 1)
+                try:
+                    values = await replay.feed(record)
+                except InvalidEvent as error:
+                    where = f"{record.topic}/{record.partition}/{record.offset}"
+                    _print_invalid(progress, where, error)
+                    continue
+                _write(out, values)
+            progress.close()
+    sys.stdout.flush()
+    return replay.finish()
+
+
+def _write(out: BinaryIO, values: list[bytes]) -> None:
+    for value in values:
+        out.write(value + b"\n")
+
+
+def _print_invalid(progress: Progress, where: str, error: InvalidEvent) -> None:
+    progress.close()  # not in the middle of a progress line on a terminal
+    print(f"{where}: {error.reason}: {error}", file=sys.stderr)
+
+
+def _print_summary(stats: ReplayStats) -> None:
+    events = stats.events
+    span = ""
+    if stats.first_event_at is not None and stats.last_event_at is not None:
+        span = f", event time {_rfc3339(stats.first_event_at)} to {_rfc3339(stats.last_event_at)}"
+    print(
+        f"replayed {events.get('accepted', 0)} events ({events.get('invalid', 0)} invalid, "
+        f"{events.get('ignored', 0)} ignored) in {stats.elapsed_seconds:.2f}s{span}",
+        file=sys.stderr,
+    )
+    header = ["rule", "action", "mode", "fired", "keys", "would lock", "other outcomes"]
+    rows = [header]
+    for r in stats.rules:
+        is_lock = r.rule.action.name == "lock"
+        others = ", ".join(
+            f"{outcome} {count}"
+            for outcome, count in sorted(r.outcomes.items())
+            if not (is_lock and outcome == "dry_run")
+        )
+        rows.append(
+            [
+                r.rule.name,
+                r.rule.action.name,
+                r.rule.mode,
+                str(r.fired),
+                str(len(r.keys)),
+                str(r.would_lock) if is_lock else "-",
+                others,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    numeric = {3, 4, 5}
+    for row in rows:
+        cells = [
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        print("  ".join(cells).rstrip(), file=sys.stderr)
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _log_problems_to_stderr() -> None:
+    """Replay's standard output carries decisions only; warnings and errors go to stderr."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _lines(source: str) -> Iterator[tuple[int, bytes, int]]:
+    """``(line number, line, bytes read so far)`` for every line that is not blank."""
     with contextlib.ExitStack() as stack:
         handle = sys.stdin.buffer if source == "-" else stack.enter_context(open(source, "rb"))
+        position = 0
         for number, line in enumerate(handle, start=1):
+            position += len(line)
             if line.strip():
-                yield number, line.rstrip(b"\r\n")
+                yield number, line.rstrip(b"\r\n"), position
 
 
 if __name__ == "__main__":

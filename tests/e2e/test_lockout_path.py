@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from lockoutd.testing.zitadel_emulator import UserState
 
 from .conftest import ORG_ID, Stack

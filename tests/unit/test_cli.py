@@ -140,7 +140,7 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_replay_prints_one_decision_per_firing(
     tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each firing is one JSON decision on stdout; nothing is called, so locks are dry runs."""
+    """Each firing is one JSON decision on stdout, made in shadow mode at its event's time."""
     events = _events(
         tmp_path,
         _line(0),
@@ -157,12 +157,14 @@ def test_replay_prints_one_decision_per_firing(
         ("password-bruteforce", "42", "dry_run"),
         ("spray-report", "192.0.2.1", "reported"),
     ]
-    assert decisions[0]["mode"] == "enforce"
+    assert decisions[0]["mode"] == "dry-run"
     assert decisions[0]["first_event_at"] == "2026-11-29T14:00:00.000Z"
     assert decisions[0]["last_event_at"] == "2026-11-29T14:02:00.000Z"
-    assert "replayed 6 events (0 invalid)" in captured.err
-    assert "  password-bruteforce: fired 1" in captured.err.splitlines()
-    assert "  spray-report: fired 1" in captured.err.splitlines()
+    assert decisions[0]["decided_at"] == "2026-11-29T14:02:00.000Z"
+    assert "replayed 6 events (0 invalid, 0 ignored)" in captured.err
+    table = [line.split() for line in captured.err.splitlines()]
+    assert ["password-bruteforce", "lock", "enforce", "1", "1", "1"] in table
+    assert ["spray-report", "report", "enforce", "1", "1", "-", "reported", "1"] in table
 
 
 def test_replay_applies_resets_and_the_allowlist(
@@ -202,7 +204,7 @@ def test_replay_reports_invalid_lines_with_their_number(
         [f"{events}:2", "invalid_json"],
         [f"{events}:5", "bad_time"],
     ]
-    assert "replayed 3 events (2 invalid)" in captured.err
+    assert "replayed 3 events (2 invalid, 0 ignored)" in captured.err
     assert len(captured.out.splitlines()) == 1
 
 

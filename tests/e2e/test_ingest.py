@@ -1,0 +1,182 @@
+"""``lockoutd ingest`` as its own process: signed ZITADEL webhooks in, Kafka records out.
+
+The records are then read the way the daemon reads them (``kafka.formats: {topic: zitadel}``),
+through ``lockoutd replay --topic``, which runs the daemon's pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from lockoutd.cli import main
+from lockoutd.ingest.signature import sign
+from lockoutd.testing.broker import LocalBroker, free_port
+
+from .kafka_helpers import at, read_all, wait_until
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+SIGNING_KEY = "e2e-signing-key-never-logged"
+
+
+class IngestProcess:
+    def __init__(self, config: Path, log: Path, *, port: int, metrics_port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/zitadel/events"
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}"
+        self.log = log
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("LOCKOUTD_")},
+            "LOCKOUTD_INGEST__SIGNING_KEY": SIGNING_KEY,
+        }
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "lockoutd", "ingest", "-c", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"lockoutd ingest exited:\n{self.log.read_text()}")
+        try:
+            return httpx.get(f"{self.metrics_url}/readyz", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def requests_by_result(self) -> dict[str, float]:
+        text = httpx.get(f"{self.metrics_url}/metrics", timeout=5.0).text
+        return {
+            sample.labels["result"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "lockoutd_ingest_requests_total"
+        }
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def ingest(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[IngestProcess, Path, str]]:
+    """A running ``lockoutd ingest`` publishing to a fresh topic, with its configuration file."""
+    topic = f"zitadel-events-{uuid.uuid4().hex[:8]}"
+    asyncio.run(broker.create_topics(topic))
+    port, metrics_port = free_port(), free_port()
+    config = tmp_path / "lockoutd.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {
+                    "bootstrap_servers": broker.bootstrap_servers,
+                    "topics": [topic],
+                    "formats": {topic: "zitadel"},
+                },
+                "engine": {"rule_paths": [str(REPO / "rules")]},
+                "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+                "ingest": {
+                    "listen": f"127.0.0.1:{port}",
+                    "topic": topic,
+                    "max_body_bytes": 8192,
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    process = IngestProcess(config, tmp_path / "ingest.log", port=port, metrics_port=metrics_port)
+    try:
+        wait_until(process.ready, timeout=60, what="lockoutd ingest to be ready")
+        yield process, config, topic
+    finally:
+        process.stop()
+
+
+def zitadel_failure(sequence: int) -> bytes:
+    """What an Actions v2 target receives for a failed password check of user 1001."""
+    return json.dumps(
+        {
+            "aggregateID": "1001",
+            "aggregateType": "user",
+            "resourceOwner": "300",
+            "instanceID": "270000000000000001",
+            "version": "v2",
+            "sequence": sequence,
+            "event_type": "user.human.password.check.failed",
+            "created_at": at(sequence),
+            "userID": "1001",
+            "event_payload": {"userAgent": "Mozilla/5.0", "remoteIP": "203.0.113.7"},
+        }
+    ).encode()
+
+
+def test_signed_zitadel_events_reach_kafka_and_lock_decisions(
+    broker: LocalBroker,
+    ingest: tuple[IngestProcess, Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Signed bodies are published keyed by user and fire the rule; refusals are counted."""
+    process, config, topic = ingest
+    bodies = [zitadel_failure(n) for n in range(5)]
+    with httpx.Client(timeout=10) as client:
+        for body in bodies:
+            signature = sign(SIGNING_KEY.encode(), body, int(time.time()))
+            answer = client.post(
+                process.url, content=body, headers={"ZITADEL-Signature": signature}
+            )
+            assert answer.status_code == 200
+        forged = sign(b"not-the-key", bodies[0], int(time.time()))
+        refused = client.post(process.url, content=bodies[0], headers={"ZITADEL-Signature": forged})
+        assert refused.status_code == 401
+        assert client.get(process.url).status_code == 405
+        huge = b"{" + b" " * 9000 + b"}"
+        assert client.post(process.url, content=huge).status_code == 413
+
+    records = read_all(broker.bootstrap_servers, topic)
+    assert sorted(record.value for record in records) == sorted(bodies)
+    assert {record.key for record in records} == {b"1001"}
+    assert process.requests_by_result() == {
+        "accepted": 5,
+        "bad_signature": 1,
+        "stale": 0,
+        "too_large": 1,
+        "malformed": 0,
+        "wrong_method": 1,
+        "unavailable": 0,
+    }
+
+    for name in list(os.environ):
+        if name.startswith("LOCKOUTD_"):
+            monkeypatch.delenv(name)
+    assert main(["replay", "--topic", topic, "-c", str(config)]) == 0
+    [decision] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (decision["rule"], decision["user_id"], decision["org_id"]) == (
+        "password-bruteforce",
+        "1001",
+        "300",
+    )
+
+    assert process.stop() == 0
+    log = process.log.read_text(encoding="utf-8")
+    assert SIGNING_KEY not in log
+    assert "Mozilla/5.0" not in log
+    events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith("{")]
+    assert events[0] == "ingest_started"
+    assert events[-1] == "ingest_stopped"
