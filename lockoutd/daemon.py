@@ -98,6 +98,9 @@ class Daemon:
                     "zitadel": store.healthy,
                 }
 
+            for check in ("kafka", "zitadel"):
+                self.metrics.ready.labels(check=check).set_function(_read_check(readiness, check))
+
             await stack.enter_async_context(
                 OperationsServer(
                     settings.metrics.host,
@@ -258,6 +261,10 @@ class Daemon:
             return
         pipeline.replace_rules(rules)
         log.info("rules_reloaded", rules=[rule.name for rule in rules.rules])
+
+
+def _read_check(readiness: Callable[[], dict[str, bool]], check: str) -> Callable[[], float]:
+    return lambda: float(readiness()[check])
 
 
 def _past(records: Sequence[Record], tp: TopicPartition, offset: int) -> bool:

@@ -87,6 +87,12 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.ready = Gauge(
+            "lockoutd_ready",
+            "1 while the check passes, 0 otherwise (what /readyz answers, for alerting).",
+            ["check"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "lockoutd_build_info",
             "Always 1; the labels say which build runs.",

@@ -75,12 +75,16 @@ def read_all(bootstrap: str, topic: str, *, timeout: float = 5.0) -> list[Any]:
             ends = await consumer.end_offsets(tps)
             records: list[Any] = []
             deadline = time.monotonic() + timeout
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                if time.monotonic() > deadline:
-                    break
+            # Read until past the end offsets and one fetch comes back empty: some brokers report
+            # the end of a batched write short, so the end offsets alone could stop too early.
+            while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=200)
                 for rs in batch.values():
                     records.extend(rs)
+                if not batch and not [
+                    tp for tp in tps if await consumer.position(tp) < ends[tp]
+                ]:
+                    break
             return records
         finally:
             await consumer.stop()
