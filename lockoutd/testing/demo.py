@@ -39,7 +39,7 @@ STORY = {
     "bob@example.com": "4 wrong passwords: under the threshold, nothing happens",
     "carol@example.com": "already locked by an admin: already_locked, not an error",
     "dave@example.com": "deactivated: ZITADEL refuses, lockoutd says not_lockable",
-    "erin@example.com": "3 wrong one-time codes in 3 minutes: locked",
+    "erin@example.com": "3 wrong one-time codes in 3 minutes: locked for 15 minutes",
 }
 WATCHED_METRICS = (
     "lockoutd_events_total",
@@ -101,6 +101,7 @@ async def _follow_decisions(
                     print(
                         f"  decision  {decision['rule']:<20} user {decision['login_name']:<18} "
                         f"-> {decision['outcome']}"
+                        + (f" until {decision['unlock_at']}" if decision["unlock_at"] else "")
                     )
     finally:
         await consumer.stop()
