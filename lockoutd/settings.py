@@ -149,8 +149,10 @@ class SafetySettings(_Section):
     """The same, for each organization on its own (unset: no cap per org)."""
 
 
-class MetricsSettings(_Section):
-    listen: str = "0.0.0.0:9464"
+class _Listening(_Section):
+    """A section with a ``listen: HOST:PORT`` address."""
+
+    listen: str
 
     @field_validator("listen")
     @classmethod
@@ -169,6 +171,10 @@ class MetricsSettings(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class MetricsSettings(_Listening):
+    listen: str = "0.0.0.0:9464"
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -179,7 +185,7 @@ class LogSettings(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
-class IngestSettings(_Section):
+class IngestSettings(_Listening):
     """``lockoutd ingest``: the HTTP endpoint for ZITADEL Actions v2 that publishes to Kafka."""
 
     listen: str = "0.0.0.0:8088"
@@ -196,28 +202,12 @@ class IngestSettings(_Section):
     tolerance: Duration = 300.0
     """How far the signature's timestamp may be from now, either way."""
 
-    @field_validator("listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError("expected HOST:PORT, for example 0.0.0.0:8088")
-        return value
-
     @field_validator("path")
     @classmethod
     def _check_path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("must start with /")
         return value
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
 
 class Settings(BaseSettings):
