@@ -22,7 +22,7 @@ from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES
 from lockoutd.decode.formats import decoder_for
-from lockoutd.decode.native import InvalidEvent
+from lockoutd.decode.native import InvalidEvent, native_decoder
 from lockoutd.decode.rejects import Rejects
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.metrics import Metrics
@@ -103,32 +103,53 @@ class Pipeline:
         events = self._metrics.events
         max_age = self._settings.engine.max_event_age
         dry_run = self._settings.engine.dry_run
+        # Native records are decoded straight into a struct (formats.decoder_for could hand
+        # this decoder out itself); the others keep their format's decoder.
+        formats, max_bytes = self._settings.kafka.formats, self._settings.kafka.max_event_bytes
+        decoders = {
+            topic: native_decoder(max_bytes=max_bytes)
+            if formats.get(topic, "native") == "native"
+            else decoder
+            for topic, decoder in self._decoders.items()
+        }
+        # Per batch, not per record: counters and the partition's engine change only between
+        # partitions, and a batch holds each partition's records together.
+        accepted = ignored = 0
+        tp: TopicPartition | None = None
+        engine: Engine | None = None
+        rebuild_below = -1
         for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            rebuilding = record.offset < rebuild_until.get(tp, -1)
+            if tp is None or record.partition != tp.partition or record.topic != tp.topic:
+                tp = TopicPartition(record.topic, record.partition)
+                rebuild_below = rebuild_until.get(tp, -1)
+                engine = self._engines.get(tp)
+            rebuilding = record.offset < rebuild_below
             try:
-                event = self._decoders[record.topic](record.value or b"")
+                event = decoders[record.topic](record.value or b"")
             except InvalidEvent as error:
                 if not rebuilding and (dead := self._rejects.reject(record, error)) is not None:
                     outgoing.append(dead)
                 continue
             if event.type not in KNOWN_TYPES:
                 if not rebuilding:
-                    events.labels(result="ignored").inc()
+                    ignored += 1
                 continue
-            engine = self._engines.get(tp)
             if engine is None:
                 engine = self._engines[tp] = Engine(self.rules)
             firings = engine.process(event, now, record_key=record.key)
             if rebuilding:
                 continue
-            events.labels(result="accepted").inc()
+            accepted += 1
             for firing in firings:
                 self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
                 for decision in decide(
                     firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
                 ):
                     pending.append((decision, event.occurred_at, firing.rule.action.lock))
+        if accepted:
+            events.labels(result="accepted").inc(accepted)
+        if ignored:
+            events.labels(result="ignored").inc(ignored)
         for decision in await self._carry_out(pending):
             if (audit := self.report(decision)) is not None:
                 outgoing.append(audit)

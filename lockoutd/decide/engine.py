@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from lockoutd.decide.windows import DistinctWindow, KeyWindow
-from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
+from lockoutd.decode.event import LOGIN_SUCCEEDED, Event, field_reader
 from lockoutd.rules.model import AllowedSet, EventMatcher, Rule, RuleSet
 
 KeyValues = tuple[str, ...]
+Slot = str | KeyValues
+"""How a key is held in ``RuleState.windows``: its one value for a key of one field (no tuple
+to allocate and keep per key: a million keys are a common sight), the tuple otherwise."""
 
 # How far (in event time) the watermark moves between two sweeps for idle keys.
 _SWEEP_EVERY_SECONDS = 60.0
@@ -37,12 +41,19 @@ class RuleState:
     """The windows of one rule, by key."""
 
     __slots__ = (
+        "_checks_ips",
+        "_distinct_of",
+        "_key_readers",
+        "_slot_of",
+        "_threshold",
         "allowed",
+        "counts",
         "distinct",
         "keep_events",
         "key_fields",
         "key_mismatches",
         "match",
+        "matches",
         "rule",
         "window",
         "windows",
@@ -51,24 +62,46 @@ class RuleState:
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.match: EventMatcher = rule.matcher()
+        self.matches: Callable[[Event], bool] = self.match.test
         self.allowed = AllowedSet.of([rule.allowlist])
         self.key_fields = tuple(rule.key)
         self.distinct = rule.distinct
         self.window = rule.window
         lock = rule.action.lock
         self.keep_events = lock is not None and lock.targets == "contributors"
-        self.windows: dict[KeyValues, KeyWindow | DistinctWindow] = {}
+        self.windows: dict[Slot, KeyWindow | DistinctWindow] = {}
         self.key_mismatches = 0
         """Events counted under a key other than their record's key, since last taken."""
+        self._key_readers = tuple(field_reader(name) for name in self.key_fields)
+        self._slot_of = self._single_slot if len(self._key_readers) == 1 else self.key_of
+        self._distinct_of = field_reader(rule.distinct) if rule.distinct is not None else None
+        self._threshold = rule.threshold
+        self._checks_ips = bool(self.allowed.networks)
+        self.counts: Callable[[Event, str | None], Firing | None] = (
+            self._count_events if self._distinct_of is None else self._count_distinct
+        )
+        """:meth:`count` for this rule's kind of window, without the choice on every event."""
 
     def key_of(self, event: Event) -> KeyValues | None:
         values = []
-        for name in self.key_fields:
-            value = event.value_of(name)
+        for read in self._key_readers:
+            value = read(event)
             if value is None or value == "":
                 return None  # an event that lacks a key field cannot be counted per that key
             values.append(value if isinstance(value, str) else str(value))
         return tuple(values)
+
+    def _single_slot(self, event: Event) -> str | None:
+        value: Any = self._key_readers[0](event)
+        if value is None or value == "":
+            return None
+        return value if isinstance(value, str) else str(value)
+
+    def forget(self, event: Event) -> None:
+        """Drop the window of ``event``'s key (a success resets the count)."""
+        slot = self._slot_of(event)
+        if slot is not None:
+            self.windows.pop(slot, None)
 
     def count(self, event: Event, record_key: str | None = None) -> Firing | None:
         """Count ``event`` (which matched) in its key's window; a firing if it crossed.
@@ -76,45 +109,60 @@ class RuleState:
         ``record_key`` is the Kafka record's key. When it is not the rule's key, the key's events
         may be spread over partitions (and instances), each of which sees only its share.
         """
-        if self.allowed.networks and self.allowed.has_ip(event.ip):
+        return self.counts(event, record_key)
+
+    def _count_events(self, event: Event, record_key: str | None = None) -> Firing | None:
+        if self._checks_ips and self.allowed.has_ip(event.ip):
             return None
-        key = self.key_of(event)
-        if key is None:
+        slot = self._slot_of(event)
+        if slot is None:
             return None
-        if record_key is not None and (len(key) != 1 or key[0] != record_key):
+        if record_key is not None and slot != record_key:
+            self.key_mismatches += 1  # a tuple (a key of several fields) never equals a str
+        window = self.windows.get(slot)
+        if window is None:
+            window = self.windows[slot] = KeyWindow(keep_events=self.keep_events)
+        assert isinstance(window, KeyWindow)
+        if window.add(
+            event.occurred_at,
+            threshold=self._threshold,
+            window=self.window,
+            event_id=event.event_id,
+            event=event,
+        ):
+            return self._firing(event, slot, window)
+        return None
+
+    def _count_distinct(self, event: Event, record_key: str | None = None) -> Firing | None:
+        if self._checks_ips and self.allowed.has_ip(event.ip):
+            return None
+        slot = self._slot_of(event)
+        if slot is None:
+            return None
+        if record_key is not None and slot != record_key:
             self.key_mismatches += 1
-        rule = self.rule
-        window = self.windows.get(key)
-        if self.distinct is not None:
-            value = event.value_of(self.distinct)
-            if value is None or value == "":
-                return None
-            if window is None:
-                window = self.windows[key] = DistinctWindow(keep_events=self.keep_events)
-            assert isinstance(window, DistinctWindow)
-            crossed = window.add(
-                event.occurred_at,
-                str(value),
-                threshold=rule.threshold,
-                window=self.window,
-                event=event,
-            )
-        else:
-            if window is None:
-                window = self.windows[key] = KeyWindow(keep_events=self.keep_events)
-            assert isinstance(window, KeyWindow)
-            crossed = window.add(
-                event.occurred_at,
-                threshold=rule.threshold,
-                window=self.window,
-                event_id=event.event_id,
-                event=event,
-            )
-        if not crossed:
+        window = self.windows.get(slot)
+        assert self._distinct_of is not None
+        value = self._distinct_of(event)
+        if value is None or value == "":
             return None
+        if window is None:
+            window = self.windows[slot] = DistinctWindow(keep_events=self.keep_events)
+        assert isinstance(window, DistinctWindow)
+        if window.add(
+            event.occurred_at,
+            str(value),
+            threshold=self._threshold,
+            window=self.window,
+            event=event,
+        ):
+            return self._firing(event, slot, window)
+        return None
+
+    def _firing(self, event: Event, slot: Slot, window: KeyWindow | DistinctWindow) -> Firing:
         return Firing(
-            rule=rule,
-            key=key,
+            rule=self.rule,
+            key=slot if isinstance(slot, tuple) else (slot,),
             event=event,
             count=window.count,
             first_event_at=window.oldest,
@@ -135,16 +183,16 @@ class Engine:
         self._states = [RuleState(rule) for rule in rules.rules]
         self._watermark = float("-inf")
         self._next_sweep = float("-inf")
+        self._allowlists_ips = bool(rules.allowed.networks)
 
-    def process(
-        self, event: Event, now: float, *, record_key: bytes | None = None
-    ) -> list[Firing]:
+    def process(self, event: Event, now: float, *, record_key: bytes | None = None) -> list[Firing]:
         """Count ``event`` in every rule it matches and return the rules it made fire."""
-        if event.occurred_at > self._watermark:
-            self._watermark = min(event.occurred_at, now)
+        at = event.occurred_at
+        if at > self._watermark:
+            self._watermark = now if now < at else at  # min(at, now), without the call
             if self._watermark >= self._next_sweep:
                 self.evict_idle()
-        if self.rules.ip_allowlisted(event.ip):
+        if self._allowlists_ips and self.rules.ip_allowlisted(event.ip):
             return []
         if event.type == LOGIN_SUCCEEDED:
             self._reset(event)
@@ -152,7 +200,7 @@ class Engine:
         key = record_key.decode(errors="replace") if record_key is not None else None
         firings: list[Firing] = []
         for state in self._states:
-            if state.match(event) and (firing := state.count(event, key)) is not None:
+            if state.matches(event) and (firing := state.counts(event, key)) is not None:
                 firings.append(firing)
         return firings
 
@@ -160,9 +208,7 @@ class Engine:
         # A success clears the count of the same key, whatever failure reason the rule counts.
         for state in self._states:
             if state.rule.reset_on_success and state.match.matches_success(event):
-                key = state.key_of(event)
-                if key is not None:
-                    state.windows.pop(key, None)
+                state.forget(event)
 
     def reloaded(self, rules: RuleSet) -> Engine:
         """A new engine for ``rules`` that keeps the counts of every rule that did not change."""
@@ -179,11 +225,9 @@ class Engine:
         """Forget keys whose every event has left the window; return how many were forgotten."""
         evicted = 0
         for state in self._states:
-            idle = [
-                key
-                for key, window in state.windows.items()
-                if window.idle_since(self._watermark, state.window)
-            ]
+            # window.idle_since(...), inlined: this visits every key of every rule.
+            limit = self._watermark - state.window
+            idle = [key for key, window in state.windows.items() if window.newest <= limit]
             for key in idle:
                 del state.windows[key]
             evicted += len(idle)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from lockoutd.decode.event import STANDARD_FIELDS, Event
+from lockoutd.decode.event import CANONICAL_IPV4, STANDARD_FIELDS, Event
 
 
 class InvalidEvent(ValueError):
@@ -36,13 +38,36 @@ class _Wire(msgspec.Struct):
     user_agent: str | None = None
 
 
+class _StandardOnly(_Wire, forbid_unknown_fields=True):
+    # A record with no field beyond the standard ones: the common case, decoded straight from
+    # bytes into a struct, without the intermediate dict.
+    pass
+
+
 _decode_json = msgspec.json.Decoder().decode
+_decode_standard = msgspec.json.Decoder(_StandardOnly).decode
 _STANDARD = frozenset(STANDARD_FIELDS)
 
 
 def decode_native(raw: bytes, *, max_bytes: int) -> Event:
-    """Decode and validate one record value; raise :class:`InvalidEvent` when it is not an event."""
-    return event_from_mapping(decode_object(raw, max_bytes=max_bytes))
+    """Decode and validate one record value; raise :class:`InvalidEvent` when it is not an event.
+
+    A record of standard fields only goes straight from JSON into a struct. Anything else (extra
+    fields to keep, or a record that is not a valid event) takes the general path through a
+    dict, which keeps the extra fields and names exactly what was wrong.
+    """
+    if len(raw) > max_bytes:
+        raise InvalidEvent("too_large", f"record of {len(raw)} bytes exceeds {max_bytes}")
+    try:
+        wire = _decode_standard(raw)
+    except msgspec.MsgspecError:
+        return event_from_mapping(decode_object(raw, max_bytes=max_bytes))
+    return _event(wire, {})
+
+
+def native_decoder(*, max_bytes: int) -> Callable[[bytes], Event]:
+    """:func:`decode_native` for records of at most ``max_bytes``, as a one-argument function."""
+    return functools.partial(decode_native, max_bytes=max_bytes)
 
 
 def decode_object(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
@@ -64,11 +89,15 @@ def event_from_mapping(document: dict[str, Any]) -> Event:
         wire = msgspec.convert(document, _Wire)
     except msgspec.ValidationError as exc:
         raise InvalidEvent(_reason_for(str(exc)), str(exc)) from None
+    extra = {k: v for k, v in document.items() if k not in _STANDARD} if len(document) else {}
+    return _event(wire, extra)
+
+
+def _event(wire: _Wire, extra: dict[str, Any]) -> Event:
     if wire.occurred_at.tzinfo is None:
         raise InvalidEvent("bad_time", "occurred_at has no UTC offset (RFC 3339 needs one)")
     if not wire.user_id and not wire.login_name:
         raise InvalidEvent("missing_subject", "neither user_id nor login_name is given")
-    extra = {k: v for k, v in document.items() if k not in _STANDARD} if len(document) else {}
     return Event(
         type=wire.type,
         occurred_at=wire.occurred_at.timestamp(),
@@ -83,9 +112,26 @@ def event_from_mapping(document: dict[str, Any]) -> Event:
     )
 
 
+_NORMALIZED: dict[str, str] = {}
+"""Addresses normalised lately: the same few keep coming back (an attacker's, a proxy's)."""
+_NORMALIZED_MAX = 65_536
+
+
 def _normalize_ip(text: str) -> str:
+    normal = _NORMALIZED.get(text)
+    if normal is None:
+        normal = _normalized(text)
+        if len(_NORMALIZED) >= _NORMALIZED_MAX:
+            _NORMALIZED.clear()  # bounded, and far cheaper than keeping an LRU order
+        _NORMALIZED[text] = normal
+    return normal
+
+
+def _normalized(text: str) -> str:
     # One address has one spelling in rule keys: "2001:DB8::1" and "2001:db8:0::1" count together,
     # and so do "::ffff:10.0.0.1" (an IPv4 client of a dual-stack server) and "10.0.0.1".
+    if CANONICAL_IPV4.fullmatch(text):
+        return text  # already spelled as ipaddress would: the common case, without parsing
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

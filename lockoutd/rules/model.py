@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from lockoutd.decode.event import LOGIN_FAILED, Event
+from lockoutd.decode.event import LOGIN_FAILED, Event, field_reader
 from lockoutd.durations import Duration
 
 _FAILURE_ONLY = frozenset({"type", "reason"})
@@ -219,6 +219,11 @@ class EventMatcher:
     """All conditions must hold; each condition is a set of allowed values."""
 
     conditions: tuple[tuple[str, frozenset[str]], ...]
+    test: Callable[[Event], bool] = field(init=False, repr=False, compare=False)
+    """The conditions compiled into one function, which is what calling the matcher runs."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", _compile(self.conditions))
 
     @classmethod
     def from_match(cls, match: dict[str, list[str]]) -> EventMatcher:
@@ -228,7 +233,7 @@ class EventMatcher:
         return cls(tuple(sorted(allowed.items())))
 
     def __call__(self, event: Event) -> bool:
-        return all(_matches(event, name, values) for name, values in self.conditions)
+        return self.test(event)
 
     def matches_success(self, event: Event) -> bool:
         """True when ``event`` (a success) concerns what this rule counts.
@@ -245,8 +250,53 @@ class EventMatcher:
 
 def _matches(event: Event, name: str, values: frozenset[str]) -> bool:
     # An extra field may hold a JSON list or object: it matches nothing (and must not raise).
-    value = _text(event.value_of(name))
+    return _text_in(event.value_of(name), values)
+
+
+def _text_in(value: Any, values: frozenset[str]) -> bool:
+    value = _text(value)
     return isinstance(value, str) and value in values
+
+
+def _compile(conditions: tuple[tuple[str, frozenset[str]], ...]) -> Callable[[Event], bool]:
+    """``all(_matches(...))`` over ``conditions`` as one function, in the same order.
+
+    Every event meets every rule's matcher, so this is the engine's innermost loop. Each field
+    is read through a reader chosen once (:func:`field_reader`); a plain ``str`` (every standard
+    field of a decoded event) is looked up directly, anything else goes through ``_text_in``.
+    Rules name one or two conditions almost always, and those get a function without a loop.
+    """
+    checks = [(field_reader(name), values) for name, values in conditions]
+    if not checks:
+        return lambda event: True
+    if len(checks) == 1:
+        [(read, values)] = checks
+
+        def one(event: Event) -> bool:
+            value = read(event)
+            return value in values if value.__class__ is str else _text_in(value, values)
+
+        return one
+    if len(checks) == 2:
+        [(read_1, values_1), (read_2, values_2)] = checks
+
+        def two(event: Event) -> bool:
+            value = read_1(event)
+            if not (value in values_1 if value.__class__ is str else _text_in(value, values_1)):
+                return False
+            value = read_2(event)
+            return value in values_2 if value.__class__ is str else _text_in(value, values_2)
+
+        return two
+
+    def every(event: Event) -> bool:
+        for read, values in checks:
+            value = read(event)
+            if not (value in values if value.__class__ is str else _text_in(value, values)):
+                return False
+        return True
+
+    return every
 
 
 class RuleFile(_Strict):

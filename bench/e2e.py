@@ -1,0 +1,177 @@
+"""End to end: events per second from a Kafka topic through a real lockoutd process.
+
+The generated events are produced to a topic of the local broker (3 partitions, keyed by
+user), then read twice by fresh consumer groups:
+
+- the floor: a process with an aiokafka consumer that fetches whole batches (``getmany``, the
+  same fetch settings as lockoutd) and ``json.loads`` each value, nothing else;
+- ``lockoutd run`` with the five shipped rules, locking through the ZITADEL emulator (in a process
+  of its own), publishing decisions and committing after every batch.
+
+Both rates are measured from the first record to the last (the daemon's from its
+``lockoutd_events_total`` counter, scraped every 0.25 s); the set of users locked is checked
+against the generator's.
+
+    python -m bench.e2e                    # 1M events over 50k users, 2.5k attacked
+    python -m bench.e2e --events 200000 --users 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from bench.common import RULE_SETS, report
+from bench.generate import arguments, attacked_users, workload, write
+from bench.stack import Stack, peak_rss, produce_lines
+
+
+async def _floor(bootstrap: str, topic: str, count: int, limit: float) -> dict[str, float]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"floor-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=1_048_576,
+    )
+    await consumer.start()
+    seen = first_batch = 0
+    first = last = 0.0
+    deadline = time.monotonic() + limit
+    try:
+        while seen < count and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    json.loads(record.value)
+                seen += len(records)
+                if not first and records:
+                    first, first_batch = time.perf_counter(), len(records)
+            last = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return {"count": seen, "measured": seen - first_batch, "seconds": last - first}
+
+
+def consume_floor(bootstrap: str, topic: str, count: int, timeout: float) -> dict[str, float]:
+    """The floor in a fresh process, like the daemon's."""
+    output = subprocess.run(  # noqa: S603 - our interpreter, our module
+        [sys.executable, "-m", "bench.e2e", "--floor", bootstrap, topic, str(count)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout + 60,
+    ).stdout
+    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def run_daemon(
+    stack: Stack, rule_paths: list[Path], count: int, expected: set[str], timeout: float
+) -> dict[str, float | int | bool | None]:
+    assert stack.emulator is not None
+    with stack.daemon(rule_paths) as daemon:
+        deadline = time.monotonic() + timeout
+        first = last = 0.0
+        first_count = accepted = 0.0
+        while time.monotonic() < deadline:
+            if daemon.returncode is not None:
+                raise RuntimeError(f"lockoutd exited:\n{stack.daemon_log()[-4000:]}")
+            try:
+                accepted = daemon.metric("lockoutd_events_total", result="accepted")
+            except Exception:  # not serving yet
+                accepted = 0.0
+            now = time.perf_counter()
+            if accepted and not first:
+                first, first_count = now, accepted
+            if accepted >= count:
+                last = now
+                break
+            time.sleep(0.25)
+        # Locks go out before the batch that fired them is committed; wait for the last ones.
+        locked: set[str] = set()
+        lock_deadline = time.monotonic() + 30
+        while time.monotonic() < lock_deadline:
+            locked = {c["user_id"] for c in stack.emulator.lock_calls()}
+            if locked >= expected:
+                break
+            time.sleep(0.25)
+        pid = daemon._process.pid if daemon._process else None
+        rss = peak_rss(pid) if pid else None
+    return {
+        "accepted": accepted,
+        "measured": accepted - first_count,
+        "seconds": (last - first) if last else 0.0,
+        "locked": len(locked),
+        "same_users": locked == expected,
+        "peak_rss": rss,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--floor":
+        bootstrap, topic, count = argv[1], argv[2], int(argv[3])
+        print(json.dumps(asyncio.run(_floor(bootstrap, topic, count, 600.0))))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__)
+    arguments(parser)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
+    parser.add_argument("--name", default="e2e")
+    args = parser.parse_args(argv)
+    work = workload(args)
+    directory = write(work)
+    expected = attacked_users(directory)
+    with Stack(lockable_users=[directory / "attacked.txt"]) as stack:
+        produced, produce_s = asyncio.run(
+            produce_lines(stack.bootstrap, stack.topics.events, directory / "events.jsonl")
+        )
+        print(f"produced {produced:,} records in {produce_s:.1f}s", file=sys.stderr)
+        floor = consume_floor(stack.bootstrap, stack.topics.events, produced, args.timeout)
+        floor_rate = floor["measured"] / floor["seconds"]
+        print(f"floor: {floor_rate:,.0f} records/s", file=sys.stderr)
+        daemon = run_daemon(stack, RULE_SETS[5], produced, expected, args.timeout)
+    seconds = float(daemon["seconds"] or 0.0)
+    rate = float(daemon["measured"] or 0.0) / seconds if seconds else 0.0
+    ratio = rate / floor_rate
+    met = rate >= 50_000 and ratio >= 0.6
+    rss = daemon["peak_rss"]
+    rows = [
+        ["aiokafka getmany + json.loads (floor)", int(floor["count"]), floor_rate, 1.0, "", "", ""],
+        [
+            "lockoutd run, 5 rules, locks to the emulator",
+            int(float(daemon["accepted"] or 0)),
+            rate,
+            round(ratio, 2),
+            f"{daemon['locked']:,} of {len(expected):,}",
+            "yes" if daemon["same_users"] else "NO",
+            f"{int(rss) / 2**20:,.0f} MiB" if isinstance(rss, int) else "?",
+        ],
+    ]
+    report(
+        args.name,
+        "End to end: Kafka topic -> lockoutd -> ZITADEL emulator",
+        ["consumer", "events", "events/s", "ratio", "locked", "same users", "peak RSS"],
+        rows,
+        notes=[
+            f"{work.events:,} events over {work.users:,} users, "
+            f"{len(expected):,} attacked; {produced:,} produced in {produce_s:.1f}s",
+            "target: >= 50,000 events/s and >= 0.6 of the floor: " + ("met" if met else "missed"),
+            "broker, emulator, daemon and floor share the machine's cores (loopback only)",
+        ],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Resident bytes per tracked key: a million users' windows held by the engine.
+
+A million users, each with one to three failures (5 % of them attacked with five or more),
+all within five minutes so that no window expires, go through the daemon's decoder and engine
+one line at a time. The growth of the resident set divided by the keys the engine tracks is the
+cost of a key, everything included (window state, key tuples, the dicts that hold them, allocator
+slack).
+
+    python -m bench.memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import sys
+import time
+
+from bench.common import RULE_SETS, report, rss_bytes
+from bench.generate import Workload, write
+from lockoutd.decide.engine import Engine
+from lockoutd.decode.native import decode_native
+from lockoutd.rules import load_rules
+
+
+def measure(path: str, rule_count: int) -> dict[str, float]:
+    rules = load_rules(RULE_SETS[rule_count])
+    decode = functools.partial(decode_native, max_bytes=1_048_576)
+    engine = Engine(rules)
+    now = time.time()
+    gc.collect()
+    before = rss_bytes()
+    with open(path, "rb") as handle:
+        for line in handle:
+            engine.process(decode(line), now)
+    gc.collect()
+    after = rss_bytes()
+    keys = sum(n for _, n in engine.tracked_keys())
+    return {"keys": keys, "grown": after - before, "per_key": (after - before) / max(1, keys)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--rules", type=int, default=1, choices=RULE_SETS)
+    parser.add_argument("--name", default="memory")
+    args = parser.parse_args(argv)
+    work = Workload(events=int(args.users * 2.5), users=args.users, span=300, burst=300)
+    path = write(work) / "events.jsonl"
+    result = measure(str(path), args.rules)
+    per_key = result["per_key"]
+    report(
+        args.name,
+        "Memory: resident bytes per tracked key",
+        ["rules", "events", "tracked keys", "RSS growth MiB", "bytes per key", "target"],
+        [
+            [
+                args.rules,
+                work.events,
+                int(result["keys"]),
+                result["grown"] / 2**20,
+                round(per_key),
+                "met" if per_key <= 300 else "missed",
+            ]
+        ],
+        notes=["target: <= 300 bytes per tracked key", "events within 5 minutes: none expires"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
