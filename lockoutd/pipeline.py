@@ -22,7 +22,7 @@ from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES
 from lockoutd.decode.formats import decoder_for
-from lockoutd.decode.native import InvalidEvent, native_decoder
+from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import Rejects
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.metrics import Metrics
@@ -103,15 +103,7 @@ class Pipeline:
         events = self._metrics.events
         max_age = self._settings.engine.max_event_age
         dry_run = self._settings.engine.dry_run
-        # Native records are decoded straight into a struct (formats.decoder_for could hand
-        # this decoder out itself); the others keep their format's decoder.
-        formats, max_bytes = self._settings.kafka.formats, self._settings.kafka.max_event_bytes
-        decoders = {
-            topic: native_decoder(max_bytes=max_bytes)
-            if formats.get(topic, "native") == "native"
-            else decoder
-            for topic, decoder in self._decoders.items()
-        }
+        decoders = self._decoders
         # Per batch, not per record: counters and the partition's engine change only between
         # partitions, and a batch holds each partition's records together.
         accepted = ignored = 0
@@ -197,8 +189,11 @@ class Pipeline:
 
 def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
     """The offsets to commit after ``records``: one past the last record of each partition."""
-    offsets: dict[TopicPartition, int] = {}
+    last: dict[tuple[str, int], int] = {}
     for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-    return offsets
+        key = (record.topic, record.partition)
+        if record.offset >= last.get(key, -1):
+            last[key] = record.offset
+    return {
+        TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in last.items()
+    }

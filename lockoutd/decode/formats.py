@@ -12,7 +12,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event
-from lockoutd.decode.native import InvalidEvent, decode_object, event_from_mapping
+from lockoutd.decode.native import (
+    InvalidEvent,
+    decode_object,
+    event_from_mapping,
+    native_decoder,
+)
 
 FormatName = Literal["native", "zitadel", "keycloak", "cloudevents"]
 Decoder = Callable[[bytes], Event]
@@ -133,7 +138,7 @@ _MAPPERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 def decoder_for(name: FormatName, *, max_bytes: int) -> Decoder:
     """A function from a record value to an :class:`Event` in format ``name``."""
     if name == "native":
-        return lambda raw: event_from_mapping(decode_object(raw, max_bytes=max_bytes))
+        return native_decoder(max_bytes=max_bytes)
     mapper = _MAPPERS[name]
     return lambda raw: event_from_mapping(mapper(decode_object(raw, max_bytes=max_bytes)))
 
