@@ -194,10 +194,9 @@ class Daemon:
                     return  # not committed: the batch is processed again after the restart
             finally:
                 source.resume()
+            # A partition's rebuild mark stays until it is lost: once its records pass the mark,
+            # the mark no longer matches any of them.
             await source.commit(next_offsets(records))
-            for tp, until in rebuild_until.items():
-                if source.rebuild_until.get(tp) == until and _past(records, tp, until):
-                    del source.rebuild_until[tp]
 
     async def _process_and_publish(
         self,
@@ -265,11 +264,3 @@ class Daemon:
 
 def _read_check(readiness: Callable[[], dict[str, bool]], check: str) -> Callable[[], float]:
     return lambda: float(readiness()[check])
-
-
-def _past(records: Sequence[Record], tp: TopicPartition, offset: int) -> bool:
-    """True when ``records`` reached ``offset`` in partition ``tp``."""
-    return any(
-        r.topic == tp.topic and r.partition == tp.partition and r.offset + 1 >= offset
-        for r in records
-    )

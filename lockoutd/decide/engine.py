@@ -80,7 +80,12 @@ class RuleState:
         self.counts: Callable[[Event, str | None], Firing | None] = (
             self._count_events if self._distinct_of is None else self._count_distinct
         )
-        """:meth:`count` for this rule's kind of window, without the choice on every event."""
+        """Count a matched event in its key's window; a firing if it crossed.
+
+        Bound once to this rule's kind of window, so the choice is not made on every event. The
+        second argument is the Kafka record's key: when it is not the rule's key, the key's
+        events may be spread over partitions (and instances), each of which sees only its share.
+        """
 
     def key_of(self, event: Event) -> KeyValues | None:
         values = []
@@ -102,14 +107,6 @@ class RuleState:
         slot = self._slot_of(event)
         if slot is not None:
             self.windows.pop(slot, None)
-
-    def count(self, event: Event, record_key: str | None = None) -> Firing | None:
-        """Count ``event`` (which matched) in its key's window; a firing if it crossed.
-
-        ``record_key`` is the Kafka record's key. When it is not the rule's key, the key's events
-        may be spread over partitions (and instances), each of which sees only its share.
-        """
-        return self.counts(event, record_key)
 
     def _count_events(self, event: Event, record_key: str | None = None) -> Firing | None:
         if self._checks_ips and self.allowed.has_ip(event.ip):
