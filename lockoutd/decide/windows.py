@@ -102,7 +102,6 @@ class KeyWindow(msgspec.Struct, gc=False, kw_only=True):
     def add(
         self,
         at: float,
-        *,
         threshold: int,
         window: float,
         event_id: str | None = None,
@@ -240,7 +239,7 @@ class DistinctWindow(msgspec.Struct, gc=False, kw_only=True):
             self.events = {}
 
     def add(
-        self, at: float, value: str, *, threshold: int, window: float, event: Event | None = None
+        self, at: float, value: str, threshold: int, window: float, event: Event | None = None
     ) -> bool:
         """Count ``value`` seen at ``at``; return True when this makes the window fire."""
         seen, heap = self.last_seen, self.heap
