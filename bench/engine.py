@@ -12,7 +12,6 @@ definition); ``msgspec.json.decode`` into plain dicts is shown beside it for ori
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import math
@@ -28,7 +27,7 @@ from bench.generate import Workload, write
 from lockoutd.decide.decision import decide
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES
-from lockoutd.decode.native import InvalidEvent, decode_native
+from lockoutd.decode.native import InvalidEvent, native_decoder
 from lockoutd.rules import load_rules
 
 MAX_EVENT_BYTES = 1_048_576
@@ -66,7 +65,7 @@ def engine_run(path: Path, rule_paths: list[Path], budget: float) -> dict[str, f
     """
     rules = load_rules(rule_paths)
     engine = Engine(rules)
-    decode = functools.partial(decode_native, max_bytes=MAX_EVENT_BYTES)
+    decode = native_decoder(max_bytes=MAX_EVENT_BYTES)
     known = KNOWN_TYPES
     now = time.time()
     count = firings = decisions = invalid = 0

@@ -12,7 +12,6 @@ slack).
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import sys
 import time
@@ -20,13 +19,13 @@ import time
 from bench.common import RULE_SETS, report, rss_bytes
 from bench.generate import Workload, write
 from lockoutd.decide.engine import Engine
-from lockoutd.decode.native import decode_native
+from lockoutd.decode.native import native_decoder
 from lockoutd.rules import load_rules
 
 
 def measure(path: str, rule_count: int) -> dict[str, float]:
     rules = load_rules(RULE_SETS[rule_count])
-    decode = functools.partial(decode_native, max_bytes=1_048_576)
+    decode = native_decoder(max_bytes=1_048_576)
     engine = Engine(rules)
     now = time.time()
     gc.collect()

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event
-from lockoutd.decode.native import InvalidEvent, decode_native, event_from_mapping
+from lockoutd.decode.native import (
+    InvalidEvent,
+    decode_native,
+    event_from_mapping,
+    native_decoder,
+)
 
 MAX_BYTES = 1_048_576
 
@@ -93,6 +99,9 @@ def test_an_address_has_one_spelling(written: str, normalised: str) -> None:
         ("2026-11-29T16:03:07+02:00", 1_795_960_987.0),
         ("2026-11-29T08:33:07-05:30", 1_795_960_987.0),
         ("2026-11-29T14:03:07.250Z", 1_795_960_987.25),
+        ("2026-11-29T14:03:07.123456Z", 1_795_960_987.123456),
+        ("2026-11-29T14:03:07.123456789Z", 1_795_960_987.123457),
+        ("2026-11-29t14:03:07z", 1_795_960_987.0),
     ],
 )
 def test_the_time_with_any_offset_is_epoch_seconds(occurred_at: str, epoch_seconds: float) -> None:
@@ -100,11 +109,40 @@ def test_the_time_with_any_offset_is_epoch_seconds(occurred_at: str, epoch_secon
     assert _decode(_record(occurred_at=occurred_at)).occurred_at == epoch_seconds
 
 
+def test_an_address_decodes_the_same_every_time() -> None:
+    """An address met again decodes to the spelling it had the first time."""
+    first = _decode(_record(ip="2001:DB8:0::7"))
+    again = _decode(_record(ip="2001:DB8:0::7"))
+    assert first.ip == again.ip == "2001:db8::7"
+
+
+def test_a_bad_address_is_refused_every_time() -> None:
+    """A bad address is refused again when it comes back, not remembered as good."""
+    for _ in range(2):
+        with pytest.raises(InvalidEvent) as caught:
+            _decode(_record(ip="192.0.2.300"))
+        assert caught.value.reason == "bad_ip"
+
+
 def test_extra_fields_are_kept() -> None:
     """Fields the SPEC does not name are kept, with their JSON types, for rules to match."""
     event = _decode(_record(client="web", attempt=3, risk={"score": 0.9}))
     assert event.extra == {"client": "web", "attempt": 3, "risk": {"score": 0.9}}
     assert event.value_of("client") == "web"
+
+
+def test_extra_fields_leave_the_standard_ones_alone() -> None:
+    """A record with extra fields decodes its standard fields as the same record without them."""
+    fields = {"login_name": "Bob", "ip": "::ffff:192.0.2.7", "reason": "otp", "event_id": "e1"}
+    plain = _decode(_record(**fields))
+    extended = _decode(_record(**fields, client="web"))
+    assert extended == Event(**{**msgspec.structs.asdict(plain), "extra": {"client": "web"}})
+
+
+def test_null_optional_fields_are_absent() -> None:
+    """A JSON null in an optional field is the same as leaving the field out."""
+    nulls = dict.fromkeys(("login_name", "org_id", "ip", "reason", "event_id", "user_agent"))
+    assert _decode(_record(**nulls)) == _decode(_record())
 
 
 def test_empty_optional_strings_are_absent() -> None:
@@ -145,6 +183,9 @@ def test_a_login_name_alone_names_the_subject() -> None:
         pytest.param(_record(occurred_at="2026-13-01T00:00:00Z"), "bad_time", id="month 13"),
         pytest.param(_record(occurred_at=1_795_960_987), "bad_time", id="epoch number"),
         pytest.param(_record(occurred_at="2026-11-29T14:03:07"), "bad_time", id="no offset"),
+        pytest.param(_record(occurred_at="2026-12-31T23:59:60Z"), "bad_time", id="leap second"),
+        pytest.param(_record(occurred_at="2026-11-29T14:03:07+24:00"), "bad_time", id="offset 24h"),
+        pytest.param(_record(occurred_at=None), "bad_time", id="null time"),
         pytest.param(_record(type=5), "bad_field", id="type is a number"),
         pytest.param(_record(user_id=42), "bad_field", id="user_id is a number"),
         pytest.param(_record(login_name=["a"]), "bad_field", id="login_name is a list"),
@@ -181,6 +222,29 @@ def test_the_message_says_what_was_wrong() -> None:
     """The message of a refusal names the field at fault."""
     with pytest.raises(InvalidEvent, match="occurred_at"):
         _decode(_record(occurred_at=...))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_record(login_name="Eve", ip="2001:DB8::1", client="web"), id="event"),
+        pytest.param(_record(occurred_at="2026-11-29T14:03:07"), id="naive time"),
+        pytest.param(b"[]", id="not an object"),
+        pytest.param(_record(user_agent="x" * 200), id="too large"),
+    ],
+)
+def test_the_one_argument_decoder_decodes_as_decode_native(raw: bytes) -> None:
+    """``native_decoder`` gives the same event, or the same refusal, as ``decode_native``."""
+    decode = native_decoder(max_bytes=200)
+    try:
+        expected: Event | tuple[str, str] = decode_native(raw, max_bytes=200)
+    except InvalidEvent as error:
+        expected = (error.reason, str(error))
+    try:
+        got: Event | tuple[str, str] = decode(raw)
+    except InvalidEvent as error:
+        got = (error.reason, str(error))
+    assert got == expected
 
 
 def test_other_formats_share_the_validation() -> None:
