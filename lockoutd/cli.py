@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, get_args
@@ -18,7 +18,6 @@ import yaml
 
 from lockoutd import __version__
 from lockoutd.decode.formats import FormatName
-from lockoutd.decode.native import InvalidEvent
 from lockoutd.errors import ConfigError, KafkaUnavailable, LockoutdError
 from lockoutd.report.logging import configure_logging
 from lockoutd.rules import RuleSet, load_rules
@@ -26,8 +25,9 @@ from lockoutd.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from lockoutd.replay.progress import Progress
-    from lockoutd.replay.runner import ReplayStats
+    from lockoutd.replay.runner import Fed, ReplayStats
     from lockoutd.replay.topic import Bound
+    from lockoutd.source.kafka import Record
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -255,50 +255,68 @@ async def _replay_events(
     end: Bound | None,
     file_size: int | None,
 ) -> ReplayStats:
+    from lockoutd.replay.lines import read_lines
     from lockoutd.replay.progress import Progress
-    from lockoutd.replay.runner import Replay, line_record
+    from lockoutd.replay.runner import Replay
     from lockoutd.replay.topic import TopicRange
 
     topic = args.topic or settings.kafka.topics[0]
     event_format: FormatName = args.format or settings.kafka.formats.get(topic, "native")
-    replay = Replay(settings, rules, topic=topic, event_format=event_format)
+    replay = Replay(
+        settings,
+        rules,
+        topic=topic,
+        event_format=event_format,
+        timelines=args.report is not None,
+    )
     out = sys.stdout.buffer
     if args.topic is None:
         progress = Progress(sys.stderr, total=file_size, every=args.progress_every)
-        for number, line, position in _lines(args.events):
-            progress.advance(position)
-            try:
-                values = await replay.feed(line_record(topic, number, line))
-            except InvalidEvent as error:
-                _print_invalid(progress, f"{args.events}:{number}", error)
-                continue
-            _write(out, values)
+        for lines in read_lines(args.events):
+            fed = await replay.feed_lines(lines.values)
+            where = functools.partial(_line_at, args.events, lines.numbers)
+            _show(out, progress, fed, len(lines.values), lines.position, where)
         progress.close()
     else:
         async with TopicRange(settings.kafka, topic, start=start, end=end) as stretch:
             progress = Progress(sys.stderr, total=stretch.total, every=args.progress_every)
-            async for record in stretch.records():
-                progress.advance(progress.records + 1)
-                try:
-                    values = await replay.feed(record)
-                except InvalidEvent as error:
-                    where = f"{record.topic}/{record.partition}/{record.offset}"
-                    _print_invalid(progress, where, error)
-                    continue
-                _write(out, values)
+            async for records in stretch.batches():
+                fed = await replay.feed_records(records)
+                where = functools.partial(_record_at, records)
+                position = progress.records + len(records)  # offsets: one per record
+                _show(out, progress, fed, len(records), position, where)
             progress.close()
     sys.stdout.flush()
     return replay.finish()
 
 
-def _write(out: BinaryIO, values: list[bytes]) -> None:
-    for value in values:
+def _show(
+    out: BinaryIO,
+    progress: Progress,
+    fed: Fed,
+    records: int,
+    position: int,
+    where: Callable[[int], str],
+) -> None:
+    """Write a batch's decisions, and its invalid records between the progress lines."""
+    shown = 0
+    for index, error in fed.invalid:
+        progress.advance(position, records=index + 1 - shown)
+        shown = index + 1
+        progress.close()  # not in the middle of a progress line on a terminal
+        print(f"{where(index)}: {error.reason}: {error}", file=sys.stderr)
+    progress.advance(position, records=records - shown)
+    for value in fed.decisions:
         out.write(value + b"\n")
 
 
-def _print_invalid(progress: Progress, where: str, error: InvalidEvent) -> None:
-    progress.close()  # not in the middle of a progress line on a terminal
-    print(f"{where}: {error.reason}: {error}", file=sys.stderr)
+def _line_at(path: str, numbers: Sequence[int], index: int) -> str:
+    return f"{path}:{numbers[index]}"
+
+
+def _record_at(records: Sequence[Record], index: int) -> str:
+    record = records[index]
+    return f"{record.topic}/{record.partition}/{record.offset}"
 
 
 def _print_summary(stats: ReplayStats) -> None:
@@ -356,17 +374,6 @@ def _log_problems_to_stderr() -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
-
-
-def _lines(source: str) -> Iterator[tuple[int, bytes, int]]:
-    """``(line number, line, bytes read so far)`` for every line that is not blank."""
-    with contextlib.ExitStack() as stack:
-        handle = sys.stdin.buffer if source == "-" else stack.enter_context(open(source, "rb"))
-        position = 0
-        for number, line in enumerate(handle, start=1):
-            position += len(line)
-            if line.strip():
-                yield number, line.rstrip(b"\r\n"), position
 
 
 if __name__ == "__main__":

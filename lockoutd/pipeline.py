@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from aiokafka import TopicPartition
 
@@ -20,7 +20,7 @@ from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.zitadel import UserStore
 from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
-from lockoutd.decode.event import KNOWN_TYPES
+from lockoutd.decode.event import KNOWN_TYPES, Event
 from lockoutd.decode.formats import decoder_for
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import Rejects
@@ -32,6 +32,16 @@ from lockoutd.settings import Settings
 from lockoutd.source.kafka import OutgoingRecord, Record
 
 _Pending = tuple[Decision, float, LockAction | None]
+
+Partition = tuple[str, int]
+"""A topic and a partition number; a ``TopicPartition`` is one. Replay uses plain tuples: a tuple
+of a string and a number is not tracked by the garbage collector, nor then are the thousands of
+``Judged`` tuples of a batch that hold it, which otherwise cost full collections."""
+
+Judged = tuple[Partition, bytes | None, Event, float, bool]
+"""A decoded record for :meth:`Pipeline.judge`: its partition, its Kafka key, the event, the time
+to judge it at (``now`` for the engine and the decision) and whether to act on what it decides
+(False while a partition's windows are rebuilt). A plain tuple: one is made per record."""
 
 
 class Pipeline:
@@ -49,7 +59,7 @@ class Pipeline:
     ) -> None:
         self.rules = rules
         self.outcomes: Counter[str] = Counter()
-        self._engines: dict[TopicPartition, Engine] = {}
+        self._engines: dict[Partition, Engine] = {}
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -92,44 +102,67 @@ class Pipeline:
     ) -> list[OutgoingRecord]:
         """Act on every decision ``records`` carry; return the records to publish before commit.
 
-        Records of a partition below ``rebuild_until[partition]`` were acted on before (by this
-        instance before a restart, or by the partition's previous owner): they only rebuild the
-        windows, so a crossing that already locked someone cannot lock again.
+        Every record is judged at the batch's arrival (the wall clock). Records of a partition
+        below ``rebuild_until[partition]`` were acted on before (by this instance before a
+        restart, or by the partition's previous owner): they only rebuild the windows, so a
+        crossing that already locked someone cannot lock again.
         """
-        rebuild_until = rebuild_until or {}
+        dead_letters: list[OutgoingRecord] = []
+        decoded = self._decoded(records, rebuild_until or {}, dead_letters)
+        audits = await self.judge(decoded)
+        return dead_letters + audits
+
+    def _decoded(
+        self,
+        records: Sequence[Record],
+        rebuild_until: Mapping[TopicPartition, int],
+        dead_letters: list[OutgoingRecord],
+    ) -> Iterator[Judged]:
         now = self._clock()
-        outgoing: list[OutgoingRecord] = []
-        pending: list[_Pending] = []
-        events = self._metrics.events
-        max_age = self._settings.engine.max_event_age
-        dry_run = self._settings.engine.dry_run
         decoders = self._decoders
-        # Per batch, not per record: counters and the partition's engine change only between
-        # partitions, and a batch holds each partition's records together.
-        accepted = ignored = 0
+        # One TopicPartition per run of a partition's records, not per record: a batch holds
+        # each partition's records together.
         tp: TopicPartition | None = None
-        engine: Engine | None = None
         rebuild_below = -1
         for record in records:
             if tp is None or record.partition != tp.partition or record.topic != tp.topic:
                 tp = TopicPartition(record.topic, record.partition)
                 rebuild_below = rebuild_until.get(tp, -1)
-                engine = self._engines.get(tp)
-            rebuilding = record.offset < rebuild_below
+            acts = record.offset >= rebuild_below
             try:
                 event = decoders[record.topic](record.value or b"")
             except InvalidEvent as error:
-                if not rebuilding and (dead := self._rejects.reject(record, error)) is not None:
-                    outgoing.append(dead)
+                if acts and (dead := self._rejects.reject(record, error)) is not None:
+                    dead_letters.append(dead)
                 continue
+            yield tp, record.key, event, now, acts
+
+    async def judge(self, batch: Iterable[Judged]) -> list[OutgoingRecord]:
+        """Count, decide and act on decoded events, each at its own time; return the audits.
+
+        This is :meth:`process` after decoding; ``lockoutd replay`` calls it directly with the
+        events it decoded itself, each judged at its event time.
+        """
+        pending: list[_Pending] = []
+        max_age = self._settings.engine.max_event_age
+        dry_run = self._settings.engine.dry_run
+        engines = self._engines
+        # Per batch, not per record: counters, and the engine only when the partition changes.
+        accepted = ignored = 0
+        last_tp: Partition | None = None
+        engine: Engine | None = None
+        for tp, key, event, now, acts in batch:
             if event.type not in KNOWN_TYPES:
-                if not rebuilding:
+                if acts:
                     ignored += 1
                 continue
-            if engine is None:
-                engine = self._engines[tp] = Engine(self.rules)
-            firings = engine.process(event, now, record_key=record.key)
-            if rebuilding:
+            if tp is not last_tp or engine is None:
+                last_tp = tp
+                engine = engines.get(tp)
+                if engine is None:
+                    engine = engines[tp] = Engine(self.rules)
+            firings = engine.process(event, now, record_key=key)
+            if not acts:
                 continue
             accepted += 1
             for firing in firings:
@@ -139,14 +172,16 @@ class Pipeline:
                 ):
                     pending.append((decision, event.occurred_at, firing.rule.action.lock))
         if accepted:
-            events.labels(result="accepted").inc(accepted)
+            self._metrics.events.labels(result="accepted").inc(accepted)
         if ignored:
-            events.labels(result="ignored").inc(ignored)
-        for decision in await self._carry_out(pending):
-            if (audit := self.report(decision)) is not None:
-                outgoing.append(audit)
+            self._metrics.events.labels(result="ignored").inc(ignored)
+        audits = [
+            audit
+            for decision in await self._carry_out(pending)
+            if (audit := self.report(decision)) is not None
+        ]
         self._report_tracked_keys()
-        return outgoing
+        return audits
 
     def report(self, decision: Decision) -> OutgoingRecord | None:
         """Count, log and prepare the audit record of a finished decision."""

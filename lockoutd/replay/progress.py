@@ -10,7 +10,6 @@ import time
 from typing import TextIO
 
 _REDRAW_SECONDS = 0.2
-_CHECK_EVERY = 256  # records between two looks at the clock on a terminal
 
 
 class Progress:
@@ -26,20 +25,23 @@ class Progress:
         self._drawn = False
         self.records = 0
 
-    def advance(self, position: int | None = None) -> None:
-        """One more record read; ``position`` is how far into ``total`` the input now is."""
-        self.records += 1
+    def advance(self, position: int | None = None, *, records: int = 1) -> None:
+        """``records`` more records read; ``position`` is how far into ``total`` the input is."""
+        before = self.records
+        self.records += records
         if self._tty:
-            if self.records % _CHECK_EVERY == 0:
-                now = time.monotonic()
-                if now - self._drawn_at >= _REDRAW_SECONDS:
-                    self._drawn_at = now
-                    self._stream.write("\r\033[K" + self._line(position, now))
-                    self._stream.flush()
-                    self._drawn = True
-        elif self._every and self.records % self._every == 0:
-            self._stream.write(self._line(position, time.monotonic()) + "\n")
-            self._stream.flush()
+            now = time.monotonic()
+            if now - self._drawn_at >= _REDRAW_SECONDS:
+                self._drawn_at = now
+                self._stream.write("\r\033[K" + self._line(self.records, position, now))
+                self._stream.flush()
+                self._drawn = True
+        elif self._every:
+            # A line for every multiple of ``every`` passed, however many records came at once.
+            first = (before // self._every + 1) * self._every
+            for reached in range(first, self.records + 1, self._every):
+                self._stream.write(self._line(reached, position, time.monotonic()) + "\n")
+                self._stream.flush()
 
     def close(self) -> None:
         """Clear the terminal line, so that what is written next starts on a clean one."""
@@ -48,9 +50,9 @@ class Progress:
             self._stream.flush()
             self._drawn = False
 
-    def _line(self, position: int | None, now: float) -> str:
-        rate = self.records / max(now - self._started, 1e-9)
-        line = f"replay: {self.records:,} records read ({rate:,.0f}/s)"
+    def _line(self, records: int, position: int | None, now: float) -> str:
+        rate = records / max(now - self._started, 1e-9)
+        line = f"replay: {records:,} records read ({rate:,.0f}/s)"
         if self._total is not None and position is not None:
             line += f", {min(100.0, 100.0 * position / self._total):.0f}%"
         return line

@@ -121,7 +121,7 @@ class TopicRange:
         end = self._end
         if end is not None and end.offset is not None:
             self.stop = {tp: min(max(end.offset, beginnings[tp]), ends[tp]) for tp in tps}
-        else:  # the end of the partition, or an end time: found while reading, see records()
+        else:  # the end of the partition, or an end time: found while reading, see batches()
             self.stop = dict(ends)
         consumer.assign(tps)
         for tp in tps:
@@ -143,8 +143,11 @@ class TopicRange:
         # No record at or after the time: nothing to read in that partition.
         return {tp: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in tps}
 
-    async def records(self) -> AsyncIterator[Record]:
-        """The records of the stretch, partitions merged by record timestamp.
+    async def batches(self) -> AsyncIterator[list[Record]]:
+        """The records of the stretch, partitions merged by record timestamp, in batches.
+
+        A batch holds what can be merged from the records fetched so far: it ends where the merge
+        has to wait for a partition's next fetch.
 
         Time bounds follow Kafka's own rule (``offsets_for_times``): a partition's stretch starts
         at its first record stamped at or after ``start`` and ends before its first record
@@ -163,11 +166,15 @@ class TopicRange:
         # (Tansu) report the end of the last batch's first record, not of the batch.
         exact_stop = self._end is not None and self._end.offset is not None
         last_progress = time.monotonic()
+        merged: list[Record] = []
         while remaining or any(buffers.values()):
             # A record is handed out only while every unfinished partition has one buffered, so
             # no partition that lags behind can still hold an older one.
             empty = [tp for tp in remaining if not buffers[tp]]
             if empty:
+                if merged:
+                    yield merged
+                    merged = []
                 try:
                     fetched = await consumer.getmany(*empty, timeout_ms=500)
                 except KafkaError as exc:
@@ -197,4 +204,6 @@ class TopicRange:
                     )
                 continue
             tp = min((tp for tp in buffers if buffers[tp]), key=lambda tp: buffers[tp][0].timestamp)
-            yield buffers[tp].popleft()
+            merged.append(buffers[tp].popleft())
+        if merged:
+            yield merged

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lockoutd.cli import main
+from lockoutd.replay.lines import read_lines
 from lockoutd.replay.topic import Bound
 
 RULES = """\
@@ -207,6 +208,59 @@ def test_progress_is_written_every_n_records_without_a_terminal(
         "replay: 4 records read",
     ]
     assert progress[-1].endswith("%")
+
+
+def test_invalid_lines_are_reported_between_the_progress_lines_around_them(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Messages about bad lines and progress lines come in the order of the records."""
+    events = write_events(tmp_path, failure(0), failure(1), "{", failure(2), failure(3))
+    assert main(["replay", str(events), "-c", str(config), "--progress-every", "2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    ordered = [line.split(" (")[0] for line in err if line.startswith(("replay: ", str(events)))]
+    assert [line.split(": invalid_json")[0] for line in ordered] == [
+        "replay: 2 records read",
+        f"{events}:3",
+        "replay: 4 records read",
+    ]
+
+
+def test_line_endings_blank_lines_and_reads_that_split_lines_change_nothing(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CRLF, blank lines and a last line without a newline read the same in any chunk size."""
+    lines = [json.dumps(failure(m)) for m in range(3)]
+    text = f"{lines[0]}\r\n\n   \n{{\r\n{lines[1]}\n\r\n{lines[2]}"
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(text.encode())
+    outputs = []
+    for chunk_bytes in (1 << 20, 7):
+        monkeypatch.setattr("lockoutd.replay.lines._CHUNK_BYTES", chunk_bytes)
+        assert main(["replay", str(events), "-c", str(config)]) == 0
+        outputs.append(capsys.readouterr())
+    for captured in outputs:
+        [decision] = [json.loads(line) for line in captured.out.splitlines()]
+        assert decision["rule"] == "password-bruteforce"
+        assert f"{events}:4: invalid_json:" in captured.err
+        assert "replayed 3 events (1 invalid, 0 ignored)" in captured.err
+    assert outputs[0].out == outputs[1].out
+
+
+def test_lines_are_numbered_as_in_the_file_and_positioned_after_each_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blank lines keep their numbers; a batch's position is the end of its last line."""
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"one\n\ntwo\r\n  \nthree")
+    monkeypatch.setattr("lockoutd.replay.lines._CHUNK_BYTES", 4)
+    batches = list(read_lines(str(path)))
+    values = [value for batch in batches for value in batch.values]
+    numbers = [number for batch in batches for number in batch.numbers]
+    assert (values, numbers) == ([b"one", b"two", b"three"], [1, 3, 5])
+    assert batches[-1].position == path.stat().st_size
 
 
 class _Document(HTMLParser):

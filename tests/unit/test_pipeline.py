@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 from aiokafka import ConsumerRecord, TopicPartition
 
 from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
-from lockoutd.pipeline import Pipeline, next_offsets
+from lockoutd.decide.decision import rfc3339
+from lockoutd.decode.native import decode_native
+from lockoutd.pipeline import Judged, Pipeline, next_offsets
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import load_rules
 from lockoutd.settings import Settings
@@ -55,8 +58,6 @@ def record(offset: int, value: bytes, *, partition: int = 0) -> ConsumerRecord[b
 
 
 def failure(user: str, seconds_ago: float, **fields: str) -> bytes:
-    from lockoutd.decide.decision import rfc3339
-
     event = {
         "type": "auth.login.failed",
         "occurred_at": rfc3339(NOW - seconds_ago),
@@ -156,6 +157,51 @@ async def test_old_evidence_is_stale_and_calls_nothing() -> None:
 
     assert store.lock_calls == []
     assert json.loads(outgoing[0].value)["outcome"] == "stale"
+
+
+async def test_records_below_the_rebuild_mark_count_but_never_act() -> None:
+    """Rebuilt records refill the windows silently; the first record past the mark acts."""
+    store = FakeStore()
+    pipeline, metrics = make_pipeline(store)
+    batch = [record(0, b"{broken")] + [record(i, failure("1001", 60 - i)) for i in range(1, 6)]
+    mark = {TopicPartition("auth.events", 0): 5}
+
+    outgoing = await pipeline.process(batch, rebuild_until=mark)
+
+    # Offsets 1-4 only rebuild; offset 5 is the fifth failure: it crosses, and it acts.
+    assert store.lock_calls == [("1001", None)]
+    assert [r.topic for r in outgoing] == ["decisions"]
+    sample = metrics.registry.get_sample_value
+    assert sample("lockoutd_events_total", {"result": "accepted"}) == 1
+    assert sample("lockoutd_events_total", {"result": "invalid"}) == 0
+
+
+async def test_each_partition_counts_its_own_records_however_they_interleave() -> None:
+    """Three failures in each of two partitions, interleaved, never make five in one window."""
+    store = FakeStore()
+    pipeline, _ = make_pipeline(store)
+    batch = [record(i, failure("1001", 60 - i), partition=i % 2) for i in range(6)]
+
+    assert await pipeline.process(batch) == []
+    assert store.lock_calls == []
+
+
+async def test_judge_decides_each_event_at_the_time_it_is_given() -> None:
+    """``judge`` (replay's entry) takes each event's own time: the crossing is decided then."""
+    store = FakeStore()
+    pipeline, _ = make_pipeline(store, dead_letter_topic=None)
+    decode = functools.partial(decode_native, max_bytes=1 << 20)
+    events = [decode(failure("1001", 600 - i * 60)) for i in range(5)]
+    crossing_at = NOW - 300.0
+    batch: list[Judged] = [
+        (("auth.events", 0), None, event, event.occurred_at, True) for event in events[:4]
+    ]
+    batch.append((("auth.events", 0), None, events[4], crossing_at, True))
+
+    [audit] = await pipeline.judge(batch)
+
+    decision = json.loads(audit.value)
+    assert (decision["outcome"], decision["decided_at"]) == ("locked", rfc3339(crossing_at))
 
 
 def test_next_offsets_point_past_the_last_record_of_each_partition() -> None:
