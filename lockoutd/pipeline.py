@@ -122,11 +122,13 @@ class Pipeline:
         decoders = self._decoders
         # One TopicPartition per run of a partition's records, not per record: a batch holds
         # each partition's records together.
-        tp: TopicPartition | None = None
+        tp = TopicPartition("", -1)
+        topic, partition = tp  # compared as locals: a TopicPartition field read costs a descriptor
         rebuild_below = -1
         for record in records:
-            if tp is None or record.partition != tp.partition or record.topic != tp.topic:
+            if record.partition != partition or record.topic != topic:
                 tp = TopicPartition(record.topic, record.partition)
+                topic, partition = tp
                 rebuild_below = rebuild_until.get(tp, -1)
             acts = record.offset >= rebuild_below
             try:
