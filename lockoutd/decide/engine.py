@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lockoutd.decide.windows import DistinctWindow, KeyWindow
+from lockoutd.decide.windows import DistinctWindows, EventWindows, Slot
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event, field_reader
 from lockoutd.rules.model import AllowedSet, EventMatcher, Rule, RuleSet
 
 KeyValues = tuple[str, ...]
-Slot = str | KeyValues
-"""How a key is held in ``RuleState.windows``: its one value for a key of one field (no tuple
-to allocate and keep per key: a million keys are a common sight), the tuple otherwise."""
 
 # How far (in event time) the watermark moves between two sweeps for idle keys.
 _SWEEP_EVERY_SECONDS = 60.0
+
+_MAX_PLANS = 1_024
+"""Bound on the cached ``(type, reason)`` plans: both come from events, so an attacker could
+send endless new reasons; past the bound the cache starts again from empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,135 +39,134 @@ class Firing:
         return "|".join(self.key)
 
 
+Counts = Callable[[Event, str | None], "Firing | None"]
+"""Counts a matched event in its rule's window for the event's key; a firing if it crossed. The
+second argument is the Kafka record's key: when it is not the rule's key, the key's events may be
+spread over partitions (and instances), each of which sees only its share."""
+
+
 class RuleState:
     """The windows of one rule, by key."""
 
     __slots__ = (
+        "_add_event",
+        "_add_value",
         "_checks_ips",
-        "_distinct_of",
-        "_key_readers",
-        "_slot_of",
-        "_threshold",
+        "_counts",
+        "_others",
+        "_read_distinct",
+        "_read_key",
         "allowed",
         "counts",
-        "distinct",
-        "keep_events",
-        "key_fields",
         "key_mismatches",
         "match",
-        "matches",
         "rule",
-        "window",
         "windows",
     )
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.match: EventMatcher = rule.matcher()
-        self.matches: Callable[[Event], bool] = self.match.test
         self.allowed = AllowedSet.of([rule.allowlist])
-        self.key_fields = tuple(rule.key)
-        self.distinct = rule.distinct
-        self.window = rule.window
         lock = rule.action.lock
-        self.keep_events = lock is not None and lock.targets == "contributors"
-        self.windows: dict[Slot, KeyWindow | DistinctWindow] = {}
+        keep_events = lock is not None and lock.targets == "contributors"
         self.key_mismatches = 0
         """Events counted under a key other than their record's key, since last taken."""
-        self._key_readers = tuple(field_reader(name) for name in self.key_fields)
-        self._slot_of = self._single_slot if len(self._key_readers) == 1 else self.key_of
-        self._distinct_of = field_reader(rule.distinct) if rule.distinct is not None else None
-        self._threshold = rule.threshold
-        self._checks_ips = bool(self.allowed.networks)
-        self.counts: Callable[[Event, str | None], Firing | None] = (
-            self._count_events if self._distinct_of is None else self._count_distinct
+        readers = tuple(field_reader(name) for name in rule.key)
+        self._read_key: Callable[[Event], Any] = (
+            readers[0] if len(readers) == 1 else functools.partial(_key_values, readers)
         )
-        """Count a matched event in its key's window; a firing if it crossed.
-
-        Bound once to this rule's kind of window, so the choice is not made on every event. The
-        second argument is the Kafka record's key: when it is not the rule's key, the key's
-        events may be spread over partitions (and instances), each of which sees only its share.
-        """
-
-    def key_of(self, event: Event) -> KeyValues | None:
-        values = []
-        for read in self._key_readers:
-            value = read(event)
-            if value is None or value == "":
-                return None  # an event that lacks a key field cannot be counted per that key
-            values.append(value if isinstance(value, str) else str(value))
-        return tuple(values)
-
-    def _single_slot(self, event: Event) -> str | None:
-        value: Any = self._key_readers[0](event)
-        if value is None or value == "":
-            return None
-        return value if isinstance(value, str) else str(value)
+        self._checks_ips = bool(self.allowed.networks)
+        self._others = self.match.others
+        self.windows: EventWindows | DistinctWindows
+        if rule.distinct is None:
+            self.windows = EventWindows(rule.threshold, rule.window, keep_events=keep_events)
+            self._add_event = self.windows.add
+            self._counts: Counts = self._count_events
+        else:
+            self.windows = DistinctWindows(rule.threshold, rule.window, keep_events=keep_events)
+            self._add_value = self.windows.add
+            self._read_distinct = field_reader(rule.distinct)
+            self._counts = self._count_distinct
+        self.counts: Counts = self._counts if self._others is None else self._count_if_others_hold
+        """Counts an event whose type and reason this rule matches (see ``Engine.process``)."""
 
     def forget(self, event: Event) -> None:
         """Drop the window of ``event``'s key (a success resets the count)."""
-        slot = self._slot_of(event)
+        slot = _slot(self._read_key(event))
         if slot is not None:
-            self.windows.pop(slot, None)
+            self.windows.forget(slot)
 
-    def _count_events(self, event: Event, record_key: str | None = None) -> Firing | None:
+    def _count_if_others_hold(self, event: Event, record_key: str | None) -> Firing | None:
+        # Conditions on fields other than type and reason, for the few rules that have them.
+        assert self._others is not None
+        return self._counts(event, record_key) if self._others(event) else None
+
+    def _count_events(self, event: Event, record_key: str | None) -> Firing | None:
         if self._checks_ips and self.allowed.has_ip(event.ip):
             return None
-        slot = self._slot_of(event)
-        if slot is None:
-            return None
+        slot = self._read_key(event)
+        if slot.__class__ is not str or not slot:  # _slot(), without the call for a str
+            slot = _slot(slot)
+            if slot is None:
+                return None
         if record_key is not None and slot != record_key:
             self.key_mismatches += 1  # a tuple (a key of several fields) never equals a str
-        window = self.windows.get(slot)
-        if window is None:
-            window = self.windows[slot] = KeyWindow(keep_events=self.keep_events)
-        assert isinstance(window, KeyWindow)
-        if window.add(
-            event.occurred_at,
-            threshold=self._threshold,
-            window=self.window,
-            event_id=event.event_id,
-            event=event,
-        ):
-            return self._firing(event, slot, window)
+        if self._add_event(slot, event.occurred_at, event.event_id, event):
+            return self._firing(event, slot)
         return None
 
-    def _count_distinct(self, event: Event, record_key: str | None = None) -> Firing | None:
+    def _count_distinct(self, event: Event, record_key: str | None) -> Firing | None:
         if self._checks_ips and self.allowed.has_ip(event.ip):
             return None
-        slot = self._slot_of(event)
-        if slot is None:
-            return None
+        slot = self._read_key(event)
+        if slot.__class__ is not str or not slot:  # as in _count_events
+            slot = _slot(slot)
+            if slot is None:
+                return None
         if record_key is not None and slot != record_key:
             self.key_mismatches += 1
-        window = self.windows.get(slot)
-        assert self._distinct_of is not None
-        value = self._distinct_of(event)
-        if value is None or value == "":
+        value = self._read_distinct(event)
+        if value.__class__ is not str:
+            if value is None:
+                return None
+            value = str(value)
+        if not value:
             return None
-        if window is None:
-            window = self.windows[slot] = DistinctWindow(keep_events=self.keep_events)
-        assert isinstance(window, DistinctWindow)
-        if window.add(
-            event.occurred_at,
-            str(value),
-            threshold=self._threshold,
-            window=self.window,
-            event=event,
-        ):
-            return self._firing(event, slot, window)
+        if self._add_value(slot, event.occurred_at, value, event):
+            return self._firing(event, slot)
         return None
 
-    def _firing(self, event: Event, slot: Slot, window: KeyWindow | DistinctWindow) -> Firing:
+    def _firing(self, event: Event, slot: Slot) -> Firing:
+        count, oldest, newest = self.windows.span(slot)
         return Firing(
             rule=self.rule,
             key=slot if isinstance(slot, tuple) else (slot,),
             event=event,
-            count=window.count,
-            first_event_at=window.oldest,
-            last_event_at=window.newest,
-            contributors=window.contributors(),
+            count=count,
+            first_event_at=oldest,
+            last_event_at=newest,
+            contributors=self.windows.contributors(slot),
         )
+
+
+def _key_values(readers: tuple[Callable[[Event], Any], ...], event: Event) -> KeyValues | None:
+    values = []
+    for read in readers:
+        value = read(event)
+        if value is None or value == "":
+            return None  # an event that lacks a key field cannot be counted per that key
+        values.append(value if isinstance(value, str) else str(value))
+    return tuple(values)
+
+
+def _slot(value: Any) -> Slot | None:
+    # A key read as the text of its value (an extra field may hold a number), or its tuple.
+    if value.__class__ is str:
+        return value or None
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, tuple) else str(value)
 
 
 class Engine:
@@ -178,6 +179,7 @@ class Engine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self._states = [RuleState(rule) for rule in rules.rules]
+        self._plans: dict[tuple[str, Any], tuple[Counts, ...]] = {}
         self._watermark = float("-inf")
         self._next_sweep = float("-inf")
         self._allowlists_ips = bool(rules.allowed.networks)
@@ -194,12 +196,26 @@ class Engine:
         if event.type == LOGIN_SUCCEEDED:
             self._reset(event)
             return []
+        kind = (event.type, event.reason)
+        plan = self._plans.get(kind)
+        if plan is None:
+            plan = self._plan(kind)
         key = record_key.decode(errors="replace") if record_key is not None else None
         firings: list[Firing] = []
-        for state in self._states:
-            if state.matches(event) and (firing := state.counts(event, key)) is not None:
+        for counts in plan:
+            if (firing := counts(event, key)) is not None:
                 firings.append(firing)
         return firings
+
+    def _plan(self, kind: tuple[str, Any]) -> tuple[Counts, ...]:
+        # The rules whose type and reason conditions an event of this kind meets, in rule order
+        # (the order of the firings): one dict lookup per event instead of a matcher per rule.
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        plan = self._plans[kind] = tuple(
+            state.counts for state in self._states if state.match.admits(*kind)
+        )
+        return plan
 
     def _reset(self, event: Event) -> None:
         # A success clears the count of the same key, whatever failure reason the rule counts.
@@ -220,14 +236,7 @@ class Engine:
 
     def evict_idle(self) -> int:
         """Forget keys whose every event has left the window; return how many were forgotten."""
-        evicted = 0
-        for state in self._states:
-            # window.idle_since(...), inlined: this visits every key of every rule.
-            limit = self._watermark - state.window
-            idle = [key for key, window in state.windows.items() if window.newest <= limit]
-            for key in idle:
-                del state.windows[key]
-            evicted += len(idle)
+        evicted = sum(state.windows.evict_idle(self._watermark) for state in self._states)
         self._next_sweep = self._watermark + _SWEEP_EVERY_SECONDS
         return evicted
 

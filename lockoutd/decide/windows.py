@@ -1,4 +1,4 @@
-"""Sliding event-time windows, one per rule and key.
+"""Sliding event-time windows: the windows of one rule, by key.
 
 A window holds the event times of the most recent matching events of one key and fires when the
 count of those within ``window`` seconds of the newest reaches ``threshold``::
@@ -27,195 +27,350 @@ Rules of the window:
   falls inside the window; one older than that adds nothing.
 - An ``event_id`` already held by the window is counted once (a producer's retry is not a second
   attempt). Only the ids of the times kept are remembered, which is enough: a repeat of an event
-  that was let go is no newer than the times kept, so it cannot change the count.
+  that was let go is no newer than the times kept, so it cannot change the count. A window
+  remembers an id as its 64-bit ``hash()``, not as the string: two different ids of one window
+  have a 2⁻⁶⁴ chance of being taken for one, and the second then does not count. The hash is
+  random per process, which is harmless: windows live in one process and are rebuilt from Kafka
+  after a restart.
 
 A million tracked keys is a common sight, so a window is small and invisible to the cycle
-collector: a ``msgspec.Struct`` with ``gc=False`` (nothing it holds refers back to it) keeping
-its times and ids in tuples, which the collector stops tracking too. With a plain object per key
-every full collection walked them all: over a second at a million keys, a pause that every lock
-behind it waited for.
+collector. A window of events is one ``bytes`` value until it fills up (the times and the
+id hashes packed as 64-bit numbers: 16 bytes an event, against about 100 for a float, an int
+and their tuple slots); a distinct window that has seen one value is a tuple of atoms. With
+a plain object per key every full collection walked them all: over a second at a million keys,
+a pause that every lock behind it waited for. The few windows that grow large (a rule such as
+10,000 failures per org per minute) move to lists and sets, whose updates do not copy every time.
+
+Idle keys (whose newest time has left the window) are forgotten by :meth:`Windows.evict_idle`.
+A sweep must not visit every key (at a million keys that is most of the engine's time), so each
+key is filed under the minute its window would end if it saw nothing more; a sweep reads only
+the minutes that have passed, forgets the keys that are idle and files the others again under
+their new end.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from bisect import bisect_right
 from heapq import heappop, heappush, heapreplace
+from struct import Struct
+from typing import Generic, TypeVar
 
 import msgspec
 
 from lockoutd.decode.event import Event
 
-_NEVER = float("-inf")
+Slot = str | tuple[str, ...]
+"""How a key is held: its one value for a key of one field (no tuple to allocate and keep per
+key), the tuple of its values otherwise."""
 
+_NO_ID = -1
+"""The hash kept for an event without an ``event_id``: ``hash()`` never returns -1 (CPython
+reserves it for errors), so no id can be taken for a missing one."""
 
 _SPILL_AT = 32
-"""A window that holds more times than this moves them from tuples to lists and a set of ids:
-rebuilding a tuple and scanning the ids is cheap for a few times and ruinous for thousands (a
-rule such as 10,000 failures per org per minute)."""
+"""A window that keeps more times than this moves them from packed bytes to lists and a set of
+id hashes: repacking a few times is cheap, repacking thousands on every event is ruinous."""
+
+_PACKED = [Struct(f"={k}d{k}q") for k in range(_SPILL_AT + 1)]
+"""The layout of a packed window, by number of times kept (see ``EventState``)."""
+_TIME = Struct("=d")
+
+_DUE_EVERY_SECONDS = 60.0
+"""Width of the slices of time under which keys are filed for the idle sweep."""
+
+_State = TypeVar("_State")
+
+
+class Windows(ABC, Generic[_State]):
+    """The windows of one rule, by key, and the sweep that forgets idle keys.
+
+    A subclass counts (its ``add`` files every key it opens with ``_file``) and says where the
+    newest time of a window is.
+    """
+
+    __slots__ = ("_due", "by_key", "threshold", "window")
+
+    def __init__(self, threshold: int, window: float) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.by_key: dict[Slot, _State] = {}
+        self._due: dict[float, dict[Slot, None]] = {}
+        """Keys by the slice of time in which their window ends unless they see more events. A
+        key may be filed twice (forgotten, then counted again); the sweep drops the extra one.
+        Dicts rather than lists: a dict of strings is not tracked by the cycle collector, so a
+        full collection does not visit a million filed keys."""
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def forget(self, slot: Slot) -> None:
+        """Drop the window of ``slot`` (a success resets the count)."""
+        self.by_key.pop(slot, None)
+
+    def _file(self, slot: Slot, newest: float) -> None:
+        due = (newest + self.window) // _DUE_EVERY_SECONDS
+        keys = self._due.get(due)
+        if keys is None:
+            self._due[due] = {slot: None}
+        else:
+            keys[slot] = None
+
+    def evict_idle(self, watermark: float) -> int:
+        """Forget keys whose every event has left the window ending at ``watermark``."""
+        limit = watermark - self.window
+        now_due = watermark // _DUE_EVERY_SECONDS
+        passed = [self._due.pop(due) for due in [due for due in self._due if due <= now_due]]
+        by_key, newest_of = self.by_key, self._newest
+        idle: list[Slot] = []
+        filed_again: set[Slot] = set()
+        for slots in passed:
+            for slot in slots:
+                state = by_key.get(slot)
+                if state is None or slot in filed_again:
+                    continue  # forgotten since it was filed, or filed twice
+                newest = newest_of(state)
+                if newest <= limit:
+                    del by_key[slot]
+                    idle.append(slot)
+                    continue
+                filed_again.add(slot)
+                self._file(slot, newest)
+        self._evicted(idle)
+        return len(idle)
+
+    def _evicted(self, slots: list[Slot]) -> None:
+        """Called with the keys a sweep forgot, for state kept beside ``by_key``."""
+
+    @abstractmethod
+    def _newest(self, state: _State) -> float:
+        """The newest time ``state`` holds."""
 
 
 class _Spill:
-    """The times and ids of a large window, with a set of its ids for the duplicate check."""
+    """The times and id hashes of a large window, with a set of the hashes."""
 
-    __slots__ = ("id_set", "ids", "times")
+    __slots__ = ("hash_set", "hashes", "times")
 
-    def __init__(self, times: tuple[float, ...], ids: tuple[str | None, ...]) -> None:
+    def __init__(self, times: tuple[float, ...], hashes: tuple[int, ...]) -> None:
         self.times = list(times)
-        self.ids = list(ids)
-        self.id_set = {i for i in ids if i is not None}
+        self.hashes = list(hashes)
+        self.hash_set = set(hashes)
+        self.hash_set.discard(_NO_ID)
 
 
-class KeyWindow(msgspec.Struct, gc=False, kw_only=True):
-    """Counts the events of one key of one rule.
+class KeyWindow(msgspec.Struct, gc=False):
+    """A window of events that has filled up (it holds ``threshold`` times) or grown large.
 
-    ``events`` keeps the counted events themselves only for rules that lock every contributor;
-    other rules keep just the times and ids.
+    Few keys get here (those under attack), and for them every event shifts the window: tuples
+    of the times and id hashes are rebuilt faster than bytes are unpacked and packed again.
     """
 
-    keep_events: bool = False
-    fired: bool = False
-    """Fired at the last crossing and not re-armed since (the count has not fallen below)."""
-    times_kept: tuple[float, ...] = ()
+    times: tuple[float, ...]
     """The kept event times, oldest first (while the window is small: see ``spill``)."""
-    newest: float = _NEVER
-    """The newest time kept (the sweep for idle keys reads it for every key)."""
-    ids: tuple[str | None, ...] = ()
-    """The ``event_id`` of each kept time, in the same order (``None`` when it had none)."""
-    events: list[Event] | None = None
+    hashes: tuple[int, ...]
+    """The ``hash()`` of each kept time's ``event_id``, in the same order (``_NO_ID`` if none)."""
+    fired: bool
+    """Fired at the last crossing and not re-armed since (the count has not fallen below)."""
     spill: _Spill | None = None
-    """Times and ids once more than ``_SPILL_AT`` were kept; ``times_kept`` and ``ids`` are
+    """Times and hashes once more than ``_SPILL_AT`` were kept; ``times`` and ``hashes`` are
     empty from then on."""
 
-    def __post_init__(self) -> None:
-        if self.keep_events:
-            self.events = []
 
-    @property
-    def times(self) -> list[float]:
-        """The kept event times, oldest first."""
-        return list(self.spill.times if self.spill is not None else self.times_kept)
+EventState = bytes | KeyWindow
+"""A window of events: packed bytes while it holds fewer than ``threshold`` times (and no more
+than ``_SPILL_AT``), then a ``KeyWindow``. Packed, ``k`` times take ``16 * k`` bytes: the
+times (oldest first), then the hash of each one's id. A packed window has never filled up, so
+it has not fired."""
 
-    @property
-    def oldest(self) -> float:
-        return self.spill.times[0] if self.spill is not None else self.times_kept[0]
 
-    def add(
-        self,
-        at: float,
-        threshold: int,
-        window: float,
-        event_id: str | None = None,
-        event: Event | None = None,
-    ) -> bool:
-        """Count an event at ``at``; return True when this event makes the window fire."""
-        if self.spill is not None:
-            return self._add_spilled(self.spill, at, threshold, window, event_id, event)
-        times, ids, events = self.times_kept, self.ids, self.events
-        size = len(times)
-        last = self.newest
-        start = (last if last > at else at) - window
+class EventWindows(Windows[EventState]):
+    """Windows that count events.
+
+    ``keep_events`` keeps the counted events themselves (aligned with the times kept), for rules
+    that lock every contributor; other rules keep just the times and id hashes.
+    """
+
+    __slots__ = ("_events",)
+
+    def __init__(self, threshold: int, window: float, *, keep_events: bool = False) -> None:
+        super().__init__(threshold, window)
+        self._events: dict[Slot, list[Event]] | None = {} if keep_events else None
+
+    def add(self, slot: Slot, at: float, event_id: str | None, event: Event | None = None) -> bool:
+        """Count an event of ``slot`` at ``at``; return True when it makes the window fire."""
+        state = self.by_key.get(slot)
+        hashed = _NO_ID if event_id is None else hash(event_id)
+        if not isinstance(state, KeyWindow):
+            if state is None:
+                return self._open(slot, at, hashed, event)
+            return self._add_packed(slot, state, at, hashed, event)
+        # Here on, a full window (inlined: every event of a key under attack comes this way).
+        if state.spill is not None:
+            return self._add_spilled(slot, state, at, hashed, event)
+        times, hashes = state.times, state.hashes
+        newest = times[-1]
+        start = (newest if newest > at else at) - self.window
         if at <= start:
             return False  # too old to count in any window that still matters
-        if event_id is not None and event_id in ids:
+        if hashed != _NO_ID and hashed in hashes:
             return False  # the same event delivered again
-        if at >= last:
-            index = size
+        if at >= newest:
+            index = len(times)
             times += (at,)
-            ids += (event_id,)
-            self.newest = at
+            hashes += (hashed,)
         else:
             index = bisect_right(times, at)
             times = (*times[:index], at, *times[index:])
-            ids = (*ids[:index], event_id, *ids[index:])
-        if events is not None and event is not None:
-            events.insert(index, event)
-        size += 1
+            hashes = (*hashes[:index], hashed, *hashes[index:])
+        size = len(times)
         drop = 0
         while drop < size and times[drop] <= start:
             drop += 1
         # Beyond the threshold the oldest times cannot change a decision.
-        if size - threshold > drop:
-            drop = size - threshold
+        if size - self.threshold > drop:
+            drop = size - self.threshold
         if drop:
-            times, ids = times[drop:], ids[drop:]
-            if events is not None:
-                del events[:drop]
+            times, hashes = times[drop:], hashes[drop:]
             size -= drop
+        if self._events is not None:
+            self._keep_event(slot, event, index, drop)
         if size > _SPILL_AT:
-            self.spill = _Spill(times, ids)
-            self.times_kept, self.ids = (), ()
+            state.spill = _Spill(times, hashes)
+            state.times, state.hashes = (), ()
         else:
-            self.times_kept, self.ids = times, ids
-        return self._crossed(size, threshold)
+            state.times, state.hashes = times, hashes
+        was_fired, state.fired = state.fired, size >= self.threshold
+        return state.fired and not was_fired
 
-    def _add_spilled(
-        self,
-        spill: _Spill,
-        at: float,
-        threshold: int,
-        window: float,
-        event_id: str | None,
-        event: Event | None,
+    def _open(self, slot: Slot, at: float, hashed: int, event: Event | None) -> bool:
+        # The first event of a key: a window of one time.
+        self._file(slot, at)
+        if self._events is not None:
+            self._keep_event(slot, event, 0, 0)
+        if self.threshold > 1:
+            self.by_key[slot] = _PACKED[1].pack(at, hashed)
+            return False
+        self.by_key[slot] = KeyWindow((at,), (hashed,), fired=True)
+        return True
+
+    def _add_packed(
+        self, slot: Slot, state: bytes, at: float, hashed: int, event: Event | None
     ) -> bool:
-        # add(), the same steps on lists and a set: no step copies or scans every time kept.
-        times, ids, events = spill.times, spill.ids, self.events
-        last = self.newest
-        start = (last if last > at else at) - window
+        # add() for a window of fewer than `threshold` times, which therefore never drops a time
+        # for the threshold, only those that left the window.
+        kept = len(state) >> 4
+        values = _PACKED[kept].unpack_from(state)
+        newest = values[kept - 1]
+        start = (newest if newest > at else at) - self.window
         if at <= start:
             return False
-        if event_id is not None and event_id in spill.id_set:
+        hashes = values[kept:]
+        if hashed != _NO_ID and hashed in hashes:
             return False
-        if at >= last:
+        times = values[:kept]
+        drop = 0
+        while drop < kept and times[drop] <= start:
+            drop += 1
+        index = kept if at >= newest else bisect_right(times, at)
+        times = (*times[drop:index], at, *times[index:])
+        hashes = (*hashes[drop:index], hashed, *hashes[index:])
+        if self._events is not None:
+            self._keep_event(slot, event, index, drop)
+        size = kept + 1 - drop
+        if size < self.threshold and size <= _SPILL_AT:
+            self.by_key[slot] = _PACKED[size].pack(*times, *hashes)
+            return False
+        full = KeyWindow((), (), fired=size >= self.threshold)
+        if size > _SPILL_AT:
+            full.spill = _Spill(times, hashes)
+        else:
+            full.times, full.hashes = times, hashes
+        self.by_key[slot] = full
+        return full.fired
+
+    def _add_spilled(
+        self, slot: Slot, window: KeyWindow, at: float, hashed: int, event: Event | None
+    ) -> bool:
+        # add(), the same steps on lists and a set: no step copies or scans every time kept.
+        spill = window.spill
+        assert spill is not None
+        times, hashes = spill.times, spill.hashes
+        newest = times[-1]
+        start = (newest if newest > at else at) - self.window
+        if at <= start or (hashed != _NO_ID and hashed in spill.hash_set):
+            return False
+        if at >= newest:
             index = len(times)
             times.append(at)
-            ids.append(event_id)
-            self.newest = at
+            hashes.append(hashed)
         else:
             index = bisect_right(times, at)
             times.insert(index, at)
-            ids.insert(index, event_id)
-        if event_id is not None:
-            spill.id_set.add(event_id)
-        if events is not None and event is not None:
-            events.insert(index, event)
+            hashes.insert(index, hashed)
+        if hashed != _NO_ID:
+            spill.hash_set.add(hashed)
         size = len(times)
         drop = 0
         while drop < size and times[drop] <= start:
             drop += 1
-        if size - threshold > drop:
-            drop = size - threshold
+        if size - self.threshold > drop:
+            drop = size - self.threshold
         if drop:
-            spill.id_set.difference_update(ids[:drop])
-            del times[:drop], ids[:drop]
-            if events is not None:
-                del events[:drop]
+            spill.hash_set.difference_update(hashes[:drop])
+            del times[:drop], hashes[:drop]
             size -= drop
-        return self._crossed(size, threshold)
+        if self._events is not None:
+            self._keep_event(slot, event, index, drop)
+        was_fired, window.fired = window.fired, size >= self.threshold
+        return window.fired and not was_fired
 
-    def _crossed(self, count: int, threshold: int) -> bool:
-        # Fires once when the count reaches the threshold, re-arms when it falls below it.
-        if count >= threshold:
-            if self.fired:
-                return False
-            self.fired = True
-            return True
-        self.fired = False
-        return False
+    def _keep_event(self, slot: Slot, event: Event | None, index: int, drop: int) -> None:
+        # The kept events follow the kept times: inserted at the same place, dropped together.
+        assert self._events is not None
+        events = self._events.setdefault(slot, [])
+        if event is not None:
+            events.insert(index, event)
+        del events[:drop]
 
-    @property
-    def count(self) -> int:
-        return len(self.spill.times) if self.spill is not None else len(self.times_kept)
+    def forget(self, slot: Slot) -> None:
+        super().forget(slot)
+        if self._events is not None:
+            self._events.pop(slot, None)
 
-    def contributors(self) -> tuple[Event, ...]:
-        return tuple(self.events or ())
+    def _evicted(self, slots: list[Slot]) -> None:
+        if self._events is not None:
+            for slot in slots:
+                self._events.pop(slot, None)
 
-    def idle_since(self, watermark: float, window: float) -> bool:
-        """True when every time held has left the window ending at ``watermark``."""
-        return self.newest <= watermark - window
+    def times(self, slot: Slot) -> list[float]:
+        """The times kept for ``slot``, oldest first (none for an unknown key)."""
+        state = self.by_key.get(slot)
+        if state is None:
+            return []
+        if isinstance(state, KeyWindow):
+            return list(state.spill.times if state.spill is not None else state.times)
+        kept = len(state) >> 4
+        return list(_PACKED[kept].unpack_from(state)[:kept])
+
+    def span(self, slot: Slot) -> tuple[int, float, float]:
+        """``(count, oldest, newest)`` of the times kept for ``slot``, which must be tracked."""
+        times = self.times(slot)
+        return len(times), times[0], times[-1]
+
+    def contributors(self, slot: Slot) -> tuple[Event, ...]:
+        """The counted events of ``slot`` (only for windows that keep them)."""
+        return tuple(self._events.get(slot, ())) if self._events is not None else ()
+
+    def _newest(self, state: EventState) -> float:
+        if isinstance(state, KeyWindow):
+            return state.spill.times[-1] if state.spill is not None else state.times[-1]
+        newest: float = _TIME.unpack_from(state, ((len(state) >> 4) - 1) * 8)[0]
+        return newest
 
 
-class DistinctWindow(msgspec.Struct, gc=False, kw_only=True):
-    """Counts the distinct values of one field for one key of one rule.
+class DistinctWindow(msgspec.Struct, gc=False):
+    """The distinct values of one key once it has seen two or more.
 
     Beside ``last_seen``, a heap of ``(time, order, value)`` finds the value seen longest ago
     without a scan of every value: a spray keeps its window full, and each new value pushes the
@@ -225,78 +380,124 @@ class DistinctWindow(msgspec.Struct, gc=False, kw_only=True):
     is brought up to date when it reaches the top, so the heap holds one entry per value.
     """
 
-    keep_events: bool = False
-    fired: bool = False
-    last_seen: dict[str, float] = msgspec.field(default_factory=dict)
-    events: dict[str, Event] | None = None
-    newest: float = _NEVER
-    heap: list[tuple[float, int, str]] = msgspec.field(default_factory=list)
-    orders: int = 0
+    last_seen: dict[str, float]
+    heap: list[tuple[float, int, str]]
+    newest: float
+    orders: int
     """How many values were ever added: the next one's ``order``."""
+    events: dict[str, Event] | None
+    fired: bool = False
 
-    def __post_init__(self) -> None:
-        if self.keep_events:
-            self.events = {}
 
-    def add(
-        self, at: float, value: str, threshold: int, window: float, event: Event | None = None
-    ) -> bool:
-        """Count ``value`` seen at ``at``; return True when this makes the window fire."""
-        seen, heap = self.last_seen, self.heap
-        if at > self.newest:
-            self.newest = at
-        start = self.newest - window
+OneValue = tuple[float, str, Event | None]
+"""A distinct window that has seen one value: when it last saw it, the value, and the event of
+that sighting for rules that keep events. Most keys (an address, a network) never see a second
+value, and a tuple of atoms costs a fraction of a ``DistinctWindow``."""
+
+DistinctState = OneValue | DistinctWindow
+
+
+class DistinctWindows(Windows[DistinctState]):
+    """Windows that count the distinct values of one field."""
+
+    __slots__ = ("_keep_events",)
+
+    def __init__(self, threshold: int, window: float, *, keep_events: bool = False) -> None:
+        super().__init__(threshold, window)
+        self._keep_events = keep_events
+
+    def add(self, slot: Slot, at: float, value: str, event: Event | None = None) -> bool:
+        """Count ``value`` seen at ``at`` for ``slot``; return True when this makes it fire."""
+        state = self.by_key.get(slot)
+        kept = event if self._keep_events else None
+        if not isinstance(state, DistinctWindow):
+            if state is not None and value == state[1]:
+                # One value, seen again: a newer sighting moves it; nothing else can change.
+                if at > state[0]:
+                    self.by_key[slot] = (at, value, kept)
+                return False
+            state = self._open_or_grow(slot, state, at, value, kept)
+            if state is None:
+                return False
+        # Here on, a full window (inlined: a spray comes this way).
+        seen, heap = state.last_seen, state.heap
+        if at > state.newest:
+            state.newest = at
+        start = state.newest - self.window
         if at <= start:
             return False
         previous = seen.get(value)
         if previous is None or at > previous:
             seen[value] = at
             if previous is None:
-                self.orders += 1
-                heappush(heap, (at, self.orders, value))
-            if self.events is not None and event is not None:
-                self.events[value] = event
-        while heap and heap[0][0] <= start:
-            self._pop_oldest()  # left the window (or its entry is out of date)
-        # Only the most recently seen `threshold` values can matter for a decision.
-        while len(seen) > threshold:
-            self._pop_oldest()
-        count = len(seen)
-        if count >= threshold:
-            if self.fired:
-                return False
-            self.fired = True
-            return True
-        self.fired = False
-        return False
+                state.orders += 1
+                heappush(heap, (at, state.orders, value))
+            if state.events is not None and kept is not None:
+                state.events[value] = kept
+        threshold = self.threshold
+        # Values that left the window go, then (only the most recently seen `threshold` values
+        # can matter for a decision) the oldest beyond the threshold.
+        while (heap and heap[0][0] <= start) or len(seen) > threshold:
+            # The heap's first entry: forget its value, or bring the entry up to date when the
+            # value was seen again since it was pushed.
+            oldest, order, gone = heap[0]
+            current = seen[gone]
+            if current == oldest:
+                heappop(heap)
+                del seen[gone]
+                if state.events is not None:
+                    state.events.pop(gone, None)
+            else:
+                heapreplace(heap, (current, order, gone))
+        was_fired, state.fired = state.fired, len(seen) >= threshold
+        return state.fired and not was_fired
 
-    def _pop_oldest(self) -> None:
-        # Forget the value of the heap's first entry, or bring the entry up to date when the
-        # value was seen again since it was pushed.
-        heap = self.heap
-        at, order, value = heap[0]
-        current = self.last_seen[value]
-        if current == at:
-            heappop(heap)
-            self._forget(value)
-        else:
-            heapreplace(heap, (current, order, value))
+    def _open_or_grow(
+        self, slot: Slot, state: OneValue | None, at: float, value: str, kept: Event | None
+    ) -> DistinctWindow | None:
+        # A new key, or a second value for a key that had one: the window to count ``value`` in,
+        # or None when a one-value tuple holds it (a new key, unless the threshold is 1).
+        if state is not None:
+            window = self.by_key[slot] = _grown(state, self._keep_events)
+            return window
+        self._file(slot, at)
+        if self.threshold > 1:
+            self.by_key[slot] = (at, value, kept)
+            return None
+        events: dict[str, Event] | None = {} if self._keep_events else None
+        window = self.by_key[slot] = DistinctWindow({}, [], at, 0, events)
+        return window
 
-    def _forget(self, value: str) -> None:
-        del self.last_seen[value]
-        if self.events is not None:
-            self.events.pop(value, None)
+    def values(self, slot: Slot) -> dict[str, float]:
+        """Each value counted for ``slot``, with when it was last seen (empty if not tracked)."""
+        state = self.by_key.get(slot)
+        if state is None:
+            return {}
+        if isinstance(state, tuple):
+            return {state[1]: state[0]}
+        return dict(state.last_seen)
 
-    @property
-    def count(self) -> int:
-        return len(self.last_seen)
+    def span(self, slot: Slot) -> tuple[int, float, float]:
+        """``(count, oldest, newest)`` of the sightings counted for ``slot``, which is tracked."""
+        state = self.by_key[slot]
+        seen = self.values(slot)
+        return len(seen), min(seen.values()), self._newest(state)
 
-    @property
-    def oldest(self) -> float:
-        return min(self.last_seen.values())
+    def contributors(self, slot: Slot) -> tuple[Event, ...]:
+        """The event of each value's latest sighting (only for windows that keep them)."""
+        state = self.by_key.get(slot)
+        if isinstance(state, tuple):
+            return (state[2],) if state[2] is not None else ()
+        if state is None or state.events is None:
+            return ()
+        return tuple(state.events.values())
 
-    def contributors(self) -> tuple[Event, ...]:
-        return tuple((self.events or {}).values())
+    def _newest(self, state: DistinctState) -> float:
+        return state[0] if isinstance(state, tuple) else state.newest
 
-    def idle_since(self, watermark: float, window: float) -> bool:
-        return self.newest <= watermark - window
+
+def _grown(one: OneValue, keep_events: bool) -> DistinctWindow:
+    # A second value arrives: the lone value becomes the first of a full window.
+    at, value, event = one
+    events = ({value: event} if event is not None else {}) if keep_events else None
+    return DistinctWindow({value: at}, [(at, 1, value)], at, 1, events)

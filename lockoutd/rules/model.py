@@ -216,14 +216,22 @@ class Rule(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class EventMatcher:
-    """All conditions must hold; each condition is a set of allowed values."""
+    """All conditions must hold; each condition is a set of allowed values.
+
+    The engine splits them: the ``type`` and ``reason`` conditions are judged once per kind of
+    event (:meth:`admits`), the others (``others``) per event.
+    """
 
     conditions: tuple[tuple[str, frozenset[str]], ...]
     test: Callable[[Event], bool] = field(init=False, repr=False, compare=False)
     """The conditions compiled into one function, which is what calling the matcher runs."""
+    others: Callable[[Event], bool] | None = field(init=False, repr=False, compare=False)
+    """The conditions on fields other than ``type`` and ``reason``, compiled; None if none."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test", _compile(self.conditions))
+        others = tuple(c for c in self.conditions if c[0] not in _FAILURE_ONLY)
+        object.__setattr__(self, "others", _compile(others) if others else None)
 
     @classmethod
     def from_match(cls, match: dict[str, list[str]]) -> EventMatcher:
@@ -235,35 +243,39 @@ class EventMatcher:
     def __call__(self, event: Event) -> bool:
         return self.test(event)
 
+    def admits(self, type_: str, reason: Any) -> bool:
+        """True when an event of this type and reason meets the ``type`` and ``reason``
+        conditions (those on other fields are not looked at)."""
+        kind = {"type": type_, "reason": reason}
+        return all(
+            _text_in(kind[name], values)
+            for name, values in self.conditions
+            if name in _FAILURE_ONLY
+        )
+
     def matches_success(self, event: Event) -> bool:
         """True when ``event`` (a success) concerns what this rule counts.
 
         A success has no failure ``type`` or ``reason``, so those conditions are left out; the
         others (an org, a client) still have to hold.
         """
-        return all(
-            _matches(event, name, values)
-            for name, values in self.conditions
-            if name not in _FAILURE_ONLY
-        )
-
-
-def _matches(event: Event, name: str, values: frozenset[str]) -> bool:
-    # An extra field may hold a JSON list or object: it matches nothing (and must not raise).
-    return _text_in(event.value_of(name), values)
+        return self.others is None or self.others(event)
 
 
 def _text_in(value: Any, values: frozenset[str]) -> bool:
+    # An extra field may hold a JSON list or object: it matches nothing (and must not raise).
     value = _text(value)
     return isinstance(value, str) and value in values
 
 
 def _compile(conditions: tuple[tuple[str, frozenset[str]], ...]) -> Callable[[Event], bool]:
-    """``all(_matches(...))`` over ``conditions`` as one function, in the same order.
+    """Whether an event's fields (as :meth:`Event.value_of` reads them) meet ``conditions``, as
+    one function that checks them in order.
 
-    Every event meets every rule's matcher, so this is the engine's innermost loop. Each field
-    is read through a reader chosen once (:func:`field_reader`); a plain ``str`` (every standard
-    field of a decoded event) is looked up directly, anything else goes through ``_text_in``.
+    Rules with conditions beyond type and reason run this on every event they might count. Each
+    field is read through a reader chosen once (:func:`field_reader`); a plain ``str`` (every
+    standard field of a decoded event) is looked up directly, anything else goes through
+    ``_text_in``.
     Rules name one or two conditions almost always, and those get a function without a loop.
     """
     checks = [(field_reader(name), values) for name, values in conditions]

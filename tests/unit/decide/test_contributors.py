@@ -7,7 +7,7 @@ from typing import Any
 from lockoutd.act.executor import LockExecutor
 from lockoutd.decide.decision import Decision, Outcome, decide
 from lockoutd.decide.engine import Engine, Firing
-from lockoutd.decide.windows import KeyWindow
+from lockoutd.decide.windows import EventWindows
 from lockoutd.decode.event import Event
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules.model import Rule, RuleSet
@@ -85,13 +85,13 @@ def test_a_repeated_event_contributes_once() -> None:
 
 def test_kept_events_are_bounded_like_the_times() -> None:
     """A window keeps at most ``threshold`` events, and they stay aligned with their times."""
-    window = KeyWindow(keep_events=True)
+    windows = EventWindows(5, HOUR, keep_events=True)
     events = [event(n / 60, user_id=f"user-{n}") for n in range(100)]
     for e in reversed(events):  # out of order: every insert lands in the middle or front
-        window.add(e.occurred_at, threshold=5, window=HOUR, event=e)
-    assert window.events is not None
-    assert [e.occurred_at for e in window.events] == window.times
-    assert len(window.events) == 5
+        windows.add(IP, e.occurred_at, e.event_id, e)
+        kept = windows.contributors(IP)
+        assert [e.occurred_at for e in kept] == windows.times(IP)
+    assert len(windows.contributors(IP)) == 5
 
 
 def test_other_rules_keep_no_events() -> None:

@@ -7,12 +7,13 @@ from typing import NamedTuple
 import pytest
 
 from lockoutd.decide.engine import Engine
-from lockoutd.decide.windows import DistinctWindow
+from lockoutd.decide.windows import DistinctWindows
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
 from lockoutd.rules.model import Rule
 from tests.unit.helpers import MINUTE, T0, event, rule, ruleset
 
 NOW = T0 + 60 * MINUTE
+IP = "203.0.113.7"
 
 
 class Scenario(NamedTuple):
@@ -22,16 +23,8 @@ class Scenario(NamedTuple):
 
 
 def _run(scenario: Scenario) -> list[bool]:
-    window = DistinctWindow()
-    return [
-        window.add(
-            minute * MINUTE,
-            value,
-            threshold=scenario.threshold,
-            window=scenario.window_minutes * MINUTE,
-        )
-        for minute, value, _ in scenario.steps
-    ]
+    windows = DistinctWindows(scenario.threshold, scenario.window_minutes * MINUTE)
+    return [windows.add(IP, minute * MINUTE, value) for minute, value, _ in scenario.steps]
 
 
 # threshold 3, window 10m
@@ -150,38 +143,50 @@ def test_scenario(scenario: Scenario) -> None:
 
 def test_memory_is_bounded_by_the_threshold() -> None:
     """However many distinct values a key sees in the window, it keeps at most ``threshold``."""
-    window = DistinctWindow(keep_events=True)
+    windows = DistinctWindows(20, 3600.0, keep_events=True)
     for second in range(1000):
-        window.add(float(second), f"user-{second}", threshold=20, window=3600.0, event=event(0))
-        assert len(window.last_seen) <= 20
-        assert window.events is not None
-        assert len(window.events) <= 20
-    assert window.count == 20
-    assert set(window.last_seen) == {f"user-{n}" for n in range(980, 1000)}
+        windows.add(IP, float(second), f"user-{second}", event(0, user_id=f"user-{second}"))
+        assert len(windows.values(IP)) <= 20
+        assert len(windows.contributors(IP)) <= 20
+    assert windows.span(IP)[0] == 20
+    assert set(windows.values(IP)) == {f"user-{n}" for n in range(980, 1000)}
+    assert [e.user_id for e in windows.contributors(IP)] == [f"user-{n}" for n in range(980, 1000)]
 
 
 def test_the_bound_keeps_the_most_recently_seen_values() -> None:
     """A value seen again stays among those kept while values seen longer ago are let go."""
-    window = DistinctWindow()
+    windows = DistinctWindows(3, 600.0)
     for minute, value in [(0, "a"), (1, "b"), (2, "c"), (3, "a"), (4, "d")]:
-        window.add(minute * MINUTE, value, threshold=3, window=600.0)
-    assert window.last_seen == {"c": 120.0, "a": 180.0, "d": 240.0}
+        windows.add(IP, minute * MINUTE, value)
+    assert windows.values(IP) == {"c": 120.0, "a": 180.0, "d": 240.0}
 
 
 def test_the_span_runs_from_the_oldest_sighting_kept_to_the_newest() -> None:
-    """``oldest`` and ``newest`` bound the sightings that made the count."""
-    window = DistinctWindow()
+    """``span`` gives the count and the sightings that bound it, oldest and newest."""
+    windows = DistinctWindows(5, 600.0)
     for minute, value in [(1, "a"), (4, "b"), (3, "c")]:
-        window.add(minute * MINUTE, value, threshold=5, window=600.0)
-    assert (window.oldest, window.newest) == (60.0, 240.0)
+        windows.add(IP, minute * MINUTE, value)
+    assert windows.span(IP) == (3, 60.0, 240.0)
 
 
-def test_an_idle_distinct_window_is_detected() -> None:
-    """A distinct window is idle once its newest sighting has left the window."""
-    window = DistinctWindow()
-    window.add(0.0, "a", threshold=3, window=600.0)
-    assert not window.idle_since(599.0, 600.0)
-    assert window.idle_since(600.0, 600.0)
+def test_one_value_seen_again_keeps_its_newest_sighting() -> None:
+    """A key that saw one value only counts one, from the newest time it was seen."""
+    windows = DistinctWindows(2, 600.0, keep_events=True)
+    first, later, older = event(1, event_id="1"), event(5, event_id="2"), event(3, event_id="3")
+    for e in (first, later, older):
+        assert not windows.add(IP, e.occurred_at, "a", e)
+    assert windows.values(IP) == {"a": later.occurred_at}
+    assert windows.contributors(IP) == (later,)
+    assert windows.add(IP, T0 + 6 * MINUTE, "b", event(6))
+
+
+def test_an_idle_distinct_key_is_forgotten() -> None:
+    """A distinct key is forgotten once its newest sighting has left the window."""
+    windows = DistinctWindows(3, 600.0)
+    windows.add(IP, 0.0, "a")
+    assert windows.evict_idle(599.0) == 0
+    assert windows.evict_idle(600.0) == 1
+    assert len(windows) == 0
 
 
 def _spray_rule(**overrides: object) -> Rule:

@@ -284,3 +284,12 @@ def test_a_rule_set_with_no_allowlist_counts_every_address() -> None:
     rules: RuleSet = ruleset(rule(threshold=1))
     assert not rules.ip_allowlisted("10.0.0.1")
     assert _feed(Engine(rules), event(0, ip="10.0.0.1")) == [["password-bruteforce"]]
+
+
+def test_endless_new_reasons_do_not_change_what_counts() -> None:
+    """Thousands of made-up reasons (attacker-chosen text) leave the matching of others as is."""
+    engine = _engine(rule(threshold=3))
+    noise = [event(1, reason=f"made-up-{n}") for n in range(3000)]
+    fired = _feed(engine, event(0), *noise, event(2), event(3))
+    assert fired == [[]] * 3002 + [["password-bruteforce"]]
+    assert _tracked(engine) == {"password-bruteforce": 1}

@@ -1,9 +1,11 @@
-"""Large windows against a plain reference: the compact storage must not change a decision.
+"""Windows against a plain reference: the compact storage must not change a decision.
 
-A window that keeps more than a few dozen times moves them from tuples to lists and a set of ids,
-and a distinct window finds its oldest value through a heap. Both are checked, event by event,
+A window of events is packed bytes while it has room, tuples once it fills up, lists and a set
+of id hashes once it keeps more than a few dozen times; a distinct window is a tuple while it has
+seen one value, then finds its oldest value through a heap. Each is checked, event by event,
 against a direct transcription of the window rules over lists, on seeded random streams with
-out-of-order times, repeated ids and ties.
+out-of-order times, repeated ids and ties, with thresholds small enough for a key to move between
+forms again and again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from bisect import bisect_right
 
 import pytest
 
-from lockoutd.decide.windows import DistinctWindow, KeyWindow
+from lockoutd.decide.windows import DistinctWindows, EventWindows
 
 Step = tuple[float, str | None]
 
@@ -71,27 +73,35 @@ def _reference_distinct(steps: list[Step], threshold: int, window: float) -> lis
     return out
 
 
-@pytest.mark.parametrize(("threshold", "window"), [(40, 30.0), (100, 120.0), (400, 600.0)])
-def test_a_large_key_window_decides_as_the_reference(threshold: int, window: float) -> None:
-    """Past the point where it moves to lists, a window fires exactly where the rules say."""
-    steps = _stream(threshold, 4000, values=100_000)
-    key_window = KeyWindow()
-    fired = [
-        key_window.add(at, threshold=threshold, window=window, event_id=event_id)
-        for at, event_id in steps
-    ]
+@pytest.mark.parametrize(
+    ("threshold", "window"), [(1, 5.0), (2, 3.0), (5, 20.0), (40, 30.0), (100, 120.0), (400, 600.0)]
+)
+def test_a_window_of_events_decides_as_the_reference(threshold: int, window: float) -> None:
+    """Packed, full or spilled, a window fires exactly where the rules say."""
+    steps = _stream(threshold, 4000, values=100_000 if threshold > 5 else 300)
+    windows = EventWindows(threshold, window)
+    fired = [windows.add("k", at, event_id) for at, event_id in steps]
     assert fired == _reference_counts(steps, threshold, window)
-    assert key_window.count <= threshold
-    assert key_window.times == sorted(key_window.times)
+    assert len(windows.times("k")) <= threshold
+    assert windows.times("k") == sorted(windows.times("k"))
 
 
-@pytest.mark.parametrize(("threshold", "window"), [(5, 20.0), (50, 60.0), (300, 600.0)])
+@pytest.mark.parametrize(("threshold", "window"), [(1, 5.0), (5, 20.0), (50, 60.0), (300, 600.0)])
 def test_a_distinct_window_decides_as_the_reference(threshold: int, window: float) -> None:
     """The heap picks the same values to let go as sorting every value would."""
     steps = _stream(threshold + 1, 4000, values=threshold * 2)
-    distinct = DistinctWindow()
-    fired = [
-        distinct.add(at, value, threshold=threshold, window=window) if value is not None else False
-        for at, value in steps
-    ]
+    distinct = DistinctWindows(threshold, window)
+    fired = [distinct.add("k", at, value) if value is not None else False for at, value in steps]
     assert fired == _reference_distinct(steps, threshold, window)
+
+
+def test_a_distinct_window_of_one_value_decides_as_the_reference() -> None:
+    """Long runs of one value (kept as a tuple) between others decide as the reference."""
+    rng = random.Random(5)  # noqa: S311 - a reproducible test stream, no secret
+    steps: list[Step] = [
+        (float(n // 3) - rng.choice([0.0, 0.0, 30.0]), "a" if rng.random() < 0.9 else "b")
+        for n in range(3000)
+    ]
+    distinct = DistinctWindows(2, 20.0)
+    fired = [distinct.add("k", at, value) for at, value in steps if value is not None]
+    assert fired == _reference_distinct(steps, 2, 20.0)

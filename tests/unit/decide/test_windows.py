@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import pytest
 
-from lockoutd.decide.windows import KeyWindow
+from lockoutd.decide.windows import EventWindows
 
 MINUTE = 60.0
 
@@ -17,18 +17,10 @@ class Scenario(NamedTuple):
     steps: list[tuple[float, str | None, bool]]
 
 
-def _run(scenario: Scenario) -> tuple[KeyWindow, list[bool]]:
-    window = KeyWindow()
-    fired = [
-        window.add(
-            minute * MINUTE,
-            threshold=scenario.threshold,
-            window=scenario.window_minutes * MINUTE,
-            event_id=event_id,
-        )
-        for minute, event_id, _ in scenario.steps
-    ]
-    return window, fired
+def _run(scenario: Scenario) -> tuple[EventWindows, list[bool]]:
+    windows = EventWindows(scenario.threshold, scenario.window_minutes * MINUTE)
+    fired = [windows.add("42", minute * MINUTE, event_id) for minute, event_id, _ in scenario.steps]
+    return windows, fired
 
 
 # threshold 5, window 10m
@@ -196,36 +188,68 @@ def test_scenario(scenario: Scenario) -> None:
 
 def test_memory_is_bounded_by_the_threshold() -> None:
     """However many events a key gets inside the window, it keeps at most ``threshold`` times."""
-    window = KeyWindow()
+    windows = EventWindows(5, 3600.0)
     for second in range(1000):
-        window.add(float(second), threshold=5, window=3600.0)
-        assert len(window.times) <= 5
-    assert window.times == [995.0, 996.0, 997.0, 998.0, 999.0]
-    assert window.count == 5
+        windows.add("42", float(second), None)
+        assert len(windows.times("42")) <= 5
+    assert windows.times("42") == [995.0, 996.0, 997.0, 998.0, 999.0]
+    assert windows.span("42") == (5, 995.0, 999.0)
 
 
 def test_the_kept_times_are_sorted_whatever_the_arrival_order() -> None:
     """Out-of-order events are kept in event-time order, so the oldest is always first."""
-    window = KeyWindow()
+    windows = EventWindows(10, 600.0)
     for minute in (5, 3, 9, 1, 7):
-        window.add(minute * MINUTE, threshold=10, window=600.0)
-    assert window.times == [60.0, 180.0, 300.0, 420.0, 540.0]
+        windows.add("42", minute * MINUTE, None)
+    assert windows.times("42") == [60.0, 180.0, 300.0, 420.0, 540.0]
 
 
 @pytest.mark.parametrize(
     ("watermark_minutes", "idle"),
     [(1, False), (10.5, False), (11, True), (12, True)],
 )
-def test_a_window_is_idle_once_its_newest_time_has_left(
+def test_a_key_is_forgotten_once_its_newest_time_has_left(
     watermark_minutes: float, idle: bool
 ) -> None:
     """A key is idle when even its newest event is outside the window ending at the watermark."""
-    window = KeyWindow()
-    window.add(0 * MINUTE, threshold=3, window=600.0)
-    window.add(1 * MINUTE, threshold=3, window=600.0)
-    assert window.idle_since(watermark_minutes * MINUTE, 600.0) is idle
+    windows = EventWindows(3, 600.0)
+    windows.add("42", 0 * MINUTE, None)
+    windows.add("42", 1 * MINUTE, None)
+    assert windows.evict_idle(watermark_minutes * MINUTE) == (1 if idle else 0)
+    assert len(windows) == (0 if idle else 1)
 
 
-def test_an_empty_window_is_idle() -> None:
-    """A window that holds nothing is idle at any watermark."""
-    assert KeyWindow().idle_since(0.0, 600.0)
+def test_a_key_counted_again_is_kept_until_its_new_newest_has_left() -> None:
+    """A sweep that finds a key in use keeps it, and forgets it once its last event has left."""
+    # t (min)  0    9              19.5   20
+    #          x    x
+    #               ^ newest: the key is idle from 19m on
+    #                              ^ a sweep at 19.5m forgets it (a sweep at 10m kept it)
+    windows = EventWindows(3, 600.0)
+    windows.add("42", 0 * MINUTE, None)
+    windows.add("42", 9 * MINUTE, None)
+    assert windows.evict_idle(10 * MINUTE) == 0
+    assert windows.evict_idle(18.5 * MINUTE) == 0
+    assert windows.evict_idle(19.5 * MINUTE) == 1
+    assert len(windows) == 0
+
+
+def test_a_key_reset_and_counted_again_is_forgotten_once() -> None:
+    """A key forgotten by a success and counted again is swept like any other key."""
+    windows = EventWindows(3, 600.0)
+    windows.add("42", 0 * MINUTE, None)
+    windows.forget("42")
+    windows.add("42", 2 * MINUTE, None)
+    windows.add("43", 2 * MINUTE, None)
+    assert windows.evict_idle(11 * MINUTE) == 0
+    assert windows.evict_idle(12 * MINUTE) == 2
+    assert len(windows) == 0
+    assert windows.evict_idle(30 * MINUTE) == 0
+
+
+def test_a_window_that_fills_up_fires_and_rearms_as_a_small_one() -> None:
+    """A key keeps firing once per crossing across the change from packed to full storage."""
+    # threshold 2, window 10m: fires at 1m (full), re-arms at 30m (one left), fires at 31m
+    windows = EventWindows(2, 600.0)
+    fired = [windows.add("42", minute * MINUTE, None) for minute in (0, 1, 2, 30, 31, 32)]
+    assert fired == [False, True, False, False, True, False]

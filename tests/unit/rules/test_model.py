@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lockoutd.decode.event import LOGIN_SUCCEEDED
+from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED
 from tests.unit.helpers import event, rule, ruleset
 
 
@@ -66,3 +66,16 @@ def test_allowlisted_users(user_id: str | None, login_name: str | None, allowlis
     """A user is allowlisted by id or by login name, whatever case the allowlist was written in."""
     rules = ruleset(rule(), users=["259242039378444290", "Admin@Example.COM"])
     assert rules.user_allowlisted(user_id, login_name) is allowlisted
+
+
+def test_type_and_reason_are_judged_apart_from_the_other_conditions() -> None:
+    """``admits`` looks at the type and reason only; ``others`` checks the remaining conditions."""
+    matcher = rule(match={"reason": ["otp", "mfa"], "org_id": "7"}).matcher()
+    assert matcher.admits(LOGIN_FAILED, "otp")
+    assert not matcher.admits(LOGIN_FAILED, "password")
+    assert not matcher.admits(LOGIN_SUCCEEDED, "otp")
+    assert not matcher.admits(LOGIN_FAILED, None)
+    assert matcher.others is not None
+    assert matcher.others(event(0, org_id="7"))
+    assert not matcher.others(event(0, org_id="8"))
+    assert rule(match={"reason": "otp"}).matcher().others is None
