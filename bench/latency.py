@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench.common import DATA, RULE_SETS, report
-from bench.stack import Stack
+from bench.stack import CpuSampler, Stack
 
 _ATTACKED_BASE = 290_000_000_000_000_000
 _BENIGN_BASE = 270_000_000_000_000_000
@@ -125,10 +125,12 @@ async def _floor_consumer(bootstrap: str, topic: str, seconds: float) -> dict[st
     return arrivals
 
 
-def _measure(
-    args: argparse.Namespace, users_file: Path, *, floor: bool
-) -> tuple[dict[str, float], dict[str, float], int]:
-    """One phase on a fresh broker: (crossing send times, arrivals, events sent)."""
+Phase = tuple[dict[str, float], dict[str, float], int, CpuSampler]
+"""One phase's crossing send times and arrivals by user, events sent, and the CPU it used."""
+
+
+def _measure(args: argparse.Namespace, users_file: Path, *, floor: bool) -> Phase:
+    """One phase on a fresh broker."""
     with Stack(lockable_users=[users_file]) as stack:
         assert stack.emulator is not None
         with contextlib.ExitStack() as running:
@@ -144,9 +146,13 @@ def _measure(
                 assert consumer.stdout is not None
                 consumer.stdout.readline()  # "ready"
                 time.sleep(3.0)  # joined its group
+                watched = {"consumer": consumer.pid}
             else:
                 daemon = running.enter_context(stack.daemon(RULE_SETS[5]))
                 daemon.wait_ready()
+                watched = {"lockoutd": daemon.pid or 0}
+            watched["broker"] = stack.broker.pid or 0
+            sampler = running.enter_context(CpuSampler(watched))
             crossings, sent = asyncio.run(
                 load(
                     stack.bootstrap,
@@ -171,7 +177,7 @@ def _measure(
                     if set(crossings) <= set(arrivals):
                         break
                     time.sleep(0.25)
-    return crossings, arrivals, sent
+    return crossings, arrivals, sent, sampler
 
 
 def _row(
@@ -187,6 +193,33 @@ def _row(
     if name.startswith("aiokafka"):
         verdict = ""  # the floor has no target of its own
     return [*cells, round(p50, 1), round(p99, 1), round(max(latencies) * 1000, 1), verdict]
+
+
+def _by_slice(
+    crossings: dict[str, float], arrivals: dict[str, float], cpu: CpuSampler, width: float
+) -> list[str]:
+    """A line per ``width`` seconds of the run: the latency of its attacks, the CPU of each
+    process; shows whether a growing tail follows lockoutd's CPU or the broker's."""
+    first = min(crossings.values(), default=0.0)
+    last = max(crossings.values(), default=0.0)
+    lines = []
+    start = first
+    while start <= last:
+        end = start + width
+        latencies = [
+            (arrivals[user] - sent) * 1000
+            for user, sent in crossings.items()
+            if start <= sent < end and user in arrivals
+        ]
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in cpu.share(start, end).items())
+        if latencies:
+            p50 = percentile(latencies, 0.5)
+            lines.append(
+                f"{start - first:3.0f}-{end - first:3.0f} s: p50 {p50:.0f} ms, "
+                f"max {max(latencies):.0f} ms; CPU of one core: {shares}"
+            )
+        start = end
+    return lines
 
 
 def _by_send_time(crossings: dict[str, float], arrivals: dict[str, float]) -> list[Any]:
@@ -223,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = [
         _row(name, crossings, arrivals, sent / args.seconds)
-        for name, (crossings, arrivals, sent) in phases.items()
+        for name, (crossings, arrivals, sent, _) in phases.items()
+    ]
+    slices = [
+        f"{name.split(':')[0]}, {line}"
+        for name, (crossings, arrivals, _, cpu) in phases.items()
+        for line in _by_slice(crossings, arrivals, cpu, 10.0)
     ]
     report(
         args.name,
@@ -235,10 +273,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.every:g}s (four failures, the fifth {args.gap:g}s later)",
             "target: lockoutd p99 <= 100 ms at 5,000 events/s",
             "by_send_time in the JSON file: latency of each attack by when it was sent",
+            "by 10 s slice of the run (CPU: share of one core, 2 cores in all):",
+            *slices,
         ],
         extra={
-            name: {"by_send_time": _by_send_time(crossings, arrivals)}
-            for name, (crossings, arrivals, _) in phases.items()
+            name: {"by_send_time": _by_send_time(crossings, arrivals), "cpu": cpu.samples}
+            for name, (crossings, arrivals, _, cpu) in phases.items()
         },
     )
     return 0

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -220,3 +221,50 @@ def peak_rss(pid: int) -> int | None:
 
 def environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+class CpuSampler:
+    """Samples the CPU time of some processes once a second, in a thread of its own.
+
+    The latency benchmark reports each process's share of a core by slice of the run: a tail that
+    grows while lockoutd's share stays flat and the broker's climbs is the broker's.
+    """
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._ticks_per_second = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        """``(wall-clock time, CPU seconds used so far by name)``, oldest first."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), {n: self._cpu(p) for n, p in self._pids.items()}))
+            if self._stop.wait(1.0):
+                return
+
+    def _cpu(self, pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                # The command name (field 2) may hold spaces; utime and stime follow its ')'.
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / self._ticks_per_second
+
+    def share(self, start: float, end: float) -> dict[str, float]:
+        """Each process's share of one core between two wall-clock times (nearest samples)."""
+        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        if len(inside) < 2:
+            return {}
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        return {name: (last[name] - first[name]) / (t1 - t0) for name in first}

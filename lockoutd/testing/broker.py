@@ -77,6 +77,11 @@ class LocalBroker:
                     raise RuntimeError("the local Kafka broker (tansu) did not start") from None
                 time.sleep(0.05)
 
+    @property
+    def pid(self) -> int | None:
+        """The process id of the broker this started; None for an external broker."""
+        return self._process.pid if self._process else None
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()

@@ -94,6 +94,11 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.metrics_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The daemon's process id while it was started (for benchmarks that watch its CPU)."""
+        return self._process.pid if self._process else None
+
+    @property
     def returncode(self) -> int | None:
         return self._process.poll() if self._process else None
 
