@@ -90,7 +90,8 @@ def _user_or_login_name(event: Event) -> str | None:
 
 
 def _ip_prefix_of(event: Event) -> str | None:
-    return ip_prefix(event.ip) if event.ip else None
+    ip = event.ip  # read once: this runs for every event of an ip_prefix rule
+    return ip_prefix(ip) if ip else None
 
 
 DERIVED_FIELDS: Final = frozenset({"ip_prefix"})

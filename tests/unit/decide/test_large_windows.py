@@ -16,6 +16,7 @@ from bisect import bisect_right
 import pytest
 
 from lockoutd.decide.windows import DistinctWindows, EventWindows
+from lockoutd.decode.event import LOGIN_FAILED, Event
 
 Step = tuple[float, str | None]
 
@@ -32,14 +33,17 @@ def _stream(seed: int, length: int, values: int) -> list[Step]:
     return steps
 
 
-def _reference_counts(steps: list[Step], threshold: int, window: float) -> list[bool]:
+def _reference_counts(
+    steps: list[Step], threshold: int, window: float
+) -> list[tuple[bool, list[float]]]:
+    # After each step: whether it fired, and the times the window keeps.
     times: list[float] = []
     ids: list[str | None] = []
     fired, out = False, []
     for at, event_id in steps:
         start = max(times[-1] if times else float("-inf"), at) - window
         if at <= start or (event_id is not None and event_id in ids):
-            out.append(False)
+            out.append((False, list(times)))
             continue
         index = bisect_right(times, at)
         times.insert(index, at)
@@ -48,7 +52,7 @@ def _reference_counts(steps: list[Step], threshold: int, window: float) -> list[
         del times[:drop], ids[:drop]
         crossed = len(times) >= threshold and not fired
         fired = len(times) >= threshold
-        out.append(crossed)
+        out.append((crossed, list(times)))
     return out
 
 
@@ -77,13 +81,24 @@ def _reference_distinct(steps: list[Step], threshold: int, window: float) -> lis
     ("threshold", "window"), [(1, 5.0), (2, 3.0), (5, 20.0), (40, 30.0), (100, 120.0), (400, 600.0)]
 )
 def test_a_window_of_events_decides_as_the_reference(threshold: int, window: float) -> None:
-    """Packed, full or spilled, a window fires exactly where the rules say."""
+    """Packed, full or spilled, a window fires exactly where the rules say and keeps the times
+    they say (the times a lock reports as the first and last event)."""
     steps = _stream(threshold, 4000, values=100_000 if threshold > 5 else 300)
     windows = EventWindows(threshold, window)
-    fired = [windows.add("k", at, event_id) for at, event_id in steps]
-    assert fired == _reference_counts(steps, threshold, window)
-    assert len(windows.times("k")) <= threshold
-    assert windows.times("k") == sorted(windows.times("k"))
+    observed = [(windows.add("k", at, event_id), windows.times("k")) for at, event_id in steps]
+    assert observed == _reference_counts(steps, threshold, window)
+
+
+@pytest.mark.parametrize(("threshold", "window"), [(5, 20.0), (40, 30.0), (400, 600.0)])
+def test_the_events_kept_for_contributors_are_those_of_the_times_kept(
+    threshold: int, window: float
+) -> None:
+    """A rule that locks every contributor reports the events of exactly the times counted."""
+    windows = EventWindows(threshold, window, keep_events=True)
+    for at, event_id in _stream(threshold, 4000, values=100_000):
+        windows.add("k", at, event_id, Event(LOGIN_FAILED, at, event_id=event_id))
+        kept = windows.contributors("k")
+        assert [event.occurred_at for event in kept] == windows.times("k")
 
 
 @pytest.mark.parametrize(("threshold", "window"), [(1, 5.0), (5, 20.0), (50, 60.0), (300, 600.0)])
