@@ -151,7 +151,8 @@ def _measure(args: argparse.Namespace, users_file: Path, *, floor: bool) -> Phas
                 daemon = running.enter_context(stack.daemon(RULE_SETS[5]))
                 daemon.wait_ready()
                 watched = {"lockoutd": daemon.pid or 0}
-            watched["broker"] = stack.broker.pid or 0
+            if stack.broker.pid is not None:  # None: an external broker, not ours to watch
+                watched["broker"] = stack.broker.pid
             sampler = running.enter_context(CpuSampler(watched))
             crossings, sent = asyncio.run(
                 load(
