@@ -81,9 +81,7 @@ def read_all(bootstrap: str, topic: str, *, timeout: float = 5.0) -> list[Any]:
                 batch = await consumer.getmany(timeout_ms=200)
                 for rs in batch.values():
                     records.extend(rs)
-                if not batch and not [
-                    tp for tp in tps if await consumer.position(tp) < ends[tp]
-                ]:
+                if not batch and not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                     break
             return records
         finally:
