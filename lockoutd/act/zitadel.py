@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import enum
+import functools
 import json
 import re
 import ssl
@@ -448,29 +449,16 @@ class ZitadelClient:
         except ZitadelConfigError:
             self._healthy = False
             raise
-        response = await self._send(
-            operation,
-            method,
-            path,
-            auth=_Bearer(token),
-            headers=headers,
-            body=body,
-            deadline=deadline,
+        send = functools.partial(
+            self._send, operation, method, path, headers=headers, body=body, deadline=deadline
         )
+        response = await send(auth=_Bearer(token))
         if response.status_code == 401:
             if not await self._auth.refresh(token):
                 raise self._unauthorized(operation, response, refreshed=False)
             log.warning("zitadel_token_rejected", operation=operation)
             token = await self._auth.token()
-            response = await self._send(
-                operation,
-                method,
-                path,
-                auth=_Bearer(token),
-                headers=headers,
-                body=body,
-                deadline=deadline,
-            )
+            response = await send(auth=_Bearer(token))  # once more, with the refreshed token
             if response.status_code == 401:
                 raise self._unauthorized(operation, response, refreshed=True)
         if not response.is_success:
