@@ -30,6 +30,7 @@ from pathlib import Path
 from bench.common import RULE_SETS, report
 from bench.generate import arguments, attacked_users, workload, write
 from bench.stack import Stack, peak_rss, produce_lines
+from lockoutd.source.kafka import FETCH_MAX_WAIT_MS
 
 
 async def _floor(bootstrap: str, topic: str, count: int, limit: float) -> dict[str, float]:
@@ -42,6 +43,7 @@ async def _floor(bootstrap: str, topic: str, count: int, limit: float) -> dict[s
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=1_048_576,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     await consumer.start()
     seen = first_batch = 0

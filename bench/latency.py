@@ -7,6 +7,12 @@ password failures, then after ``--gap`` seconds the fifth, which makes ``passwor
 fire; the wall-clock time just before that record is handed to the producer is the start. The
 end is the arrival time the emulator (in a process of its own) records for the lock call.
 
+The producer gathers records for ``--linger-ms`` (10) before it sends a batch, as log shippers
+do; the crossing event waits that long too. The test broker (Tansu, memory storage) spends more
+CPU on every fetch the more batches a partition holds, so a producer that sends a batch every
+2 ms (``--linger-ms 2``) saturates it within half a minute, and then the latency measured is the
+broker's: the first phase, a bare consumer, shows it.
+
     python -m bench.latency                     # 5,000 events/s for 60 s, an attack every 0.2 s
 """
 
@@ -28,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.common import DATA, RULE_SETS, report
 from bench.stack import CpuSampler, Stack
+from lockoutd.source.kafka import FETCH_MAX_WAIT_MS
 
 _ATTACKED_BASE = 290_000_000_000_000_000
 _BENIGN_BASE = 270_000_000_000_000_000
@@ -44,12 +51,20 @@ def _event(user: str, at: float, number: int, *, crossing: bool = False) -> byte
 
 
 async def load(
-    bootstrap: str, topic: str, *, rate: float, seconds: float, every: float, gap: float, seed: int
+    bootstrap: str,
+    topic: str,
+    *,
+    rate: float,
+    seconds: float,
+    every: float,
+    gap: float,
+    seed: int,
+    linger_ms: int,
 ) -> tuple[dict[str, float], int]:
     """Run the load; return the send time of every crossing event by user, and events sent."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible load, no secret
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=False, acks=1, linger_ms=2
+        bootstrap_servers=bootstrap, enable_idempotence=False, acks=1, linger_ms=linger_ms
     )
     await producer.start()
     crossings: dict[str, float] = {}
@@ -105,6 +120,7 @@ async def _floor_consumer(bootstrap: str, topic: str, seconds: float) -> dict[st
         group_id="latency-floor",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     await consumer.start()
     arrivals: dict[str, float] = {}
@@ -163,6 +179,7 @@ def _measure(args: argparse.Namespace, users_file: Path, *, floor: bool) -> Phas
                     every=args.every,
                     gap=args.gap,
                     seed=args.seed,
+                    linger_ms=args.linger_ms,
                 )
             )
             arrivals: dict[str, float] = {}
@@ -238,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=0.2, help="seconds between attacks")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds before the fifth")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--linger-ms", type=int, default=10, help="how long the producer gathers a batch"
+    )
     parser.add_argument("--name", default="latency")
     parser.add_argument("--skip-floor", action="store_true", help="measure lockoutd only")
     args = parser.parse_args(argv)

@@ -164,7 +164,9 @@ def _names(partitions: Sequence[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
 
 
-_FETCH_MAX_WAIT_MS = 100
+FETCH_MAX_WAIT_MS = 100
+"""How long the broker may hold a fetch that found nothing new; the benchmarks' bare consumers
+use the same, so that they compare like with like."""
 
 # A partition that has sent no fetch answer for this long is not being consumed (for /readyz).
 _FETCH_SILENCE_MS = 15_000
@@ -200,7 +202,7 @@ class KafkaSource:
             max_partition_fetch_bytes=max(1_048_576, settings.max_event_bytes),
             # A broker holds an empty fetch this long; shorter means a crossing event waits less
             # behind a quiet moment, at the price of a few more fetch requests.
-            fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **connection_options(settings),
         )
 
