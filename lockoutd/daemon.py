@@ -33,7 +33,7 @@ from lockoutd.act.unlocker import Unlocker
 from lockoutd.act.zitadel import ZitadelClient
 from lockoutd.decide.decision import Decision
 from lockoutd.errors import ConfigError, KafkaUnavailable
-from lockoutd.pipeline import Pipeline, next_offsets
+from lockoutd.pipeline import Pipeline
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet, load_rules
@@ -177,18 +177,18 @@ class Daemon:
             if self._reload_requested:
                 self._reload(pipeline)
             try:
-                records = await source.next_batch()
+                batch = await source.next_batch()
             except KafkaUnavailable as exc:
                 log.warning("kafka_fetch_failed", error=str(exc))
                 await self._stopped_within(1.0)
                 continue
-            if not records:
+            if not batch.records:
                 continue
             rebuild_until = dict(source.rebuild_until)
             source.pause()
             try:
                 work = asyncio.ensure_future(
-                    self._process_and_publish(pipeline, sink, records, rebuild_until)
+                    self._process_and_publish(pipeline, sink, batch.records, rebuild_until)
                 )
                 if not await self._wait_for(work, source):
                     return  # not committed: the batch is processed again after the restart
@@ -196,7 +196,7 @@ class Daemon:
                 source.resume()
             # A partition's rebuild mark stays until it is lost: once its records pass the mark,
             # the mark no longer matches any of them.
-            await source.commit(next_offsets(records))
+            await source.commit(batch.next_offsets)
 
     async def _process_and_publish(
         self,

@@ -222,15 +222,3 @@ class Pipeline:
             task.result() if task is not None else decision
             for task, (decision, _, _) in zip(tasks, pending, strict=True)
         ]
-
-
-def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
-    """The offsets to commit after ``records``: one past the last record of each partition."""
-    last: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        if record.offset >= last.get(key, -1):
-            last[key] = record.offset
-    return {
-        TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in last.items()
-    }

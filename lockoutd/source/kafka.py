@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -239,7 +239,7 @@ class KafkaSource:
             for tp in assignment
         )
 
-    async def next_batch(self, timeout_seconds: float = 1.0) -> list[Record]:
+    async def next_batch(self, timeout_seconds: float = 1.0) -> Batch:
         """The next records, in offset order per partition; empty when none arrived in time."""
         try:
             by_partition = await self._consumer.getmany(
@@ -249,7 +249,7 @@ class KafkaSource:
         except KafkaError as exc:
             raise KafkaUnavailable(f"fetching from Kafka failed: {exc}") from exc
         self._report_lag(by_partition)
-        return [record for records in by_partition.values() for record in records]
+        return Batch.of(by_partition)
 
     def pause(self) -> None:
         """Stop fetching from every partition: the batch in flight is not yet acted on."""
@@ -341,6 +341,27 @@ class KafkaSource:
                 self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, end - position)
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Records fetched together, and where each partition's share of them ends."""
+
+    records: list[Record]
+    """Every partition's records in offset order, one partition after another."""
+    next_offsets: Offsets
+    """One past the last record of each partition: what to commit once the batch is acted on."""
+
+    @classmethod
+    def of(cls, by_partition: Mapping[TopicPartition, Sequence[Record]]) -> Batch:
+        """The batch of what ``getmany`` answered: records by partition, in offset order."""
+        return cls(
+            records=[record for records in by_partition.values() for record in records],
+            # From each partition's last record, not from a pass over every record.
+            next_offsets={
+                tp: records[-1].offset + 1 for tp, records in by_partition.items() if records
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from aiokafka import ConsumerRecord
+
 from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import LocalScheduleWriter
 from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
@@ -171,3 +173,20 @@ class RecordingWriter(LocalScheduleWriter):
     def states(self, user_id: str | None = None) -> list[str]:
         """The states written, in order, for ``user_id`` or for everyone."""
         return [e.state for e in self.entries if user_id is None or e.user_id == user_id]
+
+
+def record(offset: int, value: bytes, *, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
+    """A consumed record of the ``auth.events`` topic."""
+    return ConsumerRecord(
+        topic="auth.events",
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(value),
+        headers=(),
+    )

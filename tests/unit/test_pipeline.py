@@ -6,15 +6,16 @@ import functools
 import json
 from pathlib import Path
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
 from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
 from lockoutd.decide.decision import rfc3339
 from lockoutd.decode.native import decode_native
-from lockoutd.pipeline import Judged, Pipeline, next_offsets
+from lockoutd.pipeline import Judged, Pipeline
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import load_rules
 from lockoutd.settings import Settings
+from tests.unit.helpers import record
 
 NOW = 1_800_000_000.0
 REPO = Path(__file__).resolve().parents[2]
@@ -39,22 +40,6 @@ class FakeStore:
 
     async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
         return {"alice@example.com": "1001"}.get(login_name)
-
-
-def record(offset: int, value: bytes, *, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic="auth.events",
-        partition=partition,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=(),
-    )
 
 
 def failure(user: str, seconds_ago: float, **fields: str) -> bytes:
@@ -202,13 +187,3 @@ async def test_judge_decides_each_event_at_the_time_it_is_given() -> None:
 
     decision = json.loads(audit.value)
     assert (decision["outcome"], decision["decided_at"]) == ("locked", rfc3339(crossing_at))
-
-
-def test_next_offsets_point_past_the_last_record_of_each_partition() -> None:
-    """The commit names the offset after the last record per partition."""
-    batch = [record(4, b"", partition=0), record(5, b"", partition=0), record(9, b"", partition=1)]
-
-    assert next_offsets(batch) == {
-        TopicPartition("auth.events", 0): 6,
-        TopicPartition("auth.events", 1): 10,
-    }
