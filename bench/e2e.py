@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from bench.common import RULE_SETS, report
 from bench.generate import arguments, attacked_users, workload, write
-from bench.stack import Stack, peak_rss, produce_lines
+from bench.stack import CpuSampler, Stack, peak_rss, produce_lines
 from lockoutd.source.kafka import FETCH_MAX_WAIT_MS
 
 
@@ -79,11 +81,16 @@ def consume_floor(bootstrap: str, topic: str, count: int, timeout: float) -> dic
 
 def run_daemon(
     stack: Stack, rule_paths: list[Path], count: int, expected: set[str], timeout: float
-) -> dict[str, float | int | bool | None]:
+) -> dict[str, Any]:
     assert stack.emulator is not None
-    with stack.daemon(rule_paths) as daemon:
+    with stack.daemon(rule_paths) as daemon, contextlib.ExitStack() as sampling:
+        watched = {"lockoutd": daemon.pid or 0, "emulator": stack.emulator.pid}
+        if stack.broker.pid is not None:  # None: an external broker, not ours to watch
+            watched["broker"] = stack.broker.pid
+        cpu = sampling.enter_context(CpuSampler(watched))
         deadline = time.monotonic() + timeout
         first = last = 0.0
+        first_wall = last_wall = 0.0
         first_count = accepted = 0.0
         while time.monotonic() < deadline:
             if daemon.returncode is not None:
@@ -94,9 +101,9 @@ def run_daemon(
                 accepted = 0.0
             now = time.perf_counter()
             if accepted and not first:
-                first, first_count = now, accepted
+                first, first_count, first_wall = now, accepted, time.time()
             if accepted >= count:
-                last = now
+                last, last_wall = now, time.time()
                 break
             time.sleep(0.25)
         # Locks go out before the batch that fired them is committed; wait for the last ones.
@@ -107,8 +114,7 @@ def run_daemon(
             if locked >= expected:
                 break
             time.sleep(0.25)
-        pid = daemon._process.pid if daemon._process else None
-        rss = peak_rss(pid) if pid else None
+        rss = peak_rss(daemon.pid) if daemon.pid else None
     return {
         "accepted": accepted,
         "measured": accepted - first_count,
@@ -116,6 +122,7 @@ def run_daemon(
         "locked": len(locked),
         "same_users": locked == expected,
         "peak_rss": rss,
+        "cpu": cpu.share(first_wall, last_wall) if last_wall else {},
     }
 
 
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = rate / floor_rate
     met = rate >= 50_000 and ratio >= 0.6
     rss = daemon["peak_rss"]
+    cpu_shares = daemon["cpu"]
+    assert isinstance(cpu_shares, dict)
     rows = [
         ["aiokafka getmany + json.loads (floor)", int(floor["count"]), floor_rate, 1.0, "", "", ""],
         [
@@ -170,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(expected):,} attacked; {produced:,} produced in {produce_s:.1f}s",
             "target: >= 50,000 events/s and >= 0.6 of the floor: " + ("met" if met else "missed"),
             "broker, emulator, daemon and floor share the machine's cores (loopback only)",
+            "CPU while lockoutd consumed (share of one core, 2 cores in all): "
+            + ", ".join(f"{name} {share:.0%}" for name, share in cpu_shares.items()),
         ],
     )
     return 0

@@ -53,6 +53,10 @@ class Emulator:
             raise RuntimeError(f"the emulator did not start: {line!r}")
         self.base_url = line.split()[1]
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def lock_calls(self) -> list[dict[str, Any]]:
         try:
             calls: list[dict[str, Any]] = json.loads(self.calls_path.read_text(encoding="utf-8"))
