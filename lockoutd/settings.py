@@ -74,8 +74,14 @@ class KafkaSettings(_Section):
     max_event_bytes: int = Field(default=1_048_576, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a new consumer group starts; old evidence read from the start never acts (stale)."""
-    max_batch_records: int = Field(default=1000, gt=0)
-    """Records taken from the broker in one ``getmany``; one batch is one commit."""
+    max_batch_records: int = Field(default=5000, gt=0)
+    """Records taken from the broker in one ``getmany``; one batch is one commit.
+
+    Each batch waits for its lock calls, its audit records and its commit to be answered, about
+    7 ms against a local broker: with 1,000 records a batch, a backlog is read at 70 % of a core.
+    A fetch returns what has arrived, so at a steady rate batches stay small whatever the bound;
+    it matters when catching up, where the locks of a batch go out once all of it is judged
+    (5,000 records: about 50 ms)."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
