@@ -20,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -33,6 +32,7 @@ from lockoutd.ingest.metrics import IngestMetrics
 from lockoutd.ingest.signature import SIGNATURE_HEADER, SignatureRefused, verify
 from lockoutd.settings import IngestSettings
 from lockoutd.source.kafka import OutgoingRecord
+from lockoutd.webserver import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +49,7 @@ class Publisher(Protocol):
     async def publish(self, records: Sequence[OutgoingRecord]) -> None: ...
 
 
-class IngestServer:
+class IngestServer(WebServer):
     """Serves ``settings.path`` on ``settings.listen`` for as long as it is entered."""
 
     def __init__(
@@ -71,24 +71,7 @@ class IngestServer:
         # aiohttp refuses a longer body itself (with 413) when the handler reads it.
         app = web.Application(client_max_size=settings.max_body_bytes)
         app.router.add_route("*", settings.path, self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        self.port: int | None = None
-
-    async def __aenter__(self) -> Self:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._runner.cleanup()
+        super().__init__(app, settings.host, settings.port)
 
     async def _receive(self, request: web.Request) -> web.Response:
         if request.method != "POST":

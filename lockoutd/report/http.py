@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from lockoutd.webserver import WebServer
 
-class OperationsServer:
+
+class OperationsServer(WebServer):
     """Serves metrics and health on ``host:port`` for as long as it is entered."""
 
     def __init__(
@@ -21,33 +21,13 @@ class OperationsServer:
         registry: CollectorRegistry,
         readiness: Callable[[], dict[str, bool]],
     ) -> None:
-        self._host = host
-        self._port = port
         self._registry = registry
         self._readiness = readiness
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None)
-        self.port: int | None = None
-
-    async def __aenter__(self) -> Self:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._runner.cleanup()
+        super().__init__(app, host, port)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)
