@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -34,14 +33,6 @@ rules:
 allowlist:
   users: [admin@example.com]
 """
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``LOCKOUTD_*`` variable of the machine running the tests leaks into them."""
-    for name in list(os.environ):
-        if name.upper().startswith("LOCKOUTD_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

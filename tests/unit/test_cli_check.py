@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -15,14 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 PAT = "pat-value-never-shown"
 SASL_PASSWORD = "sasl-password-never-shown"
 SIGNING_KEY = "signing-key-never-shown"
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``LOCKOUTD_*`` variable of the machine running the tests leaks into them."""
-    for name in list(os.environ):
-        if name.upper().startswith("LOCKOUTD_"):
-            monkeypatch.delenv(name)
 
 
 def _config(tmp_path: Path, text: str) -> Path:

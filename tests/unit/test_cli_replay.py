@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
@@ -42,14 +41,6 @@ allowlist:
 """
 
 HOSTILE = "<script>alert(1)</script>@example.com"
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``LOCKOUTD_*`` variable of the machine running the tests leaks into them."""
-    for name in list(os.environ):
-        if name.upper().startswith("LOCKOUTD_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

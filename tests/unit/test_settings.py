@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -14,14 +13,6 @@ from lockoutd.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "pat-that-must-never-be-shown"
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``LOCKOUTD_*`` variable of the machine running the tests leaks into them."""
-    for name in list(os.environ):
-        if name.upper().startswith("LOCKOUTD_"):
-            monkeypatch.delenv(name)
 
 
 def _config(tmp_path: Path, text: str) -> Path:

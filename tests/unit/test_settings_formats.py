@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -10,14 +9,6 @@ import pytest
 
 from lockoutd.errors import ConfigError
 from lockoutd.settings import load_settings
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``LOCKOUTD_*`` variable of the machine running the tests leaks into them."""
-    for name in list(os.environ):
-        if name.upper().startswith("LOCKOUTD_"):
-            monkeypatch.delenv(name)
 
 
 def _config(tmp_path: Path, text: str) -> Path:
