@@ -14,9 +14,14 @@ class CuttableProxy:
 
     While cut, every open connection is closed and new ones are refused (the listening socket is
     closed), as when a broker host drops off the network. :meth:`restore` listens again.
+
+    With ``listen_port`` 0 the system chooses the port when the proxy is entered, and
+    :attr:`listen_port` tells it: a port picked free beforehand may be taken by another
+    connection before the proxy binds it. ``target_port`` may be set once it is known (a broker
+    that must advertise the proxy's port starts after it); until then connections are closed.
     """
 
-    def __init__(self, listen_port: int, target_port: int) -> None:
+    def __init__(self, listen_port: int = 0, target_port: int | None = None) -> None:
         self.listen_port = listen_port
         self.target_port = target_port
         self._loop = asyncio.new_event_loop()
@@ -51,6 +56,8 @@ class CuttableProxy:
             self._server = await asyncio.start_server(
                 self._connection, "127.0.0.1", self.listen_port, reuse_address=True
             )
+            # Restored later on the same port, so that clients find it where they left it.
+            self.listen_port = self._server.sockets[0].getsockname()[1]
 
     async def _cut(self) -> None:
         if self._server is not None:
@@ -61,6 +68,9 @@ class CuttableProxy:
         self._writers.clear()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.target_port is None:
+            writer.close()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
