@@ -7,7 +7,7 @@ from typing import Any
 from lockoutd.act.executor import LockExecutor
 from lockoutd.decide.decision import Decision, Outcome, decide
 from lockoutd.decide.engine import Engine, Firing
-from lockoutd.decide.windows import EventWindows
+from lockoutd.decide.windows import DistinctWindows, EventWindows
 from lockoutd.decode.event import Event
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules.model import Rule, RuleSet
@@ -92,6 +92,21 @@ def test_kept_events_are_bounded_like_the_times() -> None:
         kept = windows.contributors(IP)
         assert [e.occurred_at for e in kept] == windows.times(IP)
     assert len(windows.contributors(IP)) == 5
+
+
+def test_a_distinct_window_keeps_each_values_latest_event() -> None:
+    """A user who fails again contributes the newer failure, in the place of its time."""
+    windows = DistinctWindows(3, HOUR, keep_events=True)
+    events = [
+        event(0, user_id="a", event_id="a-first"),
+        event(1, user_id="b", event_id="b"),
+        event(2, user_id="a", event_id="a-again"),
+    ]
+    for e in events:
+        assert not windows.add(IP, e.occurred_at, e.user_id or "", e)
+    last = event(3, user_id="c", event_id="c")
+    assert windows.add(IP, last.occurred_at, "c", last)
+    assert [e.event_id for e in windows.contributors(IP)] == ["b", "a-again", "c"]
 
 
 def test_other_rules_keep_no_events() -> None:
