@@ -29,6 +29,9 @@ from lockoutd.testing.process import DaemonConfig, DaemonProcess
 
 PAT = "bench-pat-token-value"
 PARTITIONS = 3
+RAISED_LOCK_CAP = 10_000_000
+"""The daemon's safety cap in the benchmarks: they lock thousands of users, and the cap must not
+suppress them."""
 
 
 class Emulator:
@@ -132,7 +135,13 @@ class Stack:
         return self.broker.bootstrap_servers
 
     @contextmanager
-    def daemon(self, rule_paths: list[Path], *, log_level: str = "info") -> Iterator[DaemonProcess]:
+    def daemon(
+        self,
+        rule_paths: list[Path],
+        *,
+        log_level: str = "info",
+        max_locks_per_minute: int = RAISED_LOCK_CAP,
+    ) -> Iterator[DaemonProcess]:
         """A running ``lockoutd run``; stopped with SIGTERM afterwards."""
         assert self.emulator is not None
         config = DaemonConfig(
@@ -146,8 +155,7 @@ class Stack:
             dead_letter_topic=self.topics.dead_letter,
             decisions_topic=self.topics.decisions,
             schedule_topic=self.topics.schedule,
-            # The benchmark locks thousands of users: the safety cap must not suppress them.
-            max_locks_per_minute=10_000_000,
+            max_locks_per_minute=max_locks_per_minute,
             extra={
                 # Generated events may be weeks old: they must still act.
                 "engine": {"max_event_age": "3650d"},
