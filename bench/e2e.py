@@ -132,11 +132,10 @@ def run_daemon(
             if locked >= expected or time.monotonic() >= lock_deadline:
                 break
             time.sleep(0.25)
-        suppressed = daemon.metric(
-            "lockoutd_actions_total",
-            rule="password-bruteforce",
-            action="lock",
-            outcome=Outcome.SUPPRESSED,
+        suppressed = sum(
+            value
+            for (name, labels), value in daemon.metrics().items()
+            if name == "lockoutd_actions_total" and ("outcome", Outcome.SUPPRESSED) in labels
         )
         rss = peak_rss(daemon.pid) if daemon.pid else None
     return {
