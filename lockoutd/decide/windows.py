@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from bisect import bisect_right
+from heapq import heappop, heappush, heapreplace
 from struct import Struct
 from typing import Generic, TypeVar
 
@@ -396,19 +397,19 @@ class EventWindows(Windows[EventState]):
 class DistinctWindow(msgspec.Struct, gc=False):
     """The distinct values of one key once it has seen two or more.
 
-    ``last_seen`` is kept in the order of its times, oldest first (two values seen at the same
-    time in the order those sightings arrived). A dict keeps the order its keys were inserted
-    in, so the value to let go is always the first, found without a scan or a second structure.
-    A value seen anew moves to the end, as most events come in time order; a late one is put
-    down after the newer values are lifted off the end (see ``_put_late``).
+    Beside ``last_seen``, a heap of ``(time, order, value)`` finds the value seen longest ago
+    without a scan of every value: a spray keeps its window full, and each new value pushes the
+    oldest out. ``order`` is the value's place in ``last_seen``, so that of two values seen at the
+    same time the one that came first goes first (as ``sorted`` would have it). A value seen
+    again keeps its entry, which may then show an older time than ``last_seen``: such an entry
+    is brought up to date when it reaches the top, so the heap holds one entry per value.
     """
 
     last_seen: dict[str, float]
+    heap: list[tuple[float, int, str]]
     newest: float
-    """The newest time of the window: that of the last value in ``last_seen``."""
-    oldest: float
-    """No newer than the first time in ``last_seen``: while it is inside the window, no value
-    has left it, and the values need not be looked at."""
+    orders: int
+    """How many values were ever added: the next one's ``order``."""
     events: dict[str, Event] | None
     fired: bool = False
 
@@ -443,31 +444,41 @@ class DistinctWindows(Windows[DistinctState]):
             state = self._open_or_grow(slot, state, at, value, kept)
             if state is None:
                 return False
-        # Here on, a window of several values (inlined: a spray comes this way).
-        seen = state.last_seen
-        previous = seen.get(value)
-        if previous is not None and previous >= at:
-            return False  # a sighting no newer than one counted changes nothing
-        if at >= state.newest:
-            # In time order, as most events come: the value moves to the end.
-            state.newest = at
-            if previous is not None:
-                del seen[value]
-            seen[value] = at
-        elif at <= state.newest - self.window:
+        # Here on, a full window (inlined: a spray comes this way).
+        seen, heap = state.last_seen, state.heap
+        newest = state.newest
+        if at > newest:
+            state.newest = newest = at
+        start = newest - self.window
+        if at <= start:
             return False
-        else:
-            _put_late(seen, value, at)
-            if at < state.oldest:
-                state.oldest = at
-        if state.events is not None and kept is not None:
-            state.events[value] = kept
-        start = state.newest - self.window
-        if previous is not None and state.oldest > start:
-            return False  # the same values, none gone: the count and the firing stand
+        previous = seen.get(value)
+        if previous is None or at > previous:
+            seen[value] = at
+            if previous is None:
+                state.orders += 1
+                heappush(heap, (at, state.orders, value))
+            if state.events is not None and kept is not None:
+                state.events[value] = kept
+        if previous is not None and heap[0][0] > start:
+            # A value seen again and none left the window: the count, and so the firing, stand
+            # (most events of a busy key: the same users failing again), so skip the loop below.
+            return False
         threshold = self.threshold
-        if state.oldest <= start or len(seen) > threshold:
-            state.oldest = _let_go(seen, state.events, start, len(seen) - threshold)
+        # Values that left the window go, then (only the most recently seen `threshold` values
+        # can matter for a decision) the oldest beyond the threshold.
+        while (heap and heap[0][0] <= start) or len(seen) > threshold:
+            # The heap's first entry: forget its value, or bring the entry up to date when the
+            # value was seen again since it was pushed.
+            oldest, order, gone = heap[0]
+            current = seen[gone]
+            if current == oldest:
+                heappop(heap)
+                del seen[gone]
+                if state.events is not None:
+                    state.events.pop(gone, None)
+            else:
+                heapreplace(heap, (current, order, gone))
         was_fired, state.fired = state.fired, len(seen) >= threshold
         return state.fired and not was_fired
 
@@ -484,7 +495,7 @@ class DistinctWindows(Windows[DistinctState]):
             self.by_key[slot] = (at, value, kept)
             return None
         events: dict[str, Event] | None = {} if self._keep_events else None
-        window = self.by_key[slot] = DistinctWindow({}, at, at, events)
+        window = self.by_key[slot] = DistinctWindow({}, [], at, 0, events)
         return window
 
     def values(self, slot: Slot) -> dict[str, float]:
@@ -503,15 +514,13 @@ class DistinctWindows(Windows[DistinctState]):
         return len(seen), min(seen.values()), self._newest(state)
 
     def contributors(self, slot: Slot) -> tuple[Event, ...]:
-        """The event of each value's latest sighting, oldest first (only for windows that keep
-        them)."""
+        """The event of each value's latest sighting (only for windows that keep them)."""
         state = self.by_key.get(slot)
         if isinstance(state, tuple):
             return (state[2],) if state[2] is not None else ()
         if state is None or state.events is None:
             return ()
-        events = state.events
-        return tuple(events[value] for value in state.last_seen if value in events)
+        return tuple(state.events.values())
 
     def _newest(self, state: DistinctState) -> float:
         return state[0] if isinstance(state, tuple) else state.newest
@@ -521,38 +530,4 @@ def _grown(one: OneValue, keep_events: bool) -> DistinctWindow:
     # A second value arrives: the lone value becomes the first of a full window.
     at, value, event = one
     events = ({value: event} if event is not None else {}) if keep_events else None
-    return DistinctWindow({value: at}, at, at, events)
-
-
-def _let_go(
-    seen: dict[str, float], events: dict[str, Event] | None, start: float, excess: int
-) -> float:
-    # Values that left the window go, then the oldest beyond the threshold (only the most
-    # recently seen `threshold` values can matter for a decision): all from the front, in
-    # order. Returns the time of the first value that stays.
-    leaving: list[str] = []
-    for old_value, old_at in seen.items():
-        if old_at > start and len(leaving) >= excess:
-            break
-        leaving.append(old_value)
-    for old_value in leaving:
-        del seen[old_value]
-        if events is not None:
-            events.pop(old_value, None)
-    return old_at
-
-
-def _put_late(seen: dict[str, float], value: str, at: float) -> None:
-    # A sighting older than the newest: lift the values seen after ``at`` off the end, put
-    # ``value`` down, then the lifted ones back. Late events are late by little, so few move.
-    seen.pop(value, None)
-    lifted: list[tuple[str, float]] = []
-    while seen:
-        other, other_at = seen.popitem()
-        if other_at <= at:
-            seen[other] = other_at
-            break
-        lifted.append((other, other_at))
-    seen[value] = at
-    for other, other_at in reversed(lifted):
-        seen[other] = other_at
+    return DistinctWindow({value: at}, [(at, 1, value)], at, 1, events)

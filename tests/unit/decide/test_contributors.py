@@ -95,7 +95,7 @@ def test_kept_events_are_bounded_like_the_times() -> None:
 
 
 def test_a_distinct_window_keeps_each_values_latest_event() -> None:
-    """A user who fails again contributes the newer failure, in the place of its time."""
+    """A user who fails again contributes the newer failure, once."""
     windows = DistinctWindows(3, HOUR, keep_events=True)
     events = [
         event(0, user_id="a", event_id="a-first"),
@@ -106,7 +106,8 @@ def test_a_distinct_window_keeps_each_values_latest_event() -> None:
         assert not windows.add(IP, e.occurred_at, e.user_id or "", e)
     last = event(3, user_id="c", event_id="c")
     assert windows.add(IP, last.occurred_at, "c", last)
-    assert [e.event_id for e in windows.contributors(IP)] == ["b", "a-again", "c"]
+    kept = [e.event_id for e in windows.contributors(IP)]
+    assert sorted(kept) == ["a-again", "b", "c"]
 
 
 def test_other_rules_keep_no_events() -> None:

@@ -2,7 +2,7 @@
 
 A window of events is packed bytes while it has room, tuples once it fills up, lists and a set
 of id hashes once it keeps more than a few dozen times; a distinct window is a tuple while it has
-seen one value, then a dict in the order of the times last seen. Each is checked, event by event,
+seen one value, then finds its oldest value through a heap. Each is checked, event by event,
 against a direct transcription of the window rules over lists, on seeded random streams with
 out-of-order times, repeated ids and ties, with thresholds small enough for a key to move between
 forms again and again.
@@ -66,7 +66,6 @@ def _reference_distinct(steps: list[Step], threshold: int, window: float) -> lis
             out.append(False)
             continue
         if at > seen.get(value, float("-inf")):
-            seen.pop(value, None)  # of two values last seen at one time, the later sighting stays
             seen[value] = at
         for gone in [v for v, t in seen.items() if t <= start]:
             del seen[gone]
@@ -104,7 +103,7 @@ def test_the_events_kept_for_contributors_are_those_of_the_times_kept(
 
 @pytest.mark.parametrize(("threshold", "window"), [(1, 5.0), (5, 20.0), (50, 60.0), (300, 600.0)])
 def test_a_distinct_window_decides_as_the_reference(threshold: int, window: float) -> None:
-    """The window lets go of the same values as sorting every value by time would."""
+    """The heap picks the same values to let go as sorting every value would."""
     steps = _stream(threshold + 1, 4000, values=threshold * 2)
     distinct = DistinctWindows(threshold, window)
     fired = [distinct.add("k", at, value) if value is not None else False for at, value in steps]
