@@ -3,8 +3,10 @@
 Every attacked user gets five or more failures within ``--burst`` seconds (five minutes by
 default, so always within ten minutes); every other user one to three failures spread over the
 whole span, which no five-in-ten-minutes rule can ever count to five. Events left over once every
-user has its share go to the attack (an attack is what makes the volume). The same events are
-written twice, in time order:
+user has its share go to the attack (an attack is what makes the volume). With ``--late``, that
+fraction of the events comes late: each is written after the events up to ``--late-by`` seconds
+newer than itself, as when several producers feed one partition (its time is unchanged). The
+same events are written twice, in that order (time order without ``--late``):
 
 - ``events.jsonl``: native lockoutd events (SPEC section 2), one JSON object a line;
 - ``auth.log``: the same failures as sshd writes them to syslog, for fail2ban and CrowdSec;
@@ -44,12 +46,17 @@ class Workload:
     burst: int = 300
     """Seconds an attacked user's failures are spread over (at most 600)."""
     start: int = DEFAULT_START
+    late: float = 0.0
+    """Fraction of the events that come late (see the module's docstring)."""
+    late_by: float = 2.0
+    """Seconds a late event comes after its time, at most."""
 
     @property
     def name(self) -> str:
+        late = f"-late{self.late:g}x{self.late_by:g}" if self.late else ""
         return (
             f"n{self.events}-u{self.users}-a{self.attacked:g}-s{self.seed}"
-            f"-span{self.span}-t{self.start}"
+            f"-span{self.span}-t{self.start}{late}"
         )
 
     @property
@@ -69,9 +76,12 @@ def _ip(rng: random.Random, attacker: bool) -> str:
 
 
 def plan(work: Workload) -> tuple[list[tuple[float, int, str]], list[int]]:
-    """``(time, user index, ip)`` of every event in time order, and the attacked users."""
+    """``(time, user index, ip)`` of every event in the order it is delivered, and the attacked
+    users."""
     if not 0 < work.burst <= 600:
         raise ValueError("burst must be within (0, 600] seconds: five in ten minutes")
+    if not (0 <= work.late <= 1 and work.late_by >= 0):
+        raise ValueError("late is a fraction within [0, 1], late_by seconds >= 0")
     rng = random.Random(work.seed)  # noqa: S311 - a reproducible workload, no secret
     n_attacked = round(work.users * work.attacked)
     attacked = sorted(rng.sample(range(work.users), n_attacked))
@@ -101,6 +111,14 @@ def plan(work: Workload) -> tuple[list[tuple[float, int, str]], list[int]]:
         for _ in range(count):
             events.append((begin + rng.uniform(0, work.burst), user, source))
     events.sort()
+    if work.late:
+        # Its own generator: the events, and so the files without --late, stay as they were.
+        delays = random.Random(work.seed + 2)  # noqa: S311 - as above
+        delivered = [
+            (t + delays.uniform(0, work.late_by) if delays.random() < work.late else t, n)
+            for n, (t, _, _) in enumerate(events)
+        ]
+        events = [events[n] for _, n in sorted(delivered)]
     return [(work.start + t, u, ip) for t, u, ip in events], attacked
 
 
@@ -163,6 +181,8 @@ def arguments(parser: argparse.ArgumentParser, **defaults: int | float) -> None:
     parser.add_argument("--attacked", type=float, default=base.attacked, help="fraction")
     parser.add_argument("--seed", type=int, default=base.seed)
     parser.add_argument("--span", type=int, default=base.span, help="seconds")
+    parser.add_argument("--late", type=float, default=base.late, help="fraction that comes late")
+    parser.add_argument("--late-by", type=float, default=base.late_by, help="seconds, at most")
 
 
 def workload(args: argparse.Namespace, **overrides: int) -> Workload:
@@ -172,6 +192,8 @@ def workload(args: argparse.Namespace, **overrides: int) -> Workload:
         attacked=args.attacked,
         seed=args.seed,
         span=args.span,
+        late=args.late,
+        late_by=args.late_by,
         **overrides,
     )
 
