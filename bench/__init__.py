@@ -1,1 +1,1 @@
-"""Benchmarks for lockoutd (issue 7): see ``bench/README.md``. Never imported by the daemon."""
+"""Benchmarks for lockoutd: see ``bench/README.md``. Never imported by the daemon."""

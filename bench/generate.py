@@ -8,7 +8,7 @@ fraction of the events comes late: each is written after the events up to ``--la
 newer than itself, as when several producers feed one partition (its time is unchanged). The
 same events are written twice, in that order (time order without ``--late``):
 
-- ``events.jsonl``: native lockoutd events (SPEC section 2), one JSON object a line;
+- ``events.jsonl``: native lockoutd events (README, "Events"), one JSON object a line;
 - ``auth.log``: the same failures as sshd writes them to syslog, for fail2ban and CrowdSec;
 - ``attacked.txt``: the users the generator attacked, sorted: what every tool should lock;
 - ``meta.json``: the parameters and counts.

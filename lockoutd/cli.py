@@ -1,4 +1,7 @@
-"""The command line: ``lockoutd run``, ``check``, ``replay`` and ``ingest`` (SPEC section 5)."""
+"""The command line: ``lockoutd run``, ``check``, ``replay`` and ``ingest``.
+
+The README's "Running it" section is the user's side of this module.
+"""
 
 from __future__ import annotations
 

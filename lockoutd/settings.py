@@ -217,7 +217,7 @@ class IngestSettings(_Listening):
 
 
 class Settings(BaseSettings):
-    """Everything the daemon is configured with (SPEC section 4)."""
+    """Everything the daemon is configured with (README, "Configuration")."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,

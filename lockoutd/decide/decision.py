@@ -1,4 +1,4 @@
-"""Decisions: what lockoutd decided for one firing, and what became of it (SPEC section 6)."""
+"""Decisions: what lockoutd decided for one firing, and what became of it (README, "Decisions")."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Outcome(enum.StrEnum):
     UNKNOWN_USER = "unknown_user"
     FAILED = "failed"
     REPORTED = "reported"
-    """A ``report`` action: the decision is the whole action (an extension of SPEC section 6)."""
+    """A ``report`` action: the decision is the whole action (added to the outcomes)."""
 
 
 class Decision(msgspec.Struct, omit_defaults=False):

@@ -1,4 +1,4 @@
-"""The authentication event every input format is mapped onto (SPEC section 2)."""
+"""The authentication event every input format is mapped onto (README, "Events")."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class Event(msgspec.Struct, frozen=True, gc=False):
         """The value of a standard or extra field, ``None`` when absent.
 
         ``user_id`` falls back to the login name, so that a rule keyed on the user counts the
-        failures of a name that ZITADEL never resolved (SPEC section 2).
+        failures of a name that ZITADEL never resolved (README, "Events").
         """
         if field == "user_id":
             return self.user_id or self.login_name

@@ -1,4 +1,4 @@
-"""Input formats: other producers' records mapped onto the native event (SPEC section 2).
+"""Input formats: other producers' records mapped onto the native event (README, "Events").
 
 Each format is a function from the decoded JSON object to a native event object; validation is
 then the native format's, so a record that does not map is an invalid record like any other

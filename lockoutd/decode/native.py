@@ -1,4 +1,4 @@
-"""The native event format: a UTF-8 JSON object per record (SPEC section 2)."""
+"""The native event format: a UTF-8 JSON object per record (README, "Events")."""
 
 from __future__ import annotations
 

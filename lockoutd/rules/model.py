@@ -1,4 +1,4 @@
-"""The rule file schema (SPEC section 3), validated strictly: unknown keys are errors."""
+"""The rule file schema (README, "Rules"), validated strictly: unknown keys are errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line (SPEC section 5): ``check``, ``replay`` and ``--version``, run in-process."""
+"""The command line (README, "Running it"): ``check``, ``replay`` and ``--version``, in-process."""
 
 from __future__ import annotations
 

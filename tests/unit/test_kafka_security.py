@@ -1,4 +1,4 @@
-"""Kafka connection security (SPEC section 4): TLS and SASL settings as aiokafka gets them."""
+"""Kafka connection security (README, "Configuration"): TLS and SASL as aiokafka gets them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings (SPEC section 4): defaults, the YAML file, environment overrides and their errors."""
+"""Settings (README, "Configuration"): defaults, the YAML file, environment overrides, errors."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Every error the emulator answers with, as one table, and how an error becomes HTTP.
 
-Sources are in ``/work/shared/reference/zitadel-api.md`` §2. ZITADEL raises an error with an ID and
-an i18n key; grpc-gateway turns it into::
+The table follows ZITADEL's own error definitions (see ``docs/reference/``). ZITADEL raises an
+error with an ID and an i18n key; grpc-gateway turns it into::
 
     HTTP <status from the gRPC code>
     {"code": 9,

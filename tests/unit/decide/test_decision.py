@@ -1,4 +1,4 @@
-"""Decisions (SPEC section 6): the outcome known before acting, and the published JSON."""
+"""Decisions (README, "Decisions"): the outcome known before acting, and the published JSON."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.unit.helpers import MINUTE, T0, event, rule, ruleset
 
 HOUR = 3600.0
 
-SPEC_FIELDS = {
+DOCUMENTED_FIELDS = {
     "rule",
     "key",
     "user_id",
@@ -131,9 +131,9 @@ def test_rfc3339_keeps_milliseconds() -> None:
 
 
 def test_the_json_has_exactly_the_spec_fields() -> None:
-    """The encoded decision has the SPEC section 6 fields plus ``login_name`` and ``error``."""
+    """The encoded decision has the README's decision fields plus ``login_name`` and ``error``."""
     document = json.loads(encode_decision(_decide(rule(mode="dry-run"), org_id="7")))
-    assert set(document) == SPEC_FIELDS | EXTRA_FIELDS
+    assert set(document) == DOCUMENTED_FIELDS | EXTRA_FIELDS
     assert document == {
         "rule": "password-bruteforce",
         "key": "42",

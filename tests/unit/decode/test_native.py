@@ -1,4 +1,4 @@
-"""Decoding native events (SPEC section 2): good records in all their fields, bad ones by reason."""
+"""Decoding native events (README, "Events"): good records in all their fields, bad ones by why."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_empty_optional_strings_are_absent() -> None:
 
 
 def test_a_login_name_alone_names_the_subject() -> None:
-    """With no user id, the login name stands in for it (SPEC section 2)."""
+    """With no user id, the login name stands in for it (README, "Events")."""
     event = _decode(_record(user_id=..., login_name="bob"))
     assert event.subject == "bob"
     assert event.value_of("user_id") == "bob"

@@ -1,4 +1,4 @@
-"""The invalid-record policy (SPEC section 2): counted, logged once, dead-lettered unchanged."""
+"""The invalid-record policy (README, "Events"): counted, logged once, dead-lettered unchanged."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loading rule files (SPEC section 3): each problem as ``file:line: message``, on its line."""
+"""Loading rule files (README, "Rules"): each problem as ``file:line: message``, on its line."""
 
 from __future__ import annotations
 
