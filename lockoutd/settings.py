@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,8 +30,10 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from lockoutd.durations import Duration
+from lockoutd import settings_sources as sources
+from lockoutd.durations import Duration, format_duration, parse_duration
 from lockoutd.errors import ConfigError
+from lockoutd.validation_messages import plain_message
 from lockoutd.yamlfile import LineMap, YamlFileError, load_yaml, validation_problems
 
 DEFAULT_CONFIG_PATH = Path("config/lockoutd.yaml")
@@ -247,8 +250,25 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as plain data, secrets replaced by ``**********``."""
-        return self.model_dump(mode="json")
+        """The effective settings as plain data, secrets replaced by ``**********``, durations
+        spelt as they are written (``5s``, ``1h``)."""
+        dumped = self.model_dump(mode="json")
+        for section, field in type(self).model_fields.items():
+            for key, inner in field.annotation.model_fields.items():  # type: ignore[union-attr]
+                value = dumped[section][key]
+                if value is not None and any(
+                    getattr(m, "func", None) is parse_duration for m in inner.metadata
+                ):
+                    dumped[section][key] = format_duration(value)
+        return dumped
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings, and the notes worth telling whoever started lockoutd about them."""
+
+    settings: Settings
+    notes: list[str]
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -256,6 +276,15 @@ def load_settings(path: Path | None = None) -> Settings:
 
     An explicitly named file must exist; the default one may be absent, so that a container can be
     configured from the environment alone. Raises :class:`ConfigError` listing every problem.
+    """
+    return read_settings(path).settings
+
+
+def read_settings(path: Path | None = None) -> LoadedSettings:
+    """:func:`load_settings`, with notes such as a file's credential replaced by the environment.
+
+    Relative paths written in the file are read from its folder; see
+    :mod:`lockoutd.settings_sources` for what else the file and the environment mean.
     """
     explicit = path is not None
     path = path if path is not None else DEFAULT_CONFIG_PATH
@@ -271,15 +300,22 @@ def load_settings(path: Path | None = None) -> Settings:
         # A key YAML reads as a number (`1: x`) would not even reach validation as a keyword.
         data = {str(key): value for key, value in (loaded or {}).items()}
     problems = _secret_problems(data, line_map)
+    unknown = sources.unknown_variables(os.environ, Settings, ENV_PREFIX)
+    problems += unknown.values()
+    problems += sources.empty_paths(data, os.environ, Settings, ENV_PREFIX, line_map)
+    sources.resolve_relative_paths(data, path.absolute().parent, Settings)
+    notes = sources.credentials_from_the_environment(
+        data, os.environ, Settings, ENV_PREFIX, str(path)
+    )
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        problems += _describe(exc, line_map)
+        problems += _describe(exc, line_map, skip=set(unknown))
     except SettingsError as exc:  # an environment value pydantic-settings could not even parse
         problems.append(f"environment: {exc}")
     if problems:
-        raise ConfigError(problems)
-    return settings
+        raise ConfigError(list(dict.fromkeys(problems)))
+    return LoadedSettings(settings, notes)
 
 
 def _secret_problems(data: dict[str, Any], line_map: LineMap) -> list[str]:
@@ -294,16 +330,20 @@ def _secret_problems(data: dict[str, Any], line_map: LineMap) -> list[str]:
     return problems
 
 
-def _describe(exc: ValidationError, line_map: LineMap) -> list[str]:
-    """Name the environment variable for values that came from it, else ``file:line``."""
+def _describe(exc: ValidationError, line_map: LineMap, *, skip: set[str]) -> list[str]:
+    """Name the environment variable for values that came from it, else ``file:line``.
+
+    Variables in ``skip`` name no setting and are reported as such already.
+    """
     problems = []
     for problem, error in zip(
         validation_problems(exc, line_map), exc.errors(include_url=False), strict=True
     ):
         env = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
+        if env in skip:
+            continue
         if env in os.environ:
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"environment {env}: {message}")
+            problems.append(f"environment {env}: {plain_message(error)}")
         else:
             problems.append(problem)
     return problems

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from lockoutd.validation_messages import plain_message
+
 try:  # the C loader is several times faster; fall back where libyaml is missing
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
@@ -129,9 +131,7 @@ def validation_problems(
             if not _is_union_tag(part) or (*prefix, *loc, part) in line_map.lines:
                 loc = (*loc, part)
         dotted = ".".join(str(part) for part in loc) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling and indentation)"
+        message = plain_message(error)
         problems.append(f"{line_map.where((*prefix, *loc))}: {dotted}: {message}")
     return problems
 

@@ -77,7 +77,7 @@ def test_an_unknown_format_is_an_error(tmp_path: Path) -> None:
     """Only the formats lockoutd knows are accepted, and the problem names the topic."""
     path = _config(tmp_path, "kafka:\n  topics: [a]\n  formats:\n    a: okta\n")
     (problem,) = _problems(path)
-    assert problem.startswith(f"{path}:4: kafka.formats.a: Input should be 'native', ")
+    assert problem.startswith(f"{path}:4: kafka.formats.a: must be 'native', ")
 
 
 def test_formats_come_from_the_environment_as_json(

@@ -135,8 +135,7 @@ def test_validation_errors_become_file_line_problems() -> None:
     with pytest.raises(ValidationError) as caught:
         _Outer.model_validate(data)
     assert validation_problems(caught.value, lines) == [
-        "v.yaml:3: inner.1.count: Input should be a valid integer, unable to parse string as an "
-        "integer",
+        "v.yaml:3: inner.1.count: expected a whole number",
         "v.yaml:4: inner.1.extra: unknown key (check its spelling and indentation)",
     ]
 

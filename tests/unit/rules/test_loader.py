@@ -148,7 +148,7 @@ ONE_PROBLEM = [
             window: 5m
             action: {lock: {}}
         """,
-        "7: rules.1.name: String should match pattern",
+        "7: rules.1.name: use only lower-case letters, digits and -",
         id="bad name pattern",
     ),
     pytest.param(
@@ -160,7 +160,7 @@ ONE_PROBLEM = [
             window: 5m
             action: {lock: {}}
         """,
-        "4: rules.0.threshold: Input should be greater than or equal to 1",
+        "4: rules.0.threshold: must be at least 1",
         id="threshold 0",
     ),
     pytest.param(
@@ -226,7 +226,7 @@ ONE_PROBLEM = [
             threshold: 3
             window: 5m
         """,
-        "7: rules.1.action: Field required",
+        "7: rules.1.action: required, but missing",
         id="no action (the rule's line)",
     ),
     pytest.param(
@@ -265,7 +265,7 @@ ONE_PROBLEM = [
             window: 5m
             action: {lock: {}}
         """,
-        "4: rules.0.match.reason.0: String should have at least 1 character",
+        "4: rules.0.match.reason.0: must not be empty",
         id="empty match value",
     ),
     pytest.param(
@@ -365,7 +365,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     problems = _problems(path)
     assert sorted(problems) == sorted(
         [
-            f"{path}:4: rules.0.threshold: Input should be greater than or equal to 1",
+            f"{path}:4: rules.0.threshold: must be at least 1",
             f"{path}:5: rules.0.window: expected a duration such as 30s, 10m, 1h or 1d, got 'soon'",
             f"{path}:9: rules.1.treshold: unknown key (check its spelling and indentation)",
         ]
@@ -397,9 +397,9 @@ def test_a_duplicate_rule_name_in_one_file_is_reported(tmp_path: Path) -> None:
 
 
 def test_a_rule_path_that_does_not_exist_is_reported(tmp_path: Path) -> None:
-    """A missing rule path is a problem, not an empty rule set."""
+    """A missing rule path is a problem naming the setting, not an empty rule set."""
     missing = tmp_path / "nope"
-    assert _problems(missing) == [f"{missing}:1: rule path does not exist"]
+    assert _problems(missing) == [f"engine.rule_paths: {missing} does not exist"]
 
 
 def test_no_rules_at_all_is_an_error(tmp_path: Path) -> None:
