@@ -20,6 +20,10 @@ from lockoutd.decode.native import (
 )
 
 FormatName = Literal["native", "zitadel", "keycloak", "cloudevents"]
+
+MAPPED_EXTRA_FIELDS = frozenset({"zitadel_event_type", "client_id"})
+"""The fields beyond the native ones that the formats below give an event (rules may match
+them); a test keeps this in step with the mappers."""
 Decoder = Callable[[bytes], Event]
 
 # ZITADEL's failed checks (Actions v2 event executions) and the reason each stands for.

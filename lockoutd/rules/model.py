@@ -325,14 +325,19 @@ class RuleSet:
     rules: tuple[Rule, ...]
     allowed: AllowedSet = AllowedSet()
     files: tuple[Path, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    """``file:line: warning: ...`` for what is legal but likely a mistake (``lockoutd check``)."""
 
     @classmethod
-    def build(cls, files: Iterable[tuple[Path, RuleFile]]) -> RuleSet:
+    def build(
+        cls, files: Iterable[tuple[Path, RuleFile]], *, warnings: Iterable[str] = ()
+    ) -> RuleSet:
         files = list(files)
         return cls(
             rules=tuple(rule for _, f in files for rule in f.rules),
             allowed=AllowedSet.of(f.allowlist for _, f in files),
             files=tuple(path for path, _ in files),
+            warnings=tuple(warnings),
         )
 
     def user_allowlisted(self, user_id: str | None, login_name: str | None) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event
-from lockoutd.decode.formats import FormatName, decoder_for
+from lockoutd.decode.formats import MAPPED_EXTRA_FIELDS, FormatName, decoder_for
 from lockoutd.decode.native import InvalidEvent, decode_native
 from tests.unit.helpers import rule, ruleset
 
@@ -431,3 +431,11 @@ def test_no_record_raises_anything_but_invalid_event(name: FormatName) -> None:
             continue
         assert isinstance(event, Event)
         assert event.subject
+
+
+@pytest.mark.parametrize("name", ["zitadel", "keycloak"])
+def test_the_fields_a_format_adds_are_the_ones_rules_are_told_about(name: FormatName) -> None:
+    """``lockoutd check`` warns about a match on a field no format produces; a mapper that gains
+    a field must be listed in MAPPED_EXTRA_FIELDS, or rules on it would be warned about."""
+    assert set(_decode(name, SAMPLES[name]).extra) <= MAPPED_EXTRA_FIELDS
+    assert _decode(name, SAMPLES[name]).extra  # each of these two adds one
