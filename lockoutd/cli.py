@@ -1,4 +1,4 @@
-"""The command line: ``lockoutd run``, ``check``, ``replay`` and ``ingest``.
+"""The command line: ``lockoutd run``, ``check``, ``replay``, ``test-rules`` and ``ingest``.
 
 The README's "Running it" section is the user's side of this module.
 """
@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, BinaryIO, get_args
 import structlog
 import yaml
 
-from lockoutd import __version__
+from lockoutd import __version__, words
 from lockoutd.decode.formats import FormatName
 from lockoutd.errors import ConfigError, KafkaUnavailable, LockoutdError
+from lockoutd.preflight import load_for_run
 from lockoutd.report.logging import configure_logging
 from lockoutd.rules import RuleSet, load_rules
 from lockoutd.settings import Settings, load_settings
@@ -29,6 +30,7 @@ from lockoutd.settings import Settings, load_settings
 if TYPE_CHECKING:
     from lockoutd.replay.progress import Progress
     from lockoutd.replay.runner import Fed, ReplayStats
+    from lockoutd.replay.scenarios import ScenarioResult
     from lockoutd.replay.topic import Bound
     from lockoutd.source.kafka import Record
 
@@ -46,8 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handler = {"run": _run, "check": _check, "replay": _replay, "ingest": _ingest}[args.command]
-    return handler(args)
+    handler = {
+        "run": _run,
+        "check": _check,
+        "replay": _replay,
+        "test-rules": _test_rules,
+        "ingest": _ingest,
+    }[args.command]
+    try:
+        code = handler(args)
+        sys.stdout.flush()  # now, so that a reader gone away is seen here and not at exit
+    except BrokenPipeError:
+        # The reader of standard output went away (`| head`): not an error of lockoutd. Point
+        # stdout at /dev/null so that flushing it at exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +116,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"without a terminal, a progress line every N records (0: never; {PROGRESS_EVERY})",
     )
+    test_rules = commands.add_parser(
+        "test-rules",
+        help="replay scenario files that name the rules each event must fire",
+        description=(
+            "Replay each scenario file (one JSON object a line: note, event, fires) through the "
+            "rules of the configuration, as lockoutd replay does, and compare what each event "
+            "fired with its fires. Prints every difference; exits 1 if there is one. Without "
+            "files, tests scenarios/*.jsonl in each rule folder."
+        ),
+    )
+    test_rules.add_argument("scenarios", nargs="*", type=Path, metavar="SCENARIO.jsonl")
+    test_rules.add_argument("-c", "--config", type=Path, help=config_help)
+    test_rules.add_argument(
+        "--format",
+        choices=get_args(FormatName),
+        default="native",
+        help="the format of the scenarios' events (default: native)",
+    )
     ingest = commands.add_parser(
         "ingest", help="serve the ZITADEL Actions v2 endpoint that publishes events to Kafka"
     )
@@ -122,11 +156,15 @@ def _run(args: argparse.Namespace) -> int:
     from lockoutd.daemon import Daemon  # the daemon's imports are only paid for by `run`
 
     try:
-        settings, rules = _load(args.config)
+        # What check checks, run checks before anything connects.
+        loaded, rules = load_for_run(args.config)
     except ConfigError as error:
         return _print_problems(error)
+    settings = loaded.settings
     configure_logging(settings.log.level, settings.log.format)
     log = structlog.get_logger("lockoutd")
+    for note in loaded.notes:
+        log.info("configuration_note", note=note)
     try:
         asyncio.run(Daemon(settings, rules).run())
     except ConfigError as error:
@@ -143,31 +181,60 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from lockoutd.source.kafka import connection_options
-
     try:
-        settings = load_settings(args.config)
+        loaded, rules = load_for_run(args.config)
     except ConfigError as error:
         return _print_problems(error)
-    problems: list[str] = []
-    rules = RuleSet(rules=())
-    try:
-        rules = load_rules(settings.engine.rule_paths)
-    except ConfigError as error:
-        problems += error.problems
-    try:
-        # TLS files, SASL users and password files are checked now, not at the first connect.
-        connection_options(settings.kafka)
-    except ConfigError as error:
-        problems += error.problems
-    if problems:
-        return _print_problems(ConfigError(problems))
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for warning in rules.warnings:
+        print(warning, file=sys.stderr)
     print(
-        f"ok: {len(rules.rules)} rules from {len(rules.files)} files "
+        f"ok: {words.count(len(rules.rules), 'rule')} from "
+        f"{words.count(len(rules.files), 'file')} "
         f"({', '.join(rule.name for rule in rules.rules)})"
     )
     print("# effective configuration (file and environment; secrets masked)")
-    print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
+    print(yaml.safe_dump(loaded.settings.masked(), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _test_rules(args: argparse.Namespace) -> int:
+    from lockoutd.replay.scenarios import default_scenarios, run_scenario
+
+    try:
+        settings, rules = _load(args.config)
+    except ConfigError as error:
+        return _print_problems(error)
+    scenarios: list[Path] = args.scenarios or default_scenarios(settings.engine.rule_paths)
+    if not scenarios:
+        where = ", ".join(str(p) for p in settings.engine.rule_paths)
+        print(
+            f"test-rules: name the scenario files (no scenarios/*.jsonl beside {where})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    _log_problems_to_stderr()
+
+    async def run_all() -> list[ScenarioResult]:
+        return [
+            await run_scenario(settings, rules, path, event_format=args.format)
+            for path in scenarios
+        ]
+
+    results = asyncio.run(run_all())
+    for result in results:
+        for line in result.describe():
+            print(line)
+        verdict = "ok," if result.ok else f"FAILED, {result.failed} of"
+        print(f"{result.path}: {verdict} {words.count(result.events, 'event')}")
+    events = sum(result.events for result in results)
+    failed = sum(result.failed for result in results)
+    files = words.count(len(results), "scenario file")
+    if failed:
+        print(f"FAILED: {failed} of {events} events in {files} did not fire what they expect")
+        return EXIT_FAILED
+    print(f"ok: {files}, {words.count(events, 'event')}, every expectation met")
     return EXIT_OK
 
 
@@ -197,8 +264,14 @@ def _ingest(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from lockoutd.replay.topic import Bound
 
-    if (args.events is None) == (args.topic is None):
-        print("replay: name an events file (or -), or --topic, but not both", file=sys.stderr)
+    if args.events is None and args.topic is None:
+        print(
+            "replay: name an events file (- for standard input), or a topic with --topic",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.events is not None and args.topic is not None:
+        print(f"replay: give an events file or --topic, not both ({args.events})", file=sys.stderr)
         return EXIT_USAGE
     bounds: list[Bound | None] = []
     for flag, text in (("--from", args.start), ("--to", args.end)):
@@ -229,11 +302,13 @@ def _replay(args: argparse.Namespace) -> int:
     except KafkaUnavailable as error:
         print(f"replay: {error}", file=sys.stderr)
         return EXIT_FAILED
-    except BrokenPipeError:
-        # The reader of standard output went away (`| head`): not an error of the replay. Point
-        # stdout at /dev/null so that flushing it at exit does not fail a second time.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    except _ScenarioFileError:
+        print(
+            f"replay: {args.events} looks like a scenario file (each line holds an event and the "
+            f"rules it fires); use lockoutd test-rules {args.events}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     _print_summary(stats)
     if args.report is not None:
         from lockoutd.replay.report import write_report
@@ -261,6 +336,7 @@ async def _replay_events(
     from lockoutd.replay.lines import read_lines
     from lockoutd.replay.progress import Progress
     from lockoutd.replay.runner import Replay
+    from lockoutd.replay.scenarios import looks_like_a_scenario
     from lockoutd.replay.topic import TopicRange
 
     topic = args.topic or settings.kafka.topics[0]
@@ -276,6 +352,8 @@ async def _replay_events(
     if args.topic is None:
         progress = Progress(sys.stderr, total=file_size, every=args.progress_every)
         for lines in read_lines(args.events):
+            if lines.numbers and lines.numbers[0] == 1 and looks_like_a_scenario(lines.values[0]):
+                raise _ScenarioFileError
             fed = await replay.feed_lines(lines.values)
             where = functools.partial(_line_at, args.events, lines.numbers)
             _show(out, progress, fed, len(lines.values), lines.position, where)
@@ -291,6 +369,10 @@ async def _replay_events(
             progress.close()
     sys.stdout.flush()
     return replay.finish()
+
+
+class _ScenarioFileError(Exception):
+    """The events file given to replay is a scenario file, for test-rules."""
 
 
 def _show(

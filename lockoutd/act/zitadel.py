@@ -289,7 +289,7 @@ class ZitadelClient:
             base_url=settings.base_url,
             http2=True,
             timeout=settings.timeout,
-            verify=_verify(settings),
+            verify=tls_verification(settings),
             limits=httpx.Limits(
                 max_connections=settings.max_concurrency,
                 max_keepalive_connections=settings.max_concurrency,
@@ -674,7 +674,8 @@ def _unexpected(operation: str, answer: ErrorAnswer) -> UnexpectedAnswer:
     )
 
 
-def _verify(settings: ZitadelSettings) -> ssl.SSLContext | bool:
+def tls_verification(settings: ZitadelSettings) -> ssl.SSLContext | bool:
+    """What httpx verifies ZITADEL's certificate with; an unreadable ``ca_file`` is an error."""
     if settings.ca_file is None:
         return settings.verify_tls
     try:

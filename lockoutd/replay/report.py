@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
-from lockoutd import __version__
+from lockoutd import __version__, words
 from lockoutd.decide.decision import Outcome
 from lockoutd.durations import format_duration
 from lockoutd.replay.runner import BUCKET_SECONDS, SAMPLE_DECISIONS, ReplayStats, RuleStats
@@ -135,8 +135,8 @@ def _rule_section(r: RuleStats, span: _Span | None) -> str:
         f'<p class="meta">{escape(rule.description)}</p>' if rule.description else "",
         f'<p class="meta">{rule.threshold} {counted} per <code>'
         f"{escape(', '.join(rule.key))}</code> within {format_duration(rule.window)}; "
-        f"then {escape(action)} ({escape(rule.mode)}). Fired {r.fired} times for "
-        f"{len(r.keys)} keys.</p>",
+        f"then {escape(action)} ({escape(rule.mode)}). Fired {words.count(r.fired, 'time')} for "
+        f"{words.count(len(r.keys), 'key')}.</p>",
     ]
     if span is not None:
         parts.append(_timeline(span, r.failures, r.decided, label="matched failures"))

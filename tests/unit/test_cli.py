@@ -42,7 +42,11 @@ def config(tmp_path: Path) -> Path:
     rules.mkdir()
     (rules / "rules.yaml").write_text(RULES, encoding="utf-8")
     path = tmp_path / "lockoutd.yaml"
-    path.write_text(f"engine:\n  rule_paths: [{rules}]\n  max_event_age: 1h\n", encoding="utf-8")
+    (tmp_path / "pat").write_text("a-token\n", encoding="utf-8")
+    path.write_text(
+        f"zitadel:\n  pat_file: pat\nengine:\n  rule_paths: [{rules}]\n  max_event_age: 1h\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -69,11 +73,11 @@ def test_check_accepts_the_shipped_configuration(
 ) -> None:
     """``lockoutd check -c config/lockoutd.yaml`` in the repository exits 0 and names the rules."""
     monkeypatch.chdir(REPO)
+    monkeypatch.setenv("LOCKOUTD_ZITADEL__PAT", "a-token")  # as the README's example does
     assert main(["check", "-c", "config/lockoutd.yaml"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("ok: 5 rules from 2 files")
     assert "password-bruteforce" in captured.out
-    assert captured.err == ""
 
 
 def test_check_reports_a_broken_rule_file_as_file_line(
@@ -98,7 +102,7 @@ def test_check_reports_a_broken_rule_file_as_file_line(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines() == [
-        f"{broken}:4: rules.0.threshold: Input should be greater than or equal to 1",
+        f"{broken}:4: rules.0.threshold: must be at least 1",
         f"{broken}:5: rules.0.window: expected a duration such as 30s, 10m, 1h or 1d, "
         "got '5 minutes'",
     ]

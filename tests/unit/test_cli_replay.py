@@ -302,8 +302,8 @@ def test_the_html_report_is_self_contained_and_escapes_event_values(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["replay"], "name an events file"),
-        (["replay", "events.jsonl", "--topic", "t"], "but not both"),
+        (["replay"], "name an events file (- for standard input), or a topic with --topic"),
+        (["replay", "events.jsonl", "--topic", "t"], "give an events file or --topic, not both"),
         (["replay", "events.jsonl", "--from", "10"], "--from needs --topic"),
         (["replay", "--topic", "t", "--to", "yesterday"], "--to: 'yesterday' is neither"),
         (["replay", "--topic", "t", "--from", "2026-11-29T10:00:00"], "has no UTC offset"),
