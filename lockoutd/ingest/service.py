@@ -34,6 +34,14 @@ def signing_key(settings: IngestSettings) -> SecretStr:
         if not settings.signing_key.get_secret_value().strip():
             raise ConfigError(["ingest.signing_key: LOCKOUTD_INGEST__SIGNING_KEY is empty"])
         return settings.signing_key
+    if settings.signing_key_file is None:
+        raise ConfigError(
+            [
+                "ingest: no signing key; set ingest.signing_key_file or the "
+                "LOCKOUTD_INGEST__SIGNING_KEY environment variable to the key ZITADEL returned "
+                "for the target"
+            ]
+        )
     return read_secret(settings.signing_key_file, "ingest.signing_key_file")
 
 

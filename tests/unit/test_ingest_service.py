@@ -30,7 +30,12 @@ def test_the_key_comes_from_the_environment_or_else_from_its_file(tmp_path: Path
 @pytest.mark.parametrize(
     ("settings", "problem"),
     [
-        (IngestSettings(), "ingest.signing_key_file: no secret file is configured"),
+        (
+            IngestSettings(),
+            "ingest: no signing key; set ingest.signing_key_file or the "
+            "LOCKOUTD_INGEST__SIGNING_KEY environment variable to the key ZITADEL returned for "
+            "the target",
+        ),
         (
             IngestSettings(signing_key=SecretStr("  ")),
             "ingest.signing_key: LOCKOUTD_INGEST__SIGNING_KEY is empty",
@@ -64,4 +69,6 @@ def test_lockoutd_ingest_without_a_key_exits_1_and_says_why(tmp_path: Path) -> N
     assert result.returncode == 1
     [line] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert line["event"] == "ingest_failed"
-    assert line["problems"] == ["ingest.signing_key_file: no secret file is configured"]
+    [problem] = line["problems"]
+    assert problem.startswith("ingest: no signing key; set ingest.signing_key_file or the ")
+    assert "LOCKOUTD_INGEST__SIGNING_KEY" in problem
