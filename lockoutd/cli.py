@@ -410,7 +410,8 @@ def _print_summary(stats: ReplayStats) -> None:
     if stats.first_event_at is not None and stats.last_event_at is not None:
         span = f", event time {_rfc3339(stats.first_event_at)} to {_rfc3339(stats.last_event_at)}"
     print(
-        f"replayed {events.get('accepted', 0)} events ({events.get('invalid', 0)} invalid, "
+        f"replayed {words.count(events.get('accepted', 0), 'event')} "
+        f"({events.get('invalid', 0)} invalid, "
         f"{events.get('ignored', 0)} ignored) in {stats.elapsed_seconds:.2f}s{span}",
         file=sys.stderr,
     )

@@ -60,6 +60,12 @@ def _mentions(annotation: Any, kind: type) -> bool:
     return annotation is kind or any(_mentions(arg, kind) for arg in typing.get_args(annotation))
 
 
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is list or any(
+        _is_list(arg) for arg in typing.get_args(annotation)
+    )
+
+
 def _is_mapping(annotation: Any) -> bool:
     return typing.get_origin(annotation) is dict
 
@@ -101,6 +107,9 @@ def resolve_relative_paths(data: dict[str, Any], base: Path, model: type[BaseMod
         if not _mentions(setting.annotation, Path):
             continue
         value = section[setting.key]
+        if _is_list(setting.annotation) and isinstance(value, str):
+            # `rule_paths: a,b` is two paths, as in the environment; each is read from the folder.
+            value = [item.strip() for item in value.split(",") if item.strip()]
         if isinstance(value, list):
             section[setting.key] = [_under(base, item) for item in value]
         else:

@@ -94,7 +94,8 @@ def _header(stats: ReplayStats, *, source: str, rule_files: list[str]) -> str:
     files = ", ".join(f"<code>{escape(name)}</code>" for name in rule_files) or "none"
     return (
         f'<p class="meta">Source <code>{escape(source)}</code>: '
-        f"{events.get('accepted', 0)} events accepted, {events.get('ignored', 0)} ignored, "
+        f"{words.count(events.get('accepted', 0), 'event')} accepted, "
+        f"{events.get('ignored', 0)} ignored, "
         f"{events.get('invalid', 0)} invalid; event time {escape(when)}; "
         f"replayed in {stats.elapsed_seconds:.2f}s.</p>"
         f'<p class="meta">Rules from {files}.</p>'

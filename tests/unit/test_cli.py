@@ -230,3 +230,11 @@ def test_replay_of_a_missing_file_exits_1(
     """A missing events file is reported on stderr with exit code 1, not a traceback."""
     assert main(["replay", str(tmp_path / "missing.jsonl"), "-c", str(config)]) == 1
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_a_count_of_one_is_singular(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "replayed 1 event", never "1 events"."""
+    assert main(["replay", str(_events(tmp_path, _line(0))), "-c", str(config)]) == 0
+    assert "replayed 1 event (0 invalid, 0 ignored)" in capsys.readouterr().err

@@ -329,3 +329,15 @@ def test_contradicting_replay_arguments_are_usage_errors(
 def test_from_and_to_are_offsets_or_rfc3339_times(text: str, bound: Bound) -> None:
     """A number is an offset; a time with a UTC offset is a moment."""
     assert Bound.parse(text) == bound
+
+
+def test_the_report_counts_one_firing_in_the_singular(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "Fired 1 time for 1 key", not "Fired 1 times for 1 keys"."""
+    events = write_events(tmp_path, *(failure(m, "42") for m in range(3)))
+    report = tmp_path / "replay.html"
+    assert main(["replay", str(events), "-c", str(config), "--report", str(report)]) == 0
+    html = report.read_text(encoding="utf-8")
+    assert "Fired 1 time for 1 key." in html
+    assert "3 events accepted" in html

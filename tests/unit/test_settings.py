@@ -299,3 +299,35 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.safety.max_locks_per_minute = 1_000_000
+
+
+def test_relative_paths_in_the_file_are_read_from_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every path setting written in the file, as a list or as ``a,b``, is read from its folder;
+    absolute paths and paths from the environment are left as they are."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "lockoutd.yaml"
+    path.write_text(
+        "zitadel:\n  pat_file: secrets/pat\n  ca_file: /etc/ssl/ca.pem\n"
+        "engine:\n  rule_paths: rules,more/rules.yaml\n"
+        "ingest:\n  signing_key_file: ../signing-key\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LOCKOUTD_KAFKA__SSL_CAFILE", "kafka-ca.pem")
+    monkeypatch.setenv("LOCKOUTD_KAFKA__SECURITY_PROTOCOL", "SSL")
+    settings = load_settings(path)
+    assert settings.zitadel.pat_file == folder / "secrets/pat"
+    assert settings.zitadel.ca_file == Path("/etc/ssl/ca.pem")
+    assert settings.engine.rule_paths == [folder / "rules", folder / "more/rules.yaml"]
+    assert settings.ingest.signing_key_file == folder / "../signing-key"
+    assert settings.kafka.ssl_cafile == Path("kafka-ca.pem")
+
+
+def test_an_empty_path_in_the_file_is_an_error(tmp_path: Path) -> None:
+    """``pat_file: ""`` would be the working directory; it is refused where it is written."""
+    path = _config(tmp_path, 'zitadel:\n  pat_file: ""\n')
+    assert _problems(path) == [
+        f"{path}:2: zitadel.pat_file: is empty; name a file, or leave the key out"
+    ]
