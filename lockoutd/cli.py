@@ -351,9 +351,13 @@ async def _replay_events(
     out = sys.stdout.buffer
     if args.topic is None:
         progress = Progress(sys.stderr, total=file_size, every=args.progress_every)
+        first = True
         for lines in read_lines(args.events):
-            if lines.numbers and lines.numbers[0] == 1 and looks_like_a_scenario(lines.values[0]):
-                raise _ScenarioFileError
+            if first and lines.values:
+                # A scenario file's lines would all be invalid events: say what it is instead.
+                if looks_like_a_scenario(lines.values[0]):
+                    raise _ScenarioFileError
+                first = False
             fed = await replay.feed_lines(lines.values)
             where = functools.partial(_line_at, args.events, lines.numbers)
             _show(out, progress, fed, len(lines.values), lines.position, where)

@@ -156,7 +156,7 @@ def test_replay_given_a_scenario_file_points_at_test_rules(
     tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Not 25 invalid records and exit 0: replay says what the file is and what to use."""
-    scenario = _scenario(tmp_path, _case(0, []), _case(1, []))
+    scenario = _scenario(tmp_path, "", _case(0, []), _case(1, []))  # a blank line first
     assert main(["replay", str(scenario), "-c", str(config)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
