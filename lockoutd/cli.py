@@ -165,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("lockoutd")
     for note in loaded.notes:
         log.info("configuration_note", note=note)
+    for warning in rules.warnings:
+        log.warning("rules_warning", warning=warning)
     try:
         asyncio.run(Daemon(settings, rules).run())
     except ConfigError as error:
@@ -206,6 +208,8 @@ def _test_rules(args: argparse.Namespace) -> int:
         settings, rules = _load(args.config)
     except ConfigError as error:
         return _print_problems(error)
+    for warning in rules.warnings:
+        print(warning, file=sys.stderr)
     scenarios: list[Path] = args.scenarios or default_scenarios(settings.engine.rule_paths)
     if not scenarios:
         where = ", ".join(str(p) for p in settings.engine.rule_paths)

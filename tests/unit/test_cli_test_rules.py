@@ -164,3 +164,16 @@ def test_replay_given_a_scenario_file_points_at_test_rules(
         f"replay: {scenario} looks like a scenario file (each line holds an event and the rules "
         f"it fires); use lockoutd test-rules {scenario}\n"
     )
+
+
+def test_a_rule_that_matches_an_unknown_field_is_warned_about(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warning ``check`` gives is given here too: a scenario that fails for a typo says why."""
+    (tmp_path / "rules" / "typo.yaml").write_text(
+        RULES.replace("password-bruteforce", "typo").replace("{reason:", "{reasn:"),
+        encoding="utf-8",
+    )
+    assert main(["test-rules", str(_scenario(tmp_path, _case(0, []))), "-c", str(config)]) == 0
+    warning = "warning: rules.0.match.reasn: no input format produces this field; did you mean"
+    assert f"{warning} reason?" in capsys.readouterr().err
