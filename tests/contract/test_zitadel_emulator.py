@@ -376,6 +376,23 @@ def test_v2_checks_state_before_permission(emu: ZitadelEmulator, client: httpx.C
     assert_error(change(client, V1, NOBODY, token=NONE_PAT), 404, 5, "AUTHZ-cdgFk")
 
 
+@pytest.mark.parametrize("api", [V2, V2BETA])
+@pytest.mark.parametrize("action", ["lock", "unlock"])
+def test_v2_checks_user_write_when_the_caller_acts_on_itself(
+    emu: ZitadelEmulator, client: httpx.Client, api: str, action: str
+) -> None:
+    """Since 2025-09 a service account needs ``user.write`` to lock or unlock even itself."""
+    viewer = "100000000000000012"
+    if action == "unlock":
+        emu.set_state(viewer, UserState.LOCKED)
+        emu.set_state(NONE_SA, UserState.LOCKED)
+    before = emu.state_of(viewer)
+
+    assert_error(change(client, api, viewer, action, token=VIEWER_PAT), 403, 7, "AUTH-AWfge")
+    assert_error(change(client, api, NONE_SA, action, token=NONE_PAT), 404, 5, "AUTHZ-cdgFk")
+    assert (emu.state_of(viewer), emu.state_of(NONE_SA)) == (before, before)
+
+
 def test_roles_can_change_at_runtime(emu: ZitadelEmulator, client: httpx.Client) -> None:
     """Granting a role to a service account takes effect on its next request."""
     assert change(client, V2, ALICE, token=NONE_PAT).status_code == 404

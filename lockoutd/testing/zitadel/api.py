@@ -8,7 +8,8 @@ Check order, which decides which error a client sees when several apply:
 - v1 (``/management/v1``): token → org header → permission in the context org → id → user in
   the context org → state. A user of another org is indistinguishable from a missing one.
 - v2 and v2beta (``/v2``, ``/v2beta``): token → org header (if sent) → id → user anywhere in the
-  instance → state → permission on the user's own org (a caller may always act on itself).
+  instance → state → permission on the user's own org (also when the caller acts on itself;
+  only reading a user lets a caller read itself without the permission).
 """
 
 from __future__ import annotations
@@ -367,8 +368,9 @@ def v2_change(change: StateChange) -> Handler:
             raise ApiError(change.not_found)
         if user.state not in change.allowed:
             raise ApiError(change.wrong_state)
-        if user.id != caller.user_id:
-            instance.require(caller, user.org_id, "user.write", Errors.NO_PERMISSION_V2)
+        # No exception for the caller itself: since 2025-09 (zitadel PR 10666) lock and unlock
+        # check user.write without allowing self-management.
+        instance.require(caller, user.org_id, "user.write", Errors.NO_PERMISSION_V2)
         instance.change_state(user, change.new_state)
         return Reply(200, {"details": change_details(user)})
 
