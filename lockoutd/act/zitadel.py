@@ -220,15 +220,21 @@ class _Retryable(Exception):
         *,
         reason: str = "",
         retry_after: float | None = None,
+        answer: ErrorAnswer | None = None,
     ) -> None:
         self.operation = operation
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+        self.answer = answer
         self.attempt = 0  # set by the retry loop
         super().__init__(self.describe())
 
     def describe(self) -> str:
+        # The code and id tell ZITADEL's own 429s (an exhausted quota, a blocked instance) from
+        # a proxy's, which is what an operator needs to know to end the outage.
+        if self.answer is not None:
+            return self.answer.describe()
         return f"HTTP {self.status}" if self.status is not None else self.reason
 
 
@@ -564,7 +570,12 @@ class ZitadelClient:
                 ) from None
             self._observe(operation, str(response.status_code), started)
         if response.status_code in _RETRY_STATUSES:
-            raise _Retryable(operation, response.status_code, retry_after=_retry_after(response))
+            raise _Retryable(
+                operation,
+                response.status_code,
+                retry_after=_retry_after(response),
+                answer=read_error(response.status_code, response.content),
+            )
         return response
 
     def _observe(self, operation: str, code: str, started: float) -> None:

@@ -489,10 +489,10 @@ async def test_retries_stop_at_the_retry_timeout(emu: ZitadelEmulator, tmp_path:
 
 
 async def test_retry_after_sets_the_wait(emu: ZitadelEmulator, tmp_path: Path) -> None:
-    """A 429 with Retry-After: 1 waits a second, far longer than the configured backoff."""
+    """A proxy's 429 with Retry-After: 1 waits a second, far longer than the configured backoff."""
     creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
     emu.add_user(USER, org_id=ORG)
-    emu.set_fault(Fault.rate_limited(times=1, retry_after=1))
+    emu.set_fault(Fault.proxy_rate_limited(times=1, retry_after=1))
     async with connect(settings_for(emu, "v1", creds)) as client:
         started = time.monotonic()
         assert await client.lock(USER, ORG) is LockOutcome.LOCKED
@@ -505,13 +505,41 @@ async def test_a_retry_after_beyond_the_budget_gives_up_at_once(
 ) -> None:
     """A Retry-After longer than the time left ends the call instead of sleeping past it."""
     creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
-    emu.set_fault(Fault.rate_limited(times=10, retry_after=1))
+    emu.set_fault(Fault.proxy_rate_limited(times=10, retry_after=1))
     async with connect(settings_for(emu, "v1", creds, retry_timeout=0.5)) as client:
         started = time.monotonic()
         with pytest.raises(ZitadelUnavailable, match="HTTP 429"):
             await client.lock(USER, ORG)
     assert time.monotonic() - started < 0.5
     assert len(api_calls(emu)) == 1
+
+
+async def test_zitadels_own_429_is_retried_with_backoff(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """ZITADEL's 429 has no Retry-After: lockoutd backs off on its own and names the quota."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.rate_limited(times=2))
+    async with connect(settings_for(emu, api, creds)) as client:
+        with structlog.testing.capture_logs() as logs:
+            assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert [c.status for c in emu.lock_calls(USER)] == [429, 429, 200]
+    reasons = [e["reason"] for e in logs if e["event"] == "zitadel_retrying"]
+    assert reasons == ["HTTP 429, code 8, QUOTA-vjAy8"] * 2
+
+
+async def test_an_exhausted_quota_ends_in_unavailable_naming_it(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """A quota that stays exhausted is an outage (retried later), not a failed decision."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.rate_limited())
+    async with connect(settings_for(emu, "v2", creds, retry_attempts=3)) as client:
+        with pytest.raises(ZitadelUnavailable, match=r"3 attempt.*HTTP 429, code 8, QUOTA-vjAy8"):
+            await client.lock(USER, ORG)
+    assert len(emu.lock_calls(USER)) == 3
 
 
 async def test_a_dropped_connection_is_retried(

@@ -629,15 +629,37 @@ def test_status_500_fault_carries_code_13(emu: ZitadelEmulator, client: httpx.Cl
     assert (response.status_code, response.json()["code"]) == (500, 13)
 
 
-def test_rate_limit_fault_sends_retry_after(emu: ZitadelEmulator, client: httpx.Client) -> None:
-    """A rate-limit fault answers 429 with code 8 and a Retry-After header."""
-    emu.set_fault(Fault.rate_limited(times=2, retry_after=7))
+def test_rate_limit_fault_answers_like_zitadel(emu: ZitadelEmulator, client: httpx.Client) -> None:
+    """ZITADEL's own 429: code 8 QUOTA-vjAy8, the exhausted cookie, and no Retry-After."""
+    emu.set_fault(Fault.rate_limited(times=2))
 
     answers = [change(client, V2, ALICE) for _ in range(3)]
 
     assert [a.status_code for a in answers] == [429, 429, 200]
-    assert answers[0].headers["retry-after"] == "7"
-    assert answers[0].json()["code"] == 8
+    limited = answers[0]
+    assert "retry-after" not in limited.headers
+    assert limited.json() == {"code": 8, "message": "Quota.Access.Exhausted (QUOTA-vjAy8)",
+                              "details": [{"@type": "type.googleapis.com/zitadel.v1.ErrorDetail",
+                                           "id": "QUOTA-vjAy8",
+                                           "message": "Quota.Access.Exhausted"}]}  # fmt: skip
+    cookie = limited.headers["set-cookie"]
+    assert cookie.startswith("zitadel.quota.exhausted=true;")
+    assert "Max-Age=300" in cookie
+    assert "set-cookie" not in answers[2].headers or "Max-Age=0" in answers[2].headers["set-cookie"]
+
+
+def test_proxy_rate_limit_fault_sends_retry_after(
+    emu: ZitadelEmulator, client: httpx.Client
+) -> None:
+    """A proxy in front of ZITADEL answers 429 with Retry-After and a page of its own."""
+    emu.set_fault(Fault.proxy_rate_limited(times=1, retry_after=7))
+
+    limited, passed = change(client, V2, ALICE), change(client, V2, ALICE)
+
+    assert (limited.status_code, passed.status_code) == (429, 200)
+    assert limited.headers["retry-after"] == "7"
+    assert not limited.headers["content-type"].startswith("application/json")
+    assert "zitadel.quota.exhausted" not in limited.headers.get("set-cookie", "")
 
 
 def test_dropped_connection_is_a_transport_error(

@@ -40,6 +40,8 @@ class Reply:
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
+    page: str | None = None
+    """An HTML page sent instead of ``body`` (what something in front of ZITADEL answers)."""
 
 
 Handler = Callable[[Instance, ApiRequest], Reply]
