@@ -34,7 +34,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import stamina
@@ -56,6 +56,7 @@ from lockoutd.settings import ZitadelSettings
 __all__ = [
     "ErrorAnswer",
     "LockOutcome",
+    "ResolvedUser",
     "UnlockOutcome",
     "UserState",
     "UserStore",
@@ -92,6 +93,14 @@ class UserState(enum.StrEnum):
     UNSPECIFIED = "USER_STATE_UNSPECIFIED"
 
 
+@dataclass(frozen=True, slots=True)
+class ResolvedUser:
+    """The user a login name names, and the org that owns them (where ZITADEL said)."""
+
+    user_id: str
+    org_id: str | None
+
+
 class UserStore(Protocol):
     """What the action executor needs from ZITADEL."""
 
@@ -99,8 +108,8 @@ class UserStore(Protocol):
 
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome: ...
 
-    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
-        """The user id for ``login_name``, or None when there is no such user."""
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
+        """The user ``login_name`` names (in ``org_id`` if given), or None when there is none."""
         ...
 
 
@@ -138,6 +147,8 @@ class _Api:
     org_header: bool
     """v1 scopes every call to the org in ``x-zitadel-orgid``; v2 looks users up instance-wide."""
     id_field: str
+    global_lookup: str | None = None
+    """v1's instance-wide exact lookup, for login names that come without an org."""
 
 
 _APIS = {
@@ -148,6 +159,7 @@ _APIS = {
         search="/management/v1/users/_search",
         org_header=True,
         id_field="id",
+        global_lookup="/management/v1/global/users/_by_login_name",
     ),
     "v2": _Api(
         lock="/v2/users/{id}/lock",
@@ -285,7 +297,7 @@ class ZitadelClient:
         self._auth: TokenSource = token_source(
             settings, request_token=self._request_token, clock=clock
         )
-        self._names: LoginNameCache[tuple[str, str | None]] = LoginNameCache(
+        self._names: LoginNameCache[tuple[str, str | None], ResolvedUser] = LoginNameCache(
             ttl=settings.login_name_cache_ttl,
             miss_ttl=settings.login_name_miss_ttl,
             max_size=settings.login_name_cache_size,
@@ -377,9 +389,12 @@ class ZitadelClient:
         path = self._user_path(self._api.get, user_id)
         return await self._state(path, self._org(org_id), self._deadline())
 
-    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
-        """The user id for ``login_name`` (case-insensitive), or None when there is none.
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
+        """The user ``login_name`` names (case-insensitive), or None when there is none.
 
+        With an org, only that org is searched. Without one the whole instance is: v2's search
+        is instance-wide, and v1 uses its global lookup, since v1's search only sees the service
+        account's own org. The answer names the user's org, which v1 needs to act on them.
         Answers are cached; concurrent calls for the same name and org share one request.
         """
         org = self._org(org_id)
@@ -406,7 +421,9 @@ class ZitadelClient:
         except ValueError:
             return UserState.UNSPECIFIED
 
-    async def _find_user(self, name: str, org: str | None) -> str | None:
+    async def _find_user(self, name: str, org: str | None) -> ResolvedUser | None:
+        if org is None and self._api.global_lookup is not None:
+            return await self._find_user_globally(name, self._api.global_lookup)
         queries: list[dict[str, Any]] = [
             {
                 "loginNameQuery": {
@@ -426,13 +443,45 @@ class ZitadelClient:
             raise _unexpected("find_user", read_error(response.status_code, response.content))
         try:
             results = response.json().get("result") or []
-            ids = [str(user[self._api.id_field]) for user in results]
+            found = [self._resolved(user, org) for user in results]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _unexpected("find_user", ErrorAnswer(response.status_code)) from None
-        if len(ids) > 1:
-            log.warning("login_name_ambiguous", org_id=org, matches=len(ids))
+        if len(found) > 1:
+            log.warning("login_name_ambiguous", org_id=org, matches=len(found))
             return None
-        return ids[0] if ids else None
+        return found[0] if found else None
+
+    async def _find_user_globally(self, name: str, path: str) -> ResolvedUser | None:
+        """v1's ``GetUserByLoginNameGlobal``: an exact (case-insensitive) match in any org.
+
+        ZITADEL answers 404 ``QUERY-Dfbg2`` both for no match and for more than one, so an
+        ambiguous name resolves to nobody here as it does in a search.
+        """
+        response = await self._call(
+            "find_user",
+            "GET",
+            f"{path}?{urlencode({'loginName': name})}",
+            None,
+            body=None,
+            deadline=self._deadline(),
+        )
+        if not response.is_success:
+            answer = read_error(response.status_code, response.content)
+            if answer.status == 404 and answer.id in _USER_NOT_FOUND:
+                return None
+            raise _unexpected("find_user", answer)
+        try:
+            return self._resolved(response.json()["user"], None)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise _unexpected("find_user", ErrorAnswer(response.status_code)) from None
+
+    def _resolved(self, user: dict[str, Any], org: str | None) -> ResolvedUser:
+        """A user of a search or lookup answer; a malformed one raises KeyError or TypeError."""
+        user_id = str(user[self._api.id_field])
+        owner = user.get("details", {}).get("resourceOwner")
+        if isinstance(owner, str) and _ID.fullmatch(owner) and len(owner) <= MAX_ID_LENGTH:
+            return ResolvedUser(user_id, owner)
+        return ResolvedUser(user_id, org)
 
     async def _call(
         self,

@@ -19,7 +19,13 @@ import structlog
 from pydantic import SecretStr
 from structlog.tracebacks import ExceptionDictTransformer
 
-from lockoutd.act.zitadel import LockOutcome, UnlockOutcome, UserState, ZitadelClient
+from lockoutd.act.zitadel import (
+    LockOutcome,
+    ResolvedUser,
+    UnlockOutcome,
+    UserState,
+    ZitadelClient,
+)
 from lockoutd.errors import (
     InvalidUserId,
     ZitadelConfigError,
@@ -615,7 +621,7 @@ async def test_a_login_name_resolves_once(
     """Many lookups of one name, in any case, cost one search."""
     emu.add_user(USER, org_id=ORG, login_name="Alice@Acme.example")
     for name in ("alice@acme.example", "ALICE@acme.example", " Alice@Acme.example ") * 5:
-        assert await client.resolve_login_name(name, ORG) == USER
+        assert await client.resolve_login_name(name, ORG) == ResolvedUser(USER, ORG)
     (call,) = search_calls(emu)
     body = call.body
     assert body["query"] == {"limit": 2}
@@ -653,12 +659,12 @@ async def test_misses_are_cached_shorter_than_hits(
         assert await client.resolve_login_name("bob@acme.example", ORG) is None
         assert len(search_calls(emu)) == 1
         clock.now += 2
-        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        assert await client.resolve_login_name("bob@acme.example", ORG) == ResolvedUser(USER, ORG)
         clock.now += 299
-        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        assert await client.resolve_login_name("bob@acme.example", ORG) == ResolvedUser(USER, ORG)
         assert len(search_calls(emu)) == 2
         clock.now += 2
-        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        assert await client.resolve_login_name("bob@acme.example", ORG) == ResolvedUser(USER, ORG)
         assert len(search_calls(emu)) == 3
 
 
@@ -673,8 +679,66 @@ async def test_concurrent_lookups_share_one_request(
         ids = await asyncio.gather(
             *(client.resolve_login_name("carol@acme.example", ORG) for _ in range(20))
         )
-    assert ids == [USER] * 20
+    assert ids == [ResolvedUser(USER, ORG)] * 20
     assert len(search_calls(emu)) == 1
+
+
+GLOBAL_LOOKUP = "/management/v1/global/users/_by_login_name"
+
+
+async def test_v1_finds_a_login_name_without_an_org_in_any_org(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """v1's search sees only the service account's org; without an org the global lookup is
+    used, and the user's own org then carries the lock."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=OTHER_ORG, login_name="Bob@Globex.example")
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        found = await client.resolve_login_name(" bob@globex.EXAMPLE", None)
+        assert found == ResolvedUser(USER, OTHER_ORG)
+        assert await client.resolve_login_name("bob@globex.example", None) == found
+        assert await client.lock(found.user_id, found.org_id) is LockOutcome.LOCKED
+    lookup, lock = api_calls(emu)
+    assert (lookup.method, lookup.path, lookup.query) == (
+        "GET",
+        GLOBAL_LOOKUP,
+        {"loginName": "bob@globex.example"},
+    )
+    assert "x-zitadel-orgid" not in lookup.headers
+    assert lock.headers["x-zitadel-orgid"] == OTHER_ORG
+    assert emu.state_of(USER) is EmulatedState.LOCKED
+
+
+async def test_v1_global_lookup_of_an_unknown_name_is_none(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """ZITADEL's 404 QUERY-Dfbg2 is no such user, remembered like any miss."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        assert await client.resolve_login_name("nobody@globex.example", None) is None
+        assert await client.resolve_login_name("nobody@globex.example", None) is None
+    assert [(c.path, c.status) for c in api_calls(emu)] == [(GLOBAL_LOOKUP, 404)]
+
+
+async def test_v1_with_an_org_searches_only_that_org(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """An event that names an org keeps v1's org-scoped search (and its header)."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=OTHER_ORG, login_name="bob@globex.example")
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        assert await client.resolve_login_name("bob@globex.example", ORG) is None
+        found = await client.resolve_login_name("bob@globex.example", OTHER_ORG)
+    assert found == ResolvedUser(USER, OTHER_ORG)
+    assert [c.headers.get("x-zitadel-orgid") for c in search_calls(emu)] == [ORG, OTHER_ORG]
+    assert not [c for c in emu.calls if c.path == GLOBAL_LOOKUP]
+
+
+async def test_v2_names_the_org_of_the_user_it_found(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """v2's search is instance-wide; the answer carries the user's org."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=OTHER_ORG, login_name="bob@globex.example")
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        found = await client.resolve_login_name("bob@globex.example", None)
+    assert found == ResolvedUser(USER, OTHER_ORG)
 
 
 async def test_the_cache_is_bounded(emu: ZitadelEmulator, tmp_path: Path) -> None:
@@ -693,9 +757,9 @@ async def test_the_org_is_part_of_the_cache_key(
     creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
     emu.add_user(USER, org_id=ORG, login_name="dave@acme.example")
     async with connect(settings_for(emu, api, creds)) as client:
-        assert await client.resolve_login_name("dave@acme.example", ORG) == USER
+        assert await client.resolve_login_name("dave@acme.example", ORG) == ResolvedUser(USER, ORG)
         assert await client.resolve_login_name("dave@acme.example", OTHER_ORG) is None
-        assert await client.resolve_login_name("dave@acme.example", ORG) == USER
+        assert await client.resolve_login_name("dave@acme.example", ORG) == ResolvedUser(USER, ORG)
     assert len(search_calls(emu)) == 2
 
 
