@@ -470,6 +470,39 @@ def test_v2_list_users_filters_by_permission(client: httpx.Client) -> None:
     assert "result" not in by_org_a
 
 
+def test_v2_list_users_shows_the_caller_itself_without_user_read(client: httpx.Client) -> None:
+    """Without any membership only the caller's own user is listed, never an error."""
+    everyone = {"query": {"limit": 100}}
+    by_none = client.post("/v2/users", json=everyone, headers=_headers(NONE_PAT, None))
+
+    assert by_none.status_code == 200
+    assert [u["userId"] for u in by_none.json()["result"]] == [NONE_SA]
+
+
+MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
+
+
+def test_my_permissions_are_those_of_the_context_org_and_the_instance(
+    client: httpx.Client,
+) -> None:
+    """ListMyZitadelPermissions answers for the caller's own org, or the header's, plus the
+    instance; no membership there is an empty answer, not an error."""
+
+    def permissions(token: str, org: str | None) -> list[str]:
+        response = client.post(MY_PERMISSIONS, headers=_headers(token, org))
+        assert response.status_code == 200, response.text
+        result: list[str] = response.json().get("result", [])
+        return result
+
+    assert {"user.read", "user.global.read", "user.write"} <= set(permissions(ORG_PAT, None))
+    assert permissions(ORG_PAT, ORG_B) == []
+    assert {"user.read", "user.write"} <= set(permissions(IAM_PAT, ORG_B))
+    assert permissions(NONE_PAT, None) == []
+    assert "user.write" not in permissions(VIEWER_PAT, None)
+    assert_error(client.post(MY_PERMISSIONS, headers=_headers(ORG_PAT, UNKNOWN_ORG)),
+                 403, 7, "AUTH-Bs7Ds")  # fmt: skip
+
+
 # -- token endpoint -------------------------------------------------------------------------------
 
 
@@ -798,6 +831,7 @@ _OPENAPI_CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("post", "/v2/users/{userId}/unlock", {"json": {}}),
     ("post", "/v2beta/users/{userId}/lock", {"json": {}}),
     ("post", "/v2beta/users/{userId}/unlock", {"json": {}}),
+    ("post", "/auth/v1/permissions/zitadel/me/_search", {}),
 ]
 
 

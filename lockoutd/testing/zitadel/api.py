@@ -428,3 +428,11 @@ def v2_list_users(instance: Instance, request: ApiRequest) -> Reply:
         if u.id == caller.user_id or instance.may(caller, u.org_id, "user.read")
     ]
     return list_reply(instance, _search(readable, body, v2=True), _list_query(body), v2=True)
+
+
+def my_permissions(instance: Instance, request: ApiRequest) -> Reply:
+    """``POST /auth/v1/permissions/zitadel/me/_search`` (ListMyZitadelPermissions): what the
+    caller's memberships in the context org and on the instance allow; any caller may ask."""
+    caller = _caller(instance, request)
+    granted = instance.permissions(caller.user_id, caller.org_id) or frozenset()
+    return Reply(200, {"result": sorted(granted)} if granted else {})
