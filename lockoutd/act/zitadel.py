@@ -135,6 +135,8 @@ _MISSING_PERMISSION = frozenset({"AUTH-5mWD2", "AUTH-AWfge", "AUTH-Swrgg2"})
 _NO_MEMBERSHIP = "AUTHZ-cdgFk"
 _UNKNOWN_ORG = "AUTH-Bs7Ds"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# ListMyZitadelPermissions: what the caller may do in the context org and on the instance.
+_MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
 _ID_SUFFIX = re.compile(r"\(([A-Za-z0-9]+-[A-Za-z0-9]+)\)\s*$")
 
 
@@ -303,6 +305,14 @@ class ZitadelClient:
             max_size=settings.login_name_cache_size,
             clock=clock,
         )
+        # Whether the account may read users, per org asked about (None: its own org and the
+        # instance). Kept as briefly as a miss, so a grant takes effect as soon as a miss would.
+        self._may_read: LoginNameCache[str | None, bool] = LoginNameCache(
+            ttl=settings.login_name_miss_ttl,
+            miss_ttl=settings.login_name_miss_ttl,
+            max_size=settings.login_name_cache_size,
+            clock=clock,
+        )
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             http2=True,
@@ -449,7 +459,54 @@ class ZitadelClient:
         if len(found) > 1:
             log.warning("login_name_ambiguous", org_id=org, matches=len(found))
             return None
+        if not found and not self._api.org_header and not await self._may_read_users(org):
+            raise self._users_hidden(org)
         return found[0] if found else None
+
+    async def _may_read_users(self, org: str | None) -> bool:
+        """Whether the account holds ``user.read`` in ``org`` (or its own org) or instance-wide.
+
+        v2's ListUsers drops the users the caller may not read without saying so, so "found
+        nobody" proves nothing until this is known. An org ZITADEL does not know holds nobody:
+        that counts as readable (the name is simply unknown), never as lockoutd's own fault.
+        """
+
+        async def ask() -> bool:
+            response = await self._call(
+                "permissions",
+                "POST",
+                _MY_PERMISSIONS,
+                org,
+                body={},
+                deadline=self._deadline(),
+                org_header=True,
+                tolerate=frozenset({_UNKNOWN_ORG}),
+            )
+            if not response.is_success:
+                answer = read_error(response.status_code, response.content)
+                if answer.id == _UNKNOWN_ORG:
+                    return True
+                raise _unexpected("permissions", answer)
+            try:
+                granted = response.json().get("result") or []
+            except (ValueError, AttributeError):
+                raise _unexpected("permissions", ErrorAnswer(response.status_code)) from None
+            return isinstance(granted, list) and "user.read" in granted
+
+        return bool(await self._may_read.get(org, ask))
+
+    def _users_hidden(self, org: str | None) -> UnexpectedAnswer:
+        self._metrics.zitadel_hidden_users.inc()
+        log.warning("zitadel_users_hidden", org_id=org, permission="user.read")
+        if org is not None:
+            where, grant = f"org {org}", f"ORG_USER_MANAGER in org {org} or IAM_USER_MANAGER"
+        else:  # without an org, v2 searched every org
+            where, grant = "its own org and on the instance", "IAM_USER_MANAGER"
+        return UnexpectedAnswer(
+            "ZITADEL found no user with this login name, but it hides the users lockoutd may not "
+            f"read and the service account lacks user.read in {where}: grant it {grant} so that "
+            "login names resolve"
+        )
 
     async def _find_user_globally(self, name: str, path: str) -> ResolvedUser | None:
         """v1's ``GetUserByLoginNameGlobal``: an exact (case-insensitive) match in any org.
@@ -492,13 +549,18 @@ class ZitadelClient:
         *,
         body: dict[str, Any] | None,
         deadline: float,
+        org_header: bool | None = None,
+        tolerate: frozenset[str] = frozenset(),
     ) -> httpx.Response:
         """One API request with a bearer token; faults in lockoutd's own setup raise here.
 
         A 401 earns one new token: the PAT file may have been rotated, the access token may have
-        been revoked. A second 401 means the credentials themselves are refused.
+        been revoked. A second 401 means the credentials themselves are refused. ``org_header``
+        sends ``org`` as ``x-zitadel-orgid`` whatever the API; error ids in ``tolerate`` are
+        answered to the caller instead of being taken for a fault of lockoutd's setup.
         """
-        headers = {"x-zitadel-orgid": org} if org is not None and self._api.org_header else {}
+        send_org = self._api.org_header if org_header is None else org_header
+        headers = {"x-zitadel-orgid": org} if org is not None and send_org else {}
         try:
             token = await self._auth.token()
         except ZitadelConfigError:
@@ -518,6 +580,8 @@ class ZitadelClient:
                 raise self._unauthorized(operation, response, refreshed=True)
         if not response.is_success:
             answer = read_error(response.status_code, response.content)
+            if answer.id in tolerate:
+                return response
             if (fault := _config_fault(answer, operation, org)) is not None:
                 self._healthy = False
                 raise fault

@@ -28,12 +28,14 @@ from lockoutd.act.zitadel import (
 )
 from lockoutd.errors import (
     InvalidUserId,
+    UnexpectedAnswer,
     ZitadelConfigError,
     ZitadelError,
     ZitadelUnavailable,
 )
 from lockoutd.report.metrics import Metrics
 from lockoutd.settings import ZitadelSettings
+from lockoutd.testing.zitadel_emulator import DEFAULT_SERVICE_ACCOUNT_ID as SERVICE_ACCOUNT_OF_PAT
 from lockoutd.testing.zitadel_emulator import Fault, ZitadelEmulator
 from lockoutd.testing.zitadel_emulator import UserState as EmulatedState
 
@@ -739,6 +741,92 @@ async def test_v2_names_the_org_of_the_user_it_found(emu: ZitadelEmulator, tmp_p
     async with connect(settings_for(emu, "v2", creds)) as client:
         found = await client.resolve_login_name("bob@globex.example", None)
     assert found == ResolvedUser(USER, OTHER_ORG)
+
+
+MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
+THIRD_ORG = "100000000000000003"
+
+
+def hidden_users(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("lockoutd_zitadel_hidden_users_total") or 0.0
+
+
+async def test_v2_a_name_hidden_for_want_of_user_read_fails_naming_the_grant(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """v2 ListUsers drops users the caller may not read; an empty answer is then no proof the
+    user does not exist: lockoutd says what to grant, counts it, and does not remember a miss."""
+    creds = credentials(emu, "pat", tmp_path, {ORG: {"ORG_USER_MANAGER"}})
+    emu.add_user(USER, org_id=OTHER_ORG, login_name="bob@globex.example")
+    metrics = Metrics()
+    async with connect(settings_for(emu, "v2", creds), metrics=metrics) as client:
+        hidden = pytest.raises(UnexpectedAnswer, match=rf"user\.read in org {OTHER_ORG}")
+        with structlog.testing.capture_logs() as logs, hidden:
+            await client.resolve_login_name("bob@globex.example", OTHER_ORG)
+        assert client.healthy
+        assert hidden_users(metrics) == 1
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["zitadel_users_hidden"]
+        probe = next(c for c in emu.calls if c.path == MY_PERMISSIONS)
+        assert probe.headers["x-zitadel-orgid"] == OTHER_ORG
+
+        emu.set_roles(SERVICE_ACCOUNT_OF_PAT, {OTHER_ORG: {"ORG_USER_MANAGER"}})
+        found = await client.resolve_login_name("bob@globex.example", OTHER_ORG)
+    assert found == ResolvedUser(USER, OTHER_ORG)
+
+
+async def test_v2_without_an_org_checks_the_accounts_own_org_and_the_instance(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """No org in the event: ZITADEL searched every org, so lockoutd asks what the account may
+    read in its own org and on the instance."""
+    creds = credentials(emu, "pat", tmp_path, {OTHER_ORG: {"ORG_USER_MANAGER"}})
+    emu.add_user(USER, org_id=THIRD_ORG, login_name="carol@initech.example")
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        with pytest.raises(
+            UnexpectedAnswer, match=r"user\.read in its own org and on the instance"
+        ):
+            await client.resolve_login_name("carol@initech.example", None)
+    probe = next(c for c in emu.calls if c.path == MY_PERMISSIONS)
+    assert "x-zitadel-orgid" not in probe.headers
+
+
+async def test_v2_an_unknown_name_the_account_could_read_is_none(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """With user.read, an empty answer is no such user: None, and remembered as a miss. One
+    permission check serves many unknown names."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        for n in range(5):
+            assert await client.resolve_login_name(f"nobody{n}@acme.example", ORG) is None
+        assert await client.resolve_login_name("nobody0@acme.example", ORG) is None
+    assert len(search_calls(emu)) == 5
+    assert len([c for c in emu.calls if c.path == MY_PERMISSIONS]) == 1
+
+
+async def test_v2_an_org_zitadel_does_not_know_is_an_unknown_user(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """An event may name any org: one that does not exist holds no user, and must not stop
+    lockoutd as a refusal of lockoutd itself would."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        assert await client.resolve_login_name("bob@globex.example", "999999") is None
+        assert client.healthy
+
+
+@pytest.mark.parametrize("api_version", ["v1", "v2"])
+async def test_a_found_name_needs_no_permission_check(
+    emu: ZitadelEmulator, api_version: str, tmp_path: Path
+) -> None:
+    """The check only runs when v2 finds nobody; v1 refuses a missing permission outright."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG, login_name="dave@acme.example")
+    async with connect(settings_for(emu, api_version, creds)) as client:
+        assert await client.resolve_login_name("dave@acme.example", ORG) is not None
+        assert await client.resolve_login_name("nobody@acme.example", ORG) is None
+    probes = [c for c in emu.calls if c.path == MY_PERMISSIONS]
+    assert len(probes) == (1 if api_version == "v2" else 0)
 
 
 async def test_the_cache_is_bounded(emu: ZitadelEmulator, tmp_path: Path) -> None:

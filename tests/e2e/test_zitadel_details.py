@@ -7,13 +7,15 @@ the service account of ``conftest.start_stack``: it lives in org ``ORG_ID`` and 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lockoutd.testing.zitadel_emulator import UserState
+from lockoutd.testing.broker import LocalBroker
+from lockoutd.testing.zitadel_emulator import DEFAULT_SERVICE_ACCOUNT_ID, UserState
 
-from .conftest import ORG_ID, Stack
+from .conftest import ORG_ID, Stack, start_stack, stop_stack
 from .kafka_helpers import at, decisions, produce, wait_committed
 
 pytestmark = pytest.mark.e2e
@@ -63,3 +65,37 @@ def test_v1_locks_a_login_name_of_another_org_without_org_id(stack: Stack) -> No
     )
     [lock] = stack.emulator.lock_calls("5101")
     assert lock.headers.get("x-zitadel-orgid") == OTHER_ORG
+
+
+def test_v2_says_what_to_grant_when_zitadel_hides_the_user(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """v2, a service account that may read only its own org, events naming a user of another
+    org: ZITADEL's search answers nothing. The decision is ``failed`` with an error naming
+    ``user.read``, not a cached ``unknown_user``; once the role is granted, names resolve."""
+    stack = start_stack(broker, tmp_path, extra={"zitadel": {"api": "v2"}})
+    try:
+        stack.emulator.set_roles(DEFAULT_SERVICE_ACCOUNT_ID, {ORG_ID: {"ORG_USER_MANAGER"}})
+        stack.emulator.add_user("5201", org_id=OTHER_ORG, login_name="dave@globex.example")
+        events = [by_login_name("dave@globex.example", m, org_id=OTHER_ORG) for m in range(5)]
+        produce(stack.bootstrap, stack.events_topic, events, key_field="login_name")
+        wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics)
+
+        [decision] = decisions_named(stack, "dave@globex.example")
+        assert decision["outcome"] == "failed"
+        assert "user.read" in decision["error"]
+        assert stack.emulator.state_of("5201") is UserState.ACTIVE
+        assert stack.daemon.metric("lockoutd_zitadel_hidden_users_total") == 1
+        assert stack.daemon.returncode is None
+
+        stack.emulator.set_roles(
+            DEFAULT_SERVICE_ACCOUNT_ID,
+            {ORG_ID: {"ORG_USER_MANAGER"}, OTHER_ORG: {"ORG_USER_MANAGER"}},
+        )
+        stack.emulator.add_user("5202", org_id=OTHER_ORG, login_name="erin@globex.example")
+        events = [by_login_name("erin@globex.example", m, org_id=OTHER_ORG) for m in range(5)]
+        produce(stack.bootstrap, stack.events_topic, events, key_field="login_name")
+        wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics)
+        assert stack.emulator.state_of("5202") is UserState.LOCKED
+    finally:
+        stop_stack(stack)
