@@ -815,18 +815,17 @@ async def test_v2_an_org_zitadel_does_not_know_is_an_unknown_user(
         assert client.healthy
 
 
-@pytest.mark.parametrize("api_version", ["v1", "v2"])
 async def test_a_found_name_needs_no_permission_check(
-    emu: ZitadelEmulator, api_version: str, tmp_path: Path
+    emu: ZitadelEmulator, api: str, tmp_path: Path
 ) -> None:
     """The check only runs when v2 finds nobody; v1 refuses a missing permission outright."""
     creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
     emu.add_user(USER, org_id=ORG, login_name="dave@acme.example")
-    async with connect(settings_for(emu, api_version, creds)) as client:
+    async with connect(settings_for(emu, api, creds)) as client:
         assert await client.resolve_login_name("dave@acme.example", ORG) is not None
         assert await client.resolve_login_name("nobody@acme.example", ORG) is None
     probes = [c for c in emu.calls if c.path == MY_PERMISSIONS]
-    assert len(probes) == (1 if api_version == "v2" else 0)
+    assert len(probes) == (1 if api == "v2" else 0)
 
 
 async def test_the_cache_is_bounded(emu: ZitadelEmulator, tmp_path: Path) -> None:

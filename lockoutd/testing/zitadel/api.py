@@ -370,8 +370,8 @@ def v2_change(change: StateChange) -> Handler:
             raise ApiError(change.not_found)
         if user.state not in change.allowed:
             raise ApiError(change.wrong_state)
-        # No exception for the caller itself: since 2025-09 (zitadel PR 10666) lock and unlock
-        # check user.write without allowing self-management.
+        # No exception for the caller itself: since 2025-09 ZITADEL's lock and unlock
+        # check user.write with allowSelfManagement false (internal/command/user_v2.go).
         instance.require(caller, user.org_id, "user.write", Errors.NO_PERMISSION_V2)
         instance.change_state(user, change.new_state)
         return Reply(200, {"details": change_details(user)})
