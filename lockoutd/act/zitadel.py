@@ -13,6 +13,8 @@ the ``(ID)`` suffix of ``message``), never by message text, which ZITADEL transl
     404 AUTHZ-cdgFk                               ZitadelConfigError (lockoutd itself is refused)
     429, 500, 502-504, timeout, connection error  retried, then ZitadelUnavailable
     anything else                                 ZitadelUnavailable, not retried
+    v2 search that finds nobody                   ask ListMyZitadelPermissions; without user.read
+                                                  there, UnexpectedAnswer (ZITADEL hides users)
 
     * "already locked" and "deactivated" share one error, so the state decides:
       LOCKED -> already_locked; DELETED or gone -> unknown_user; ACTIVE or INITIAL (states
