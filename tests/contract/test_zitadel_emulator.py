@@ -460,6 +460,19 @@ def test_v1_global_lookup_by_login_name(client: httpx.Client) -> None:
     assert_error(denied, 404, 5, "AUTHZ-cdgFk")
 
 
+def test_v1_global_lookup_validates_the_login_name_length(client: httpx.Client) -> None:
+    """An empty or over-long name is refused by request validation (code 3, no details)."""
+    path = "/management/v1/global/users/_by_login_name"
+    for name in ("", "x" * 201):
+        response = client.get(path, params={"loginName": name}, headers=_headers(IAM_PAT, None))
+        assert response.status_code == 400
+        assert response.json() == {
+            "code": 3,
+            "message": "invalid GetUserByLoginNameGlobalRequest.LoginName: value length must be "
+            "between 1 and 200 runes, inclusive",
+        }
+
+
 def test_v2_list_users_filters_by_permission(client: httpx.Client) -> None:
     """v2 list finds a login name instance-wide but only among users the caller may read."""
     body = _login_query("bob@globex.example")

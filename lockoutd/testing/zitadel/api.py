@@ -402,7 +402,13 @@ def v1_user_by_login_name(instance: Instance, request: ApiRequest) -> Reply:
     caller = _caller(instance, request)
     instance.require(caller, caller.org_id, "user.global.read", Errors.NO_PERMISSION_V1)
     login_name = request.query.get("loginName", request.query.get("login_name", ""))
-    user = instance.user_by_login_name(login_name) if login_name else None
+    if not 1 <= len(login_name) <= 200:  # the request's validate rules, checked after auth
+        raise _bad_request(
+            "invalid GetUserByLoginNameGlobalRequest.LoginName: value length must be between "
+            "1 and 200 runes, inclusive"
+        )
+    # Exact, ignoring case; ZITADEL also answers not-found when more than one user matches.
+    user = instance.user_by_login_name(login_name)
     if user is None:
         raise ApiError(Errors.USER_NOT_FOUND)
     return Reply(200, {"user": user_v1(user)})
