@@ -76,11 +76,17 @@ class LockExecutor:
                 # Resolved before the cap is consulted: made-up login names must not be able to
                 # use up the locks that real accounts under attack need.
                 login_name = decision.login_name
-                user_id = await self._until_available(
+                resolved = await self._until_available(
                     lambda: self._store.resolve_login_name(login_name, decision.org_id)
                 )
-                if user_id is None:
+                if resolved is None:
                     return msgspec.structs.replace(decision, outcome=Outcome.UNKNOWN_USER)
+                user_id = resolved.user_id
+                # The user's own org, which v1 must name to act on a user of another org than
+                # the service account's, and which the audit should show.
+                decision = msgspec.structs.replace(
+                    decision, org_id=resolved.org_id or decision.org_id
+                )
             if user_id is None:  # the decoder guarantees a user id or a login name
                 raise InvalidUserId("the event named no user")
             if (over := await self._take_cap(decision.org_id)) is not None:

@@ -13,13 +13,14 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-class LoginNameCache(Generic[K]):
-    """Answers ``str | None`` per key; ``None`` (no such user) is cached too, for less time.
+class LoginNameCache(Generic[K, V]):
+    """Answers ``V | None`` per key; ``None`` (no such user) is cached too, for less time.
 
     At most ``max_size`` answers are kept; the oldest is evicted first. A lookup that raises is
     not cached: every waiter gets the exception, and the next call tries again.
@@ -37,13 +38,13 @@ class LoginNameCache(Generic[K]):
         self._miss_ttl = miss_ttl
         self._max_size = max_size
         self._clock = clock
-        self._answers: OrderedDict[K, tuple[float, str | None]] = OrderedDict()
-        self._in_flight: dict[K, asyncio.Task[str | None]] = {}
+        self._answers: OrderedDict[K, tuple[float, V | None]] = OrderedDict()
+        self._in_flight: dict[K, asyncio.Task[V | None]] = {}
 
     def __len__(self) -> int:
         return len(self._answers)
 
-    async def get(self, key: K, lookup: Callable[[], Awaitable[str | None]]) -> str | None:
+    async def get(self, key: K, lookup: Callable[[], Awaitable[V | None]]) -> V | None:
         """The cached answer for ``key``, or the answer of ``lookup()`` (shared by concurrent
         callers for the same key)."""
         cached = self._answers.get(key)
@@ -60,7 +61,7 @@ class LoginNameCache(Generic[K]):
         # shield: one impatient caller being cancelled must not cancel everyone else's lookup.
         return await asyncio.shield(task)
 
-    async def _run(self, key: K, lookup: Callable[[], Awaitable[str | None]]) -> str | None:
+    async def _run(self, key: K, lookup: Callable[[], Awaitable[V | None]]) -> V | None:
         try:
             answer = await lookup()
         finally:
@@ -73,7 +74,7 @@ class LoginNameCache(Generic[K]):
         return answer
 
 
-def _retrieve_exception(task: asyncio.Task[str | None]) -> None:
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
     # Mark a failure as seen even if every waiter was cancelled, so that asyncio does not log
     # "exception was never retrieved" for it.
     if not task.cancelled():

@@ -13,6 +13,8 @@ the ``(ID)`` suffix of ``message``), never by message text, which ZITADEL transl
     404 AUTHZ-cdgFk                               ZitadelConfigError (lockoutd itself is refused)
     429, 500, 502-504, timeout, connection error  retried, then ZitadelUnavailable
     anything else                                 ZitadelUnavailable, not retried
+    v2 search that finds nobody                   ask ListMyZitadelPermissions; without user.read
+                                                  there, UnexpectedAnswer (ZITADEL hides users)
 
     * "already locked" and "deactivated" share one error, so the state decides:
       LOCKED -> already_locked; DELETED or gone -> unknown_user; ACTIVE or INITIAL (states
@@ -34,7 +36,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import stamina
@@ -56,6 +58,7 @@ from lockoutd.settings import ZitadelSettings
 __all__ = [
     "ErrorAnswer",
     "LockOutcome",
+    "ResolvedUser",
     "UnlockOutcome",
     "UserState",
     "UserStore",
@@ -92,6 +95,14 @@ class UserState(enum.StrEnum):
     UNSPECIFIED = "USER_STATE_UNSPECIFIED"
 
 
+@dataclass(frozen=True, slots=True)
+class ResolvedUser:
+    """The user a login name names, and the org that owns them (where ZITADEL said)."""
+
+    user_id: str
+    org_id: str | None
+
+
 class UserStore(Protocol):
     """What the action executor needs from ZITADEL."""
 
@@ -99,8 +110,8 @@ class UserStore(Protocol):
 
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome: ...
 
-    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
-        """The user id for ``login_name``, or None when there is no such user."""
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
+        """The user ``login_name`` names (in ``org_id`` if given), or None when there is none."""
         ...
 
 
@@ -126,6 +137,8 @@ _MISSING_PERMISSION = frozenset({"AUTH-5mWD2", "AUTH-AWfge", "AUTH-Swrgg2"})
 _NO_MEMBERSHIP = "AUTHZ-cdgFk"
 _UNKNOWN_ORG = "AUTH-Bs7Ds"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# ListMyZitadelPermissions: what the caller may do in the context org and on the instance.
+_MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
 _ID_SUFFIX = re.compile(r"\(([A-Za-z0-9]+-[A-Za-z0-9]+)\)\s*$")
 
 
@@ -138,6 +151,8 @@ class _Api:
     org_header: bool
     """v1 scopes every call to the org in ``x-zitadel-orgid``; v2 looks users up instance-wide."""
     id_field: str
+    global_lookup: str | None = None
+    """v1's instance-wide exact lookup, for login names that come without an org."""
 
 
 _APIS = {
@@ -148,6 +163,7 @@ _APIS = {
         search="/management/v1/users/_search",
         org_header=True,
         id_field="id",
+        global_lookup="/management/v1/global/users/_by_login_name",
     ),
     "v2": _Api(
         lock="/v2/users/{id}/lock",
@@ -220,15 +236,21 @@ class _Retryable(Exception):
         *,
         reason: str = "",
         retry_after: float | None = None,
+        answer: ErrorAnswer | None = None,
     ) -> None:
         self.operation = operation
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+        self.answer = answer
         self.attempt = 0  # set by the retry loop
         super().__init__(self.describe())
 
     def describe(self) -> str:
+        # The code and id tell ZITADEL's own 429s (an exhausted quota, a blocked instance) from
+        # a proxy's, which is what an operator needs to know to end the outage.
+        if self.answer is not None:
+            return self.answer.describe()
         return f"HTTP {self.status}" if self.status is not None else self.reason
 
 
@@ -279,8 +301,16 @@ class ZitadelClient:
         self._auth: TokenSource = token_source(
             settings, request_token=self._request_token, clock=clock
         )
-        self._names: LoginNameCache[tuple[str, str | None]] = LoginNameCache(
+        self._names: LoginNameCache[tuple[str, str | None], ResolvedUser] = LoginNameCache(
             ttl=settings.login_name_cache_ttl,
+            miss_ttl=settings.login_name_miss_ttl,
+            max_size=settings.login_name_cache_size,
+            clock=clock,
+        )
+        # Whether the account may read users, per org asked about (None: its own org and the
+        # instance). Kept as briefly as a miss, so a grant takes effect as soon as a miss would.
+        self._may_read: LoginNameCache[str | None, bool] = LoginNameCache(
+            ttl=settings.login_name_miss_ttl,
             miss_ttl=settings.login_name_miss_ttl,
             max_size=settings.login_name_cache_size,
             clock=clock,
@@ -371,9 +401,12 @@ class ZitadelClient:
         path = self._user_path(self._api.get, user_id)
         return await self._state(path, self._org(org_id), self._deadline())
 
-    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
-        """The user id for ``login_name`` (case-insensitive), or None when there is none.
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
+        """The user ``login_name`` names (case-insensitive), or None when there is none.
 
+        With an org, only that org is searched. Without one the whole instance is: v2's search
+        is instance-wide, and v1 uses its global lookup, since v1's search only sees the service
+        account's own org. The answer names the user's org, which v1 needs to act on them.
         Answers are cached; concurrent calls for the same name and org share one request.
         """
         org = self._org(org_id)
@@ -400,7 +433,9 @@ class ZitadelClient:
         except ValueError:
             return UserState.UNSPECIFIED
 
-    async def _find_user(self, name: str, org: str | None) -> str | None:
+    async def _find_user(self, name: str, org: str | None) -> ResolvedUser | None:
+        if org is None and self._api.global_lookup is not None:
+            return await self._find_user_globally(name, self._api.global_lookup)
         queries: list[dict[str, Any]] = [
             {
                 "loginNameQuery": {
@@ -420,13 +455,92 @@ class ZitadelClient:
             raise _unexpected("find_user", read_error(response.status_code, response.content))
         try:
             results = response.json().get("result") or []
-            ids = [str(user[self._api.id_field]) for user in results]
+            found = [self._resolved(user, org) for user in results]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _unexpected("find_user", ErrorAnswer(response.status_code)) from None
-        if len(ids) > 1:
-            log.warning("login_name_ambiguous", org_id=org, matches=len(ids))
+        if len(found) > 1:
+            log.warning("login_name_ambiguous", org_id=org, matches=len(found))
             return None
-        return ids[0] if ids else None
+        if not found and not self._api.org_header and not await self._may_read_users(org):
+            raise self._users_hidden(org)
+        return found[0] if found else None
+
+    async def _may_read_users(self, org: str | None) -> bool:
+        """Whether the account holds ``user.read`` in ``org`` (or its own org) or instance-wide.
+
+        v2's ListUsers drops the users the caller may not read without saying so, so "found
+        nobody" proves nothing until this is known. An org ZITADEL does not know holds nobody:
+        that counts as readable (the name is simply unknown), never as lockoutd's own fault.
+        """
+
+        async def ask() -> bool:
+            response = await self._call(
+                "permissions",
+                "POST",
+                _MY_PERMISSIONS,
+                org,
+                body={},
+                deadline=self._deadline(),
+                org_header=True,
+                tolerate=frozenset({_UNKNOWN_ORG}),
+            )
+            if not response.is_success:
+                answer = read_error(response.status_code, response.content)
+                if answer.id == _UNKNOWN_ORG:
+                    return True
+                raise _unexpected("permissions", answer)
+            try:
+                granted = response.json().get("result") or []
+            except (ValueError, AttributeError):
+                raise _unexpected("permissions", ErrorAnswer(response.status_code)) from None
+            return isinstance(granted, list) and "user.read" in granted
+
+        return bool(await self._may_read.get(org, ask))
+
+    def _users_hidden(self, org: str | None) -> UnexpectedAnswer:
+        self._metrics.zitadel_hidden_users.inc()
+        log.warning("zitadel_users_hidden", org_id=org, permission="user.read")
+        if org is not None:
+            where, grant = f"org {org}", f"ORG_USER_MANAGER in org {org} or IAM_USER_MANAGER"
+        else:  # without an org, v2 searched every org
+            where, grant = "its own org and on the instance", "IAM_USER_MANAGER"
+        return UnexpectedAnswer(
+            "ZITADEL found no user with this login name, but it hides the users lockoutd may not "
+            f"read and the service account lacks user.read in {where}: grant it {grant} so that "
+            "login names resolve"
+        )
+
+    async def _find_user_globally(self, name: str, path: str) -> ResolvedUser | None:
+        """v1's ``GetUserByLoginNameGlobal``: an exact (case-insensitive) match in any org.
+
+        ZITADEL answers 404 ``QUERY-Dfbg2`` both for no match and for more than one, so an
+        ambiguous name resolves to nobody here as it does in a search.
+        """
+        response = await self._call(
+            "find_user",
+            "GET",
+            f"{path}?{urlencode({'loginName': name})}",
+            None,
+            body=None,
+            deadline=self._deadline(),
+        )
+        if not response.is_success:
+            answer = read_error(response.status_code, response.content)
+            if answer.status == 404 and answer.id in _USER_NOT_FOUND:
+                return None
+            raise _unexpected("find_user", answer)
+        try:
+            return self._resolved(response.json()["user"], None)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise _unexpected("find_user", ErrorAnswer(response.status_code)) from None
+
+    def _resolved(self, user: dict[str, Any], org: str | None) -> ResolvedUser:
+        """A user of a search or lookup answer; a malformed one raises KeyError or TypeError."""
+        user_id = str(user[self._api.id_field])
+        owner = user.get("details", {}).get("resourceOwner")
+        if isinstance(owner, str) and _ID.fullmatch(owner) and len(owner) <= MAX_ID_LENGTH:
+            return ResolvedUser(user_id, owner)
+        return ResolvedUser(user_id, org)
 
     async def _call(
         self,
@@ -437,13 +551,18 @@ class ZitadelClient:
         *,
         body: dict[str, Any] | None,
         deadline: float,
+        org_header: bool | None = None,
+        tolerate: frozenset[str] = frozenset(),
     ) -> httpx.Response:
         """One API request with a bearer token; faults in lockoutd's own setup raise here.
 
         A 401 earns one new token: the PAT file may have been rotated, the access token may have
-        been revoked. A second 401 means the credentials themselves are refused.
+        been revoked. A second 401 means the credentials themselves are refused. ``org_header``
+        sends ``org`` as ``x-zitadel-orgid`` whatever the API; error ids in ``tolerate`` are
+        answered to the caller instead of being taken for a fault of lockoutd's setup.
         """
-        headers = {"x-zitadel-orgid": org} if org is not None and self._api.org_header else {}
+        send_org = self._api.org_header if org_header is None else org_header
+        headers = {"x-zitadel-orgid": org} if org is not None and send_org else {}
         try:
             token = await self._auth.token()
         except ZitadelConfigError:
@@ -463,6 +582,8 @@ class ZitadelClient:
                 raise self._unauthorized(operation, response, refreshed=True)
         if not response.is_success:
             answer = read_error(response.status_code, response.content)
+            if answer.id in tolerate:
+                return response
             if (fault := _config_fault(answer, operation, org)) is not None:
                 self._healthy = False
                 raise fault
@@ -564,7 +685,12 @@ class ZitadelClient:
                 ) from None
             self._observe(operation, str(response.status_code), started)
         if response.status_code in _RETRY_STATUSES:
-            raise _Retryable(operation, response.status_code, retry_after=_retry_after(response))
+            raise _Retryable(
+                operation,
+                response.status_code,
+                retry_after=_retry_after(response),
+                answer=read_error(response.status_code, response.content),
+            )
         return response
 
     def _observe(self, operation: str, code: str, started: float) -> None:

@@ -38,12 +38,18 @@ ZITADEL_FAILURES = {
     "user.human.passwordless.token.check.failed": "passwordless",
     "user.human.mfa.recoverycode.check.failed": "recovery_code",
 }
+# The succeeded counterpart of every failed check above: each can reset a window.
 ZITADEL_SUCCESSES = frozenset(
     {
         "user.human.password.check.succeeded",
+        "user.password.check.succeeded",  # v1 name
         "user.human.mfa.otp.check.succeeded",
-        "user.human.passwordless.token.check.succeeded",
+        "user.mfa.otp.check.succeeded",  # v1 name
+        "user.human.mfa.otp.sms.check.succeeded",
+        "user.human.mfa.otp.email.check.succeeded",
         "user.human.mfa.u2f.token.check.succeeded",
+        "user.human.passwordless.token.check.succeeded",
+        "user.human.mfa.recoverycode.check.succeeded",
     }
 )
 

@@ -12,7 +12,7 @@ from itertools import compress, repeat
 
 import msgspec
 
-from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
+from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.decode.formats import FormatName, decoder_for
@@ -45,7 +45,7 @@ class ReplayStore:
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome:
         raise AssertionError("replay must not call ZITADEL (unlock)")
 
-    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
         raise AssertionError("replay must not call ZITADEL (resolve a login name)")
 
 

@@ -27,7 +27,7 @@ OUTCOMES = (
     "failed",
     "reported",
 )
-ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "token")
+ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "permissions", "token")
 
 # Lock latency spans a fast path (tens of milliseconds) and retries during an outage (minutes).
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -108,6 +108,12 @@ class Metrics:
         self.invalid_user_ids = Counter(
             "lockoutd_invalid_user_ids",
             "User ids refused before they reached a ZITADEL request path.",
+            registry=r,
+        )
+        self.zitadel_hidden_users = Counter(
+            "lockoutd_zitadel_hidden_users",
+            "Login names ZITADEL found nobody for while the service account lacks user.read "
+            "where it looked (v2 hides users it may not read): failed, not unknown_user.",
             registry=r,
         )
         self.build_info.labels(version=__version__).set(1)

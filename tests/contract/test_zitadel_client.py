@@ -19,15 +19,23 @@ import structlog
 from pydantic import SecretStr
 from structlog.tracebacks import ExceptionDictTransformer
 
-from lockoutd.act.zitadel import LockOutcome, UnlockOutcome, UserState, ZitadelClient
+from lockoutd.act.zitadel import (
+    LockOutcome,
+    ResolvedUser,
+    UnlockOutcome,
+    UserState,
+    ZitadelClient,
+)
 from lockoutd.errors import (
     InvalidUserId,
+    UnexpectedAnswer,
     ZitadelConfigError,
     ZitadelError,
     ZitadelUnavailable,
 )
 from lockoutd.report.metrics import Metrics
 from lockoutd.settings import ZitadelSettings
+from lockoutd.testing.zitadel_emulator import DEFAULT_SERVICE_ACCOUNT_ID as SERVICE_ACCOUNT_OF_PAT
 from lockoutd.testing.zitadel_emulator import Fault, ZitadelEmulator
 from lockoutd.testing.zitadel_emulator import UserState as EmulatedState
 
@@ -489,10 +497,10 @@ async def test_retries_stop_at_the_retry_timeout(emu: ZitadelEmulator, tmp_path:
 
 
 async def test_retry_after_sets_the_wait(emu: ZitadelEmulator, tmp_path: Path) -> None:
-    """A 429 with Retry-After: 1 waits a second, far longer than the configured backoff."""
+    """A proxy's 429 with Retry-After: 1 waits a second, far longer than the configured backoff."""
     creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
     emu.add_user(USER, org_id=ORG)
-    emu.set_fault(Fault.rate_limited(times=1, retry_after=1))
+    emu.set_fault(Fault.proxy_rate_limited(times=1, retry_after=1))
     async with connect(settings_for(emu, "v1", creds)) as client:
         started = time.monotonic()
         assert await client.lock(USER, ORG) is LockOutcome.LOCKED
@@ -505,13 +513,41 @@ async def test_a_retry_after_beyond_the_budget_gives_up_at_once(
 ) -> None:
     """A Retry-After longer than the time left ends the call instead of sleeping past it."""
     creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
-    emu.set_fault(Fault.rate_limited(times=10, retry_after=1))
+    emu.set_fault(Fault.proxy_rate_limited(times=10, retry_after=1))
     async with connect(settings_for(emu, "v1", creds, retry_timeout=0.5)) as client:
         started = time.monotonic()
         with pytest.raises(ZitadelUnavailable, match="HTTP 429"):
             await client.lock(USER, ORG)
     assert time.monotonic() - started < 0.5
     assert len(api_calls(emu)) == 1
+
+
+async def test_zitadels_own_429_is_retried_with_backoff(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """ZITADEL's 429 has no Retry-After: lockoutd backs off on its own and names the quota."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.rate_limited(times=2))
+    async with connect(settings_for(emu, api, creds)) as client:
+        with structlog.testing.capture_logs() as logs:
+            assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert [c.status for c in emu.lock_calls(USER)] == [429, 429, 200]
+    reasons = [e["reason"] for e in logs if e["event"] == "zitadel_retrying"]
+    assert reasons == ["HTTP 429, code 8, QUOTA-vjAy8"] * 2
+
+
+async def test_an_exhausted_quota_ends_in_unavailable_naming_it(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """A quota that stays exhausted is an outage (retried later), not a failed decision."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.rate_limited())
+    async with connect(settings_for(emu, "v2", creds, retry_attempts=3)) as client:
+        with pytest.raises(ZitadelUnavailable, match=r"3 attempt.*HTTP 429, code 8, QUOTA-vjAy8"):
+            await client.lock(USER, ORG)
+    assert len(emu.lock_calls(USER)) == 3
 
 
 async def test_a_dropped_connection_is_retried(
@@ -587,7 +623,7 @@ async def test_a_login_name_resolves_once(
     """Many lookups of one name, in any case, cost one search."""
     emu.add_user(USER, org_id=ORG, login_name="Alice@Acme.example")
     for name in ("alice@acme.example", "ALICE@acme.example", " Alice@Acme.example ") * 5:
-        assert await client.resolve_login_name(name, ORG) == USER
+        assert await client.resolve_login_name(name, ORG) == ResolvedUser(USER, ORG)
     (call,) = search_calls(emu)
     body = call.body
     assert body["query"] == {"limit": 2}
@@ -625,12 +661,12 @@ async def test_misses_are_cached_shorter_than_hits(
         assert await client.resolve_login_name("bob@acme.example", ORG) is None
         assert len(search_calls(emu)) == 1
         clock.now += 2
-        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        assert await client.resolve_login_name("bob@acme.example", ORG) == ResolvedUser(USER, ORG)
         clock.now += 299
-        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        assert await client.resolve_login_name("bob@acme.example", ORG) == ResolvedUser(USER, ORG)
         assert len(search_calls(emu)) == 2
         clock.now += 2
-        assert await client.resolve_login_name("bob@acme.example", ORG) == USER
+        assert await client.resolve_login_name("bob@acme.example", ORG) == ResolvedUser(USER, ORG)
         assert len(search_calls(emu)) == 3
 
 
@@ -645,8 +681,151 @@ async def test_concurrent_lookups_share_one_request(
         ids = await asyncio.gather(
             *(client.resolve_login_name("carol@acme.example", ORG) for _ in range(20))
         )
-    assert ids == [USER] * 20
+    assert ids == [ResolvedUser(USER, ORG)] * 20
     assert len(search_calls(emu)) == 1
+
+
+GLOBAL_LOOKUP = "/management/v1/global/users/_by_login_name"
+
+
+async def test_v1_finds_a_login_name_without_an_org_in_any_org(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """v1's search sees only the service account's org; without an org the global lookup is
+    used, and the user's own org then carries the lock."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=OTHER_ORG, login_name="Bob@Globex.example")
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        found = await client.resolve_login_name(" bob@globex.EXAMPLE", None)
+        assert found == ResolvedUser(USER, OTHER_ORG)
+        assert await client.resolve_login_name("bob@globex.example", None) == found
+        assert await client.lock(found.user_id, found.org_id) is LockOutcome.LOCKED
+    lookup, lock = api_calls(emu)
+    assert (lookup.method, lookup.path, lookup.query) == (
+        "GET",
+        GLOBAL_LOOKUP,
+        {"loginName": "bob@globex.example"},
+    )
+    assert "x-zitadel-orgid" not in lookup.headers
+    assert lock.headers["x-zitadel-orgid"] == OTHER_ORG
+    assert emu.state_of(USER) is EmulatedState.LOCKED
+
+
+async def test_v1_global_lookup_of_an_unknown_name_is_none(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """ZITADEL's 404 QUERY-Dfbg2 is no such user, remembered like any miss."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        assert await client.resolve_login_name("nobody@globex.example", None) is None
+        assert await client.resolve_login_name("nobody@globex.example", None) is None
+    assert [(c.path, c.status) for c in api_calls(emu)] == [(GLOBAL_LOOKUP, 404)]
+
+
+async def test_v1_with_an_org_searches_only_that_org(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """An event that names an org keeps v1's org-scoped search (and its header)."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=OTHER_ORG, login_name="bob@globex.example")
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        assert await client.resolve_login_name("bob@globex.example", ORG) is None
+        found = await client.resolve_login_name("bob@globex.example", OTHER_ORG)
+    assert found == ResolvedUser(USER, OTHER_ORG)
+    assert [c.headers.get("x-zitadel-orgid") for c in search_calls(emu)] == [ORG, OTHER_ORG]
+    assert not [c for c in emu.calls if c.path == GLOBAL_LOOKUP]
+
+
+async def test_v2_names_the_org_of_the_user_it_found(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """v2's search is instance-wide; the answer carries the user's org."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=OTHER_ORG, login_name="bob@globex.example")
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        found = await client.resolve_login_name("bob@globex.example", None)
+    assert found == ResolvedUser(USER, OTHER_ORG)
+
+
+MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
+THIRD_ORG = "100000000000000003"
+
+
+def hidden_users(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("lockoutd_zitadel_hidden_users_total") or 0.0
+
+
+async def test_v2_a_name_hidden_for_want_of_user_read_fails_naming_the_grant(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """v2 ListUsers drops users the caller may not read; an empty answer is then no proof the
+    user does not exist: lockoutd says what to grant, counts it, and does not remember a miss."""
+    creds = credentials(emu, "pat", tmp_path, {ORG: {"ORG_USER_MANAGER"}})
+    emu.add_user(USER, org_id=OTHER_ORG, login_name="bob@globex.example")
+    metrics = Metrics()
+    async with connect(settings_for(emu, "v2", creds), metrics=metrics) as client:
+        hidden = pytest.raises(UnexpectedAnswer, match=rf"user\.read in org {OTHER_ORG}")
+        with structlog.testing.capture_logs() as logs, hidden:
+            await client.resolve_login_name("bob@globex.example", OTHER_ORG)
+        assert client.healthy
+        assert hidden_users(metrics) == 1
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["zitadel_users_hidden"]
+        probe = next(c for c in emu.calls if c.path == MY_PERMISSIONS)
+        assert probe.headers["x-zitadel-orgid"] == OTHER_ORG
+
+        emu.set_roles(SERVICE_ACCOUNT_OF_PAT, {OTHER_ORG: {"ORG_USER_MANAGER"}})
+        found = await client.resolve_login_name("bob@globex.example", OTHER_ORG)
+    assert found == ResolvedUser(USER, OTHER_ORG)
+
+
+async def test_v2_without_an_org_checks_the_accounts_own_org_and_the_instance(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """No org in the event: ZITADEL searched every org, so lockoutd asks what the account may
+    read in its own org and on the instance."""
+    creds = credentials(emu, "pat", tmp_path, {OTHER_ORG: {"ORG_USER_MANAGER"}})
+    emu.add_user(USER, org_id=THIRD_ORG, login_name="carol@initech.example")
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        with pytest.raises(
+            UnexpectedAnswer, match=r"user\.read in its own org and on the instance"
+        ):
+            await client.resolve_login_name("carol@initech.example", None)
+    probe = next(c for c in emu.calls if c.path == MY_PERMISSIONS)
+    assert "x-zitadel-orgid" not in probe.headers
+
+
+async def test_v2_an_unknown_name_the_account_could_read_is_none(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """With user.read, an empty answer is no such user: None, and remembered as a miss. One
+    permission check serves many unknown names."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        for n in range(5):
+            assert await client.resolve_login_name(f"nobody{n}@acme.example", ORG) is None
+        assert await client.resolve_login_name("nobody0@acme.example", ORG) is None
+    assert len(search_calls(emu)) == 5
+    assert len([c for c in emu.calls if c.path == MY_PERMISSIONS]) == 1
+
+
+async def test_v2_an_org_zitadel_does_not_know_is_an_unknown_user(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """An event may name any org: one that does not exist holds no user, and must not stop
+    lockoutd as a refusal of lockoutd itself would."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        assert await client.resolve_login_name("bob@globex.example", "999999") is None
+        assert client.healthy
+
+
+async def test_a_found_name_needs_no_permission_check(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """The check only runs when v2 finds nobody; v1 refuses a missing permission outright."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG, login_name="dave@acme.example")
+    async with connect(settings_for(emu, api, creds)) as client:
+        assert await client.resolve_login_name("dave@acme.example", ORG) is not None
+        assert await client.resolve_login_name("nobody@acme.example", ORG) is None
+    probes = [c for c in emu.calls if c.path == MY_PERMISSIONS]
+    assert len(probes) == (1 if api == "v2" else 0)
 
 
 async def test_the_cache_is_bounded(emu: ZitadelEmulator, tmp_path: Path) -> None:
@@ -665,9 +844,9 @@ async def test_the_org_is_part_of_the_cache_key(
     creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
     emu.add_user(USER, org_id=ORG, login_name="dave@acme.example")
     async with connect(settings_for(emu, api, creds)) as client:
-        assert await client.resolve_login_name("dave@acme.example", ORG) == USER
+        assert await client.resolve_login_name("dave@acme.example", ORG) == ResolvedUser(USER, ORG)
         assert await client.resolve_login_name("dave@acme.example", OTHER_ORG) is None
-        assert await client.resolve_login_name("dave@acme.example", ORG) == USER
+        assert await client.resolve_login_name("dave@acme.example", ORG) == ResolvedUser(USER, ORG)
     assert len(search_calls(emu)) == 2
 
 

@@ -376,6 +376,23 @@ def test_v2_checks_state_before_permission(emu: ZitadelEmulator, client: httpx.C
     assert_error(change(client, V1, NOBODY, token=NONE_PAT), 404, 5, "AUTHZ-cdgFk")
 
 
+@pytest.mark.parametrize("api", [V2, V2BETA])
+@pytest.mark.parametrize("action", ["lock", "unlock"])
+def test_v2_checks_user_write_when_the_caller_acts_on_itself(
+    emu: ZitadelEmulator, client: httpx.Client, api: str, action: str
+) -> None:
+    """Since 2025-09 a service account needs ``user.write`` to lock or unlock even itself."""
+    viewer = "100000000000000012"
+    if action == "unlock":
+        emu.set_state(viewer, UserState.LOCKED)
+        emu.set_state(NONE_SA, UserState.LOCKED)
+    before = emu.state_of(viewer)
+
+    assert_error(change(client, api, viewer, action, token=VIEWER_PAT), 403, 7, "AUTH-AWfge")
+    assert_error(change(client, api, NONE_SA, action, token=NONE_PAT), 404, 5, "AUTHZ-cdgFk")
+    assert (emu.state_of(viewer), emu.state_of(NONE_SA)) == (before, before)
+
+
 def test_roles_can_change_at_runtime(emu: ZitadelEmulator, client: httpx.Client) -> None:
     """Granting a role to a service account takes effect on its next request."""
     assert change(client, V2, ALICE, token=NONE_PAT).status_code == 404
@@ -443,6 +460,19 @@ def test_v1_global_lookup_by_login_name(client: httpx.Client) -> None:
     assert_error(denied, 404, 5, "AUTHZ-cdgFk")
 
 
+def test_v1_global_lookup_validates_the_login_name_length(client: httpx.Client) -> None:
+    """An empty or over-long name is refused by request validation (code 3, no details)."""
+    path = "/management/v1/global/users/_by_login_name"
+    for name in ("", "x" * 201):
+        response = client.get(path, params={"loginName": name}, headers=_headers(IAM_PAT, None))
+        assert response.status_code == 400
+        assert response.json() == {
+            "code": 3,
+            "message": "invalid GetUserByLoginNameGlobalRequest.LoginName: value length must be "
+            "between 1 and 200 runes, inclusive",
+        }
+
+
 def test_v2_list_users_filters_by_permission(client: httpx.Client) -> None:
     """v2 list finds a login name instance-wide but only among users the caller may read."""
     body = _login_query("bob@globex.example")
@@ -451,6 +481,39 @@ def test_v2_list_users_filters_by_permission(client: httpx.Client) -> None:
 
     assert [u["userId"] for u in by_iam["result"]] == [BOB]
     assert "result" not in by_org_a
+
+
+def test_v2_list_users_shows_the_caller_itself_without_user_read(client: httpx.Client) -> None:
+    """Without any membership only the caller's own user is listed, never an error."""
+    everyone = {"query": {"limit": 100}}
+    by_none = client.post("/v2/users", json=everyone, headers=_headers(NONE_PAT, None))
+
+    assert by_none.status_code == 200
+    assert [u["userId"] for u in by_none.json()["result"]] == [NONE_SA]
+
+
+MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
+
+
+def test_my_permissions_are_those_of_the_context_org_and_the_instance(
+    client: httpx.Client,
+) -> None:
+    """ListMyZitadelPermissions answers for the caller's own org, or the header's, plus the
+    instance; no membership there is an empty answer, not an error."""
+
+    def permissions(token: str, org: str | None) -> list[str]:
+        response = client.post(MY_PERMISSIONS, headers=_headers(token, org))
+        assert response.status_code == 200, response.text
+        result: list[str] = response.json().get("result", [])
+        return result
+
+    assert {"user.read", "user.global.read", "user.write"} <= set(permissions(ORG_PAT, None))
+    assert permissions(ORG_PAT, ORG_B) == []
+    assert {"user.read", "user.write"} <= set(permissions(IAM_PAT, ORG_B))
+    assert permissions(NONE_PAT, None) == []
+    assert "user.write" not in permissions(VIEWER_PAT, None)
+    assert_error(client.post(MY_PERMISSIONS, headers=_headers(ORG_PAT, UNKNOWN_ORG)),
+                 403, 7, "AUTH-Bs7Ds")  # fmt: skip
 
 
 # -- token endpoint -------------------------------------------------------------------------------
@@ -612,15 +675,37 @@ def test_status_500_fault_carries_code_13(emu: ZitadelEmulator, client: httpx.Cl
     assert (response.status_code, response.json()["code"]) == (500, 13)
 
 
-def test_rate_limit_fault_sends_retry_after(emu: ZitadelEmulator, client: httpx.Client) -> None:
-    """A rate-limit fault answers 429 with code 8 and a Retry-After header."""
-    emu.set_fault(Fault.rate_limited(times=2, retry_after=7))
+def test_rate_limit_fault_answers_like_zitadel(emu: ZitadelEmulator, client: httpx.Client) -> None:
+    """ZITADEL's own 429: code 8 QUOTA-vjAy8, the exhausted cookie, and no Retry-After."""
+    emu.set_fault(Fault.rate_limited(times=2))
 
     answers = [change(client, V2, ALICE) for _ in range(3)]
 
     assert [a.status_code for a in answers] == [429, 429, 200]
-    assert answers[0].headers["retry-after"] == "7"
-    assert answers[0].json()["code"] == 8
+    limited = answers[0]
+    assert "retry-after" not in limited.headers
+    assert limited.json() == {"code": 8, "message": "Quota.Access.Exhausted (QUOTA-vjAy8)",
+                              "details": [{"@type": "type.googleapis.com/zitadel.v1.ErrorDetail",
+                                           "id": "QUOTA-vjAy8",
+                                           "message": "Quota.Access.Exhausted"}]}  # fmt: skip
+    cookie = limited.headers["set-cookie"]
+    assert cookie.startswith("zitadel.quota.exhausted=true;")
+    assert "Max-Age=300" in cookie
+    assert "set-cookie" not in answers[2].headers or "Max-Age=0" in answers[2].headers["set-cookie"]
+
+
+def test_proxy_rate_limit_fault_sends_retry_after(
+    emu: ZitadelEmulator, client: httpx.Client
+) -> None:
+    """A proxy in front of ZITADEL answers 429 with Retry-After and a page of its own."""
+    emu.set_fault(Fault.proxy_rate_limited(times=1, retry_after=7))
+
+    limited, passed = change(client, V2, ALICE), change(client, V2, ALICE)
+
+    assert (limited.status_code, passed.status_code) == (429, 200)
+    assert limited.headers["retry-after"] == "7"
+    assert not limited.headers["content-type"].startswith("application/json")
+    assert "zitadel.quota.exhausted" not in limited.headers.get("set-cookie", "")
 
 
 def test_dropped_connection_is_a_transport_error(
@@ -759,6 +844,7 @@ _OPENAPI_CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("post", "/v2/users/{userId}/unlock", {"json": {}}),
     ("post", "/v2beta/users/{userId}/lock", {"json": {}}),
     ("post", "/v2beta/users/{userId}/unlock", {"json": {}}),
+    ("post", "/auth/v1/permissions/zitadel/me/_search", {}),
 ]
 
 

@@ -94,13 +94,15 @@ def test_sigterm_during_a_zitadel_outage_commits_nothing_and_the_next_start_lock
 
 
 def test_zitadel_faults_are_retried_until_the_lock_happens(own_stack: Stack) -> None:
-    """503s, 429 with Retry-After, slow answers and dropped connections: every user is locked."""
+    """503s, ZITADEL's 429, a proxy's 429 with Retry-After, slow answers and dropped
+    connections: every user is locked."""
     stack = own_stack
     faults = {
         "3201": Fault.status(503, times=3),
-        "3202": Fault.rate_limited(times=2, retry_after=1),
+        "3202": Fault.proxy_rate_limited(times=2, retry_after=1),
         "3203": Fault.latency(1.5, times=1),
         "3204": Fault.drop_connection(times=2),
+        "3205": Fault.rate_limited(times=3),
     }
     add_users(stack, list(faults))
     for user, fault in faults.items():

@@ -11,7 +11,7 @@ from aiokafka import ConsumerRecord
 
 from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import LocalScheduleWriter
-from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
+from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.rules.model import Rule, RuleFile, RuleSet
 
@@ -140,9 +140,10 @@ class FakeUserStore:
         await self._answer_late()
         return outcome
 
-    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
         self._call("resolve", login_name)
-        return self.login_names.get(login_name)
+        user_id = self.login_names.get(login_name)
+        return ResolvedUser(user_id, org_id) if user_id is not None else None
 
     def calls_of(self, operation: str) -> list[str]:
         return [user for op, user in self.calls if op == operation]

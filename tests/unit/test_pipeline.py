@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
+from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome
 from lockoutd.decide.decision import rfc3339
 from lockoutd.decode.native import decode_native
 from lockoutd.pipeline import Judged, Pipeline
@@ -38,8 +38,9 @@ class FakeStore:
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome:
         raise AssertionError("the lockout path never unlocks")
 
-    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
-        return {"alice@example.com": "1001"}.get(login_name)
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
+        user_id = {"alice@example.com": "1001"}.get(login_name)
+        return ResolvedUser(user_id, org_id) if user_id is not None else None
 
 
 def failure(user: str, seconds_ago: float, **fields: str) -> bytes:

@@ -8,7 +8,8 @@ Check order, which decides which error a client sees when several apply:
 - v1 (``/management/v1``): token → org header → permission in the context org → id → user in
   the context org → state. A user of another org is indistinguishable from a missing one.
 - v2 and v2beta (``/v2``, ``/v2beta``): token → org header (if sent) → id → user anywhere in the
-  instance → state → permission on the user's own org (a caller may always act on itself).
+  instance → state → permission on the user's own org (also when the caller acts on itself;
+  only reading a user lets a caller read itself without the permission).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Reply:
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
+    page: str | None = None
+    """An HTML page sent instead of ``body`` (what something in front of ZITADEL answers)."""
 
 
 Handler = Callable[[Instance, ApiRequest], Reply]
@@ -367,8 +370,9 @@ def v2_change(change: StateChange) -> Handler:
             raise ApiError(change.not_found)
         if user.state not in change.allowed:
             raise ApiError(change.wrong_state)
-        if user.id != caller.user_id:
-            instance.require(caller, user.org_id, "user.write", Errors.NO_PERMISSION_V2)
+        # No exception for the caller itself: since 2025-09 ZITADEL's lock and unlock
+        # check user.write with allowSelfManagement false (internal/command/user_v2.go).
+        instance.require(caller, user.org_id, "user.write", Errors.NO_PERMISSION_V2)
         instance.change_state(user, change.new_state)
         return Reply(200, {"details": change_details(user)})
 
@@ -398,7 +402,13 @@ def v1_user_by_login_name(instance: Instance, request: ApiRequest) -> Reply:
     caller = _caller(instance, request)
     instance.require(caller, caller.org_id, "user.global.read", Errors.NO_PERMISSION_V1)
     login_name = request.query.get("loginName", request.query.get("login_name", ""))
-    user = instance.user_by_login_name(login_name) if login_name else None
+    if not 1 <= len(login_name) <= 200:  # the request's validate rules, checked after auth
+        raise _bad_request(
+            "invalid GetUserByLoginNameGlobalRequest.LoginName: value length must be between "
+            "1 and 200 runes, inclusive"
+        )
+    # Exact, ignoring case; ZITADEL also answers not-found when more than one user matches.
+    user = instance.user_by_login_name(login_name)
     if user is None:
         raise ApiError(Errors.USER_NOT_FOUND)
     return Reply(200, {"user": user_v1(user)})
@@ -424,3 +434,11 @@ def v2_list_users(instance: Instance, request: ApiRequest) -> Reply:
         if u.id == caller.user_id or instance.may(caller, u.org_id, "user.read")
     ]
     return list_reply(instance, _search(readable, body, v2=True), _list_query(body), v2=True)
+
+
+def my_permissions(instance: Instance, request: ApiRequest) -> Reply:
+    """``POST /auth/v1/permissions/zitadel/me/_search`` (ListMyZitadelPermissions): what the
+    caller's memberships in the context org and on the instance allow; any caller may ask."""
+    caller = _caller(instance, request)
+    granted = instance.permissions(caller.user_id, caller.org_id) or frozenset()
+    return Reply(200, {"result": sorted(granted)} if granted else {})

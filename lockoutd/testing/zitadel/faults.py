@@ -20,6 +20,7 @@ class FaultKind(enum.StrEnum):
     LATENCY = "latency"
     STATUS = "status"
     RATE_LIMITED = "rate_limited"
+    PROXY_RATE_LIMITED = "proxy_rate_limited"
     DROP_CONNECTION = "drop_connection"
 
 
@@ -57,12 +58,24 @@ class Fault:
         return cls(FaultKind.STATUS, times, path_contains, http_status=http_status)
 
     @classmethod
-    def rate_limited(
+    def rate_limited(cls, *, times: int | None = None, path_contains: str | None = None) -> Fault:
+        """Matching requests answer as ZITADEL does when its access quota is exhausted: 429
+        with code 8 ``QUOTA-vjAy8`` and the ``zitadel.quota.exhausted`` cookie. ZITADEL never
+        sends ``Retry-After``, so a client has to choose its own pauses."""
+        return cls(FaultKind.RATE_LIMITED, times, path_contains, http_status=429)
+
+    @classmethod
+    def proxy_rate_limited(
         cls, *, times: int | None = None, retry_after: int = 1, path_contains: str | None = None
     ) -> Fault:
-        """Matching requests answer 429 (code 8) with a ``Retry-After: <retry_after>`` header."""
+        """Matching requests answer as a rate-limiting proxy in front of ZITADEL might: 429 with
+        ``Retry-After: <retry_after>`` and a page of its own instead of ZITADEL's JSON."""
         return cls(
-            FaultKind.RATE_LIMITED, times, path_contains, http_status=429, retry_after=retry_after
+            FaultKind.PROXY_RATE_LIMITED,
+            times,
+            path_contains,
+            http_status=429,
+            retry_after=retry_after,
         )
 
     @classmethod

@@ -109,10 +109,24 @@ def _error_reply(error: ApiError) -> Reply:
     return Reply(error.status, error.row.body(), error.headers)
 
 
-def _fault_reply(fault: Fault) -> Reply:
+# The cookie ZITADEL's gateway sets on every 429 (Quotas.Access.ExhaustedCookieKey and
+# ExhaustedCookieMaxAge in its defaults), for its console; it never sends Retry-After.
+_EXHAUSTED_COOKIE: Final = (
+    "zitadel.quota.exhausted=true; Path=/; Domain={domain}; Max-Age=300; SameSite=Lax"
+)
+_PROXY_PAGE: Final = (
+    "<html><head><title>429 Too Many Requests</title></head>"
+    "<body><center><h1>429 Too Many Requests</h1></center></body></html>"
+)
+
+
+def _fault_reply(fault: Fault, host: str) -> Reply:
     if fault.kind is FaultKind.RATE_LIMITED:
-        headers = {"Retry-After": str(fault.retry_after)}
+        cookie = _EXHAUSTED_COOKIE.format(domain=host.rsplit(":", 1)[0].strip("[]"))
+        headers = {"Set-Cookie": cookie, "Vary": "Cookie"}
         return _error_reply(ApiError(Errors.QUOTA_EXHAUSTED, headers=headers))
+    if fault.kind is FaultKind.PROXY_RATE_LIMITED:
+        return Reply(429, {}, {"Retry-After": str(fault.retry_after)}, page=_PROXY_PAGE)
     try:
         reason = http.HTTPStatus(fault.http_status).phrase
     except ValueError:
@@ -399,7 +413,7 @@ class ZitadelEmulator:
             # aiohttp takes this for a vanished client and writes nothing.
             raise asyncio.CancelledError
         if fault is not None:
-            reply = _fault_reply(fault)
+            reply = _fault_reply(fault, request.host)
         elif isinstance(routed, ApiError):
             reply = _error_reply(routed)
         else:
@@ -407,6 +421,13 @@ class ZitadelEmulator:
         with self._lock:
             record.status = reply.status
         logger.info("%s %s -> %s", request.method, path, reply.status)
+        if reply.page is not None:
+            return web.Response(
+                text=reply.page,
+                status=reply.status,
+                headers=dict(reply.headers),
+                content_type="text/html",
+            )
         return web.Response(
             body=json.dumps(reply.body, separators=(",", ":")).encode(),
             status=reply.status,

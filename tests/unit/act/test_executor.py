@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from lockoutd.act.executor import LockExecutor
-from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
+from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.errors import (
     InvalidUserId,
@@ -27,7 +27,7 @@ class FakeStore:
         self,
         *,
         answers: dict[str, LockOutcome | Exception] | None = None,
-        login_names: dict[str, str] | None = None,
+        login_names: dict[str, str | ResolvedUser] | None = None,
         resolve_error: Exception | None = None,
     ) -> None:
         self.answers = answers or {}
@@ -46,11 +46,12 @@ class FakeStore:
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome:
         raise AssertionError("the executor never unlocks")
 
-    async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
+    async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
         self.resolve_calls.append((login_name, org_id))
         if self.resolve_error is not None:
             raise self.resolve_error
-        return self.login_names.get(login_name)
+        found = self.login_names.get(login_name)
+        return ResolvedUser(found, org_id) if isinstance(found, str) else found
 
 
 def _pending(user_id: str | None = "42", *, login_name: str | None = None) -> Decision:
@@ -157,6 +158,16 @@ async def test_a_login_name_is_resolved_before_locking() -> None:
         "alice@example.com",
         Outcome.LOCKED,
     )
+
+
+async def test_a_login_name_without_an_org_acts_in_the_users_own_org() -> None:
+    """ZITADEL names the org of the user it found: the lock and the decision use that org."""
+    store = FakeStore(login_names={"bob@globex.example": ResolvedUser("2002", "700")})
+    pending = msgspec.structs.replace(_pending(None, login_name="bob@globex.example"), org_id=None)
+    decision = await _executor(store).carry_out(pending, event_time=EVENT_TIME)
+    assert store.resolve_calls == [("bob@globex.example", None)]
+    assert store.lock_calls == [("2002", "700")]
+    assert (decision.user_id, decision.org_id, decision.outcome) == ("2002", "700", Outcome.LOCKED)
 
 
 async def test_a_login_name_without_a_user_is_unknown() -> None:

@@ -35,7 +35,7 @@ class Lookup:
         return run
 
 
-def _cache(clock: Clock, *, max_size: int = 100) -> LoginNameCache[str]:
+def _cache(clock: Clock, *, max_size: int = 100) -> LoginNameCache[str, str]:
     return LoginNameCache(ttl=300, miss_ttl=30, max_size=max_size, clock=clock)
 
 

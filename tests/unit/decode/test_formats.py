@@ -10,7 +10,12 @@ import pytest
 
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event
-from lockoutd.decode.formats import MAPPED_EXTRA_FIELDS, FormatName, decoder_for
+from lockoutd.decode.formats import (
+    MAPPED_EXTRA_FIELDS,
+    ZITADEL_FAILURES,
+    FormatName,
+    decoder_for,
+)
 from lockoutd.decode.native import InvalidEvent, decode_native
 from tests.unit.helpers import rule, ruleset
 
@@ -155,6 +160,11 @@ def test_every_zitadel_failed_check_is_a_failure(event_type: str, reason: str) -
         "user.human.mfa.otp.check.succeeded",
         "user.human.passwordless.token.check.succeeded",
         "user.human.mfa.u2f.token.check.succeeded",
+        "user.human.mfa.otp.sms.check.succeeded",
+        "user.human.mfa.otp.email.check.succeeded",
+        "user.human.mfa.recoverycode.check.succeeded",
+        "user.password.check.succeeded",  # v1 name
+        "user.mfa.otp.check.succeeded",  # v1 name
     ],
 )
 def test_zitadel_successful_checks_are_successes(event_type: str) -> None:
@@ -165,6 +175,14 @@ def test_zitadel_successful_checks_are_successes(event_type: str) -> None:
         None,
         "259242039378444290",
     )
+
+
+def test_every_failed_check_has_its_success() -> None:
+    """Each check ZITADEL reports as failed also reports a success that can reset the window."""
+    for failed in ZITADEL_FAILURES:
+        succeeded = failed.removesuffix(".failed") + ".succeeded"
+        event = _decode("zitadel", _changed(ZITADEL_BODY, event_type=succeeded))
+        assert event.type == LOGIN_SUCCEEDED, succeeded
 
 
 @pytest.mark.parametrize("event_type", ["user.locked", "user.unlocked", "user.human.added"])
@@ -203,6 +221,28 @@ def test_a_zitadel_body_delivered_twice_counts_once() -> None:
     assert engine.process(_decode("zitadel", ZITADEL_BODY), ZITADEL_CREATED_AT) == []
     later = _decode("zitadel", _changed(ZITADEL_BODY, sequence=13))
     assert len(engine.process(later, ZITADEL_CREATED_AT)) == 1
+
+
+@pytest.mark.parametrize(
+    ("failed", "succeeded"),
+    [
+        ("user.human.mfa.otp.sms.check.failed", "user.human.mfa.otp.sms.check.succeeded"),
+        ("user.human.mfa.otp.email.check.failed", "user.human.mfa.otp.email.check.succeeded"),
+        ("user.human.mfa.recoverycode.check.failed", "user.human.mfa.recoverycode.check.succeeded"),
+        ("user.password.check.failed", "user.password.check.succeeded"),
+    ],
+)
+def test_a_zitadel_success_resets_the_window(failed: str, succeeded: str) -> None:
+    """Two failures, the check then passes, two more failures: a threshold of 3 never fires."""
+    reason = ZITADEL_FAILURES[failed]
+    engine = Engine(
+        ruleset(rule(match={"reason": [reason]}, threshold=3, window="1h", reset_on_success=True))
+    )
+    fired = []
+    for sequence, event_type in enumerate([failed, failed, succeeded, failed, failed]):
+        body = _changed(ZITADEL_BODY, event_type=event_type, sequence=sequence)
+        fired += engine.process(_decode("zitadel", body), ZITADEL_CREATED_AT)
+    assert fired == []
 
 
 @pytest.mark.parametrize(
