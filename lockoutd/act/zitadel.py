@@ -393,26 +393,28 @@ class ZitadelClient:
         """The user's org and login names, or None when ZITADEL knows no such user (in that org,
         for v1). One ``get_user`` request; not cached, as login names can change."""
         path = self._user_path(self._api.get, user_id)
-        response = await self._call(
-            "get_user", "GET", path, self._org(org_id), body=None, deadline=self._deadline()
-        )
-        if not response.is_success:
-            answer = read_error(response.status_code, response.content)
-            if answer.status == 404 and answer.id in _USER_NOT_FOUND:
-                return None
-            raise _unexpected("get_user", answer)
+        response = await self._get_user(path, self._org(org_id), self._deadline())
+        if response is None:
+            return None
         try:
             return user_facts(user_id, response.json())
         except ValueError:
             raise _unexpected("get_user", ErrorAnswer(response.status_code)) from None
 
-    async def _state(self, path: str, org: str | None, deadline: float) -> UserState | None:
+    async def _get_user(self, path: str, org: str | None, deadline: float) -> httpx.Response | None:
+        """A successful answer of "get user by id", or None when there is no such user."""
         response = await self._call("get_user", "GET", path, org, body=None, deadline=deadline)
         if not response.is_success:
             answer = read_error(response.status_code, response.content)
             if answer.status == 404 and answer.id in _USER_NOT_FOUND:
                 return None
             raise _unexpected("get_user", answer)
+        return response
+
+    async def _state(self, path: str, org: str | None, deadline: float) -> UserState | None:
+        response = await self._get_user(path, org, deadline)
+        if response is None:
+            return None
         try:
             user = response.json()["user"]
             # protojson omits an enum at its zero value, USER_STATE_UNSPECIFIED.

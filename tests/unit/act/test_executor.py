@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import pytest
 
@@ -338,30 +340,23 @@ async def test_a_user_zitadel_cannot_read_is_unknown_and_takes_no_place_under_th
 # Caps that hold: the per-org cap counts the org ZITADEL reports for the user.
 
 
-async def test_decisions_without_an_org_count_against_the_users_org() -> None:
-    """Cap 2 per org: six users of org 300 named without an org give 2 locks, 4 suppressed."""
+@pytest.mark.parametrize(
+    "claimed_org",
+    [
+        pytest.param(lambda user: None, id="no org in the events"),
+        pytest.param(lambda user: f"99{user}", id="a made-up org per event"),
+    ],
+)
+async def test_the_per_org_cap_counts_the_org_the_users_are_in(
+    claimed_org: Callable[[str], str | None],
+) -> None:
+    """Cap 2 per org, six users of org 300: 2 locks and 4 suppressed, whatever the events claim."""
     users = {str(n): UserFacts(str(n), "300", frozenset()) for n in range(6)}
-    store = FakeStore(users=users)
-    executor = _executor(store, max_locks_per_minute_per_org=2)
-    outcomes = [
-        (
-            await executor.carry_out(
-                msgspec.structs.replace(_pending(user), org_id=None), event_time=EVENT_TIME
-            )
-        ).outcome
-        for user in users
-    ]
-    assert outcomes == [Outcome.LOCKED] * 2 + [Outcome.SUPPRESSED] * 4
-
-
-async def test_invented_orgs_cannot_mint_budget() -> None:
-    """Each decision claims another org; the users are all in org 300, whose cap holds."""
-    users = {str(n): UserFacts(str(n), "300", frozenset()) for n in range(6)}
-    store = FakeStore(users=users)
-    executor = _executor(store, max_locks_per_minute_per_org=2)
+    executor = _executor(FakeStore(users=users), max_locks_per_minute_per_org=2)
     decisions = [
         await executor.carry_out(
-            msgspec.structs.replace(_pending(user), org_id=f"99{user}"), event_time=EVENT_TIME
+            msgspec.structs.replace(_pending(user), org_id=claimed_org(user)),
+            event_time=EVENT_TIME,
         )
         for user in users
     ]
