@@ -234,10 +234,11 @@ async def test_read_user_says_which_org_the_user_is_in_and_its_login_names(
 ) -> None:
     """read_user reports the user's own org and login names; an unknown user is None."""
     emu.add_user(USER, org_id=ORG, login_name="Alice@acme.example")
+    emu.add_login_name(USER, "alice@acme.internal")
     facts = await client.read_user(USER, ORG)
     assert facts is not None
     assert (facts.user_id, facts.org_id) == (USER, ORG)
-    assert facts.login_names == {"Alice@acme.example"}
+    assert facts.login_names == {"Alice@acme.example", "alice@acme.internal"}
     assert await client.read_user("999", ORG) is None
 
 

@@ -93,26 +93,30 @@ def test_an_allowlisted_user_named_by_login_name_is_spared(
     assert decision["outcome"] == "allowlisted"
 
 
-def test_an_allowlisted_login_name_is_spared_when_events_name_the_user_by_id(
+def test_an_allowlisted_login_name_spares_the_user_however_else_the_events_name_them(
     allowlist_stack: Stack,
 ) -> None:
-    """The allowlist holds oncall@acme.example; the events carry only the user's id."""
+    """The allowlist holds oncall@acme.example, user 2002's second login name; events name 2002
+    by id and by its first login name, and it is spared both ways."""
     stack = allowlist_stack
-    stack.emulator.add_user("2002", org_id=ORG_ID, login_name="OnCall@acme.example")
+    stack.emulator.add_user("2002", org_id=ORG_ID, login_name="sre-2002@acme.example")
+    stack.emulator.add_login_name("2002", "OnCall@acme.example")
     stack.emulator.add_user("2003", org_id=ORG_ID, login_name="someone@acme.example")
     produce(
         stack.bootstrap,
         stack.events_topic,
-        [failure(user, m, org_id=ORG_ID) for user in ("2002", "2003") for m in range(5)],
+        [failure(user, m, org_id=ORG_ID) for user in ("2002", "2003") for m in range(5)]
+        + [by_name("SRE-2002@acme.example ", m, org_id=ORG_ID) for m in range(5)],
     )
     settle(stack)
 
     assert stack.emulator.state_of("2002") is UserState.ACTIVE
     assert stack.emulator.lock_calls("2002") == []
     assert stack.emulator.state_of("2003") is UserState.LOCKED  # the allowlist spares no one else
-    outcomes = {d["user_id"]: d["outcome"] for d in published(stack)}
-    assert outcomes["2002"] == "allowlisted"
-    assert outcomes["2003"] == "locked"
+    outcomes = [(d["key"], d["user_id"], d["outcome"]) for d in published(stack)]
+    assert ("2002", "2002", "allowlisted") in outcomes
+    assert ("sre-2002@acme.example", "2002", "allowlisted") in outcomes
+    assert ("2003", "2003", "locked") in outcomes
 
 
 # -- caps that hold -----------------------------------------------------------------------------
