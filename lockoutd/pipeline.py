@@ -27,11 +27,12 @@ from lockoutd.decode.rejects import Rejects
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet
-from lockoutd.rules.model import LockAction
+from lockoutd.rules.model import AllowedSet, LockAction
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import OutgoingRecord, Record
 
-_Pending = tuple[Decision, float, LockAction | None]
+_Pending = tuple[Decision, float, LockAction | None, AllowedSet]
+"""A decision, its newest event's time, the rule's lock and the users the rule never locks."""
 
 Partition = tuple[str, int]
 """A topic and a partition number; a ``TopicPartition`` is one. Replay uses plain tuples: a tuple
@@ -169,10 +170,11 @@ class Pipeline:
             accepted += 1
             for firing in firings:
                 self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
+                allowed = self.rules.allowed_for(firing.rule)
                 for decision in decide(
                     firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
                 ):
-                    pending.append((decision, event.occurred_at, firing.rule.action.lock))
+                    pending.append((decision, event.occurred_at, firing.rule.action.lock, allowed))
         if accepted:
             self._metrics.events.labels(result="accepted").inc(accepted)
         if ignored:
@@ -203,22 +205,24 @@ class Pipeline:
             self._metrics.key_mismatches.labels(rule=rule).inc(count)
 
     async def _carry_out(self, pending: list[_Pending]) -> list[Decision]:
-        if not any(decision.outcome is None for decision, _, _ in pending):
-            return [decision for decision, _, _ in pending]
+        if not any(decision.outcome is None for decision, _, _, _ in pending):
+            return [decision for decision, _, _, _ in pending]
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(
-                        self._executor.carry_out(decision, event_time=at, action=action)
+                        self._executor.carry_out(
+                            decision, event_time=at, action=action, allowed=allowed
+                        )
                     )
                     if decision.outcome is None
                     else None
-                    for decision, at, action in pending
+                    for decision, at, action, allowed in pending
                 ]
         except BaseExceptionGroup as group_error:
             # One fatal error (ZITADEL refusing lockoutd) is what the caller needs to see.
             raise group_error.exceptions[0] from None
         return [
             task.result() if task is not None else decision
-            for task, (decision, _, _) in zip(tasks, pending, strict=True)
+            for task, (decision, _, _, _) in zip(tasks, pending, strict=True)
         ]

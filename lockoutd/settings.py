@@ -155,7 +155,8 @@ class SafetySettings(_Section):
     max_locks_per_minute: int = Field(default=60, gt=0)
     """A token bucket over all locks: beyond it, locks are ``suppressed`` and reported."""
     max_locks_per_minute_per_org: int | None = Field(default=None, gt=0)
-    """The same, for each organization on its own (unset: no cap per org)."""
+    """The same, for each organization on its own, counted on the org ZITADEL reports for the
+    user (unset: no cap per org)."""
 
 
 class _Listening(_Section):

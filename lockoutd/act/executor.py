@@ -10,15 +10,18 @@ import msgspec
 import stamina
 from aiolimiter import AsyncLimiter
 
+from lockoutd.act.org_caps import OrgCaps
 from lockoutd.act.schedule import UnlockSchedule
 from lockoutd.act.temporary import LocalScheduleWriter, TemporaryLocks
 from lockoutd.act.zitadel import LockOutcome, UserStore
 from lockoutd.decide.decision import Decision, Outcome, rfc3339
 from lockoutd.errors import InvalidUserId, UnexpectedAnswer, ZitadelUnavailable
 from lockoutd.report.metrics import Metrics
-from lockoutd.rules.model import LockAction
+from lockoutd.rules.model import AllowedSet, LockAction
 
 _T = TypeVar("_T")
+
+_NOBODY = AllowedSet()
 
 _LOCK_OUTCOMES = {
     LockOutcome.LOCKED: Outcome.LOCKED,
@@ -60,21 +63,35 @@ class LockExecutor:
             locks = TemporaryLocks(store, schedule, LocalScheduleWriter(schedule), clock=clock)
         self._locks = locks
         self._cap = AsyncLimiter(max_locks_per_minute, time_period=60)
-        self._org_rate = max_locks_per_minute_per_org
-        self._org_caps: dict[str, AsyncLimiter] = {}
+        self._org_caps = (
+            OrgCaps(max_locks_per_minute_per_org)
+            if max_locks_per_minute_per_org is not None
+            else None
+        )
         self._metrics = metrics
         self._clock = clock
         self._outage_waits = (outage_wait_initial, outage_wait_max)
 
     async def carry_out(
-        self, decision: Decision, *, event_time: float, action: LockAction | None = None
+        self,
+        decision: Decision,
+        *,
+        event_time: float,
+        action: LockAction | None = None,
+        allowed: AllowedSet = _NOBODY,
     ) -> Decision:
-        """Lock the user of a pending ``decision``; return the decision with its outcome."""
+        """Lock the user of a pending ``decision``; return the decision with its outcome.
+
+        ``allowed`` holds the users the decision's rule never locks (the global allowlist and
+        the rule's own). They are matched against the user the lock would act on, once ZITADEL
+        has said who that is: its id, and each of its login names when the allowlist names
+        users by login name. All of it happens before a token is taken from the safety cap, so
+        neither made-up names nor allowlisted users use up the locks real accounts need.
+        """
         user_id = decision.user_id
+        users_org: str | None = None  # as ZITADEL reports it; what the per-org cap counts
         try:
             if user_id is None and decision.login_name is not None:
-                # Resolved before the cap is consulted: made-up login names must not be able to
-                # use up the locks that real accounts under attack need.
                 login_name = decision.login_name
                 resolved = await self._until_available(
                     lambda: self._store.resolve_login_name(login_name, decision.org_id)
@@ -89,11 +106,31 @@ class LockExecutor:
                 )
             if user_id is None:  # the decoder guarantees a user id or a login name
                 raise InvalidUserId("the event named no user")
-            if (over := await self._take_cap(decision.org_id)) is not None:
-                return msgspec.structs.replace(
-                    decision, user_id=user_id, outcome=Outcome.SUPPRESSED, error=over
-                )
             target = user_id
+            org_id = decision.org_id
+            if allowed.has_user(target, decision.login_name):
+                return msgspec.structs.replace(
+                    decision, user_id=target, outcome=Outcome.ALLOWLISTED
+                )
+            if allowed.has_login_names or self._org_caps is not None:
+                # One read says both who the user is (every login name) and which org it is in.
+                facts = await self._until_available(
+                    lambda: self._store.read_user(target, decision.org_id)
+                )
+                if facts is None:
+                    return msgspec.structs.replace(
+                        decision, user_id=target, outcome=Outcome.UNKNOWN_USER
+                    )
+                users_org = facts.org_id
+                org_id = users_org or org_id
+                if allowed.has_any_login_name(facts.login_names):
+                    return msgspec.structs.replace(
+                        decision, user_id=target, org_id=org_id, outcome=Outcome.ALLOWLISTED
+                    )
+            if (over := await self._take_cap(users_org)) is not None:
+                return msgspec.structs.replace(
+                    decision, user_id=target, org_id=org_id, outcome=Outcome.SUPPRESSED, error=over
+                )
             result = await self._until_available(
                 lambda: self._locks.lock(
                     target, decision.org_id, rule=decision.rule, action=action or LockAction()
@@ -108,21 +145,23 @@ class LockExecutor:
         return msgspec.structs.replace(
             decision,
             user_id=user_id,
+            org_id=org_id,
             outcome=_LOCK_OUTCOMES[result.outcome],
             unlock_at=rfc3339(result.unlock_at) if result.unlock_at is not None else None,
         )
 
     async def _take_cap(self, org_id: str | None) -> str | None:
-        """Take a token from every cap that applies; the name of the one that is empty, if any."""
+        """Take a token from every cap that applies; the name of the one that is empty, if any.
+
+        ``org_id`` is the org ZITADEL reports for the user, never an event's claim.
+        """
         org_cap = None
-        if self._org_rate is not None and org_id is not None:
-            org_cap = self._org_caps.get(org_id)
-            if org_cap is None:
-                org_cap = self._org_caps[org_id] = AsyncLimiter(self._org_rate, time_period=60)
+        if self._org_caps is not None:
+            org_name, org_cap = self._org_caps.bucket(org_id)
         if not self._cap.has_capacity():
             return "safety.max_locks_per_minute reached"
         if org_cap is not None and not org_cap.has_capacity():
-            return f"safety.max_locks_per_minute_per_org reached for org {org_id}"
+            return f"safety.max_locks_per_minute_per_org reached for org {org_name}"
         # Both have capacity, so acquire() returns without suspending: nothing else can take the
         # token between the check and the take.
         await self._cap.acquire()

@@ -45,7 +45,9 @@ from pydantic import SecretStr
 
 from lockoutd import __version__
 from lockoutd.act.login_names import LoginNameCache
+from lockoutd.act.user_facts import UserFacts, user_facts
 from lockoutd.act.zitadel_auth import TOKEN_PATH, TokenSource, token_source
+from lockoutd.decode.login_name import normalize_login_name
 from lockoutd.errors import (
     InvalidUserId,
     UnexpectedAnswer,
@@ -60,6 +62,7 @@ __all__ = [
     "LockOutcome",
     "ResolvedUser",
     "UnlockOutcome",
+    "UserFacts",
     "UserState",
     "UserStore",
     "ZitadelClient",
@@ -112,6 +115,10 @@ class UserStore(Protocol):
 
     async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
         """The user ``login_name`` names (in ``org_id`` if given), or None when there is none."""
+        ...
+
+    async def read_user(self, user_id: str, org_id: str | None) -> UserFacts | None:
+        """The user's org and login names, or None when there is no such user (in that org)."""
         ...
 
 
@@ -410,18 +417,37 @@ class ZitadelClient:
         Answers are cached; concurrent calls for the same name and org share one request.
         """
         org = self._org(org_id)
-        name = login_name.strip().lower()
+        name = normalize_login_name(login_name)
         if not name or len(name) > MAX_LOGIN_NAME_LENGTH:
             return None  # ZITADEL cannot hold such a name; asking would only cost a request
         return await self._names.get((name, org), lambda: self._find_user(name, org))
 
-    async def _state(self, path: str, org: str | None, deadline: float) -> UserState | None:
+    async def read_user(self, user_id: str, org_id: str | None) -> UserFacts | None:
+        """The user's org and login names, or None when ZITADEL knows no such user (in that org,
+        for v1). One ``get_user`` request; not cached, as login names can change."""
+        path = self._user_path(self._api.get, user_id)
+        response = await self._get_user(path, self._org(org_id), self._deadline())
+        if response is None:
+            return None
+        try:
+            return user_facts(user_id, response.json())
+        except ValueError:
+            raise _unexpected("get_user", ErrorAnswer(response.status_code)) from None
+
+    async def _get_user(self, path: str, org: str | None, deadline: float) -> httpx.Response | None:
+        """A successful answer of "get user by id", or None when there is no such user."""
         response = await self._call("get_user", "GET", path, org, body=None, deadline=deadline)
         if not response.is_success:
             answer = read_error(response.status_code, response.content)
             if answer.status == 404 and answer.id in _USER_NOT_FOUND:
                 return None
             raise _unexpected("get_user", answer)
+        return response
+
+    async def _state(self, path: str, org: str | None, deadline: float) -> UserState | None:
+        response = await self._get_user(path, org, deadline)
+        if response is None:
+            return None
         try:
             user = response.json()["user"]
             # protojson omits an enum at its zero value, USER_STATE_UNSPECIFIED.

@@ -9,7 +9,7 @@ import msgspec
 
 from lockoutd.decide.engine import Firing
 from lockoutd.decode.event import Event
-from lockoutd.rules.model import AllowedSet, RuleSet
+from lockoutd.rules.model import RuleSet
 
 
 class Outcome(enum.StrEnum):
@@ -73,15 +73,15 @@ def decide(
         if lock is not None and lock.targets == "contributors"
         else [firing.event]
     )
-    rule_allowed = AllowedSet.of([rule.allowlist])
+    # The names the events carry; the executor checks again once ZITADEL has said who the user
+    # is (README, "Rules"), which is what spares a user that the events name another way.
+    allowed = rules.allowed_for(rule)
     decisions = []
     for target in targets:
         outcome: Outcome | None
         if lock is None:
             outcome = Outcome.REPORTED
-        elif rules.allowed.has_user(target.user_id, target.login_name) or rule_allowed.has_user(
-            target.user_id, target.login_name
-        ):
+        elif allowed.has_user(target.user_id, target.login_name):
             outcome = Outcome.ALLOWLISTED
         elif now - firing.last_event_at > max_event_age:
             # Old evidence, e.g. a backlog after an outage: counted, but it never locks anyone.

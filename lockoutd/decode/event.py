@@ -32,8 +32,8 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     """One login attempt.
 
     ``occurred_at`` is the event time in seconds since the epoch: windows are measured on it, never
-    on arrival time. ``login_name`` is lower-cased. ``extra`` keeps the producer's other fields so
-    that rules may match on them.
+    on arrival time. ``login_name`` is trimmed and lower-cased (:mod:`.login_name`). ``extra``
+    keeps the producer's other fields so that rules may match on them.
     """
 
     type: str

@@ -21,7 +21,9 @@ from lockoutd.decode.native import (
 
 FormatName = Literal["native", "zitadel", "keycloak", "cloudevents"]
 
-MAPPED_EXTRA_FIELDS = frozenset({"zitadel_event_type", "client_id"})
+MAPPED_EXTRA_FIELDS = frozenset(
+    {"zitadel_event_type", "client_id", "keycloak_user_id", "keycloak_realm"}
+)
 """The fields beyond the native ones that the formats below give an event (rules may match
 them); a test keeps this in step with the mappers."""
 Decoder = Callable[[bytes], Event]
@@ -60,6 +62,17 @@ KEYCLOAK_REASONS = {
     "invalid_totp": "otp",
     "invalid_authentication": "mfa",
 }
+# Keycloak reports every wrong secret as `invalid_user_credentials`, a wrong one-time code too;
+# the credential it checked tells them apart: `details.credential_type` where Keycloak records
+# it (its credential types), or `details.selected_credential_id`, which only its OTP form sets.
+KEYCLOAK_CREDENTIAL_REASONS = {
+    "password": "password",
+    "otp": "otp",
+    "webauthn": "u2f",
+    "webauthn-passwordless": "passwordless",
+    "recovery-authn-code": "recovery_code",
+}
+_KEYCLOAK_LOGINS = {"LOGIN_ERROR": LOGIN_FAILED, "LOGIN": LOGIN_SUCCEEDED}
 
 
 def from_zitadel(document: dict[str, Any]) -> dict[str, Any]:
@@ -95,11 +108,15 @@ def from_zitadel(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_keycloak(document: dict[str, Any]) -> dict[str, Any]:
-    """A Keycloak login event (``type`` ``LOGIN`` or ``LOGIN_ERROR``, ``time`` in milliseconds)."""
+    """A Keycloak login event (``type`` ``LOGIN`` or ``LOGIN_ERROR``, ``time`` in milliseconds).
+
+    Keycloak's ids mean nothing to ZITADEL: its ``userId`` is a UUID and its ``realmId`` no
+    org. The user is named by ``details.username``, resolved to a ZITADEL user through its
+    login name when a lock is due; Keycloak's ids travel along as ``keycloak_user_id`` and
+    ``keycloak_realm`` (README, "Other producers' formats").
+    """
     event_type = _text(document, "type")
-    mapped_type = {"LOGIN_ERROR": LOGIN_FAILED, "LOGIN": LOGIN_SUCCEEDED}.get(
-        event_type, event_type
-    )
+    mapped_type = _KEYCLOAK_LOGINS.get(event_type, event_type)
     error = document.get("error")
     millis = document.get("time")
     if not isinstance(millis, int) or isinstance(millis, bool):
@@ -110,19 +127,40 @@ def from_keycloak(document: dict[str, Any]) -> dict[str, Any]:
         raise InvalidEvent("bad_time", f"`time` {millis} is out of range") from None
     details = document.get("details")
     details = details if isinstance(details, dict) else {}
+    username = details.get("username") or None
+    keycloak_user = document.get("userId") or None
+    if username is None and event_type in _KEYCLOAK_LOGINS:
+        raise InvalidEvent(
+            "missing_subject",
+            "a Keycloak login event names its ZITADEL user by details.username, and this one "
+            "has none (Keycloak's userId is not a ZITADEL user id)",
+        )
     return _without_none(
         {
             "type": mapped_type,
             "occurred_at": occurred_at,
-            "user_id": document.get("userId") or None,
-            "login_name": details.get("username") or None,
-            "org_id": document.get("realmId"),
+            "login_name": username,
+            # Another kind of Keycloak event is counted as ignored and never reaches a rule;
+            # without a username its Keycloak user stands in as the subject.
+            "user_id": keycloak_user if username is None else None,
             "ip": document.get("ipAddress") or None,
-            "reason": KEYCLOAK_REASONS.get(error, error) if isinstance(error, str) else None,
+            "reason": _keycloak_reason(error, details) if isinstance(error, str) else None,
             "event_id": document.get("id"),
             "client_id": document.get("clientId"),
+            "keycloak_user_id": keycloak_user,
+            "keycloak_realm": document.get("realmId"),
         }
     )
+
+
+def _keycloak_reason(error: str, details: dict[str, Any]) -> str:
+    if error == "invalid_user_credentials":
+        credential = details.get("credential_type")
+        if isinstance(credential, str) and credential in KEYCLOAK_CREDENTIAL_REASONS:
+            return KEYCLOAK_CREDENTIAL_REASONS[credential]
+        if details.get("selected_credential_id"):
+            return "otp"
+    return KEYCLOAK_REASONS.get(error, error)
 
 
 def from_cloudevents(document: dict[str, Any]) -> dict[str, Any]:

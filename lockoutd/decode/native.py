@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from lockoutd.decode.event import CANONICAL_IPV4, STANDARD_FIELDS, Event
+from lockoutd.decode.login_name import normalize_login_name
 
 
 class InvalidEvent(ValueError):
@@ -107,7 +108,8 @@ def _event(wire: _Wire, extra: dict[str, Any]) -> Event:
     if occurred_at.tzinfo is None:
         raise InvalidEvent("bad_time", "occurred_at has no UTC offset (RFC 3339 needs one)")
     user_id = wire.user_id
-    login_name = wire.login_name
+    # One spelling per name (README, "Rules"): " Alice@X" and "alice@x" are one user everywhere.
+    login_name = normalize_login_name(wire.login_name) if wire.login_name else None
     if not user_id and not login_name:
         raise InvalidEvent("missing_subject", "neither user_id nor login_name is given")
     ip = wire.ip
@@ -115,7 +117,7 @@ def _event(wire: _Wire, extra: dict[str, Any]) -> Event:
         wire.type,
         occurred_at.timestamp(),
         user_id or None,
-        login_name.lower() if login_name else None,
+        login_name or None,
         wire.org_id or None,
         (_NORMALIZED.get(ip) or _normalize_new_ip(ip)) if ip else None,
         wire.reason,

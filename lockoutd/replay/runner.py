@@ -12,7 +12,7 @@ from itertools import compress, repeat
 
 import msgspec
 
-from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome
+from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome, UserFacts
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.decode.formats import FormatName, decoder_for
@@ -47,6 +47,9 @@ class ReplayStore:
 
     async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
         raise AssertionError("replay must not call ZITADEL (resolve a login name)")
+
+    async def read_user(self, user_id: str, org_id: str | None) -> UserFacts | None:
+        raise AssertionError("replay must not call ZITADEL (read a user)")
 
 
 @dataclass

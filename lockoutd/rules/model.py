@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import (
 )
 
 from lockoutd.decode.event import LOGIN_FAILED, Event, field_reader
+from lockoutd.decode.login_name import normalize_login_name
 from lockoutd.durations import Duration
 
 _FAILURE_ONLY = frozenset({"type", "reason"})
@@ -111,9 +113,17 @@ class Allowlist(_Strict):
             raise ValueError(f"not an address or network: {exc}") from None
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
 @dataclass(frozen=True, slots=True)
 class AllowedSet:
-    """One or more allowlists, compiled for lookups on the hot path."""
+    """One or more allowlists, compiled for lookups on the hot path.
+
+    Entries and the names they are compared with are spelled one way
+    (:func:`~lockoutd.decode.login_name.normalize_login_name`). An entry of digits only is taken
+    for a user id; any other entry is a login name, which only ZITADEL can tie to a user id.
+    """
 
     users: frozenset[str] = frozenset()
     networks: tuple[Network, ...] = ()
@@ -122,15 +132,32 @@ class AllowedSet:
     def of(cls, allowlists: Iterable[Allowlist]) -> AllowedSet:
         allowlists = list(allowlists)
         return cls(
-            users=frozenset(user.lower() for a in allowlists for user in a.users),
+            users=frozenset(
+                normal
+                for a in allowlists
+                for user in a.users
+                if (normal := normalize_login_name(user))
+            ),
             networks=tuple(net for a in allowlists for net in a.ips),
         )
 
+    def union(self, other: AllowedSet) -> AllowedSet:
+        return AllowedSet(self.users | other.users, self.networks + other.networks)
+
+    @property
+    def has_login_names(self) -> bool:
+        """True when an entry is a login name: only a read of the user can tell who it spares."""
+        return any(not _DIGITS.fullmatch(user) for user in self.users)
+
     def has_user(self, user_id: str | None, login_name: str | None) -> bool:
         return bool(
-            (user_id and user_id.lower() in self.users)
-            or (login_name and login_name.lower() in self.users)
+            (user_id and normalize_login_name(user_id) in self.users)
+            or (login_name and normalize_login_name(login_name) in self.users)
         )
+
+    def has_any_login_name(self, login_names: Iterable[str]) -> bool:
+        """True when one of a user's login names (as ZITADEL reports them) is allowlisted."""
+        return any(normalize_login_name(name) in self.users for name in login_names)
 
     def has_ip(self, ip: str | None) -> bool:
         if not ip or not self.networks:
@@ -327,6 +354,9 @@ class RuleSet:
     files: tuple[Path, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=(), compare=False)
     """``file:line: warning: ...`` for what is legal but likely a mistake (``lockoutd check``)."""
+    _allowed_by_rule: dict[str, AllowedSet] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def build(
@@ -339,6 +369,14 @@ class RuleSet:
             files=tuple(path for path, _ in files),
             warnings=tuple(warnings),
         )
+
+    def allowed_for(self, rule: Rule) -> AllowedSet:
+        """The users ``rule`` never locks: the global allowlist and the rule's own, together."""
+        allowed = self._allowed_by_rule.get(rule.name)
+        if allowed is None:
+            allowed = self.allowed.union(AllowedSet.of([rule.allowlist]))
+            self._allowed_by_rule[rule.name] = allowed
+        return allowed
 
     def user_allowlisted(self, user_id: str | None, login_name: str | None) -> bool:
         return self.allowed.has_user(user_id, login_name)

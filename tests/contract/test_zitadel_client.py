@@ -237,6 +237,27 @@ async def test_get_state_reads_the_state(
     assert await client.get_state("999", ORG) is None
 
 
+async def test_read_user_says_which_org_the_user_is_in_and_its_login_names(
+    emu: ZitadelEmulator, client: ZitadelClient
+) -> None:
+    """read_user reports the user's own org and login names; an unknown user is None."""
+    emu.add_user(USER, org_id=ORG, login_name="Alice@acme.example")
+    emu.add_login_name(USER, "alice@acme.internal")
+    facts = await client.read_user(USER, ORG)
+    assert facts is not None
+    assert (facts.user_id, facts.org_id) == (USER, ORG)
+    assert facts.login_names == {"Alice@acme.example", "alice@acme.internal"}
+    assert await client.read_user("999", ORG) is None
+
+
+async def test_v1_reads_no_user_of_another_org(emu: ZitadelEmulator, tmp_path: Path) -> None:
+    """On v1 a user outside the header's org cannot be read: None, as lock would say."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=OTHER_ORG)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        assert await client.read_user(USER, ORG) is None
+
+
 async def test_requests_follow_the_api(
     emu: ZitadelEmulator, client: ZitadelClient, api: str
 ) -> None:

@@ -516,6 +516,23 @@ def test_my_permissions_are_those_of_the_context_org_and_the_instance(
                  403, 7, "AUTH-Bs7Ds")  # fmt: skip
 
 
+def test_a_user_with_several_login_names_is_found_and_shown_by_each(
+    emu: ZitadelEmulator, client: httpx.Client
+) -> None:
+    """ZITADEL knows a user by one login name per verified domain: a login-name query matches
+    any of them, and reads list them all in ``loginNames``, the preferred one first."""
+    emu.add_login_name(ALICE, "alice@acme.internal")
+    body = _login_query("Alice@Acme.Internal", "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE")
+    found = client.post("/v2/users", json=body, headers=_headers(IAM_PAT, None)).json()
+    user = get_user(client, V2, ALICE).json()["user"]
+
+    assert [u["userId"] for u in found["result"]] == [ALICE]
+    assert user["loginNames"] == ["alice@acme.example", "alice@acme.internal"]
+    assert user["preferredLoginName"] == "alice@acme.example"
+    with pytest.raises(ValueError, match="taken"):
+        emu.add_login_name(BOB, "ALICE@acme.internal")
+
+
 # -- token endpoint -------------------------------------------------------------------------------
 
 

@@ -68,7 +68,10 @@ MEANINGS = {
     "engine.drain_timeout": "how long shutdown waits for the batch in flight",
     "safety.max_locks_per_minute": "a token bucket over all locks; beyond it locks are "
     "`suppressed`",
-    "safety.max_locks_per_minute_per_org": "the same for each organization (unset: no cap per org)",
+    "safety.max_locks_per_minute_per_org": (
+        "the same for each organization, the one ZITADEL reports for the user, not the event's "
+        "claim (unset: no cap per org)"
+    ),
     "metrics.listen": "`/metrics`, `/healthz`, `/readyz`",
     "log.level": "log level",
     "log.format": "`console` for humans",

@@ -96,7 +96,7 @@ def user_v1(user: User) -> dict[str, Any]:
         "details": object_details(user),
         "state": str(user.state),
         "userName": user.login_name,
-        "loginNames": [user.login_name],
+        "loginNames": user.login_names,
         "preferredLoginName": user.login_name,
     }
     if user.machine:
@@ -122,7 +122,7 @@ def user_v2(user: User) -> dict[str, Any]:
         body["state"] = str(user.state)
     body |= {
         "username": user.login_name,
-        "loginNames": [user.login_name],
+        "loginNames": user.login_names,
         "preferredLoginName": user.login_name,
     }
     if user.machine:
@@ -260,7 +260,8 @@ def _query_matches(user: User, query: Any, *, v2: bool) -> bool:
         raise _bad_request(f"{kind} must be an object")
     match kind:
         case "loginNameQuery":
-            return _text_matches(value, "loginName", user.login_name)
+            # Any of the user's login names (NewUserLoginNameExistsQuery).
+            return any(_text_matches(value, "loginName", name) for name in user.login_names)
         case "userNameQuery":
             return _text_matches(value, "userName", user.login_name)
         case "inUserIdsQuery":

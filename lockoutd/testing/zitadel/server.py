@@ -211,6 +211,11 @@ class ZitadelEmulator:
                 user_id, org_id=org_id, login_name=login_name, state=state, machine=machine
             )
 
+    def add_login_name(self, user_id: str, login_name: str) -> None:
+        """Give a user a further login name (ZITADEL has one per verified domain of the org)."""
+        with self._lock:
+            self._instance.add_login_name(user_id, login_name)
+
     def set_state(self, user_id: str, state: UserState) -> None:
         with self._lock:
             self._instance.change_state(self._instance.user(user_id), state)

@@ -64,7 +64,9 @@ class Org:
 
 @dataclass(slots=True)
 class User:
-    """A human or machine user. ``login_name`` doubles as the username and only login name."""
+    """A human or machine user. ``login_name`` doubles as the username and preferred login
+    name; ``other_login_names`` are further names ZITADEL knows the user by (one per verified
+    domain of its org, say)."""
 
     id: str
     org_id: str
@@ -74,6 +76,12 @@ class User:
     created_at: datetime
     changed_at: datetime
     sequence: int
+    other_login_names: list[str] = field(default_factory=list)
+
+    @property
+    def login_names(self) -> list[str]:
+        """Every login name, the preferred one first (``loginNames`` in the API)."""
+        return [self.login_name, *self.other_login_names]
 
 
 @dataclass(slots=True)
@@ -230,9 +238,15 @@ class Instance:
         """Exact match, ignoring case (ZITADEL lower-cases the name before the lookup)."""
         wanted = login_name.lower()
         for user in self.live_users():
-            if user.login_name.lower() == wanted:
+            if any(name.lower() == wanted for name in user.login_names):
                 return user
         return None
+
+    def add_login_name(self, user_id: str, login_name: str) -> None:
+        """Give a user one more login name, as a newly verified org domain does."""
+        if self.user_by_login_name(login_name) is not None:
+            raise ValueError(f"login name {login_name!r} is taken")
+        self.user(user_id).other_login_names.append(login_name)
 
     # -- authentication and authorization ---------------------------------------------------
 

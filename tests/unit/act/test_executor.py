@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import pytest
 
 from lockoutd.act.executor import LockExecutor
-from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome
+from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome, UserFacts
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.errors import (
     InvalidUserId,
@@ -15,6 +17,7 @@ from lockoutd.errors import (
     ZitadelUnavailable,
 )
 from lockoutd.report.metrics import Metrics
+from lockoutd.rules.model import AllowedSet, Allowlist
 
 EVENT_TIME = 1_795_960_987.0
 CONFIRMED_AT = EVENT_TIME + 2.5
@@ -29,12 +32,16 @@ class FakeStore:
         answers: dict[str, LockOutcome | Exception] | None = None,
         login_names: dict[str, str | ResolvedUser] | None = None,
         resolve_error: Exception | None = None,
+        users: dict[str, UserFacts] | None = None,
     ) -> None:
         self.answers = answers or {}
         self.login_names = login_names or {}
         self.resolve_error = resolve_error
+        self.users = users
+        """Who ZITADEL knows (None: everyone, in org 7); a user not in it is unknown."""
         self.lock_calls: list[tuple[str, str | None]] = []
         self.resolve_calls: list[tuple[str, str | None]] = []
+        self.read_calls: list[tuple[str, str | None]] = []
 
     async def lock(self, user_id: str, org_id: str | None) -> LockOutcome:
         self.lock_calls.append((user_id, org_id))
@@ -52,6 +59,12 @@ class FakeStore:
             raise self.resolve_error
         found = self.login_names.get(login_name)
         return ResolvedUser(found, org_id) if isinstance(found, str) else found
+
+    async def read_user(self, user_id: str, org_id: str | None) -> UserFacts | None:
+        self.read_calls.append((user_id, org_id))
+        if self.users is None:
+            return UserFacts(user_id, "7", frozenset({f"user-{user_id}"}))
+        return self.users.get(user_id)
 
 
 def _pending(user_id: str | None = "42", *, login_name: str | None = None) -> Decision:
@@ -73,14 +86,23 @@ def _pending(user_id: str | None = "42", *, login_name: str | None = None) -> De
 
 
 def _executor(
-    store: FakeStore, *, metrics: Metrics | None = None, max_locks_per_minute: int = 60
+    store: FakeStore,
+    *,
+    metrics: Metrics | None = None,
+    max_locks_per_minute: int = 60,
+    max_locks_per_minute_per_org: int | None = None,
 ) -> LockExecutor:
     return LockExecutor(
         store,
         max_locks_per_minute=max_locks_per_minute,
+        max_locks_per_minute_per_org=max_locks_per_minute_per_org,
         metrics=metrics or Metrics(),
         clock=lambda: CONFIRMED_AT,
     )
+
+
+def _allowed(*users: str) -> AllowedSet:
+    return AllowedSet.of([Allowlist(users=list(users))])
 
 
 async def test_a_lock_is_carried_out_and_its_latency_observed() -> None:
@@ -265,3 +287,108 @@ async def test_a_lock_confirmed_before_the_event_time_observes_zero() -> None:
     )
     await executor.carry_out(_pending(), event_time=EVENT_TIME)
     assert metrics.registry.get_sample_value("lockoutd_lock_latency_seconds_sum") == 0
+
+
+# One notion of "this user": the allowlist is matched against the user the lock acts on.
+
+
+async def test_an_allowlisted_id_spares_the_user_an_event_named_by_login_name() -> None:
+    """The allowlist holds 2000; the decision names admin@acme.example, which is 2000."""
+    store = FakeStore(login_names={"admin@acme.example": "2000"})
+    executor = _executor(store, max_locks_per_minute=1)
+    decision = await executor.carry_out(
+        _pending(None, login_name="admin@acme.example"),
+        event_time=EVENT_TIME,
+        allowed=_allowed("2000"),
+    )
+    assert (decision.outcome, decision.user_id) == (Outcome.ALLOWLISTED, "2000")
+    assert store.lock_calls == []
+    assert store.read_calls == []  # an allowlist of ids alone needs no read of the user
+    # An allowlisted user takes no place under the cap.
+    assert (await executor.carry_out(_pending(), event_time=EVENT_TIME)).outcome is Outcome.LOCKED
+
+
+@pytest.mark.parametrize(
+    "known_as",
+    ["oncall@acme.example", "OnCall@Acme.Example", "oncall@acme.internal"],
+)
+async def test_an_allowlisted_login_name_spares_the_user_an_event_named_by_id(
+    known_as: str,
+) -> None:
+    """ZITADEL knows user 2002 by two login names; the allowlist holds one, spelled oddly."""
+    names = frozenset({known_as, "2002@legacy.example"})
+    store = FakeStore(users={"2002": UserFacts("2002", "300", names)})
+    decision = await _executor(store).carry_out(
+        _pending("2002"),
+        event_time=EVENT_TIME,
+        allowed=_allowed(" OnCall@acme.example ", "oncall@acme.internal"),
+    )
+    assert decision.outcome is Outcome.ALLOWLISTED
+    assert store.read_calls == [("2002", "7")]
+    assert store.lock_calls == []
+
+
+async def test_a_user_whose_login_names_are_not_allowlisted_is_locked() -> None:
+    """Reading the user spares only the users the allowlist names."""
+    store = FakeStore(users={"42": UserFacts("42", "7", frozenset({"alice@acme.example"}))})
+    decision = await _executor(store).carry_out(
+        _pending(), event_time=EVENT_TIME, allowed=_allowed("oncall@acme.example")
+    )
+    assert decision.outcome is Outcome.LOCKED
+    assert store.lock_calls == [("42", "7")]
+
+
+async def test_a_user_zitadel_cannot_read_is_unknown_and_takes_no_place_under_the_cap() -> None:
+    """A made-up user id ends as unknown_user before the cap is consulted."""
+    store = FakeStore(users={})
+    executor = _executor(store, max_locks_per_minute=1, max_locks_per_minute_per_org=1)
+    assert (await executor.carry_out(_pending("999"), event_time=EVENT_TIME)).outcome is (
+        Outcome.UNKNOWN_USER
+    )
+    assert store.lock_calls == []
+
+
+# Caps that hold: the per-org cap counts the org ZITADEL reports for the user.
+
+
+@pytest.mark.parametrize(
+    "claimed_org",
+    [
+        pytest.param(lambda user: None, id="no org in the events"),
+        pytest.param(lambda user: f"99{user}", id="a made-up org per event"),
+    ],
+)
+async def test_the_per_org_cap_counts_the_org_the_users_are_in(
+    claimed_org: Callable[[str], str | None],
+) -> None:
+    """Cap 2 per org, six users of org 300: 2 locks and 4 suppressed, whatever the events claim."""
+    users = {str(n): UserFacts(str(n), "300", frozenset()) for n in range(6)}
+    executor = _executor(FakeStore(users=users), max_locks_per_minute_per_org=2)
+    decisions = [
+        await executor.carry_out(
+            msgspec.structs.replace(_pending(user), org_id=claimed_org(user)),
+            event_time=EVENT_TIME,
+        )
+        for user in users
+    ]
+    assert [d.outcome for d in decisions] == [Outcome.LOCKED] * 2 + [Outcome.SUPPRESSED] * 4
+    assert {d.org_id for d in decisions} == {"300"}  # the decision names the user's real org
+    assert decisions[-1].error == "safety.max_locks_per_minute_per_org reached for org 300"
+
+
+async def test_users_of_other_orgs_have_budgets_of_their_own() -> None:
+    """The per-org cap of one org does not hold back another's locks."""
+    users = {"1": "300", "2": "300", "3": "301"}
+    store = FakeStore(users={u: UserFacts(u, o, frozenset()) for u, o in users.items()})
+    executor = _executor(store, max_locks_per_minute_per_org=1)
+    outcomes = [
+        (await executor.carry_out(_pending(user), event_time=EVENT_TIME)).outcome for user in users
+    ]
+    assert outcomes == [Outcome.LOCKED, Outcome.SUPPRESSED, Outcome.LOCKED]
+
+
+async def test_without_a_per_org_cap_or_login_names_in_the_allowlist_no_user_is_read() -> None:
+    """Reading the user costs a call: it is made only when a decision needs what it tells."""
+    store = FakeStore()
+    await _executor(store).carry_out(_pending(), event_time=EVENT_TIME, allowed=_allowed("9"))
+    assert store.read_calls == []

@@ -92,6 +92,11 @@ def test_a_report_action_is_reported() -> None:
             {"login_name": "alice@example.com"},
             id="by login name next to a user id",
         ),
+        pytest.param(
+            ["  BreakGlass@acme.example "],
+            {"user_id": None, "login_name": "breakglass@acme.example"},
+            id="an entry written with spaces and capitals",
+        ),
     ],
 )
 def test_an_allowlisted_user_is_never_locked(allowlist: list[str], fields: dict[str, Any]) -> None:

@@ -268,18 +268,47 @@ def test_a_zitadel_body_that_does_not_map_is_invalid(fields: dict[str, Any], rea
 
 
 def test_a_keycloak_login_error_maps_every_field() -> None:
-    """A LOGIN_ERROR becomes a failure; ``time`` is in milliseconds and the username lower-cased."""
+    """A LOGIN_ERROR becomes a failure of the login name Keycloak was given; Keycloak's own ids,
+    which ZITADEL does not know, travel as extra fields and never as the user or the org."""
     assert _decode("keycloak", KEYCLOAK_EVENT) == Event(
         type=LOGIN_FAILED,
         occurred_at=1_732_889_587.123,
-        user_id="0b6f1c3e-8a5d-4f7b-9e2c-1d4a6b8c0e2f",
+        user_id=None,
         login_name="alice@example.com",
-        org_id="acme",
+        org_id=None,
         ip="203.0.113.7",
         reason="password",
         event_id="5d3e5c42-6f1e-4bd5-9c1a-7d1b2f0c1e11",
-        extra={"client_id": "account-console"},
+        extra={
+            "client_id": "account-console",
+            "keycloak_user_id": "0b6f1c3e-8a5d-4f7b-9e2c-1d4a6b8c0e2f",
+            "keycloak_realm": "acme",
+        },
     )
+
+
+@pytest.mark.parametrize(
+    ("details", "reason"),
+    [
+        pytest.param({"credential_type": "otp"}, "otp", id="credential type otp"),
+        pytest.param({"selected_credential_id": "9b1e"}, "otp", id="the OTP form's credential"),
+        pytest.param({"credential_type": "password"}, "password", id="credential type password"),
+        pytest.param({"credential_type": "webauthn-passwordless"}, "passwordless", id="passkey"),
+        pytest.param({}, "password", id="no credential named"),
+    ],
+)
+def test_keycloak_wrong_credentials_are_told_apart_by_the_credential(
+    details: dict[str, Any], reason: str
+) -> None:
+    """Keycloak says invalid_user_credentials for a wrong password and a wrong code alike."""
+    document = _changed(KEYCLOAK_EVENT, details={**KEYCLOAK_EVENT["details"], **details})
+    assert _decode("keycloak", document).reason == reason
+
+
+def test_a_keycloak_login_without_a_username_cannot_name_a_zitadel_user() -> None:
+    """Keycloak's userId is a UUID ZITADEL does not know: without the username, no user."""
+    document = _changed(KEYCLOAK_EVENT, details={"auth_method": "openid-connect"})
+    assert _reason("keycloak", document) == "missing_subject"
 
 
 @pytest.mark.parametrize(
@@ -332,7 +361,7 @@ def test_other_keycloak_events_pass_through() -> None:
         pytest.param({"type": ...}, "missing_field", id="no type"),
         pytest.param({"userId": ..., "details": {}}, "missing_subject", id="no user at all"),
         pytest.param({"ipAddress": "localhost"}, "bad_ip", id="bad address"),
-        pytest.param({"realmId": 7}, "bad_field", id="realm not a string"),
+        pytest.param({"details": {"username": 7}}, "bad_field", id="username not a string"),
     ],
 )
 def test_a_keycloak_event_that_does_not_map_is_invalid(fields: dict[str, Any], reason: str) -> None:

@@ -76,6 +76,19 @@ def test_the_login_name_is_lower_cased() -> None:
     assert event.user_id is None
 
 
+def test_the_login_name_is_trimmed_too() -> None:
+    """ " BreakGlass@acme.example" and "breakglass@acme.example" are one user in every key."""
+    event = _decode(_record(user_id=..., login_name=" \tBreakGlass@acme.example "))
+    assert event.login_name == "breakglass@acme.example"
+
+
+def test_a_login_name_of_spaces_names_no_one() -> None:
+    """A name that is only whitespace is no name: without a user id the record is invalid."""
+    with pytest.raises(InvalidEvent) as caught:
+        _decode(_record(user_id=..., login_name="   "))
+    assert caught.value.reason == "missing_subject"
+
+
 @pytest.mark.parametrize(
     ("written", "normalised"),
     [

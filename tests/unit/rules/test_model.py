@@ -79,3 +79,18 @@ def test_type_and_reason_are_judged_apart_from_the_other_conditions() -> None:
     assert matcher.others(event(0, org_id="7"))
     assert not matcher.others(event(0, org_id="8"))
     assert rule(match={"reason": "otp"}).matcher().others is None
+
+
+def test_a_rule_spares_the_global_allowlist_and_its_own() -> None:
+    """allowed_for joins both lists, spelled one way; only a login-name entry needs a user read."""
+    sparing = rule("sparing", allowlist={"users": ["  OnCall@Acme.example"]})
+    other = rule("other")
+    rules = ruleset(sparing, other, users=["2000"])
+
+    assert rules.allowed_for(sparing).users == {"2000", "oncall@acme.example"}
+    assert rules.allowed_for(sparing).has_login_names
+    assert rules.allowed_for(other).users == {"2000"}
+    assert not rules.allowed_for(other).has_login_names
+    assert rules.allowed_for(sparing).has_any_login_name(
+        ["sre@acme.example", "ONCALL@acme.example"]
+    )
