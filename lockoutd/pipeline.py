@@ -22,6 +22,7 @@ from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES, Event
 from lockoutd.decode.formats import decoder_for
+from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import Rejects
 from lockoutd.report.audit import DecisionReporter
@@ -71,10 +72,13 @@ class Pipeline:
             locks=locks,
             clock=clock,
         )
+        # The future is measured against the clock the records are judged by.
+        horizon = Horizon(settings.engine.max_clock_skew, clock=clock)
         self._decoders = {
             topic: decoder_for(
                 settings.kafka.formats.get(topic, "native"),
                 max_bytes=settings.kafka.max_event_bytes,
+                horizon=horizon,
             )
             for topic in settings.kafka.topics
         }

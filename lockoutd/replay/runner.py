@@ -16,6 +16,7 @@ from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.decode.formats import FormatName, decoder_for
+from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.pipeline import Judged, Partition, Pipeline
 from lockoutd.report.metrics import Metrics
@@ -172,7 +173,13 @@ class Replay:
         self.pipeline = Pipeline(shadow, rules, store=ReplayStore(), metrics=self.metrics)
         # Replay decodes itself: an invalid record is reported with where it was, not
         # dead-lettered, and the summary needs every event's time.
-        self._decode = decoder_for(event_format, max_bytes=settings.kafka.max_event_bytes)
+        # The replay's clock is event time, but an event from the future is refused against the
+        # wall clock, as the daemon would have refused it.
+        self._decode = decoder_for(
+            event_format,
+            max_bytes=settings.kafka.max_event_bytes,
+            horizon=Horizon(settings.engine.max_clock_skew),
+        )
         self._file_partition: Partition = (topic, 0)
         self._partitions: dict[Partition, Partition] = {}
         self.stats = ReplayStats(rules=[RuleStats(rule=rule) for rule in rules.rules])

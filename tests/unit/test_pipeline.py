@@ -10,6 +10,7 @@ from aiokafka import TopicPartition
 
 from lockoutd.act.zitadel import LockOutcome, UnlockOutcome
 from lockoutd.decide.decision import rfc3339
+from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import decode_native
 from lockoutd.pipeline import Judged, Pipeline
 from lockoutd.report.metrics import Metrics
@@ -175,7 +176,7 @@ async def test_judge_decides_each_event_at_the_time_it_is_given() -> None:
     """``judge`` (replay's entry) takes each event's own time: the crossing is decided then."""
     store = FakeStore()
     pipeline, _ = make_pipeline(store, dead_letter_topic=None)
-    decode = functools.partial(decode_native, max_bytes=1 << 20)
+    decode = functools.partial(decode_native, max_bytes=1 << 20, horizon=Horizon(clock=lambda: NOW))
     events = [decode(failure("1001", 600 - i * 60)) for i in range(5)]
     crossing_at = NOW - 300.0
     batch: list[Judged] = [
