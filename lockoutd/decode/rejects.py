@@ -54,6 +54,7 @@ class Rejects:
         dead letter, which holds the record anyway, carries the message.
         """
         raised_at = where_raised(error)
+        self._metrics.records_failed.inc()
         log.error(
             "record_failed",
             topic=record.topic,

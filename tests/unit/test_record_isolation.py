@@ -96,6 +96,7 @@ async def test_an_unforeseen_failure_is_dead_lettered_and_the_attack_after_it_lo
     assert sample("lockoutd_events_total", {"result": "invalid"}) == 1
     assert sample("lockoutd_events_total", {"result": "accepted"}) == 5
     assert sample("lockoutd_dead_lettered_total", {"reason": "unexpected"}) == 1
+    assert sample("lockoutd_records_failed_total", {}) == 1
     [failed] = [entry for entry in logs if entry["log_level"] == "error"]
     assert failed["event"] == "record_failed"
     assert (failed["topic"], failed["partition"], failed["offset"]) == ("auth.events", 0, 0)
