@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 from aiokafka import TopicPartition
 
@@ -22,6 +23,7 @@ from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES, Event
 from lockoutd.decode.formats import decoder_for
+from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import Rejects
 from lockoutd.report.audit import DecisionReporter
@@ -39,10 +41,13 @@ Partition = tuple[str, int]
 of a string and a number is not tracked by the garbage collector, nor then are the thousands of
 ``Judged`` tuples of a batch that hold it, which otherwise cost full collections."""
 
-Judged = tuple[Partition, bytes | None, Event, float, bool]
+Origin = TypeVar("Origin")
+
+Judged = tuple[Partition, bytes | None, Event, float, bool, Origin]
 """A decoded record for :meth:`Pipeline.judge`: its partition, its Kafka key, the event, the time
-to judge it at (``now`` for the engine and the decision) and whether to act on what it decides
-(False while a partition's windows are rebuilt). A plain tuple: one is made per record."""
+to judge it at (``now`` for the engine and the decision), whether to act on what it decides
+(False while a partition's windows are rebuilt) and where it came from (the record, or its place
+in a replay), handed back should judging it fail. A plain tuple: one is made per record."""
 
 
 class Pipeline:
@@ -72,10 +77,13 @@ class Pipeline:
             locks=locks,
             clock=clock,
         )
+        # The future is measured against the clock the records are judged by.
+        horizon = Horizon(settings.engine.max_clock_skew, clock=clock)
         self._decoders = {
             topic: decoder_for(
                 settings.kafka.formats.get(topic, "native"),
                 max_bytes=settings.kafka.max_event_bytes,
+                horizon=horizon,
             )
             for topic in settings.kafka.topics
         }
@@ -109,8 +117,13 @@ class Pipeline:
         crossing that already locked someone cannot lock again.
         """
         dead_letters: list[OutgoingRecord] = []
+
+        def failed(record: Record, error: Exception) -> None:
+            if (dead := self._rejects.fail(record, error)) is not None:
+                dead_letters.append(dead)
+
         decoded = self._decoded(records, rebuild_until or {}, dead_letters)
-        audits = await self.judge(decoded)
+        audits = await self.judge(decoded, failed)
         return dead_letters + audits
 
     def _decoded(
@@ -118,7 +131,7 @@ class Pipeline:
         records: Sequence[Record],
         rebuild_until: Mapping[TopicPartition, int],
         dead_letters: list[OutgoingRecord],
-    ) -> Iterator[Judged]:
+    ) -> Iterator[Judged[Record]]:
         now = self._clock()
         decoders = self._decoders
         # One TopicPartition per run of a partition's records, not per record: a batch holds
@@ -138,13 +151,21 @@ class Pipeline:
                 if acts and (dead := self._rejects.reject(record, error)) is not None:
                     dead_letters.append(dead)
                 continue
-            yield tp, record.key, event, now, acts
+            except Exception as error:  # one record's bug must not stop the daemon
+                if acts and (dead := self._rejects.fail(record, error)) is not None:
+                    dead_letters.append(dead)
+                continue
+            yield tp, record.key, event, now, acts, record
 
-    async def judge(self, batch: Iterable[Judged]) -> list[OutgoingRecord]:
+    async def judge(
+        self, batch: Iterable[Judged[Origin]], failed: Callable[[Origin, Exception], None]
+    ) -> list[OutgoingRecord]:
         """Count, decide and act on decoded events, each at its own time; return the audits.
 
         This is :meth:`process` after decoding; ``lockoutd replay`` calls it directly with the
-        events it decoded itself, each judged at its event time.
+        events it decoded itself, each judged at its event time. A record whose counting or
+        deciding raises is handed to ``failed`` with the exception (unless it only rebuilds
+        windows) and the batch goes on: no record may stop the daemon (README, "Operations").
         """
         pending: list[_Pending] = []
         max_age = self._settings.engine.max_event_age
@@ -154,27 +175,34 @@ class Pipeline:
         accepted = ignored = 0
         last_tp: Partition | None = None
         engine: Engine | None = None
-        for tp, key, event, now, acts in batch:
-            if event.type not in KNOWN_TYPES:
+        for tp, key, event, now, acts, origin in batch:
+            # One try per record: it costs nothing until something raises.
+            try:
+                if event.type not in KNOWN_TYPES:
+                    if acts:
+                        ignored += 1
+                    continue
+                if tp is not last_tp or engine is None:
+                    last_tp = tp
+                    engine = engines.get(tp)
+                    if engine is None:
+                        engine = engines[tp] = Engine(self.rules)
+                firings = engine.process(event, now, record_key=key)
+                if not acts:
+                    continue
+                for firing in firings:
+                    self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
+                    allowed = self.rules.allowed_for(firing.rule)
+                    for decision in decide(
+                        firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
+                    ):
+                        pending.append(
+                            (decision, event.occurred_at, firing.rule.action.lock, allowed)
+                        )
+                accepted += 1  # last: a record that failed is not counted as accepted
+            except Exception as error:  # one record's bug must not stop the daemon
                 if acts:
-                    ignored += 1
-                continue
-            if tp is not last_tp or engine is None:
-                last_tp = tp
-                engine = engines.get(tp)
-                if engine is None:
-                    engine = engines[tp] = Engine(self.rules)
-            firings = engine.process(event, now, record_key=key)
-            if not acts:
-                continue
-            accepted += 1
-            for firing in firings:
-                self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
-                allowed = self.rules.allowed_for(firing.rule)
-                for decision in decide(
-                    firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
-                ):
-                    pending.append((decision, event.occurred_at, firing.rule.action.lock, allowed))
+                    failed(origin, error)
         if accepted:
             self._metrics.events.labels(result="accepted").inc(accepted)
         if ignored:

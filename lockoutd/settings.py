@@ -31,6 +31,7 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 from lockoutd import settings_sources as sources
+from lockoutd.decode.limits import DEFAULT_MAX_CLOCK_SKEW
 from lockoutd.durations import Duration, format_duration, parse_duration
 from lockoutd.errors import ConfigError
 from lockoutd.validation_messages import plain_message
@@ -140,6 +141,8 @@ class EngineSettings(_Section):
     rule_paths: Annotated[list[Path], NoDecode] = Field(default=[Path("rules")], min_length=1)
     max_event_age: Duration = 3600.0
     """Evidence older than this (by event time, at the moment of deciding) never acts."""
+    max_clock_skew: Duration = DEFAULT_MAX_CLOCK_SKEW
+    """Events stamped further ahead of the wall clock than this are invalid records."""
     dry_run: bool = False
     """Shadow mode for every rule: decisions are published as ``dry_run`` and nothing is called."""
     drain_timeout: Duration = 20.0

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event
+from lockoutd.decode.limits import WALL_CLOCK, Horizon
 from lockoutd.decode.native import (
     InvalidEvent,
     decode_object,
@@ -124,7 +125,7 @@ def from_keycloak(document: dict[str, Any]) -> dict[str, Any]:
     try:
         occurred_at = datetime.fromtimestamp(millis / 1000, UTC).isoformat()
     except (OverflowError, OSError, ValueError):
-        raise InvalidEvent("bad_time", f"`time` {millis} is out of range") from None
+        raise InvalidEvent("time_out_of_range", f"`time` {millis} is out of range") from None
     details = document.get("details")
     details = details if isinstance(details, dict) else {}
     username = details.get("username") or None
@@ -183,12 +184,16 @@ _MAPPERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def decoder_for(name: FormatName, *, max_bytes: int) -> Decoder:
-    """A function from a record value to an :class:`Event` in format ``name``."""
+def decoder_for(name: FormatName, *, max_bytes: int, horizon: Horizon = WALL_CLOCK) -> Decoder:
+    """A function from a record value to an :class:`Event` in format ``name``.
+
+    Every format refuses what the native one does: records nested too deep, times outside the
+    sane range and times past ``horizon`` (README, "Events").
+    """
     if name == "native":
-        return native_decoder(max_bytes=max_bytes)
+        return native_decoder(max_bytes=max_bytes, horizon=horizon)
     mapper = _MAPPERS[name]
-    return lambda raw: event_from_mapping(mapper(decode_object(raw, max_bytes=max_bytes)))
+    return lambda raw: event_from_mapping(mapper(decode_object(raw, max_bytes=max_bytes)), horizon)
 
 
 def _text(document: dict[str, Any], field: str) -> str:

@@ -10,6 +10,14 @@ from typing import Any
 import msgspec
 
 from lockoutd.decode.event import CANONICAL_IPV4, STANDARD_FIELDS, Event
+from lockoutd.decode.limits import (
+    BOUNDED_OBJECT,
+    EARLIEST_EVENT_TIME,
+    LATEST_EVENT_TIME,
+    MAX_NESTING,
+    WALL_CLOCK,
+    Horizon,
+)
 from lockoutd.decode.login_name import normalize_login_name
 
 
@@ -47,66 +55,87 @@ class _StandardOnly(_Wire, forbid_unknown_fields=True):
 
 
 _decode_json = msgspec.json.Decoder().decode
+# Any JSON object, but nested no deeper than a login event can be (see lockoutd.decode.limits).
+_decode_bounded = msgspec.json.Decoder(BOUNDED_OBJECT).decode
 _decode_standard = msgspec.json.Decoder(_StandardOnly).decode
 _STANDARD = frozenset(STANDARD_FIELDS)
 
 
-def decode_native(raw: bytes, *, max_bytes: int) -> Event:
+def decode_native(raw: bytes, *, max_bytes: int, horizon: Horizon = WALL_CLOCK) -> Event:
     """Decode and validate one record value; raise :class:`InvalidEvent` when it is not an event.
 
     A record of standard fields only goes straight from JSON into a struct. Anything else (extra
     fields to keep, or a record that is not a valid event) takes the general path through a
-    dict, which keeps the extra fields and names exactly what was wrong.
+    dict, which keeps the extra fields and names exactly what was wrong. Event times past
+    ``horizon`` are refused as being from the future.
     """
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"record of {len(raw)} bytes exceeds {max_bytes}")
     try:
         wire = _decode_standard(raw)
     except msgspec.MsgspecError:
-        return event_from_mapping(decode_object(raw, max_bytes=max_bytes))
-    return _event(wire, {})
+        return event_from_mapping(decode_object(raw, max_bytes=max_bytes), horizon)
+    return _event(wire, {}, horizon)
 
 
-def native_decoder(*, max_bytes: int) -> Callable[[bytes], Event]:
+def native_decoder(*, max_bytes: int, horizon: Horizon = WALL_CLOCK) -> Callable[[bytes], Event]:
     """:func:`decode_native` for records of at most ``max_bytes``, as a one-argument function."""
 
     # A closure, not functools.partial: a partial holding a keyword copies its keywords into a
     # new dict on every call, which costs a tenth of the whole decode.
     def decode(raw: bytes) -> Event:
-        return decode_native(raw, max_bytes=max_bytes)
+        return decode_native(raw, max_bytes=max_bytes, horizon=horizon)
 
     return decode
 
 
 def decode_object(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
-    """The JSON object in ``raw``; raise :class:`InvalidEvent` for anything else."""
+    """The JSON object in ``raw``; raise :class:`InvalidEvent` for anything else.
+
+    The object is decoded with its depth bounded (``too_deep`` beyond :data:`MAX_NESTING`
+    levels), so that no record can make decoding, or anything after it, recurse without end.
+    """
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"record of {len(raw)} bytes exceeds {max_bytes}")
     try:
-        document = _decode_json(raw)
+        document: dict[str, Any] = _decode_bounded(raw)
+    except msgspec.ValidationError:
+        pass  # not an object, a number out of range, or nested too deep: told apart below
     except msgspec.DecodeError as exc:
         raise InvalidEvent("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
-    if not isinstance(document, dict):
+    else:
+        return document
+    # Only refused records get here: decoding them again without the bound says why.
+    try:
+        unbounded = _decode_json(raw)
+    except RecursionError:
+        unbounded = {}  # so deep that even the unbounded decoder gave up
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(unbounded, dict):
         raise InvalidEvent("not_an_object", "the record is JSON but not an object")
-    return document
+    raise InvalidEvent("too_deep", f"the record nests arrays or objects over {MAX_NESTING} deep")
 
 
-def event_from_mapping(document: dict[str, Any]) -> Event:
+def event_from_mapping(document: dict[str, Any], horizon: Horizon = WALL_CLOCK) -> Event:
     """Validate a decoded JSON object as a native event (also used by the other input formats)."""
     try:
         wire = msgspec.convert(document, _Wire)
     except msgspec.ValidationError as exc:
         raise InvalidEvent(_reason_for(str(exc)), str(exc)) from None
     extra = {k: v for k, v in document.items() if k not in _STANDARD} if len(document) else {}
-    return _event(wire, extra)
+    return _event(wire, extra, horizon)
 
 
-def _event(wire: _Wire, extra: dict[str, Any]) -> Event:
+def _event(wire: _Wire, extra: dict[str, Any], horizon: Horizon) -> Event:
     # Runs for every record: each field is read once into a local, and the event is built by
     # position (in Event's field order), which msgspec does faster than by keyword.
     occurred_at = wire.occurred_at
     if occurred_at.tzinfo is None:
         raise InvalidEvent("bad_time", "occurred_at has no UTC offset (RFC 3339 needs one)")
+    at = occurred_at.timestamp()
+    if at >= horizon.latest or at < EARLIEST_EVENT_TIME:  # rare: checked at length apart
+        _check_time(at, horizon)
     user_id = wire.user_id
     # One spelling per name (README, "Rules"): " Alice@X" and "alice@x" are one user everywhere.
     login_name = normalize_login_name(wire.login_name) if wire.login_name else None
@@ -115,7 +144,7 @@ def _event(wire: _Wire, extra: dict[str, Any]) -> Event:
     ip = wire.ip
     return Event(
         wire.type,
-        occurred_at.timestamp(),
+        at,
         user_id or None,
         login_name or None,
         wire.org_id or None,
@@ -125,6 +154,19 @@ def _event(wire: _Wire, extra: dict[str, Any]) -> Event:
         wire.user_agent,
         extra,
     )
+
+
+def _check_time(at: float, horizon: Horizon) -> None:
+    # Times no login event can carry break date arithmetic later (there is no year 10000 to
+    # write a decision in); times from the future would hold a window ahead of every real event.
+    if not EARLIEST_EVENT_TIME <= at < LATEST_EVENT_TIME:
+        raise InvalidEvent(
+            "time_out_of_range", "the event time is outside 2000-01-01T00:00:00Z to 2100-01-01"
+        )
+    if not horizon.admits(at):
+        raise InvalidEvent(
+            "future_time", "the event time is further ahead of the clock than max_clock_skew"
+        )
 
 
 _NORMALIZED: dict[str, str] = {}

@@ -7,6 +7,10 @@ that say where it came from and why it was refused.
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+from typing import Final
+
 import structlog
 
 from lockoutd.decode.native import InvalidEvent
@@ -14,6 +18,9 @@ from lockoutd.report.metrics import Metrics
 from lockoutd.source.kafka import OutgoingRecord, Record
 
 log = structlog.get_logger(__name__)
+
+UNEXPECTED: Final = "unexpected"
+"""The reason of a record whose handling failed in a way nobody foresaw."""
 
 # Long enough to say what was wrong, short enough that no record body leaks into a header.
 _MAX_ERROR_CHARS = 300
@@ -28,7 +35,6 @@ class Rejects:
 
     def reject(self, record: Record, error: InvalidEvent) -> OutgoingRecord | None:
         """Count and log ``record``; return what to publish to the dead-letter topic, if any."""
-        self._metrics.events.labels(result="invalid").inc()
         log.warning(
             "event_rejected",
             topic=record.topic,
@@ -38,6 +44,32 @@ class Rejects:
             error=str(error)[:_MAX_ERROR_CHARS],
             dead_letter_topic=self._topic,
         )
+        return self._forward(record, error)
+
+    def fail(self, record: Record, error: Exception) -> OutgoingRecord | None:
+        """:meth:`reject` for a record whose handling raised what nobody foresaw.
+
+        It is a bug to fix, so it is logged at error level, once, with where the record is and
+        what was raised where, but not the exception's message, which may quote the record. The
+        dead letter, which holds the record anyway, carries the message.
+        """
+        raised_at = where_raised(error)
+        self._metrics.records_failed.inc()
+        log.error(
+            "record_failed",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=UNEXPECTED,
+            error_type=type(error).__name__,
+            raised_at=raised_at,
+            dead_letter_topic=self._topic,
+        )
+        log.debug("record_failed_traceback", offset=record.offset, exc_info=error)
+        return self._forward(record, unexpected(error, raised_at))
+
+    def _forward(self, record: Record, error: InvalidEvent) -> OutgoingRecord | None:
+        self._metrics.events.labels(result="invalid").inc()
         if self._topic is None:
             return None
         self._metrics.dead_lettered.labels(reason=error.reason).inc()
@@ -48,3 +80,18 @@ class Rejects:
             ("lockoutd.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
         return OutgoingRecord(self._topic, record.value or b"", key=record.key, headers=headers)
+
+
+def where_raised(error: BaseException) -> str:
+    """``file:line in function`` of the innermost frame ``error`` was raised from."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "unknown"
+    frame = frames[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+def unexpected(error: Exception, raised_at: str | None = None) -> InvalidEvent:
+    """The refusal of a record whose handling raised ``error``, which nobody foresaw."""
+    where = raised_at or where_raised(error)
+    return InvalidEvent(UNEXPECTED, f"{type(error).__name__} at {where}: {error}")

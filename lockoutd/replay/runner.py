@@ -16,7 +16,9 @@ from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome, UserF
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.decode.formats import FormatName, decoder_for
+from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import InvalidEvent
+from lockoutd.decode.rejects import unexpected
 from lockoutd.pipeline import Judged, Partition, Pipeline
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import Rule, RuleSet
@@ -175,7 +177,13 @@ class Replay:
         self.pipeline = Pipeline(shadow, rules, store=ReplayStore(), metrics=self.metrics)
         # Replay decodes itself: an invalid record is reported with where it was, not
         # dead-lettered, and the summary needs every event's time.
-        self._decode = decoder_for(event_format, max_bytes=settings.kafka.max_event_bytes)
+        # The replay's clock is event time, but an event from the future is refused against the
+        # wall clock, as the daemon would have refused it.
+        self._decode = decoder_for(
+            event_format,
+            max_bytes=settings.kafka.max_event_bytes,
+            horizon=Horizon(settings.engine.max_clock_skew),
+        )
         self._file_partition: Partition = (topic, 0)
         self._partitions: dict[Partition, Partition] = {}
         self.stats = ReplayStats(rules=[RuleStats(rule=rule) for rule in rules.rules])
@@ -198,10 +206,16 @@ class Replay:
         keys: Iterable[bytes | None],
     ) -> Fed:
         judged, invalid, failures = self._judged(values, partitions, keys)
-        self.stats.invalid += len(invalid)
         if self._matched is not None:
             self._matched.count(failures)
-        decisions = [audit.value for audit in await self.pipeline.judge(judged)]
+        failed: list[tuple[int, InvalidEvent]] = []
+        audits = await self.pipeline.judge(
+            judged, lambda index, error: failed.append((index, unexpected(error)))
+        )
+        if failed:
+            invalid = sorted(invalid + failed, key=_first)
+        self.stats.invalid += len(invalid)
+        decisions = [audit.value for audit in audits]
         for value in decisions:
             self._record(_decode_decision(value))
         return Fed(decisions, invalid)
@@ -211,11 +225,11 @@ class Replay:
         values: Sequence[bytes],
         partitions: Iterable[Partition],
         keys: Iterable[bytes | None],
-    ) -> tuple[list[Judged], list[tuple[int, InvalidEvent]], list[Event]]:
+    ) -> tuple[list[Judged[int]], list[tuple[int, InvalidEvent]], list[Event]]:
         """Decode a batch: what to judge (each at its own time), what is invalid, the failures."""
         stats = self.stats
         decode = self._decode
-        judged: list[Judged] = []
+        judged: list[Judged[int]] = []
         invalid: list[tuple[int, InvalidEvent]] = []
         failures: list[Event] = []
         # Once per batch: the clock only bounds event times that lie in the future.
@@ -230,6 +244,9 @@ class Replay:
                 # Every record before this one is judged or invalid: no enumerate() per record.
                 invalid.append((len(judged) + len(invalid), error))
                 continue
+            except Exception as error:  # as in the daemon: one record's bug stops nothing
+                invalid.append((len(judged) + len(invalid), unexpected(error)))
+                continue
             at = event.occurred_at
             # Plain comparisons instead of min() and max(): this runs for every event.
             if at < first:
@@ -242,7 +259,7 @@ class Replay:
             at_most_now = at if at < wall else wall
             if at_most_now > now:
                 now = at_most_now
-            judged.append((tp, key, event, now, True))
+            judged.append((tp, key, event, now, True, len(judged) + len(invalid)))
         self._now = now
         if judged:
             stats.first_event_at, stats.last_event_at = first, last
@@ -288,6 +305,10 @@ class Replay:
         rule_stats.decided[(int(decided_at // BUCKET_SECONDS), outcome)] += 1
         if len(rule_stats.samples) < SAMPLE_DECISIONS:
             rule_stats.samples.append(decision)
+
+
+def _first(item: tuple[int, InvalidEvent]) -> int:
+    return item[0]
 
 
 def _seconds(rfc3339: str) -> float:

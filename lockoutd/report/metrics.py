@@ -105,6 +105,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.records_failed = Counter(
+            "lockoutd_records_failed",
+            "Records whose handling raised what nobody foresaw (invalid, reason unexpected).",
+            registry=r,
+        )
         self.invalid_user_ids = Counter(
             "lockoutd_invalid_user_ids",
             "User ids refused before they reached a ZITADEL request path.",

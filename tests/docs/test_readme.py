@@ -64,6 +64,7 @@ MEANINGS = {
     "zitadel.login_name_cache_size": "login names remembered at most",
     "engine.rule_paths": "rule files or folders (`a,b` in the environment)",
     "engine.max_event_age": "older evidence is counted but never acts",
+    "engine.max_clock_skew": "events stamped further ahead of the clock are `future_time`, invalid",
     "engine.dry_run": "shadow mode for every rule: decide and report, call nothing",
     "engine.drain_timeout": "how long shutdown waits for the batch in flight",
     "safety.max_locks_per_minute": "a token bucket over all locks; beyond it locks are "

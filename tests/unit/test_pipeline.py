@@ -10,6 +10,7 @@ from aiokafka import TopicPartition
 
 from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome
 from lockoutd.decide.decision import rfc3339
+from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import decode_native
 from lockoutd.pipeline import Judged, Pipeline
 from lockoutd.report.metrics import Metrics
@@ -172,19 +173,24 @@ async def test_each_partition_counts_its_own_records_however_they_interleave() -
     assert store.lock_calls == []
 
 
+def _never_fails(index: int, error: Exception) -> None:
+    raise AssertionError(f"record {index} failed") from error
+
+
 async def test_judge_decides_each_event_at_the_time_it_is_given() -> None:
     """``judge`` (replay's entry) takes each event's own time: the crossing is decided then."""
     store = FakeStore()
     pipeline, _ = make_pipeline(store, dead_letter_topic=None)
-    decode = functools.partial(decode_native, max_bytes=1 << 20)
+    decode = functools.partial(decode_native, max_bytes=1 << 20, horizon=Horizon(clock=lambda: NOW))
     events = [decode(failure("1001", 600 - i * 60)) for i in range(5)]
     crossing_at = NOW - 300.0
-    batch: list[Judged] = [
-        (("auth.events", 0), None, event, event.occurred_at, True) for event in events[:4]
+    batch: list[Judged[int]] = [
+        (("auth.events", 0), None, event, event.occurred_at, True, index)
+        for index, event in enumerate(events[:4])
     ]
-    batch.append((("auth.events", 0), None, events[4], crossing_at, True))
+    batch.append((("auth.events", 0), None, events[4], crossing_at, True, 4))
 
-    [audit] = await pipeline.judge(batch)
+    [audit] = await pipeline.judge(batch, _never_fails)
 
     decision = json.loads(audit.value)
     assert (decision["outcome"], decision["decided_at"]) == ("locked", rfc3339(crossing_at))

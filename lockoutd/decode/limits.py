@@ -1,0 +1,87 @@
+"""What a record may hold and still be a login event (README, "Events").
+
+Anyone who can write to the events topic can write anything, so decoding refuses, as invalid
+records with reasons of their own, what no login event can be:
+
+- ``too_deep``: arrays and objects nested more than :data:`MAX_NESTING` levels. Decoding and
+  everything after it (matching, keys, logs) may recurse into a value; a small bound keeps a
+  2 KB record from exhausting the stack.
+- ``time_out_of_range``: a time outside :data:`EARLIEST_EVENT_TIME` to :data:`LATEST_EVENT_TIME`.
+  Such times break date arithmetic later (there is no year 10000 to write a decision in).
+- ``future_time``: a time further ahead of the wall clock than ``engine.max_clock_skew``. Event
+  time drives the windows; one event from next year would make a key's window look ahead of
+  every real failure.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+MAX_NESTING: Final = 16
+"""Levels of arrays and objects a record may nest, its own object being the first."""
+
+EARLIEST_EVENT_TIME: Final = 946_684_800.0
+"""2000-01-01T00:00:00Z: no login event lockoutd judges is older."""
+
+LATEST_EVENT_TIME: Final = 4_102_444_800.0
+"""2100-01-01T00:00:00Z, excluded: a bound that holds whatever the clock skew is set to."""
+
+DEFAULT_MAX_CLOCK_SKEW: Final = 300.0
+"""How far ahead of the wall clock an event may be stamped unless configured otherwise."""
+
+
+def _bounded_json(levels: int) -> Any:
+    # The type of a JSON value nested at most ``levels`` deep: msgspec checks it while it parses,
+    # at C speed, and stops at the first level too many instead of recursing on. Built at run
+    # time, hence spelled with __class_getitem__ rather than as an annotation.
+    scalar: Any = str | int | float | bool | None
+    value: Any = scalar
+    for _ in range(levels):
+        value = scalar | list.__class_getitem__(value) | dict.__class_getitem__((str, value))
+    return value
+
+
+BOUNDED_OBJECT: Final[Any] = dict.__class_getitem__((str, _bounded_json(MAX_NESTING - 1)))
+"""A JSON object nested at most :data:`MAX_NESTING` levels (itself included)."""
+
+
+class Horizon:
+    """The latest event time accepted now: the wall clock plus the allowed skew.
+
+    Reading the clock for every record would cost the decoder a call per record. The horizon is
+    instead cached and read again only when an event lies beyond it: the wall clock only moves
+    on, so an event within an older horizon is within the present one, and an event beyond it
+    is refused only after the clock was read at its decoding.
+    """
+
+    __slots__ = ("_clock", "_skew", "latest")
+
+    def __init__(
+        self,
+        max_clock_skew: float | None = DEFAULT_MAX_CLOCK_SKEW,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
+        self._skew = max_clock_skew
+        self.latest = LATEST_EVENT_TIME if max_clock_skew is None else -math.inf
+        """Every time up to this is accepted without reading the clock."""
+
+    def admits(self, at: float) -> bool:
+        """Whether ``at`` is no further ahead of the wall clock (read now) than the skew.
+
+        Called only for a time past :attr:`latest`, so the common case costs the decoder one
+        comparison and no call.
+        """
+        if self._skew is None:
+            return True
+        latest = self._clock() + self._skew
+        self.latest = latest if latest < LATEST_EVENT_TIME else LATEST_EVENT_TIME
+        return at <= latest
+
+
+WALL_CLOCK: Final = Horizon()
+"""The default skew against the real wall clock, for decoders not given a horizon of their own."""

@@ -1,0 +1,154 @@
+"""A hostile producer's records, with real processes: the poison is dead-lettered and the attack
+queued behind it is still acted on (README, "Events" and "Operations")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lockoutd.testing.broker import LocalBroker
+from lockoutd.testing.zitadel_emulator import UserState
+
+from .conftest import ORG_ID, REPO, Stack, start_stack, stop_stack
+from .kafka_helpers import failure, produce, read_all, wait_until
+
+pytestmark = pytest.mark.e2e
+
+DEEP = 1000
+
+
+@pytest.fixture
+def own_stack(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
+    """A daemon of its own: a test whose poison stops the daemon must not take others down."""
+    stack = start_stack(broker, tmp_path)
+    yield stack
+    stop_stack(stack)
+
+
+def deeply_nested(user: str) -> bytes:
+    """A 2 KB failure whose extra field is an array nested a thousand deep."""
+    head = json.dumps(failure(user, 0, org_id=ORG_ID))[:-1]
+    return f'{head}, "x": {"[" * DEEP}{"]" * DEEP}}}'.encode()
+
+
+def dated(user: str, occurred_at: str) -> dict[str, str]:
+    return {**failure(user, 0, org_id=ORG_ID), "occurred_at": occurred_at}
+
+
+def dead_letter_reasons(stack: Stack) -> list[bytes]:
+    assert stack.config.dead_letter_topic is not None
+    records = read_all(stack.bootstrap, stack.config.dead_letter_topic)
+    return [dict(record.headers)["lockoutd.reason"] for record in records]
+
+
+def attack_locks(stack: Stack, user: str) -> None:
+    """Five wrong passwords for ``user``, who is then locked, with the daemon still running."""
+    produce(
+        stack.bootstrap, stack.events_topic, [failure(user, m, org_id=ORG_ID) for m in range(5)]
+    )
+    wait_until(
+        lambda: (
+            stack.emulator.state_of(user) is UserState.LOCKED or stack.daemon.returncode is not None
+        ),
+        what=f"user {user} locked",
+    )
+    assert stack.daemon.returncode is None, "the daemon stopped"
+    assert stack.emulator.state_of(user) is UserState.LOCKED
+
+
+def test_a_deeply_nested_record_is_dead_lettered_and_the_attack_behind_it_locks(
+    own_stack: Stack,
+) -> None:
+    """The record that crash-looped the daemon is an invalid record; the next attack still locks."""
+    stack = own_stack
+    stack.emulator.add_user("7001", org_id=ORG_ID)
+    poison = deeply_nested("7000")
+    assert len(poison) < 2200
+    produce(stack.bootstrap, stack.events_topic, [poison])
+
+    attack_locks(stack, "7001")
+
+    assert stack.config.dead_letter_topic is not None
+    dead = read_all(stack.bootstrap, stack.config.dead_letter_topic)
+    assert [record.value for record in dead] == [poison]
+    assert dead_letter_reasons(stack) == [b"too_deep"]
+    assert stack.daemon.metric("lockoutd_dead_lettered_total", reason="too_deep") == 1
+
+
+def test_times_outside_the_calendar_are_dead_lettered_and_the_attack_behind_them_locks(
+    own_stack: Stack,
+) -> None:
+    """Five failures stamped in year 10000 (UTC) and five in year 0 would each fire a rule whose
+    decision cannot be written; they are refused, and a real attack after them locks."""
+    stack = own_stack
+    stack.emulator.add_user("7101", org_id=ORG_ID)
+    poison = [dated("7100", "9999-12-31T23:59:59-23:59") for _ in range(5)]
+    poison += [dated("7102", "0001-01-01T00:30:00+01:00") for _ in range(5)]
+    produce(stack.bootstrap, stack.events_topic, poison)
+
+    attack_locks(stack, "7101")
+
+    assert dead_letter_reasons(stack) == [b"time_out_of_range"] * 10
+
+
+def test_a_failure_dated_a_year_ahead_does_not_blind_its_user(own_stack: Stack) -> None:
+    """One failure from a year in the future, then real failures of the same user: locked."""
+    stack = own_stack
+    stack.emulator.add_user("7200", org_id=ORG_ID)
+    ahead = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    produce(stack.bootstrap, stack.events_topic, [dated("7200", ahead)])
+
+    attack_locks(stack, "7200")
+
+    assert dead_letter_reasons(stack) == [b"future_time"]
+
+
+def test_replay_reports_hostile_records_as_invalid_and_goes_on(tmp_path: Path) -> None:
+    """``lockoutd replay`` over a file holding each poison exits normally, names each record
+    invalid with its reason and line, and still decides on the attack after them."""
+    events = tmp_path / "events.jsonl"
+    ahead = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    lines = [
+        deeply_nested("7300"),
+        *(json.dumps(dated("7301", "9999-12-31T23:59:59-23:59")).encode() for _ in range(5)),
+        *(json.dumps(dated("7302", "0001-01-01T00:30:00+01:00")).encode() for _ in range(5)),
+        json.dumps(dated("7303", ahead)).encode(),
+        *(json.dumps(failure("7303", m, org_id=ORG_ID)).encode() for m in range(5)),
+    ]
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    config = tmp_path / "lockoutd.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            engine:
+              rule_paths: [{REPO / "rules"}]
+            """
+        ),
+        encoding="utf-8",
+    )
+
+    done = subprocess.run(  # noqa: S603 - the test's own interpreter and arguments
+        [sys.executable, "-m", "lockoutd", "replay", str(events), "-c", str(config)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert f"{events}:1: too_deep:" in stderr
+    for line in range(2, 12):
+        assert f"{events}:{line}: time_out_of_range:" in stderr
+    assert f"{events}:12: future_time:" in stderr
+    assert "(12 invalid, 0 ignored)" in stderr
+    decisions = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(d["rule"], d["user_id"], d["outcome"]) for d in decisions] == [
+        ("password-bruteforce", "7303", "dry_run")
+    ]
