@@ -43,6 +43,7 @@ from pydantic import SecretStr
 
 from lockoutd import __version__
 from lockoutd.act.login_names import LoginNameCache
+from lockoutd.act.ownership import Version, read_version
 from lockoutd.act.zitadel_auth import TOKEN_PATH, TokenSource, token_source
 from lockoutd.errors import (
     InvalidUserId,
@@ -56,7 +57,9 @@ from lockoutd.settings import ZitadelSettings
 __all__ = [
     "ErrorAnswer",
     "LockOutcome",
+    "LockReceipt",
     "UnlockOutcome",
+    "UserSnapshot",
     "UserState",
     "UserStore",
     "ZitadelClient",
@@ -92,10 +95,35 @@ class UserState(enum.StrEnum):
     UNSPECIFIED = "USER_STATE_UNSPECIFIED"
 
 
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    """A user as read: its state and the version of its newest change (None if unreadable)."""
+
+    state: UserState
+    version: Version | None
+
+
+@dataclass(frozen=True, slots=True)
+class LockReceipt:
+    """A lock's outcome and the user's version after it: the lock's fingerprint when LOCKED,
+    the version of the lock found in place when ALREADY_LOCKED, else None."""
+
+    outcome: LockOutcome
+    version: Version | None = None
+
+
 class UserStore(Protocol):
     """What the action executor needs from ZITADEL."""
 
     async def lock(self, user_id: str, org_id: str | None) -> LockOutcome: ...
+
+    async def lock_user(self, user_id: str, org_id: str | None) -> LockReceipt:
+        """Lock as :meth:`lock` does, and say which version of the user the lock left."""
+        ...
+
+    async def read_user(self, user_id: str, org_id: str | None) -> UserSnapshot | None:
+        """The user's state and version, or None when ZITADEL knows no such user."""
+        ...
 
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome: ...
 
@@ -324,6 +352,10 @@ class ZitadelClient:
 
     async def lock(self, user_id: str, org_id: str | None) -> LockOutcome:
         """Lock a user; an already locked, deactivated or unknown user is an outcome."""
+        return (await self.lock_user(user_id, org_id)).outcome
+
+    async def lock_user(self, user_id: str, org_id: str | None) -> LockReceipt:
+        """Lock a user, and say which version of the user the lock left (its fingerprint)."""
         path = self._user_path(self._api.lock, user_id)
         get_path = self._user_path(self._api.get, user_id)
         org = self._org(org_id)
@@ -331,20 +363,21 @@ class ZitadelClient:
         for attempt in (1, 2):
             response = await self._call("lock", "POST", path, org, body={}, deadline=deadline)
             if response.is_success:
-                return LockOutcome.LOCKED
+                return LockReceipt(LockOutcome.LOCKED, _details_version(response))
             answer = read_error(response.status_code, response.content)
             if answer.status == 404 and answer.id in _USER_NOT_FOUND:
-                return LockOutcome.UNKNOWN_USER
+                return LockReceipt(LockOutcome.UNKNOWN_USER)
             if not (answer.status == 400 and answer.id in _LOCK_REFUSED):
                 raise _unexpected("lock", answer)
-            state = await self._state(get_path, org, deadline)
-            if state is None or state is UserState.DELETED:
-                return LockOutcome.UNKNOWN_USER
+            snapshot = await self._read(get_path, org, deadline)
+            state = snapshot.state if snapshot is not None else None
+            if snapshot is None or state is UserState.DELETED:
+                return LockReceipt(LockOutcome.UNKNOWN_USER)
             if state is UserState.LOCKED:
-                return LockOutcome.ALREADY_LOCKED
+                return LockReceipt(LockOutcome.ALREADY_LOCKED, snapshot.version)
             if state not in (UserState.ACTIVE, UserState.INITIAL):
                 # INACTIVE, SUSPEND, or UNSPECIFIED, which is how v2 shows a suspended user.
-                return LockOutcome.NOT_LOCKABLE
+                return LockReceipt(LockOutcome.NOT_LOCKABLE)
             # Refused as "not active", yet active now: someone else changed the user meanwhile.
             log.info("zitadel_lock_raced", user_id=user_id, state=str(state), attempt=attempt)
         raise UnexpectedAnswer(
@@ -371,6 +404,11 @@ class ZitadelClient:
         path = self._user_path(self._api.get, user_id)
         return await self._state(path, self._org(org_id), self._deadline())
 
+    async def read_user(self, user_id: str, org_id: str | None) -> UserSnapshot | None:
+        """The user's state and the version of its newest change; None for an unknown user."""
+        path = self._user_path(self._api.get, user_id)
+        return await self._read(path, self._org(org_id), self._deadline())
+
     async def resolve_login_name(self, login_name: str, org_id: str | None) -> str | None:
         """The user id for ``login_name`` (case-insensitive), or None when there is none.
 
@@ -383,6 +421,10 @@ class ZitadelClient:
         return await self._names.get((name, org), lambda: self._find_user(name, org))
 
     async def _state(self, path: str, org: str | None, deadline: float) -> UserState | None:
+        snapshot = await self._read(path, org, deadline)
+        return snapshot.state if snapshot is not None else None
+
+    async def _read(self, path: str, org: str | None, deadline: float) -> UserSnapshot | None:
         response = await self._call("get_user", "GET", path, org, body=None, deadline=deadline)
         if not response.is_success:
             answer = read_error(response.status_code, response.content)
@@ -393,12 +435,14 @@ class ZitadelClient:
             user = response.json()["user"]
             # protojson omits an enum at its zero value, USER_STATE_UNSPECIFIED.
             state = user.get("state", UserState.UNSPECIFIED.value)
+            # v1 and v2 both carry the user's own details (v2 repeats them at the top level).
+            version = read_version(user.get("details"))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _unexpected("get_user", ErrorAnswer(response.status_code)) from None
         try:
-            return UserState(state)
+            return UserSnapshot(UserState(state), version)
         except ValueError:
-            return UserState.UNSPECIFIED
+            return UserSnapshot(UserState.UNSPECIFIED, version)
 
     async def _find_user(self, name: str, org: str | None) -> str | None:
         queries: list[dict[str, Any]] = [
@@ -604,6 +648,15 @@ class ZitadelClient:
             f"check {self._auth.describe()} (revoked or expired?) and, for a key file, that "
             "zitadel.audience or zitadel.base_url is the instance URL"
         )
+
+
+def _details_version(response: httpx.Response) -> Version | None:
+    """The version in a change answer's ``details``; None when the body does not say."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return read_version(body.get("details")) if isinstance(body, dict) else None
 
 
 def _backoff_hook(deadline: float) -> Callable[[Exception], bool | float]:

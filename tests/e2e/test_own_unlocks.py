@@ -72,9 +72,7 @@ def write_schedule(stack: Stack, entries: list[tuple[str, bytes]]) -> None:
         await producer.start()
         try:
             for key, value in entries:
-                await producer.send_and_wait(
-                    stack.config.schedule_topic, value, key=key.encode()
-                )
+                await producer.send_and_wait(stack.config.schedule_topic, value, key=key.encode())
         finally:
             await producer.stop()
 
@@ -117,7 +115,12 @@ def test_a_forged_schedule_entry_unlocks_nobody_and_cannot_outrank_lockoutd(
     write_schedule(
         stack,
         [
-            ("6000", json.dumps({"user_id": "6000", "state": "locked", "unlock_at": past, **forged}).encode()),  # fmt: skip
+            (
+                "6000",
+                json.dumps(
+                    {"user_id": "6000", "state": "locked", "unlock_at": past, **forged}
+                ).encode(),
+            ),
             ("6001", json.dumps({"user_id": "6001", "state": "kept", **forged}).encode()),
         ],
     )
@@ -145,8 +148,32 @@ def test_forged_values_out_of_range_crash_nothing(temporary_locks: Stack) -> Non
     write_schedule(
         stack,
         [
-            ("6002", json.dumps({"user_id": "6002", "state": "locked", "strikes": 1, "locked_at": -1e300, "unlock_at": now - 1, **base}).encode()),  # fmt: skip
-            ("6003", json.dumps({"user_id": "6003", "state": "unlocked", "strikes": 100000, "locked_at": now - 10, "unlock_at": now - 6, **base}).encode()),  # fmt: skip
+            (
+                "6002",
+                json.dumps(
+                    {
+                        "user_id": "6002",
+                        "state": "locked",
+                        "strikes": 1,
+                        "locked_at": -1e300,
+                        "unlock_at": now - 1,
+                        **base,
+                    }
+                ).encode(),
+            ),
+            (
+                "6003",
+                json.dumps(
+                    {
+                        "user_id": "6003",
+                        "state": "unlocked",
+                        "strikes": 100000,
+                        "locked_at": now - 10,
+                        "unlock_at": now - 6,
+                        **base,
+                    }
+                ).encode(),
+            ),
         ],
     )
 
