@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -19,7 +20,7 @@ from lockoutd.testing.broker import LocalBroker
 from lockoutd.testing.zitadel.faults import Fault
 from lockoutd.testing.zitadel_emulator import UserState
 
-from .conftest import ORG_ID, Stack, start_stack, stop_stack
+from .conftest import ORG_ID, PAT, Stack, start_stack, stop_stack
 from .kafka_helpers import decisions, failure, produce, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +46,20 @@ def temporary_locks(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
     rules.mkdir()
     (rules / "rules.yaml").write_text(RULES)
     stack = start_stack(broker, tmp_path, rule_paths=[rules])
+    yield stack
+    stop_stack(stack)
+
+
+@pytest.fixture
+def signed_schedule(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
+    """The same daemon, its schedule entries signed with a key from a secret file."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES)
+    key_file = tmp_path / "schedule-signing-key"
+    key_file.write_text("an-e2e-schedule-signing-key-0123456789\n")
+    extra = {"kafka": {"schedule_signing_key_file": str(key_file)}}
+    stack = start_stack(broker, tmp_path, rule_paths=[rules], extra=extra)
     yield stack
     stop_stack(stack)
 
@@ -202,3 +217,43 @@ def test_a_lock_whose_reply_was_lost_is_still_lockoutds_and_is_undone_on_time(
     [unlock] = wait_until(lambda: decisions_for(stack, "6004", "unlock"), what="6004's unlock")
     assert unlock["outcome"] == "unlocked"
     assert stack.emulator.state_of("6004") is UserState.ACTIVE
+
+
+def test_with_a_signing_key_a_well_formed_forgery_is_refused(signed_schedule: Stack) -> None:
+    """An entry that names an administrator's lock by its very version, as lockoutd's own
+    entries do, unlocks nobody when it is not signed; lockoutd's signed entries still work."""
+    stack = signed_schedule
+    stack.emulator.add_user("6005", org_id=ORG_ID, state=UserState.LOCKED)
+    stack.emulator.add_user("6006", org_id=ORG_ID)
+    read = httpx.get(
+        f"{stack.emulator.base_url}/management/v1/users/6005",
+        headers={"authorization": f"Bearer {PAT}", "x-zitadel-orgid": ORG_ID},
+    )
+    details = read.json()["user"]["details"]  # what someone who may read users can see
+    now = time.time()
+    forged = {
+        "user_id": "6005",
+        "org_id": ORG_ID,
+        "rule": "otp-bruteforce",
+        "state": "locked",
+        "strikes": 1,
+        "updated_at": now - 5,
+        "locked_at": now - 5,
+        "unlock_at": now - 1,
+        "lock_sequence": int(details["sequence"]),
+        "lock_changed_at": details["changeDate"],
+    }
+    write_schedule(stack, [("6005", json.dumps(forged).encode())])
+
+    three_wrong_codes(stack, "6006")
+    [unlock] = wait_until(lambda: decisions_for(stack, "6006", "unlock"), what="6006's unlock")
+    assert unlock["outcome"] == "unlocked"
+    assert stack.emulator.state_of("6005") is UserState.LOCKED
+    assert not unlock_calls(stack, "6005")
+    samples = stack.daemon.metrics()
+    rejected = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "lockoutd_schedule_entries_rejected_total"
+    }
+    assert rejected == {"bad_signature": 1, "malformed": 0, "invalid": 0, "wrong_key": 0}
