@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,18 +209,26 @@ class RecordingWriter(LocalScheduleWriter):
         return [e.state for e in self.entries if user_id is None or e.user_id == user_id]
 
 
-def record(offset: int, value: bytes, *, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
-    """A consumed record of the ``auth.events`` topic."""
+def record(
+    offset: int,
+    value: bytes | None,
+    *,
+    partition: int = 0,
+    topic: str = "auth.events",
+    key: bytes | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> ConsumerRecord[bytes, bytes]:
+    """A consumed record (of the ``auth.events`` topic unless ``topic`` says otherwise)."""
     return ConsumerRecord(
-        topic="auth.events",
+        topic=topic,
         partition=partition,
         offset=offset,
         timestamp=0,
         timestamp_type=0,
-        key=None,
+        key=key,
         value=value,
         checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=(),
+        serialized_key_size=len(key or b""),
+        serialized_value_size=len(value or b""),
+        headers=tuple(headers),
     )

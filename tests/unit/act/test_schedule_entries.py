@@ -25,6 +25,7 @@ from lockoutd.report.metrics import Metrics
 from lockoutd.settings import KafkaSettings
 from lockoutd.source.schedule import ScheduleTopic
 from lockoutd.source.schedule_seal import HEADER, ScheduleSeal
+from tests.unit.helpers import record
 
 NOW = 1_800_000_000.0
 
@@ -136,19 +137,7 @@ def test_the_seal_never_shows_its_key() -> None:
 def _record(
     value: bytes | None, key: bytes = b"42", headers: Any = ()
 ) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic="lockoutd.schedule",
-        partition=0,
-        offset=3,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value or b""),
-        headers=tuple(headers),
-    )
+    return record(3, value, topic="lockoutd.schedule", key=key, headers=headers)
 
 
 async def _topic(seal: ScheduleSeal) -> tuple[ScheduleTopic, UnlockSchedule, Metrics]:
