@@ -144,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from lockoutd.source.kafka import connection_options
+    from lockoutd.source.schedule_seal import schedule_seal
 
     try:
         settings = load_settings(args.config)
@@ -158,6 +159,10 @@ def _check(args: argparse.Namespace) -> int:
     try:
         # TLS files, SASL users and password files are checked now, not at the first connect.
         connection_options(settings.kafka)
+    except ConfigError as error:
+        problems += error.problems
+    try:
+        schedule_seal(settings.kafka)  # the schedule signing key, read as the daemon reads it
     except ConfigError as error:
         problems += error.problems
     if problems:

@@ -136,3 +136,24 @@ def test_a_signing_key_written_in_the_file_is_refused(
     assert err.startswith(f"{config}:4: ingest.signing_key: secrets do not belong")
     assert "LOCKOUTD_INGEST__SIGNING_KEY" in err
     assert SIGNING_KEY not in err
+
+
+def test_check_names_an_unreadable_schedule_signing_key_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The schedule signing key file is read by ``check`` as by the daemon; an empty one is an
+    error that names the setting and the path, never any content."""
+    key_file = tmp_path / "schedule-key"
+    key_file.write_text("\n")
+    config = _config(
+        tmp_path,
+        f"""\
+        kafka:
+          schedule_signing_key_file: {key_file}
+        engine:
+          rule_paths: [RULES]
+        """,
+    )
+    assert main(["check", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"kafka.schedule_signing_key_file: secret file {key_file} is empty\n"
