@@ -20,7 +20,7 @@ import structlog
 from lockoutd.act.ownership import Verdict, judge_unlock
 from lockoutd.act.schedule import EntryState, ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import ScheduleWriter
-from lockoutd.act.zitadel import UnlockOutcome, UserState, UserStore
+from lockoutd.act.zitadel import UnlockOutcome, UserSnapshot, UserState, UserStore
 from lockoutd.decide.decision import Decision, Outcome, rfc3339
 from lockoutd.errors import InvalidUserId, UnexpectedAnswer, ZitadelUnavailable
 
@@ -96,14 +96,7 @@ class Unlocker:
                 return self._decision(entry, Outcome.NOT_LOCKED)
             if verdict is Verdict.NOT_OURS:
                 await self._finish(entry, state="not_ours")
-                current = snapshot.version.sequence if snapshot.version else None
-                why = (
-                    f"the user is locked at sequence {current}; lockoutd's lock left sequence "
-                    f"{entry.lock_sequence}"
-                    if entry.lock_sequence is not None
-                    else "lockoutd holds no fingerprint of this lock"
-                )
-                return self._decision(entry, Outcome.NOT_OURS, error=why)
+                return self._decision(entry, Outcome.NOT_OURS, error=_not_ours(entry, snapshot))
             result = await self._store.unlock(entry.user_id, entry.org_id)
         except ZitadelUnavailable as exc:
             # The lock outlives its time by a little; it is never forgotten.
@@ -150,3 +143,14 @@ class Unlocker:
             unlock_at=rfc3339(entry.unlock_at) if entry.unlock_at is not None else None,
             error=error,
         )
+
+
+def _not_ours(entry: ScheduleEntry, found: UserSnapshot) -> str:
+    """Why a lock is left alone, for the decision's ``error``."""
+    if entry.lock_sequence is None:
+        return "lockoutd holds no fingerprint of this lock"
+    shown = found.version.sequence if found.version is not None else "unknown"
+    return (
+        f"the user is locked at sequence {shown}; "
+        f"lockoutd's lock left sequence {entry.lock_sequence}"
+    )
