@@ -40,6 +40,7 @@ from lockoutd.rules import RuleSet, load_rules
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import KafkaSink, KafkaSource, OutgoingRecord, Record
 from lockoutd.source.schedule import ScheduleTopic
+from lockoutd.source.schedule_seal import schedule_seal
 
 log = structlog.get_logger(__name__)
 
@@ -113,8 +114,19 @@ class Daemon:
             # The schedule is read in full before the first event: escalation and pending
             # unlocks must be known before anything new is locked.
             schedule = UnlockSchedule()
+            seal = schedule_seal(settings.kafka)  # a ConfigError here stops before any lock
+            if not seal.signed:
+                log.warning(
+                    "schedule_unsigned",
+                    topic=settings.kafka.schedule_topic,
+                    hint="set kafka.schedule_signing_key_file: without it, whoever can write the "
+                    "schedule topic can cancel or reorder lockoutd's unlocks",
+                )
             schedule_topic = await self._connect(
-                stack, lambda: ScheduleTopic(settings.kafka, schedule, sink=sink)
+                stack,
+                lambda: ScheduleTopic(
+                    settings.kafka, schedule, sink=sink, metrics=self.metrics, seal=seal
+                ),
             )
             pipeline = Pipeline(
                 settings,

@@ -30,12 +30,16 @@ def startup_problems(settings: Settings) -> list[str]:
     from lockoutd.act.zitadel import tls_verification
     from lockoutd.act.zitadel_auth import token_source
     from lockoutd.source.kafka import connection_options
+    from lockoutd.source.schedule_seal import schedule_seal
 
     problems: list[str] = []
-    try:
-        connection_options(settings.kafka)
-    except ConfigError as error:
-        problems += error.problems
+    # TLS files, SASL users and password files, and the schedule signing key, each read as
+    # the daemon reads it.
+    for read in (lambda: connection_options(settings.kafka), lambda: schedule_seal(settings.kafka)):
+        try:
+            read()
+        except ConfigError as error:
+            problems += error.problems
     for check in (
         lambda: token_source(settings.zitadel, request_token=_never_called),
         lambda: tls_verification(settings.zitadel),

@@ -42,7 +42,12 @@ ENV_PREFIX = "LOCKOUTD_"
 
 # Keys that hold a secret themselves. They may come from the environment, never from the file,
 # which is usually world-readable and kept in git.
-_SECRET_KEYS = {("zitadel", "pat"), ("kafka", "sasl_password"), ("ingest", "signing_key")}
+_SECRET_KEYS = {
+    ("zitadel", "pat"),
+    ("kafka", "sasl_password"),
+    ("kafka", "schedule_signing_key"),
+    ("ingest", "signing_key"),
+}
 
 
 def _split_list(value: Any) -> Any:
@@ -75,6 +80,10 @@ class KafkaSettings(_Section):
     """Input format per topic; topics not named here carry native events."""
     schedule_topic: str = "lockoutd.schedule"
     """Temporary locks and their unlock times, shared by every instance (compacted)."""
+    schedule_signing_key_file: Path | None = None
+    """A key shared by every instance: schedule entries are signed with it (HMAC-SHA256) and
+    entries without a valid signature are refused."""
+    schedule_signing_key: SecretStr | None = None
     max_event_bytes: int = Field(default=1_048_576, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a new consumer group starts; old evidence read from the start never acts (stale)."""

@@ -3,6 +3,13 @@
 lockoutd unlocks only users it locked itself. A user found already locked by someone else is never
 unlocked by it, and a permanent rule that fires for a user lockoutd holds temporarily makes that
 lock permanent. The duration counts from the moment the lock was confirmed.
+
+Before a temporary lock the user is read: its version then, while lockable, goes into the
+``locking`` intent. The lock's own version (its fingerprint) goes into the ``locked`` entry, for the
+unlocker to compare with the user's version when the time is up. When the reply to the lock call
+is lost and the retry finds the user "already locked", or lockoutd died after the call and the
+replayed batch finds it so, the intent's version shows whether that lock came after lockoutd's
+read, that is from lockoutd's own call (:func:`~lockoutd.act.ownership.made_by_our_call`).
 """
 
 from __future__ import annotations
@@ -13,8 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
+from lockoutd.act.ownership import Version, made_by_our_call
 from lockoutd.act.schedule import EntryState, ScheduleEntry, UnlockSchedule
-from lockoutd.act.zitadel import LockOutcome, UserStore
+from lockoutd.act.zitadel import LockOutcome, UserState, UserStore
 from lockoutd.rules.model import LockAction
 
 
@@ -110,15 +120,16 @@ class TemporaryLocks:
             state="locking",
             strikes=strikes + 1,
             updated_at=now,
+            before_sequence=await self._lockable_at(user_id, org_id, previous),
         )
         await self._writer.write(intent)
         try:
-            outcome = await self._store.lock(user_id, org_id)
+            receipt = await self._store.lock_user(user_id, org_id)
         except BaseException:
             await self._cancel(intent, previous)
             raise
         confirmed = self._clock()
-        ours_already = previous is not None and previous.ours
+        outcome = receipt.outcome
         if (
             outcome is LockOutcome.ALREADY_LOCKED
             and previous is not None
@@ -127,15 +138,42 @@ class TemporaryLocks:
             # Locked by lockoutd already (another rule, or a replayed batch): keep its end time.
             await self._write(previous, state="locked", unlock_at=previous.unlock_at)
             return LockResult(outcome, previous.unlock_at)
-        if outcome is LockOutcome.LOCKED or (
-            outcome is LockOutcome.ALREADY_LOCKED and ours_already
+        if outcome is LockOutcome.ALREADY_LOCKED and made_by_our_call(
+            intent.before_sequence, receipt.version
         ):
+            outcome = LockOutcome.LOCKED  # this call's lock, its reply lost (or its batch replayed)
+        if outcome is LockOutcome.LOCKED:
             unlock_at = confirmed + duration
-            await self._write(intent, state="locked", unlock_at=unlock_at, locked_at=confirmed)
+            await self._write(
+                intent,
+                state="locked",
+                unlock_at=unlock_at,
+                locked_at=confirmed,
+                version=receipt.version,
+            )
             return LockResult(outcome, unlock_at)
         # Not locked by lockoutd (someone else's lock, a deactivated or unknown user): no unlock.
         await self._cancel(intent, previous)
         return LockResult(outcome)
+
+    async def _lockable_at(
+        self, user_id: str, org_id: str | None, previous: ScheduleEntry | None
+    ) -> int | None:
+        """The user's sequence now if it is lockable, else that of a replayed intent, else None.
+
+        After a crash between the lock call and the next write, the user reads as locked; the
+        intent written before that call still holds the sequence it was lockable at.
+        """
+        snapshot = await self._store.read_user(user_id, org_id)
+        if (
+            snapshot is not None
+            and snapshot.state in (UserState.ACTIVE, UserState.INITIAL)
+            and snapshot.version is not None
+        ):
+            return snapshot.version.sequence
+        if previous is not None and previous.state == "locking":
+            return previous.before_sequence
+        return None
 
     async def _cancel(self, intent: ScheduleEntry, previous: ScheduleEntry | None) -> None:
         # A lock lockoutd already holds keeps its unlock, whatever became of this attempt.
@@ -152,16 +190,18 @@ class TemporaryLocks:
         unlock_at: float | None,
         locked_at: float | None = None,
         strikes: int | None = None,
+        version: Version | None = None,
     ) -> None:
-        await self._writer.write(
-            ScheduleEntry(
-                user_id=base.user_id,
-                org_id=base.org_id,
-                rule=base.rule,
-                state=state,
-                strikes=base.strikes if strikes is None else strikes,
-                updated_at=self._clock(),
-                locked_at=locked_at if locked_at is not None else base.locked_at,
-                unlock_at=unlock_at,
-            )
+        entry = msgspec.structs.replace(
+            base,
+            state=state,
+            strikes=base.strikes if strikes is None else strikes,
+            updated_at=self._clock(),
+            locked_at=locked_at if locked_at is not None else base.locked_at,
+            unlock_at=unlock_at,
         )
+        if version is not None:
+            entry = msgspec.structs.replace(
+                entry, lock_sequence=version.sequence, lock_changed_at=version.changed_at
+            )
+        await self._writer.write(entry)

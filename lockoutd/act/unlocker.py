@@ -1,4 +1,11 @@
-"""Undoing temporary locks on time, across restarts, by exactly one instance."""
+"""Undoing temporary locks on time, across restarts, by exactly one instance.
+
+Only lockoutd's own locks are undone. When a lock's time is up the user is read first, and the
+unlock call is made only if the user is still locked at the very version lockoutd's lock left
+(:func:`~lockoutd.act.ownership.judge_unlock`). A user unlocked meanwhile is ``not_locked``
+without a call; a user changed since (an administrator who unlocked and locked again, say), or a
+lock with no fingerprint to compare, is left alone as ``not_ours``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,13 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import structlog
 
-from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
+from lockoutd.act.ownership import Verdict, judge_unlock
+from lockoutd.act.schedule import EntryState, ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import ScheduleWriter
-from lockoutd.act.zitadel import UnlockOutcome, UserStore
+from lockoutd.act.zitadel import UnlockOutcome, UserSnapshot, UserState, UserStore
 from lockoutd.decide.decision import Decision, Outcome, rfc3339
 from lockoutd.errors import InvalidUserId, UnexpectedAnswer, ZitadelUnavailable
 
@@ -73,6 +82,21 @@ class Unlocker:
 
     async def _unlock(self, entry: ScheduleEntry) -> Decision | None:
         try:
+            snapshot = await self._store.read_user(entry.user_id, entry.org_id)
+            if snapshot is None:
+                await self._finish(entry)
+                return self._decision(entry, Outcome.UNKNOWN_USER)
+            verdict = judge_unlock(
+                entry.lock_version, snapshot.state is UserState.LOCKED, snapshot.version
+            )
+            if verdict is Verdict.WAIT:
+                raise ZitadelUnavailable("ZITADEL shows the user older than lockoutd's lock")
+            if verdict is Verdict.NOT_LOCKED:
+                await self._finish(entry)
+                return self._decision(entry, Outcome.NOT_LOCKED)
+            if verdict is Verdict.NOT_OURS:
+                await self._finish(entry, state="not_ours")
+                return self._decision(entry, Outcome.NOT_OURS, error=_not_ours(entry, snapshot))
             result = await self._store.unlock(entry.user_id, entry.org_id)
         except ZitadelUnavailable as exc:
             # The lock outlives its time by a little; it is never forgotten.
@@ -91,21 +115,12 @@ class Unlocker:
         now = self._schedule.get(entry.user_id)
         return now is not None and now.state == "locked" and now.unlock_at == entry.unlock_at
 
-    async def _finish(self, entry: ScheduleEntry) -> None:
+    async def _finish(self, entry: ScheduleEntry, state: EntryState = "unlocked") -> None:
         if not self._current(entry):
             # A rule locked the user again during the call: its newer entry stands.
             return
         await self._writer.write(
-            ScheduleEntry(
-                user_id=entry.user_id,
-                org_id=entry.org_id,
-                rule=entry.rule,
-                state="unlocked",
-                strikes=entry.strikes,
-                updated_at=self._clock(),
-                locked_at=entry.locked_at,
-                unlock_at=entry.unlock_at,
-            )
+            msgspec.structs.replace(entry, state=state, updated_at=self._clock())
         )
 
     def _decision(
@@ -128,3 +143,14 @@ class Unlocker:
             unlock_at=rfc3339(entry.unlock_at) if entry.unlock_at is not None else None,
             error=error,
         )
+
+
+def _not_ours(entry: ScheduleEntry, found: UserSnapshot) -> str:
+    """Why a lock is left alone, for the decision's ``error``."""
+    if entry.lock_sequence is None:
+        return "lockoutd holds no fingerprint of this lock"
+    shown = found.version.sequence if found.version is not None else "unknown"
+    return (
+        f"the user is locked at sequence {shown}; "
+        f"lockoutd's lock left sequence {entry.lock_sequence}"
+    )

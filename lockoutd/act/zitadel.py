@@ -45,7 +45,8 @@ from pydantic import SecretStr
 
 from lockoutd import __version__
 from lockoutd.act.login_names import LoginNameCache
-from lockoutd.act.user_facts import UserFacts, user_facts
+from lockoutd.act.ownership import Version, read_version
+from lockoutd.act.user_facts import user_facts
 from lockoutd.act.zitadel_auth import TOKEN_PATH, TokenSource, token_source
 from lockoutd.decode.login_name import normalize_login_name
 from lockoutd.errors import (
@@ -60,9 +61,10 @@ from lockoutd.settings import ZitadelSettings
 __all__ = [
     "ErrorAnswer",
     "LockOutcome",
+    "LockReceipt",
     "ResolvedUser",
     "UnlockOutcome",
-    "UserFacts",
+    "UserSnapshot",
     "UserState",
     "UserStore",
     "ZitadelClient",
@@ -106,10 +108,38 @@ class ResolvedUser:
     org_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    """A user as one read shows it: who it is and which version of it lockoutd saw.
+
+    ``state`` and ``version`` tell lockoutd's own lock from anyone else's; ``org_id`` (the org
+    the user belongs to, ``details.resourceOwner``) and ``login_names`` are what allowlists and
+    the per-org cap match against. ``version`` is None when ZITADEL's answer carried none.
+    """
+
+    state: UserState
+    version: Version | None
+    org_id: str | None = None
+    login_names: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class LockReceipt:
+    """A lock's outcome and the user's version after it: the lock's fingerprint when LOCKED,
+    the version of the lock found in place when ALREADY_LOCKED, else None."""
+
+    outcome: LockOutcome
+    version: Version | None = None
+
+
 class UserStore(Protocol):
     """What the action executor needs from ZITADEL."""
 
     async def lock(self, user_id: str, org_id: str | None) -> LockOutcome: ...
+
+    async def lock_user(self, user_id: str, org_id: str | None) -> LockReceipt:
+        """Lock as :meth:`lock` does, and say which version of the user the lock left."""
+        ...
 
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome: ...
 
@@ -117,8 +147,9 @@ class UserStore(Protocol):
         """The user ``login_name`` names (in ``org_id`` if given), or None when there is none."""
         ...
 
-    async def read_user(self, user_id: str, org_id: str | None) -> UserFacts | None:
-        """The user's org and login names, or None when there is no such user (in that org)."""
+    async def read_user(self, user_id: str, org_id: str | None) -> UserSnapshot | None:
+        """The user's state, version, org and login names, or None when ZITADEL knows no such
+        user (in that org)."""
         ...
 
 
@@ -361,27 +392,31 @@ class ZitadelClient:
 
     async def lock(self, user_id: str, org_id: str | None) -> LockOutcome:
         """Lock a user; an already locked, deactivated or unknown user is an outcome."""
+        return (await self.lock_user(user_id, org_id)).outcome
+
+    async def lock_user(self, user_id: str, org_id: str | None) -> LockReceipt:
+        """Lock a user, and say which version of the user the lock left (its fingerprint)."""
         path = self._user_path(self._api.lock, user_id)
-        get_path = self._user_path(self._api.get, user_id)
         org = self._org(org_id)
         deadline = self._deadline()
         for attempt in (1, 2):
             response = await self._call("lock", "POST", path, org, body={}, deadline=deadline)
             if response.is_success:
-                return LockOutcome.LOCKED
+                return LockReceipt(LockOutcome.LOCKED, _details_version(response))
             answer = read_error(response.status_code, response.content)
             if answer.status == 404 and answer.id in _USER_NOT_FOUND:
-                return LockOutcome.UNKNOWN_USER
+                return LockReceipt(LockOutcome.UNKNOWN_USER)
             if not (answer.status == 400 and answer.id in _LOCK_REFUSED):
                 raise _unexpected("lock", answer)
-            state = await self._state(get_path, org, deadline)
-            if state is None or state is UserState.DELETED:
-                return LockOutcome.UNKNOWN_USER
+            snapshot = await self._read(user_id, org, deadline)
+            state = snapshot.state if snapshot is not None else None
+            if snapshot is None or state is UserState.DELETED:
+                return LockReceipt(LockOutcome.UNKNOWN_USER)
             if state is UserState.LOCKED:
-                return LockOutcome.ALREADY_LOCKED
+                return LockReceipt(LockOutcome.ALREADY_LOCKED, snapshot.version)
             if state not in (UserState.ACTIVE, UserState.INITIAL):
                 # INACTIVE, SUSPEND, or UNSPECIFIED, which is how v2 shows a suspended user.
-                return LockOutcome.NOT_LOCKABLE
+                return LockReceipt(LockOutcome.NOT_LOCKABLE)
             # Refused as "not active", yet active now: someone else changed the user meanwhile.
             log.info("zitadel_lock_raced", user_id=user_id, state=str(state), attempt=attempt)
         raise UnexpectedAnswer(
@@ -405,8 +440,12 @@ class ZitadelClient:
 
     async def get_state(self, user_id: str, org_id: str | None) -> UserState | None:
         """The user's state, or None when ZITADEL knows no such user (in that org, for v1)."""
-        path = self._user_path(self._api.get, user_id)
-        return await self._state(path, self._org(org_id), self._deadline())
+        return await self._state(user_id, self._org(org_id), self._deadline())
+
+    async def read_user(self, user_id: str, org_id: str | None) -> UserSnapshot | None:
+        """The user as ZITADEL shows it now (state, version, org, login names); None for an
+        unknown user (in that org, for v1). One ``get_user`` request, never cached."""
+        return await self._read(user_id, self._org(org_id), self._deadline())
 
     async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
         """The user ``login_name`` names (case-insensitive), or None when there is none.
@@ -422,42 +461,33 @@ class ZitadelClient:
             return None  # ZITADEL cannot hold such a name; asking would only cost a request
         return await self._names.get((name, org), lambda: self._find_user(name, org))
 
-    async def read_user(self, user_id: str, org_id: str | None) -> UserFacts | None:
-        """The user's org and login names, or None when ZITADEL knows no such user (in that org,
-        for v1). One ``get_user`` request; not cached, as login names can change."""
-        path = self._user_path(self._api.get, user_id)
-        response = await self._get_user(path, self._org(org_id), self._deadline())
-        if response is None:
-            return None
-        try:
-            return user_facts(user_id, response.json())
-        except ValueError:
-            raise _unexpected("get_user", ErrorAnswer(response.status_code)) from None
+    async def _state(self, user_id: str, org: str | None, deadline: float) -> UserState | None:
+        snapshot = await self._read(user_id, org, deadline)
+        return snapshot.state if snapshot is not None else None
 
-    async def _get_user(self, path: str, org: str | None, deadline: float) -> httpx.Response | None:
-        """A successful answer of "get user by id", or None when there is no such user."""
+    async def _read(self, user_id: str, org: str | None, deadline: float) -> UserSnapshot | None:
+        path = self._user_path(self._api.get, user_id)
         response = await self._call("get_user", "GET", path, org, body=None, deadline=deadline)
         if not response.is_success:
             answer = read_error(response.status_code, response.content)
             if answer.status == 404 and answer.id in _USER_NOT_FOUND:
                 return None
             raise _unexpected("get_user", answer)
-        return response
-
-    async def _state(self, path: str, org: str | None, deadline: float) -> UserState | None:
-        response = await self._get_user(path, org, deadline)
-        if response is None:
-            return None
         try:
-            user = response.json()["user"]
+            body = response.json()
+            user = body["user"]
             # protojson omits an enum at its zero value, USER_STATE_UNSPECIFIED.
             state = user.get("state", UserState.UNSPECIFIED.value)
+            # v1 and v2 both carry the user's own details (v2 repeats them at the top level).
+            version = read_version(user.get("details"))
+            facts = user_facts(user_id, body)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _unexpected("get_user", ErrorAnswer(response.status_code)) from None
         try:
-            return UserState(state)
+            known = UserState(state)
         except ValueError:
-            return UserState.UNSPECIFIED
+            known = UserState.UNSPECIFIED
+        return UserSnapshot(known, version, facts.org_id, facts.login_names)
 
     async def _find_user(self, name: str, org: str | None) -> ResolvedUser | None:
         if org is None and self._api.global_lookup is not None:
@@ -756,6 +786,15 @@ class ZitadelClient:
             f"check {self._auth.describe()} (revoked or expired?) and, for a key file, that "
             "zitadel.audience or zitadel.base_url is the instance URL"
         )
+
+
+def _details_version(response: httpx.Response) -> Version | None:
+    """The version in a change answer's ``details``; None when the body does not say."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return read_version(body.get("details")) if isinstance(body, dict) else None
 
 
 def _backoff_hook(deadline: float) -> Callable[[Exception], bool | float]:

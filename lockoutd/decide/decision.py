@@ -26,6 +26,8 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     REPORTED = "reported"
     """A ``report`` action: the decision is the whole action (added to the outcomes)."""
+    NOT_OURS = "not_ours"
+    """An unlock left undone: the lock in place is not provably the one lockoutd made."""
 
 
 class Decision(msgspec.Struct, omit_defaults=False):

@@ -12,7 +12,13 @@ from itertools import compress, repeat
 
 import msgspec
 
-from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome, UserFacts
+from lockoutd.act.zitadel import (
+    LockOutcome,
+    LockReceipt,
+    ResolvedUser,
+    UnlockOutcome,
+    UserSnapshot,
+)
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.decode.formats import FormatName, decoder_for
@@ -47,10 +53,13 @@ class ReplayStore:
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome:
         raise AssertionError("replay must not call ZITADEL (unlock)")
 
+    async def lock_user(self, user_id: str, org_id: str | None) -> LockReceipt:
+        raise AssertionError("replay must not call ZITADEL (lock)")
+
     async def resolve_login_name(self, login_name: str, org_id: str | None) -> ResolvedUser | None:
         raise AssertionError("replay must not call ZITADEL (resolve a login name)")
 
-    async def read_user(self, user_id: str, org_id: str | None) -> UserFacts | None:
+    async def read_user(self, user_id: str, org_id: str | None) -> UserSnapshot | None:
         raise AssertionError("replay must not call ZITADEL (read a user)")
 
 

@@ -24,6 +24,7 @@ _LOG_EVENTS = {
     Outcome.UNKNOWN_USER: "user_unknown",
     Outcome.FAILED: "lock_failed",
     Outcome.REPORTED: "rule_reported",
+    Outcome.NOT_OURS: "unlock_not_ours",
 }
 
 

@@ -26,7 +26,9 @@ OUTCOMES = (
     "unknown_user",
     "failed",
     "reported",
+    "not_ours",
 )
+SCHEDULE_REJECTIONS = ("bad_signature", "malformed", "invalid", "wrong_key")
 ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "permissions", "token")
 
 # Lock latency spans a fast path (tens of milliseconds) and retries during an outage (minutes).
@@ -121,7 +123,15 @@ class Metrics:
             "where it looked (v2 hides users it may not read): failed, not unknown_user.",
             registry=r,
         )
+        self.schedule_rejected = Counter(
+            "lockoutd_schedule_entries_rejected",
+            "Schedule topic records refused (never acted on), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.build_info.labels(version=__version__).set(1)
+        for reason in SCHEDULE_REJECTIONS:
+            self.schedule_rejected.labels(reason=reason)
         for result in EVENT_RESULTS:
             self.events.labels(result=result)
         for operation in ZITADEL_OPERATIONS:

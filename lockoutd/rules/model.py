@@ -65,7 +65,14 @@ class LockAction(_Strict):
             return None
         if self.escalate is None or strikes <= 0:
             return self.duration
-        return min(self.duration * self.escalate.factor**strikes, self.escalate.max)
+        # Grown step by step and stopped at the max: factor**strikes would overflow a float
+        # long before strikes came near any bound worth checking.
+        grown = self.duration
+        for _ in range(strikes):
+            grown *= self.escalate.factor
+            if grown >= self.escalate.max or self.escalate.factor == 1.0:
+                break
+        return min(grown, self.escalate.max)
 
 
 class ReportAction(_Strict):

@@ -4,12 +4,20 @@ Every instance reads every partition of the topic (no consumer group) and keeps 
 each one knows every pending unlock and every user's escalation history. Only one instance carries
 out a given unlock (see ``KafkaSource.owns``). The topic is created compacted where the broker
 supports it: only the newest entry per user matters.
+
+Anyone who can write the topic can write an entry. Each record read is checked before it counts:
+its signature (with ``kafka.schedule_signing_key_file``), its key against its user, its fields
+and its times (``check_entry``). A record that fails is counted
+(``lockoutd_schedule_entries_rejected_total{reason}``), logged once as
+``schedule_entry_rejected`` and skipped; it never stops the follower.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -19,10 +27,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule, decode_entry, encode_entry
+from lockoutd.act.schedule import (
+    InvalidEntry,
+    ScheduleEntry,
+    UnlockSchedule,
+    check_entry,
+    decode_entry,
+    encode_entry,
+)
 from lockoutd.errors import KafkaUnavailable
+from lockoutd.report.metrics import Metrics
 from lockoutd.settings import KafkaSettings
 from lockoutd.source.kafka import KafkaSink, OutgoingRecord, connection_options
+from lockoutd.source.schedule_seal import ScheduleSeal, schedule_seal
 
 log = structlog.get_logger(__name__)
 
@@ -33,12 +50,22 @@ class ScheduleTopic:
     """Loads, follows and writes the schedule topic; ``schedule`` is kept up to date."""
 
     def __init__(
-        self, settings: KafkaSettings, schedule: UnlockSchedule, *, sink: KafkaSink
+        self,
+        settings: KafkaSettings,
+        schedule: UnlockSchedule,
+        *,
+        sink: KafkaSink,
+        metrics: Metrics | None = None,
+        seal: ScheduleSeal | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._topic = settings.schedule_topic
         self.schedule = schedule
         self._sink = sink
+        self._metrics = metrics or Metrics()
+        self._seal = seal if seal is not None else schedule_seal(settings)
+        self._clock = clock
         self._consumer = AIOKafkaConsumer(enable_auto_commit=False, **connection_options(settings))
         self._follower: asyncio.Task[None] | None = None
 
@@ -68,8 +95,9 @@ class ScheduleTopic:
     async def write(self, entry: ScheduleEntry) -> None:
         """Apply ``entry`` here and publish it to every instance; returns once the broker has it."""
         self.schedule.apply(entry)
+        key, value = entry.user_id.encode(), encode_entry(entry)
         await self._sink.publish(
-            [OutgoingRecord(self._topic, encode_entry(entry), key=entry.user_id.encode())]
+            [OutgoingRecord(self._topic, value, key=key, headers=self._seal.headers(key, value))]
         )
 
     async def _ensure_topic(self) -> None:
@@ -115,18 +143,40 @@ class ScheduleTopic:
     def _apply(self, batch: dict[TopicPartition, list[object]]) -> None:
         for records in batch.values():
             for record in records:
-                key = getattr(record, "key", None)
+                key = getattr(record, "key", None) or b""
                 value = getattr(record, "value", None)
+                headers = list(getattr(record, "headers", None) or ())
                 if value is None:
-                    if key:
+                    # A tombstone deletes the user's entry; only a signed one may (it would
+                    # otherwise cancel a pending unlock as surely as a forged entry could).
+                    if key and self._seal.verify(key, b"", headers):
                         self.schedule.forget(key.decode(errors="replace"))
+                    elif key:
+                        self._reject(record, "bad_signature", "an unsigned tombstone")
+                    continue
+                if not self._seal.verify(key, value, headers):
+                    self._reject(record, "bad_signature", "no valid lockoutd-signature header")
                     continue
                 try:
-                    self.schedule.apply(decode_entry(value))
-                except msgspec.DecodeError as exc:
-                    log.warning(
-                        "schedule_entry_unreadable",
-                        topic=self._topic,
-                        offset=getattr(record, "offset", None),
-                        error=str(exc),
-                    )
+                    entry = check_entry(decode_entry(value), now=self._clock())
+                except msgspec.DecodeError as exc:  # not JSON, unknown fields, out of bounds
+                    self._reject(record, "malformed", str(exc))
+                    continue
+                except InvalidEntry as exc:
+                    self._reject(record, "invalid", str(exc))
+                    continue
+                if key != entry.user_id.encode():
+                    self._reject(record, "wrong_key", "the record key is not the entry's user")
+                    continue
+                self.schedule.apply(entry)
+
+    def _reject(self, record: object, reason: str, error: str) -> None:
+        self._metrics.schedule_rejected.labels(reason=reason).inc()
+        log.warning(
+            "schedule_entry_rejected",
+            topic=self._topic,
+            partition=getattr(record, "partition", None),
+            offset=getattr(record, "offset", None),
+            reason=reason,
+            error=error[:200],
+        )

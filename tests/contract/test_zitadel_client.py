@@ -158,6 +158,37 @@ def requests(metrics: Metrics, operation: str, code: str) -> float:
     return value or 0.0
 
 
+# --- versions: what tells lockoutd's own lock apart ------------------------------------------
+
+
+async def test_a_lock_answers_its_version_and_a_read_shows_it_until_the_next_change(
+    emu: ZitadelEmulator, client: ZitadelClient
+) -> None:
+    """The lock's version is what a later read shows; an administrator's unlock and re-lock
+    leaves another one, and "already locked" reports the version found."""
+    emu.add_user(USER, org_id=ORG)
+    before = await client.read_user(USER, ORG)
+    assert before is not None
+    assert (before.state, before.version is not None) == (UserState.ACTIVE, True)
+
+    receipt = await client.lock_user(USER, ORG)
+    assert receipt.outcome is LockOutcome.LOCKED
+    assert receipt.version is not None
+    assert before.version is not None
+    assert receipt.version.sequence == before.version.sequence + 1
+    after = await client.read_user(USER, ORG)
+    assert after is not None
+    assert (after.state, after.version) == (UserState.LOCKED, receipt.version)
+
+    emu.set_state(USER, EmulatedState.ACTIVE)
+    emu.set_state(USER, EmulatedState.LOCKED)
+    again = await client.lock_user(USER, ORG)
+    assert again.outcome is LockOutcome.ALREADY_LOCKED
+    assert again.version is not None
+    assert again.version.sequence == receipt.version.sequence + 2
+    assert await client.read_user("999", ORG) is None
+
+
 # --- classification -------------------------------------------------------------------------
 
 LOCK_ROWS = [
@@ -245,7 +276,7 @@ async def test_read_user_says_which_org_the_user_is_in_and_its_login_names(
     emu.add_login_name(USER, "alice@acme.internal")
     facts = await client.read_user(USER, ORG)
     assert facts is not None
-    assert (facts.user_id, facts.org_id) == (USER, ORG)
+    assert facts.org_id == ORG
     assert facts.login_names == {"Alice@acme.example", "alice@acme.internal"}
     assert await client.read_user("999", ORG) is None
 

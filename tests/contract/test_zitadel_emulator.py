@@ -195,6 +195,47 @@ def test_sequence_grows_with_every_change(client: httpx.Client) -> None:
     assert sequences == sorted(set(sequences))
 
 
+@pytest.mark.parametrize("api", [V1, V2])
+def test_a_change_answers_the_version_a_read_then_shows(
+    emu: ZitadelEmulator, client: httpx.Client, api: str
+) -> None:
+    """As ZITADEL's eventstore does: each change of a user moves that user's own sequence by
+    one and stamps its change date; the change answers both, and a read shows the same until
+    the next change. Other users' changes do not move it."""
+    locked = change(client, api, ALICE).json()["details"]
+    change(client, api, BOB)  # another user's change
+
+    def read() -> dict[str, Any]:
+        body = get_user(client, api, ALICE, org=ORG_A).json()
+        details: dict[str, Any] = body["user"]["details"]
+        if api == V2:
+            assert body["details"] == details  # v2 repeats them at the top level
+        return details
+
+    shown = read()
+    assert (shown["sequence"], shown["changeDate"]) == (locked["sequence"], locked["changeDate"])
+    emu.set_state(ALICE, UserState.ACTIVE)  # an administrator unlocks...
+    emu.set_state(ALICE, UserState.LOCKED)  # ...and locks again
+    again = read()
+    assert int(again["sequence"]) == int(locked["sequence"]) + 2
+    assert again["changeDate"] > locked["changeDate"]
+
+
+def test_a_reply_dropped_after_applying_leaves_the_change_made(
+    emu: ZitadelEmulator, client: httpx.Client
+) -> None:
+    """``drop_after_applying``: the lock happens, the client sees a dropped connection, and a
+    retry hears "already locked"."""
+    emu.set_fault(Fault.drop_after_applying(times=1))
+
+    with pytest.raises(httpx.TransportError):
+        change(client, V2, ALICE)
+
+    assert emu.state_of(ALICE) is UserState.LOCKED
+    assert_error(change(client, V2, ALICE), 400, 9, LOCK_IDS[V2][0])
+    assert [c.status for c in emu.lock_calls(ALICE)] == [None, 400]
+
+
 def test_empty_body_and_no_body_are_accepted(emu: ZitadelEmulator, client: httpx.Client) -> None:
     """A lock with an empty body and an unlock with no body at all both succeed."""
     headers = _headers(IAM_PAT, ORG_A)

@@ -44,6 +44,11 @@ MEANINGS = {
     "kafka.sasl_username": "SASL user",
     "kafka.sasl_password_file": "file holding the SASL password",
     "kafka.sasl_password": "the SASL password itself",
+    "kafka.schedule_signing_key_file": (
+        "file holding the key every instance signs schedule entries with (HMAC-SHA256); "
+        "with it, entries without a valid signature are refused"
+    ),
+    "kafka.schedule_signing_key": "the schedule signing key itself",
     "kafka.ssl_cafile": "CA bundle for the broker's certificate (default: the system's CAs)",
     "kafka.ssl_certfile": "client certificate (PEM), for brokers that ask for one",
     "kafka.ssl_keyfile": "the client certificate's key (PEM)",

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from lockoutd.act.ownership import Version
 from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import LocalScheduleWriter
-from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome
+from lockoutd.act.zitadel import (
+    LockOutcome,
+    LockReceipt,
+    ResolvedUser,
+    UnlockOutcome,
+    UserSnapshot,
+    UserState,
+)
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.rules.model import Rule, RuleFile, RuleSet
 
@@ -86,6 +94,8 @@ class FakeUserStore:
 
     Every user exists unless named in ``unknown``; ``deactivated`` users cannot be locked.
     ``failures`` queues exceptions per ``(operation, user_id)``, raised one per call.
+    Each user has a version, as in ZITADEL: every change (a lock, an unlock, :meth:`change`)
+    moves its sequence on by one and stamps a new change date.
     ``round_trip`` is how far a call moves ``clock``. ``yields`` holds, for each next call in turn,
     how often it lets other tasks run after ZITADEL has already changed the user (a slow answer).
     """
@@ -109,31 +119,62 @@ class FakeUserStore:
         self.calls: list[tuple[str, str]] = []
         self.failures: dict[tuple[str, str], list[Exception]] = {}
         self.yields: list[int] = []
+        self.versions: dict[str, Version] = {}
+        self._changes = 0
 
     def fail(self, operation: str, user_id: str, *errors: Exception) -> None:
         """Make the next calls of ``operation`` for ``user_id`` raise ``errors``, in order."""
         self.failures.setdefault((operation, user_id), []).extend(errors)
 
+    def version(self, user_id: str) -> Version:
+        return self.versions.get(user_id) or Version(1, "2023-11-14T22:00:00Z")
+
+    def change(self, user_id: str, *, locked: bool | None = None) -> None:
+        """Someone else changes the user (locks or unlocks it, or edits it when None)."""
+        if locked is True:
+            self.locked.add(user_id)
+        elif locked is False:
+            self.locked.discard(user_id)
+        self._changes += 1
+        self.versions[user_id] = Version(
+            self.version(user_id).sequence + 1, f"2023-11-14T22:13:20.{self._changes:06d}Z"
+        )
+
     async def lock(self, user_id: str, org_id: str | None) -> LockOutcome:
+        return (await self.lock_user(user_id, org_id)).outcome
+
+    async def lock_user(self, user_id: str, org_id: str | None) -> LockReceipt:
         self._call("lock", user_id)
         if user_id in self.unknown:
-            outcome = LockOutcome.UNKNOWN_USER
+            receipt = LockReceipt(LockOutcome.UNKNOWN_USER)
         elif user_id in self.deactivated:
-            outcome = LockOutcome.NOT_LOCKABLE
+            receipt = LockReceipt(LockOutcome.NOT_LOCKABLE)
         elif user_id in self.locked:
-            outcome = LockOutcome.ALREADY_LOCKED
+            receipt = LockReceipt(LockOutcome.ALREADY_LOCKED, self.version(user_id))
         else:
-            self.locked.add(user_id)
-            outcome = LockOutcome.LOCKED
+            self.change(user_id, locked=True)
+            receipt = LockReceipt(LockOutcome.LOCKED, self.version(user_id))
         await self._answer_late()
-        return outcome
+        return receipt
+
+    async def read_user(self, user_id: str, org_id: str | None) -> UserSnapshot | None:
+        self._call("read", user_id)
+        if user_id in self.unknown:
+            return None
+        if user_id in self.locked:
+            state = UserState.LOCKED
+        elif user_id in self.deactivated:
+            state = UserState.INACTIVE
+        else:
+            state = UserState.ACTIVE
+        return UserSnapshot(state, self.version(user_id))
 
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome:
         self._call("unlock", user_id)
         if user_id in self.unknown:
             outcome = UnlockOutcome.UNKNOWN_USER
         elif user_id in self.locked:
-            self.locked.discard(user_id)
+            self.change(user_id, locked=False)
             outcome = UnlockOutcome.UNLOCKED
         else:
             outcome = UnlockOutcome.NOT_LOCKED
@@ -176,18 +217,26 @@ class RecordingWriter(LocalScheduleWriter):
         return [e.state for e in self.entries if user_id is None or e.user_id == user_id]
 
 
-def record(offset: int, value: bytes, *, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
-    """A consumed record of the ``auth.events`` topic."""
+def record(
+    offset: int,
+    value: bytes | None,
+    *,
+    partition: int = 0,
+    topic: str = "auth.events",
+    key: bytes | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> ConsumerRecord[bytes, bytes]:
+    """A consumed record (of the ``auth.events`` topic unless ``topic`` says otherwise)."""
     return ConsumerRecord(
-        topic="auth.events",
+        topic=topic,
         partition=partition,
         offset=offset,
         timestamp=0,
         timestamp_type=0,
-        key=None,
+        key=key,
         value=value,
         checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=(),
+        serialized_key_size=len(key or b""),
+        serialized_value_size=len(value or b""),
+        headers=tuple(headers),
     )

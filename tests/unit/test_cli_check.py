@@ -445,3 +445,25 @@ def test_check_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert process.returncode == 0
     assert "Traceback" not in err
     assert err == ""
+
+
+def test_check_names_an_unreadable_schedule_signing_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The schedule signing key file is read by ``check`` as by the daemon; an empty one is an
+    error that names the setting and the path, never any content."""
+    key_file = tmp_path / "schedule-key"
+    key_file.write_text("\n")
+    config = _config(
+        tmp_path,
+        f"""\
+        kafka:
+          schedule_signing_key_file: {key_file}
+        engine:
+          rule_paths: [RULES]
+        """,
+    )
+    monkeypatch.setenv("LOCKOUTD_ZITADEL__PAT", PAT)
+    assert main(["check", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"kafka.schedule_signing_key_file: secret file {key_file} is empty\n"

@@ -3,7 +3,8 @@
 A :class:`Fault` is a plain value; :class:`FaultPlan` holds the armed ones and draws, for each
 request, how long to wait and which fault (if any) answers instead of the API. Faults are drawn
 in the order they were set: every matching latency fault adds its delay, and the first matching
-answering fault (status, rate limit, dropped connection) answers. A fault with ``times=N`` is
+answering fault (status, rate limit, dropped connection, reply lost after the change)
+answers. A fault with ``times=N`` is
 used up after N requests it applied to; ``times=None`` lasts until cleared.
 """
 
@@ -22,6 +23,7 @@ class FaultKind(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     PROXY_RATE_LIMITED = "proxy_rate_limited"
     DROP_CONNECTION = "drop_connection"
+    DROP_AFTER_APPLYING = "drop_after_applying"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,14 @@ class Fault:
     ) -> Fault:
         """Matching requests see their TCP connection closed without any HTTP answer."""
         return cls(FaultKind.DROP_CONNECTION, times, path_contains)
+
+    @classmethod
+    def drop_after_applying(
+        cls, *, times: int | None = None, path_contains: str | None = None
+    ) -> Fault:
+        """Matching requests take effect, then their connection is closed before the answer:
+        a reply lost on the way back, which the client cannot tell from a request never made."""
+        return cls(FaultKind.DROP_AFTER_APPLYING, times, path_contains)
 
     def applies_to(self, path: str) -> bool:
         """Whether the fault's path filter lets it act on a request for ``path``."""

@@ -411,6 +411,11 @@ class ZitadelEmulator:
             delay, fault = self._faults.draw(path)
         if delay:
             await asyncio.sleep(delay)
+        if fault is not None and fault.kind is FaultKind.DROP_AFTER_APPLYING:
+            if isinstance(routed, Match):
+                applied = self._run(routed, api_request)
+                logger.info("%s %s -> %s, reply dropped", request.method, path, applied.status)
+            fault = Fault.drop_connection()
         if fault is not None and fault.kind is FaultKind.DROP_CONNECTION:
             logger.info("%s %s -> connection dropped", request.method, path)
             if request.transport is not None:

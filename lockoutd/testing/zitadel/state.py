@@ -136,7 +136,7 @@ class Instance:
         return str(next(self._ids))
 
     def next_sequence(self) -> int:
-        """The sequence of a new event; it only grows."""
+        """Count one more event in the instance (what list answers show as processedSequence)."""
         self.sequence += 1
         return self.sequence
 
@@ -164,7 +164,8 @@ class Instance:
             raise ValueError(f"login name {login_name!r} is taken")
         self.add_org(org_id)
         now = datetime.now(UTC)
-        user = User(user_id, org_id, login_name, state, machine, now, now, self.next_sequence())
+        self.next_sequence()
+        user = User(user_id, org_id, login_name, state, machine, now, now, sequence=1)
         self.users[user_id] = user
         return user
 
@@ -176,10 +177,16 @@ class Instance:
             raise KeyError(f"no user {user_id!r} in the emulator") from None
 
     def change_state(self, user: User, state: UserState) -> None:
-        """Record an event that puts ``user`` into ``state``."""
+        """Record an event that puts ``user`` into ``state``.
+
+        As in ZITADEL's eventstore, a user's ``sequence`` counts the events of that user alone
+        (one more per change) and ``changed_at`` is the newest event's time; a lock or unlock
+        answers them, and a read of the user shows them until the next change.
+        """
+        self.next_sequence()
         user.state = state
         user.changed_at = datetime.now(UTC)
-        user.sequence = self.next_sequence()
+        user.sequence += 1
 
     def service_account(self, user_id: str, org_id: str | None) -> User:
         """The machine user behind a PAT or key, created in ``org_id`` (or the default org)."""

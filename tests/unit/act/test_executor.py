@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from lockoutd.act.executor import LockExecutor
-from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome, UserFacts
+from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome, UserSnapshot, UserState
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.errors import (
     InvalidUserId,
@@ -32,7 +32,7 @@ class FakeStore:
         answers: dict[str, LockOutcome | Exception] | None = None,
         login_names: dict[str, str | ResolvedUser] | None = None,
         resolve_error: Exception | None = None,
-        users: dict[str, UserFacts] | None = None,
+        users: dict[str, UserSnapshot] | None = None,
     ) -> None:
         self.answers = answers or {}
         self.login_names = login_names or {}
@@ -60,11 +60,16 @@ class FakeStore:
         found = self.login_names.get(login_name)
         return ResolvedUser(found, org_id) if isinstance(found, str) else found
 
-    async def read_user(self, user_id: str, org_id: str | None) -> UserFacts | None:
+    async def read_user(self, user_id: str, org_id: str | None) -> UserSnapshot | None:
         self.read_calls.append((user_id, org_id))
         if self.users is None:
-            return UserFacts(user_id, "7", frozenset({f"user-{user_id}"}))
+            return _user("7", frozenset({f"user-{user_id}"}))
         return self.users.get(user_id)
+
+
+def _user(org_id: str | None, login_names: frozenset[str]) -> UserSnapshot:
+    """An active user of ``org_id`` with ``login_names``, as a read of ZITADEL shows it."""
+    return UserSnapshot(UserState.ACTIVE, None, org_id, login_names)
 
 
 def _pending(user_id: str | None = "42", *, login_name: str | None = None) -> Decision:
@@ -317,7 +322,7 @@ async def test_an_allowlisted_login_name_spares_the_user_an_event_named_by_id(
 ) -> None:
     """ZITADEL knows user 2002 by two login names; the allowlist holds one, spelled oddly."""
     names = frozenset({known_as, "2002@legacy.example"})
-    store = FakeStore(users={"2002": UserFacts("2002", "300", names)})
+    store = FakeStore(users={"2002": _user("300", names)})
     decision = await _executor(store).carry_out(
         _pending("2002"),
         event_time=EVENT_TIME,
@@ -330,7 +335,7 @@ async def test_an_allowlisted_login_name_spares_the_user_an_event_named_by_id(
 
 async def test_a_user_whose_login_names_are_not_allowlisted_is_locked() -> None:
     """Reading the user spares only the users the allowlist names."""
-    store = FakeStore(users={"42": UserFacts("42", "7", frozenset({"alice@acme.example"}))})
+    store = FakeStore(users={"42": _user("7", frozenset({"alice@acme.example"}))})
     decision = await _executor(store).carry_out(
         _pending(), event_time=EVENT_TIME, allowed=_allowed("oncall@acme.example")
     )
@@ -362,7 +367,7 @@ async def test_the_per_org_cap_counts_the_org_the_users_are_in(
     claimed_org: Callable[[str], str | None],
 ) -> None:
     """Cap 2 per org, six users of org 300: 2 locks and 4 suppressed, whatever the events claim."""
-    users = {str(n): UserFacts(str(n), "300", frozenset()) for n in range(6)}
+    users = {str(n): _user("300", frozenset()) for n in range(6)}
     executor = _executor(FakeStore(users=users), max_locks_per_minute_per_org=2)
     decisions = [
         await executor.carry_out(
@@ -379,7 +384,7 @@ async def test_the_per_org_cap_counts_the_org_the_users_are_in(
 async def test_users_of_other_orgs_have_budgets_of_their_own() -> None:
     """The per-org cap of one org does not hold back another's locks."""
     users = {"1": "300", "2": "300", "3": "301"}
-    store = FakeStore(users={u: UserFacts(u, o, frozenset()) for u, o in users.items()})
+    store = FakeStore(users={u: _user(o, frozenset()) for u, o in users.items()})
     executor = _executor(store, max_locks_per_minute_per_org=1)
     outcomes = [
         (await executor.carry_out(_pending(user), event_time=EVENT_TIME)).outcome for user in users

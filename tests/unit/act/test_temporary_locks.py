@@ -10,7 +10,7 @@ import pytest
 from lockoutd.act.executor import LockExecutor
 from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import LocalScheduleWriter, TemporaryLocks
-from lockoutd.act.zitadel import LockOutcome
+from lockoutd.act.zitadel import LockOutcome, LockReceipt
 from lockoutd.decide.decision import Decision, Outcome, rfc3339
 from lockoutd.errors import ZitadelConfigError, ZitadelUnavailable
 from lockoutd.report.metrics import Metrics
@@ -22,6 +22,8 @@ HOUR = 3600.0
 DAY = 86400.0
 ROUND_TRIP = 2.0
 """How long each ZITADEL call takes on the test clock."""
+CONFIRMED = 2 * ROUND_TRIP
+"""From the decision to the confirmed lock: a read of the user, then the lock call."""
 
 PERMANENT = LockAction()
 FIFTEEN_MINUTES = LockAction.model_validate({"duration": "15m"})
@@ -72,10 +74,19 @@ class Setup:
         )
 
 
-def _intent(user_id: str = "42", *, strikes: int = 1, at: float = T0) -> ScheduleEntry:
-    """The ``locking`` entry an instance wrote just before it died."""
+def _intent(
+    user_id: str = "42", *, strikes: int = 1, at: float = T0, before: int | None = 1
+) -> ScheduleEntry:
+    """The ``locking`` entry an instance wrote just before it died, the user lockable at
+    sequence ``before`` then."""
     return ScheduleEntry(
-        user_id=user_id, org_id="7", rule="otp", state="locking", strikes=strikes, updated_at=at
+        user_id=user_id,
+        org_id="7",
+        rule="otp",
+        state="locking",
+        strikes=strikes,
+        updated_at=at,
+        before_sequence=before,
     )
 
 
@@ -92,7 +103,7 @@ async def test_a_temporary_lock_ends_its_duration_after_confirmation() -> None:
     setup = Setup()
     decided = setup.clock()
     outcome, unlock_at = await setup.lock()
-    confirmed = decided + ROUND_TRIP
+    confirmed = decided + CONFIRMED
     assert (outcome, unlock_at) == (LockOutcome.LOCKED, confirmed + 15 * MINUTE)
     assert setup.writer.states() == ["locking", "locked"]
     entry = setup.entry()
@@ -105,13 +116,13 @@ async def test_the_intent_is_written_before_the_lock_call() -> None:
     """When ZITADEL is called, the schedule already says the lock is being taken by lockoutd."""
     setup = Setup()
     seen: list[str] = []
-    original = setup.store.lock
+    original = setup.store.lock_user
 
-    async def watching_lock(user_id: str, org_id: str | None) -> LockOutcome:
+    async def watching_lock(user_id: str, org_id: str | None) -> LockReceipt:
         seen.append(setup.entry(user_id).state)
         return await original(user_id, org_id)
 
-    setup.store.lock = watching_lock  # type: ignore[method-assign]
+    setup.store.lock_user = watching_lock  # type: ignore[method-assign]
     await setup.lock()
     assert seen == ["locking"]
 
@@ -210,30 +221,61 @@ async def test_a_permanent_lock_of_someone_else_leaves_the_schedule_alone() -> N
 
 
 async def test_a_crashed_lock_that_went_through_is_still_undone() -> None:
-    """Replay recovery: a ``locking`` entry and ZITADEL saying "already locked" is our lock."""
-    setup = Setup(locked=["42"])
-    setup.schedule.apply(_intent(at=T0 - 30))
+    """Replay recovery: a ``locking`` entry, and the user locked since the read it records:
+    ZITADEL's "already locked" is lockoutd's own lock, reported as locked."""
+    setup = Setup()
+    setup.schedule.apply(_intent(at=T0 - 30, before=1))
+    setup.store.change("42", locked=True)  # the call that went through before the crash
     outcome, unlock_at = await setup.lock(ESCALATING)
-    assert (outcome, unlock_at) == (LockOutcome.ALREADY_LOCKED, T0 + ROUND_TRIP + 15 * MINUTE)
+    assert (outcome, unlock_at) == (LockOutcome.LOCKED, T0 + CONFIRMED + 15 * MINUTE)
     entry = setup.entry()
     assert (entry.state, entry.strikes) == ("locked", 1)  # the replay is not a second strike
+    assert entry.lock_version == setup.store.version("42")
     assert setup.schedule.due(T0 + DAY) == [entry]
+
+
+async def test_an_intent_that_proves_nothing_does_not_claim_a_lock() -> None:
+    """A ``locking`` entry without the version read before the call (or from before a lock
+    someone else made) does not make someone else's lock lockoutd's."""
+    for before in (None, 2):
+        setup = Setup()
+        setup.store.change("42", locked=True)  # an administrator's lock, at sequence 2
+        setup.schedule.apply(_intent(at=T0 - 30, before=before))
+        assert await setup.lock() == (LockOutcome.ALREADY_LOCKED, None)
+        assert setup.schedule.due(T0 + DAY) == []
+
+
+async def test_a_lock_whose_reply_was_lost_is_ours() -> None:
+    """The call locked the user but its reply was lost; the retry answers "already locked".
+    The read before the call found the user lockable, so this lock is lockoutd's."""
+    setup = Setup()
+    original = setup.store.lock_user
+
+    async def reply_lost_then_retried(user_id: str, org_id: str | None) -> LockReceipt:
+        await original(user_id, org_id)  # applied; its answer never arrives
+        return await original(user_id, org_id)  # the retry: already locked
+
+    setup.store.lock_user = reply_lost_then_retried  # type: ignore[method-assign]
+    outcome, unlock_at = await setup.lock()
+    assert (outcome, unlock_at) == (LockOutcome.LOCKED, T0 + 3 * ROUND_TRIP + 15 * MINUTE)
+    assert setup.entry().lock_version == setup.store.version("42")
 
 
 async def test_a_crashed_lock_that_never_happened_is_taken_now() -> None:
     """Replay recovery: a ``locking`` entry and an unlocked user is simply locked now."""
     setup = Setup()
     setup.schedule.apply(_intent(at=T0 - 30))
-    assert await setup.lock() == (LockOutcome.LOCKED, T0 + ROUND_TRIP + 15 * MINUTE)
+    assert await setup.lock() == (LockOutcome.LOCKED, T0 + CONFIRMED + 15 * MINUTE)
     assert setup.entry().strikes == 1
 
 
 async def test_a_replayed_escalated_lock_keeps_its_strike() -> None:
     """Replaying the crashed third lock in a row still lasts the third duration (1h), not 2h."""
-    setup = Setup(locked=["42"])
+    setup = Setup()
     setup.schedule.apply(_intent(strikes=3, at=T0 - 30))
+    setup.store.change("42", locked=True)
     _, unlock_at = await setup.lock(ESCALATING)
-    assert unlock_at == T0 + ROUND_TRIP + HOUR
+    assert unlock_at == T0 + CONFIRMED + HOUR
     assert setup.entry().strikes == 3
 
 

@@ -20,6 +20,8 @@ from tests.unit.helpers import T0, Clock, FakeUserStore, RecordingWriter
 MINUTE = 60.0
 DAY = 86400.0
 ROUND_TRIP = 1.0
+CALLS = 2 * ROUND_TRIP
+"""A lock, and an unlock, each take two calls: a read of the user, then the change."""
 FIFTEEN_MINUTES = LockAction.model_validate({"duration": "15m"})
 ESCALATING = LockAction.model_validate(
     {"duration": "15m", "escalate": {"factor": 2, "max": "1h", "memory": "1d"}}
@@ -70,7 +72,7 @@ async def test_a_temporary_lock_is_undone_when_due() -> None:
     """Lock, nothing before the time, unlock at the time: entry ``unlocked``, one decision."""
     setup = Setup()
     unlock_at = await setup.lock()
-    assert unlock_at == T0 + ROUND_TRIP + 15 * MINUTE
+    assert unlock_at == T0 + CALLS + 15 * MINUTE
     assert await setup.unlock_at(unlock_at - 1) == []
     assert setup.store.locked == {"42"}
 
@@ -91,8 +93,8 @@ async def test_a_temporary_lock_is_undone_when_due() -> None:
         "7",
     )
     assert decision.unlock_at == rfc3339(unlock_at)
-    assert decision.first_event_at == rfc3339(T0 + ROUND_TRIP)  # when the lock was confirmed
-    assert decision.decided_at == rfc3339(unlock_at + ROUND_TRIP)
+    assert decision.first_event_at == rfc3339(T0 + CALLS)  # when the lock was confirmed
+    assert decision.decided_at == rfc3339(unlock_at + CALLS)
 
     assert await setup.unlock_at(unlock_at + DAY) == []
     assert setup.store.calls_of("unlock") == ["42"]
@@ -125,7 +127,73 @@ async def test_a_lock_an_admin_already_undid_is_not_locked() -> None:
     setup.store.locked.discard("42")
     [decision] = await setup.unlock_at(unlock_at)  # type: ignore[arg-type]
     assert decision.outcome is Outcome.NOT_LOCKED
+    assert setup.store.calls_of("unlock") == []  # the read said so: no call needed
     assert setup.state() == "unlocked"
+
+
+async def test_an_administrators_relock_is_not_ours() -> None:
+    """Unlocked early and locked again by an administrator: the lock in place has another
+    version than lockoutd's, so it is left alone as ``not_ours``, and never tried again."""
+    setup = Setup()
+    unlock_at = await setup.lock()
+    setup.store.change("42", locked=False)
+    setup.store.change("42", locked=True)
+    [decision] = await setup.unlock_at(unlock_at)  # type: ignore[arg-type]
+    assert decision.outcome is Outcome.NOT_OURS
+    assert decision.error is not None
+    assert "sequence 4" in decision.error
+    assert setup.store.calls_of("unlock") == []
+    assert setup.store.locked == {"42"}
+    assert setup.state() == "not_ours"
+    assert await setup.unlock_at(T0 + DAY) == []
+
+
+async def test_any_change_since_the_lock_makes_it_unprovable() -> None:
+    """Even an edit of the user (its version moves) leaves the lock alone: lockoutd cannot tell
+    whether someone unlocked and locked again in between."""
+    setup = Setup()
+    unlock_at = await setup.lock()
+    setup.store.change("42")
+    [decision] = await setup.unlock_at(unlock_at)  # type: ignore[arg-type]
+    assert decision.outcome is Outcome.NOT_OURS
+
+
+async def test_an_entry_without_a_fingerprint_unlocks_nobody() -> None:
+    """A ``locked`` entry that holds no version of the lock (forged, or older than the
+    fingerprints) proves nothing: ``not_ours``, no call."""
+    setup = Setup(locked=["42"])
+    setup.schedule.apply(
+        ScheduleEntry(
+            user_id="42",
+            org_id="7",
+            rule="otp",
+            state="locked",
+            strikes=1,
+            updated_at=T0,
+            locked_at=T0,
+            unlock_at=T0 + MINUTE,
+        )
+    )
+    [decision] = await setup.unlock_at(T0 + MINUTE)
+    assert decision.outcome is Outcome.NOT_OURS
+    assert setup.store.calls_of("unlock") == []
+
+
+async def test_a_read_side_behind_the_lock_is_asked_again_later() -> None:
+    """ZITADEL showing an older version than the lock answered is lag, not someone else's
+    change: the unlock waits and happens once the read catches up."""
+    setup = Setup()
+    unlock_at = await setup.lock()
+    assert unlock_at is not None
+    entry = setup.schedule.get("42")
+    assert entry is not None
+    assert entry.lock_version is not None
+    caught_up = entry.lock_version
+    setup.store.versions["42"] = type(caught_up)(caught_up.sequence - 1, caught_up.changed_at)
+    assert await setup.unlock_at(unlock_at) == []
+    setup.store.versions["42"] = caught_up
+    [decision] = await setup.unlock_at(unlock_at + 60)
+    assert decision.outcome is Outcome.UNLOCKED
 
 
 async def test_a_user_deleted_meanwhile_is_unknown() -> None:
@@ -151,14 +219,21 @@ async def test_a_kept_lock_is_never_undone() -> None:
 
 async def test_a_crashed_lock_replayed_is_undone_on_time() -> None:
     """A ``locking`` entry left by a crash and a user already locked: unlocked when due."""
-    setup = Setup(locked=["42"])
+    setup = Setup()
     setup.schedule.apply(
         ScheduleEntry(
-            user_id="42", org_id="7", rule="otp", state="locking", strikes=1, updated_at=T0 - 5
+            user_id="42",
+            org_id="7",
+            rule="otp",
+            state="locking",
+            strikes=1,
+            updated_at=T0 - 5,
+            before_sequence=1,
         )
     )
+    setup.store.change("42", locked=True)  # the lock that went through before the crash
     unlock_at = await setup.lock()
-    assert unlock_at == T0 + ROUND_TRIP + 15 * MINUTE
+    assert unlock_at == T0 + CALLS + 15 * MINUTE
     [decision] = await setup.unlock_at(unlock_at)
     assert decision.outcome is Outcome.UNLOCKED
     assert setup.store.locked == set()

@@ -218,3 +218,16 @@ def test_a_bad_escalation_in_a_file_names_its_line(tmp_path: Path) -> None:
     (problem,) = caught.value.problems
     assert problem.startswith(f"{path}:7: rules.0.action.lock: ")
     assert "escalate needs a duration" in problem
+
+
+def test_any_number_of_strikes_stays_within_the_max() -> None:
+    """A hundred thousand strikes (say, from a forged schedule entry) is the max, not an
+    OverflowError."""
+    lock = LockAction.model_validate(
+        {"duration": "15m", "escalate": {"factor": 2, "max": "1h", "memory": "1d"}}
+    )
+    assert lock.duration_for(100_000) == 60 * MINUTE
+    flat = LockAction.model_validate(
+        {"duration": "15m", "escalate": {"factor": 1, "max": "1h", "memory": "1d"}}
+    )
+    assert flat.duration_for(100_000) == 15 * MINUTE

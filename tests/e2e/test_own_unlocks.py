@@ -1,0 +1,259 @@
+"""lockoutd undoes only its own locks: not an administrator's, not one a forged schedule entry
+names, and still its own when ZITADEL's reply to the lock was lost (README, "Temporary locks and
+escalation").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from lockoutd.testing.broker import LocalBroker
+from lockoutd.testing.zitadel.faults import Fault
+from lockoutd.testing.zitadel_emulator import UserState
+
+from .conftest import ORG_ID, PAT, Stack, start_stack, stop_stack
+from .kafka_helpers import decisions, failure, produce, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RULES = """\
+rules:
+  - name: otp-bruteforce
+    match: {reason: [otp]}
+    key: [user_id]
+    threshold: 3
+    window: 5m
+    action:
+      lock:
+        duration: 4s
+        escalate: {factor: 2, max: 8s, memory: 1h}
+"""
+
+
+@pytest.fixture
+def temporary_locks(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
+    """A daemon whose OTP rule locks for four seconds, doubling on repeats (up to eight)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES)
+    stack = start_stack(broker, tmp_path, rule_paths=[rules])
+    yield stack
+    stop_stack(stack)
+
+
+@pytest.fixture
+def signed_schedule(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
+    """The same daemon, its schedule entries signed with a key from a secret file."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES)
+    key_file = tmp_path / "schedule-signing-key"
+    key_file.write_text("an-e2e-schedule-signing-key-0123456789\n")
+    extra = {"kafka": {"schedule_signing_key_file": str(key_file)}}
+    stack = start_stack(broker, tmp_path, rule_paths=[rules], extra=extra)
+    yield stack
+    stop_stack(stack)
+
+
+def decisions_for(stack: Stack, user_id: str, action: str | None = None) -> list[dict[str, Any]]:
+    assert stack.config.decisions_topic is not None
+    return [
+        d
+        for d in decisions(stack.bootstrap, stack.config.decisions_topic)
+        if d["user_id"] == user_id and (action is None or d["action"] == action)
+    ]
+
+
+def three_wrong_codes(stack: Stack, user_id: str) -> None:
+    produce(
+        stack.bootstrap, stack.events_topic, [failure(user_id, m, reason="otp") for m in range(3)]
+    )
+
+
+def write_schedule(stack: Stack, entries: list[tuple[str, bytes]]) -> None:
+    """Write raw records to the schedule topic as anyone with write access could."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            for key, value in entries:
+                await producer.send_and_wait(stack.config.schedule_topic, value, key=key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def unlock_calls(stack: Stack, user_id: str) -> list[object]:
+    return [c for c in stack.emulator.calls if c.user_id == user_id and "nlock" in c.path]
+
+
+def test_an_administrators_relock_is_not_undone(temporary_locks: Stack) -> None:
+    """Unlocked early and locked again on purpose by an administrator: lockoutd leaves it."""
+    stack = temporary_locks
+    stack.emulator.add_user("6100", org_id=ORG_ID)
+    three_wrong_codes(stack, "6100")
+    wait_until(lambda: stack.emulator.state_of("6100") is UserState.LOCKED, what="the lock")
+
+    stack.emulator.set_state("6100", UserState.ACTIVE)  # the administrator unlocks early...
+    stack.emulator.set_state("6100", UserState.LOCKED)  # ...and locks again, for good
+
+    [unlock] = wait_until(lambda: decisions_for(stack, "6100", "unlock"), what="the unlock")
+    assert unlock["outcome"] == "not_ours"
+    assert stack.emulator.state_of("6100") is UserState.LOCKED
+    assert not unlock_calls(stack, "6100")
+    samples = stack.daemon.metrics()
+    label = (("action", "unlock"), ("outcome", "not_ours"), ("rule", "otp-bruteforce"))
+    assert samples[("lockoutd_actions_total", label)] == 1
+
+
+def test_a_forged_schedule_entry_unlocks_nobody_and_cannot_outrank_lockoutd(
+    temporary_locks: Stack,
+) -> None:
+    """Entries anyone wrote to the schedule topic neither unlock an administrator's lock nor,
+    dated far in the future, stop lockoutd's own later entries from counting."""
+    stack = temporary_locks
+    stack.emulator.add_user("6000", org_id=ORG_ID, state=UserState.LOCKED)  # an admin's lock
+    stack.emulator.add_user("6001", org_id=ORG_ID)
+    past = time.time() - 60
+    forged = {"org_id": ORG_ID, "rule": "otp-bruteforce", "strikes": 1, "updated_at": 4e10}
+    write_schedule(
+        stack,
+        [
+            (
+                "6000",
+                json.dumps(
+                    {"user_id": "6000", "state": "locked", "unlock_at": past, **forged}
+                ).encode(),
+            ),
+            ("6001", json.dumps({"user_id": "6001", "state": "kept", **forged}).encode()),
+        ],
+    )
+
+    # lockoutd's own temporary lock of 6001 is undone on time: the forged entry did not win.
+    three_wrong_codes(stack, "6001")
+    [unlock] = wait_until(lambda: decisions_for(stack, "6001", "unlock"), what="6001's unlock")
+    assert unlock["outcome"] == "unlocked"
+    assert stack.emulator.state_of("6001") is UserState.ACTIVE
+
+    assert stack.emulator.state_of("6000") is UserState.LOCKED
+    assert not unlock_calls(stack, "6000")
+    assert stack.daemon.returncode is None
+    rejected = [e for e in stack.daemon.logs() if e.get("event") == "schedule_entry_rejected"]
+    assert len(rejected) == 2
+
+
+def test_forged_values_out_of_range_crash_nothing(temporary_locks: Stack) -> None:
+    """A lock time of -1e300 and a hundred thousand strikes are refused, not computed with."""
+    stack = temporary_locks
+    stack.emulator.add_user("6002", org_id=ORG_ID, state=UserState.LOCKED)
+    stack.emulator.add_user("6003", org_id=ORG_ID)
+    now = time.time()
+    base = {"org_id": ORG_ID, "rule": "otp-bruteforce", "updated_at": now - 5}
+    write_schedule(
+        stack,
+        [
+            (
+                "6002",
+                json.dumps(
+                    {
+                        "user_id": "6002",
+                        "state": "locked",
+                        "strikes": 1,
+                        "locked_at": -1e300,
+                        "unlock_at": now - 1,
+                        **base,
+                    }
+                ).encode(),
+            ),
+            (
+                "6003",
+                json.dumps(
+                    {
+                        "user_id": "6003",
+                        "state": "unlocked",
+                        "strikes": 100000,
+                        "locked_at": now - 10,
+                        "unlock_at": now - 6,
+                        **base,
+                    }
+                ).encode(),
+            ),
+        ],
+    )
+
+    three_wrong_codes(stack, "6003")
+    [lock] = wait_until(lambda: decisions_for(stack, "6003", "lock"), what="6003's lock")
+    assert lock["outcome"] == "locked"
+    wait_until(lambda: decisions_for(stack, "6003", "unlock"), what="6003's unlock")
+    assert stack.emulator.state_of("6003") is UserState.ACTIVE
+    assert stack.emulator.state_of("6002") is UserState.LOCKED
+    assert stack.daemon.returncode is None
+
+
+def test_a_lock_whose_reply_was_lost_is_still_lockoutds_and_is_undone_on_time(
+    temporary_locks: Stack,
+) -> None:
+    """ZITADEL locks, the reply is lost, the retry hears "already locked": that lock is ours."""
+    stack = temporary_locks
+    stack.emulator.add_user("6004", org_id=ORG_ID)
+    stack.emulator.set_fault(Fault.drop_after_applying(times=1), path_contains="/6004/_lock")
+    three_wrong_codes(stack, "6004")
+
+    [lock] = wait_until(lambda: decisions_for(stack, "6004", "lock"), what="6004's lock")
+    assert (lock["outcome"], lock["unlock_at"] is not None) == ("locked", True)
+    lock_calls = stack.emulator.lock_calls("6004")
+    assert [c.status for c in lock_calls] == [None, 400]  # applied but unanswered, then refused
+    [unlock] = wait_until(lambda: decisions_for(stack, "6004", "unlock"), what="6004's unlock")
+    assert unlock["outcome"] == "unlocked"
+    assert stack.emulator.state_of("6004") is UserState.ACTIVE
+
+
+def test_with_a_signing_key_a_well_formed_forgery_is_refused(signed_schedule: Stack) -> None:
+    """An entry that names an administrator's lock by its very version, as lockoutd's own
+    entries do, unlocks nobody when it is not signed; lockoutd's signed entries still work."""
+    stack = signed_schedule
+    stack.emulator.add_user("6005", org_id=ORG_ID, state=UserState.LOCKED)
+    stack.emulator.add_user("6006", org_id=ORG_ID)
+    read = httpx.get(
+        f"{stack.emulator.base_url}/management/v1/users/6005",
+        headers={"authorization": f"Bearer {PAT}", "x-zitadel-orgid": ORG_ID},
+    )
+    details = read.json()["user"]["details"]  # what someone who may read users can see
+    now = time.time()
+    forged = {
+        "user_id": "6005",
+        "org_id": ORG_ID,
+        "rule": "otp-bruteforce",
+        "state": "locked",
+        "strikes": 1,
+        "updated_at": now - 5,
+        "locked_at": now - 5,
+        "unlock_at": now - 1,
+        "lock_sequence": int(details["sequence"]),
+        "lock_changed_at": details["changeDate"],
+    }
+    write_schedule(stack, [("6005", json.dumps(forged).encode())])
+
+    three_wrong_codes(stack, "6006")
+    [unlock] = wait_until(lambda: decisions_for(stack, "6006", "unlock"), what="6006's unlock")
+    assert unlock["outcome"] == "unlocked"
+    assert stack.emulator.state_of("6005") is UserState.LOCKED
+    assert not unlock_calls(stack, "6005")
+    samples = stack.daemon.metrics()
+    rejected = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "lockoutd_schedule_entries_rejected_total"
+    }
+    assert rejected == {"bad_signature": 1, "malformed": 0, "invalid": 0, "wrong_key": 0}
