@@ -205,19 +205,14 @@ class Pipeline:
     async def _carry_out(self, pending: list[_Pending]) -> list[Decision]:
         if not any(decision.outcome is None for decision, _, _ in pending):
             return [decision for decision, _, _ in pending]
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(
-                        self._executor.carry_out(decision, event_time=at, action=action)
-                    )
-                    if decision.outcome is None
-                    else None
-                    for decision, at, action in pending
-                ]
-        except BaseExceptionGroup as group_error:
-            # One fatal error (ZITADEL refusing lockoutd) is what the caller needs to see.
-            raise group_error.exceptions[0] from None
+        # A fatal error (ZITADEL refusing lockoutd) leaves as the group's; the daemon unwraps it.
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._executor.carry_out(decision, event_time=at, action=action))
+                if decision.outcome is None
+                else None
+                for decision, at, action in pending
+            ]
         return [
             task.result() if task is not None else decision
             for task, (decision, _, _) in zip(tasks, pending, strict=True)
