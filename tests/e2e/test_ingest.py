@@ -180,3 +180,20 @@ def test_signed_zitadel_events_reach_kafka_and_lock_decisions(
     events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith("{")]
     assert events[0] == "ingest_started"
     assert events[-1] == "ingest_stopped"
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["\N{SUPERSCRIPT TWO}", "9" * 5000], ids=["superscript-two", "5000-digits"]
+)
+def test_a_malformed_signature_time_is_refused_and_counted(
+    ingest: tuple[IngestProcess, Path, str], timestamp: str
+) -> None:
+    """``t`` that is not a plain number of seconds is a bad signature: 401, counted, not 500."""
+    process, _, _ = ingest
+    body = zitadel_failure(1)
+    header = f"t={timestamp},v1={'0' * 64}".encode()
+    with httpx.Client(timeout=10) as client:
+        answer = client.post(process.url, content=body, headers={"ZITADEL-Signature": header})
+    assert answer.status_code == 401
+    assert answer.json()["result"] == "bad_signature"
+    assert process.requests_by_result()["bad_signature"] == 1
