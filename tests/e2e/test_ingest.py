@@ -23,7 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from lockoutd.cli import main
+from lockoutd.cli import EXIT_FAILED, main
 from lockoutd.ingest.signature import sign
 from lockoutd.settings import Settings
 from lockoutd.testing.broker import LocalBroker, free_port
@@ -102,6 +102,18 @@ def ingest(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[IngestProcess,
 def run_ingest(
     broker: LocalBroker, tmp_path: Path, *, fd_limit: int | None = None
 ) -> Iterator[tuple[IngestProcess, Path, str]]:
+    process, config, topic = launch_ingest(broker, tmp_path, fd_limit=fd_limit)
+    try:
+        wait_until(process.ready, timeout=60, what="lockoutd ingest to be ready")
+        yield process, config, topic
+    finally:
+        process.stop()
+
+
+def launch_ingest(
+    broker: LocalBroker, tmp_path: Path, *, fd_limit: int | None = None
+) -> tuple[IngestProcess, Path, str]:
+    """Start ``lockoutd ingest`` on a fresh topic (not yet waited for)."""
     topic = f"zitadel-events-{uuid.uuid4().hex[:8]}"
     asyncio.run(broker.create_topics(topic))
     port, metrics_port = free_port(), free_port()
@@ -128,11 +140,7 @@ def run_ingest(
     process = IngestProcess(
         config, tmp_path / "ingest.log", port=port, metrics_port=metrics_port, fd_limit=fd_limit
     )
-    try:
-        wait_until(process.ready, timeout=60, what="lockoutd ingest to be ready")
-        yield process, config, topic
-    finally:
-        process.stop()
+    return process, config, topic
 
 
 def zitadel_failure(sequence: int) -> bytes:
@@ -276,3 +284,18 @@ def test_a_thousand_slow_clients_do_not_keep_a_signed_request_out(
         assert [record.value for record in read_all(broker.bootstrap_servers, topic)] == [body]
     finally:
         running.close()
+
+
+def test_a_connection_cap_the_open_files_limit_cannot_hold_stops_the_start(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """512 connections and their reserve need 768 open files; with 512 allowed, ingest says so."""
+    process, _, _ = launch_ingest(broker, tmp_path, fd_limit=512)
+    assert process.process.wait(timeout=60) == EXIT_FAILED
+    lines = [json.loads(line) for line in process.log.read_text().splitlines()]
+    [failed] = [line for line in lines if line["event"] == "ingest_failed"]
+    assert failed["problems"] == [
+        "ingest.max_connections: 512 connections need 768 open files, and this process may open "
+        "512: lower ingest.max_connections or raise the limit (LimitNOFILE= in a systemd unit, "
+        "ulimit -n in a shell)"
+    ]
