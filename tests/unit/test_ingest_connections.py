@@ -89,6 +89,16 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bytes:
     return received
 
 
+async def send_until_closed(endpoint: Endpoint, data: bytes) -> bytes:
+    """Send ``data`` on a new connection, then nothing more; what came back until it closed."""
+    reader, writer = await endpoint.connect()
+    writer.write(data)
+    try:
+        return await closed_by_server(reader)
+    finally:
+        writer.close()
+
+
 async def wait_for_connections(endpoint: Endpoint, *, open_: int, waiting: int) -> None:
     """Until the guard counts ``open_`` connections, ``waiting`` of them not in a request."""
     guard = endpoint.server.connections
@@ -105,34 +115,21 @@ async def quick() -> AsyncIterator[Endpoint]:
 
 
 async def test_a_head_that_never_ends_is_closed_and_counted(quick: Endpoint) -> None:
-    reader, writer = await quick.connect()
-    writer.write(HEAD)
-    try:
-        assert await closed_by_server(reader) == b""
-    finally:
-        writer.close()
+    assert await send_until_closed(quick, HEAD) == b""
     assert quick.closed("header_timeout") == 1
 
 
 async def test_a_body_that_never_ends_is_answered_408_and_counted(quick: Endpoint) -> None:
-    reader, writer = await quick.connect()
-    writer.write(HEAD + b"Content-Length: 1000\r\nZITADEL-Signature: t=1,v1=00\r\n\r\n{")
-    try:
-        answer = await closed_by_server(reader)
-    finally:
-        writer.close()
+    answer = await send_until_closed(
+        quick, HEAD + b"Content-Length: 1000\r\nZITADEL-Signature: t=1,v1=00\r\n\r\n{"
+    )
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b'"too_slow"' in answer
     assert quick.requests("too_slow") == 1
 
 
 async def test_an_idle_connection_is_closed_after_the_keepalive_timeout(quick: Endpoint) -> None:
-    reader, writer = await quick.connect()
-    writer.write(HEAD + b"Content-Length: 2\r\n\r\n{}")
-    try:
-        answer = await closed_by_server(reader)
-    finally:
-        writer.close()
+    answer = await send_until_closed(quick, HEAD + b"Content-Length: 2\r\n\r\n{}")
     assert answer.startswith(b"HTTP/1.1 401 ")  # answered, then kept open until idle too long
     assert quick.closed("idle") == 1
 
