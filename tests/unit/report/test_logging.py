@@ -57,3 +57,18 @@ def test_lockoutds_own_standard_library_loggers_follow_the_level(
     logging.getLogger("lockoutd.testing.zitadel").debug("emulator detail")
     [line] = lines(capsys)
     assert (line["event"], line["level"]) == ("emulator detail", "debug")
+
+
+def test_a_library_traceback_is_structured_like_lockoutds_and_carries_no_locals(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info", "json")
+    token = "a-local-variable-holding-a-token"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request")
+    [line] = lines(capsys)
+    [error] = line["exception"]  # type: ignore[misc]
+    assert (error["exc_type"], error["exc_value"]) == ("ValueError", "boom")
+    assert token not in json.dumps(line)
