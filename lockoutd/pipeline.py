@@ -24,6 +24,7 @@ from lockoutd.decode.event import KNOWN_TYPES, Event
 from lockoutd.decode.formats import decoder_for
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import Rejects
+from lockoutd.errors import reported_error
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet
@@ -205,14 +206,19 @@ class Pipeline:
     async def _carry_out(self, pending: list[_Pending]) -> list[Decision]:
         if not any(decision.outcome is None for decision, _, _ in pending):
             return [decision for decision, _, _ in pending]
-        # A fatal error (ZITADEL refusing lockoutd) leaves as the group's; the daemon unwraps it.
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._executor.carry_out(decision, event_time=at, action=action))
-                if decision.outcome is None
-                else None
-                for decision, at, action in pending
-            ]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(
+                        self._executor.carry_out(decision, event_time=at, action=action)
+                    )
+                    if decision.outcome is None
+                    else None
+                    for decision, at, action in pending
+                ]
+        except BaseExceptionGroup as group_error:
+            # A fatal error (ZITADEL refusing lockoutd) leaves as itself, for callers to see.
+            raise reported_error(group_error) from None
         return [
             task.result() if task is not None else decision
             for task, (decision, _, _) in zip(tasks, pending, strict=True)
