@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
-ProtocolFactory = Callable[[], asyncio.Protocol]
+from lockoutd.connections import ConnectionGuard, ProtocolFactory
 
 
 class WebServer:
     """Serves ``app`` on ``host:port`` for as long as it is entered.
 
     ``port`` may be 0 (tests, the demo): once entered, :attr:`port` is the one the system chose.
-    ``handler_args`` go to aiohttp's protocol (``keepalive_timeout``, ``lingering_time``, ...);
-    ``wrap`` may put a protocol of its own around aiohttp's, one per connection.
+    ``guard`` bounds the connections in number and time (:mod:`lockoutd.connections`);
+    ``handler_args`` go to aiohttp's protocol (``keepalive_timeout``, ``lingering_time``, ...).
     """
 
     def __init__(
@@ -26,13 +26,14 @@ class WebServer:
         host: str,
         port: int,
         *,
+        guard: ConnectionGuard,
         handler_args: Mapping[str, Any] | None = None,
-        wrap: Callable[[ProtocolFactory], ProtocolFactory] | None = None,
     ) -> None:
         self._host = host
         self._requested_port = port
+        app.middlewares.append(guard.middleware())
         self._runner = web.AppRunner(app, access_log=None, **(handler_args or {}))
-        self._wrap = wrap
+        self._guard = guard
         self._listener: asyncio.Server | None = None
         self.port: int | None = None
         """The port listened on, known once entered."""
@@ -41,9 +42,9 @@ class WebServer:
         await self._runner.setup()
         server = self._runner.server
         assert server is not None  # set up just now
-        factory: ProtocolFactory = server if self._wrap is None else self._wrap(server)
-        # The socket is opened here rather than through an aiohttp site, so that a protocol can
-        # be put around aiohttp's; closing it comes first on the way out, as a site's would.
+        factory: ProtocolFactory = self._guard.wrap(server)
+        # The socket is opened here rather than through an aiohttp site, so that the guard's
+        # protocol goes around aiohttp's; closing it comes first on the way out, as a site's would.
         self._listener = await asyncio.get_running_loop().create_server(
             factory, self._host, self._requested_port
         )

@@ -15,7 +15,7 @@
 
 The body and the key never reach a log line; refusals are logged with their result only.
 ZITADEL does not retry a failed delivery, so a 503 loses that event (counted, and logged).
-Connections are bounded in number and time by :mod:`lockoutd.ingest.connections`.
+Connections are bounded in number and time by :mod:`lockoutd.connections`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
+from lockoutd.connections import ConnectionGuard
 from lockoutd.errors import KafkaUnavailable
-from lockoutd.ingest.connections import ConnectionGuard
 from lockoutd.ingest.metrics import IngestMetrics
 from lockoutd.ingest.signature import SIGNATURE_HEADER, SignatureRefused, verify
 from lockoutd.settings import IngestSettings
@@ -84,9 +84,7 @@ class IngestServer(WebServer):
             metrics=metrics,
         )
         # aiohttp refuses a longer body itself (with 413) when the handler reads it.
-        app = web.Application(
-            client_max_size=settings.max_body_bytes, middlewares=[self.connections.middleware()]
-        )
+        app = web.Application(client_max_size=settings.max_body_bytes)
         app.router.add_route("*", settings.path, self._receive)
         super().__init__(
             app,
@@ -97,7 +95,7 @@ class IngestServer(WebServer):
                 "keepalive_timeout": settings.keepalive_timeout,
                 "lingering_time": LINGERING_SECONDS,
             },
-            wrap=self.connections.wrap,
+            guard=self.connections,
         )
 
     async def _receive(self, request: web.Request) -> web.Response:

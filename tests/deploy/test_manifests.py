@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from lockoutd.connections import FILE_RESERVE
 from lockoutd.durations import parse_duration
-from lockoutd.ingest.connections import FILE_RESERVE
 from lockoutd.settings import Settings, load_settings
 
 from .helpers import DEPLOY, REPO, load_yaml_documents, port_of, run, settings_from_text

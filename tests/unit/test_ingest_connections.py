@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from lockoutd.connections import FILE_RESERVE, ensure_open_files
 from lockoutd.errors import ConfigError
-from lockoutd.ingest.connections import FILE_RESERVE, ensure_open_files
 from lockoutd.ingest.metrics import IngestMetrics
 from lockoutd.ingest.server import IngestServer
 from lockoutd.ingest.signature import sign
@@ -176,7 +176,7 @@ def test_the_open_files_limit_is_raised_to_what_the_cap_needs(
     limits: list[tuple[int, int]] = []
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
     monkeypatch.setattr(resource, "setrlimit", lambda _, value: limits.append(value))
-    ensure_open_files(1000)
+    ensure_open_files(1000, "ingest.max_connections")
     assert limits == [(1000 + FILE_RESERVE, 4096)]
 
 
@@ -185,4 +185,4 @@ def test_a_cap_the_open_files_limit_cannot_hold_stops_the_start(
 ) -> None:
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
     with pytest.raises(ConfigError, match=r"ingest.max_connections: 1000 connections need"):
-        ensure_open_files(1000)
+        ensure_open_files(1000, "ingest.max_connections")

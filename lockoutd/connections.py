@@ -1,11 +1,12 @@
-"""What clients can hold of the ingest endpoint: a bounded number of connections, each one
-bounded in time (README, "Ingesting from ZITADEL").
+"""What clients can hold of an HTTP endpoint: a bounded number of connections, each one
+bounded in time (README, "Ingesting from ZITADEL" and "Operations").
 
 aiohttp parses requests well but bounds a client only by its keep-alive timer; a client that
 sends half a request head and then a byte now and then holds its connection, and a file
 descriptor, for as long as it likes. Enough of them (slowloris) exhaust the process's open-files
-limit, and then no request is accepted at all. A :class:`ConnectionGuard` sits between the
-listening socket and aiohttp's protocol, and knows each connection in one of three states::
+limit, and then no request is accepted at all, nor any other connection opened. A
+:class:`ConnectionGuard` sits between the listening socket and aiohttp's protocol, and knows each
+connection in one of three states::
 
     head      opened, or the first byte of a next request arrived: the head must be complete
               within header_timeout
@@ -15,7 +16,7 @@ listening socket and aiohttp's protocol, and knows each connection in one of thr
 At ``max_connections``, a new connection closes the one that has waited longest in ``head`` or
 ``idle`` (a slow client has, a client that sends its request at once never waits long); when
 every connection is in the middle of a request, the new one is closed instead. Connections the
-guard closes are aborted (no lingering) and counted by reason.
+guard closes are aborted (no lingering) and, given metrics, counted by reason.
 """
 
 from __future__ import annotations
@@ -24,19 +25,30 @@ import asyncio
 import enum
 import resource
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import Counter, Gauge
 
 from lockoutd.errors import ConfigError
-from lockoutd.ingest.metrics import IngestMetrics
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
 FILE_RESERVE = 256
-"""Open files the ingest process needs beside its client connections: the Kafka producer's
-connections, the metrics server and its scrapers, standard streams, and a burst of connections
-accepted at once before the guard closes the ones over the cap."""
+"""Open files a process needs beside the connections of a guarded endpoint: Kafka connections,
+the metrics server and its scrapers, standard streams, and a burst of connections accepted at
+once before the guard closes the ones over the cap."""
+
+
+class ConnectionMetrics(Protocol):
+    """Where a guard counts: connections open (a gauge), closed by the guard (by ``reason``)."""
+
+    @property
+    def connections(self) -> Gauge: ...
+
+    @property
+    def connections_closed(self) -> Counter: ...
 
 
 class _State(enum.Enum):
@@ -54,7 +66,7 @@ class ConnectionGuard:
         max_connections: int,
         header_timeout: float,
         keepalive_timeout: float,
-        metrics: IngestMetrics,
+        metrics: ConnectionMetrics | None = None,
     ) -> None:
         self._max = max_connections
         self._header_timeout = header_timeout
@@ -96,12 +108,20 @@ class ConnectionGuard:
     def _admit(self, connection: _Guarded, transport: asyncio.BaseTransport) -> bool:
         if len(self._open) >= self._max:
             if not self._waiting:
-                self._metrics.connections_closed.labels(reason="refused").inc()
+                self._count_close("refused")
                 return False
             self._close(next(iter(self._waiting)), "evicted")
         self._open[transport] = connection
-        self._metrics.connections.set(len(self._open))
+        self._count_open()
         return True
+
+    def _count_open(self) -> None:
+        if self._metrics is not None:
+            self._metrics.connections.set(len(self._open))
+
+    def _count_close(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.connections_closed.labels(reason=reason).inc()
 
     def _entered(self, connection: _Guarded, state: _State) -> float | None:
         """Note ``connection``'s new state; the seconds it may stay in it (None: unbounded)."""
@@ -115,11 +135,11 @@ class ConnectionGuard:
         self._waiting.pop(connection, None)
         if connection.transport is not None and connection.transport in self._open:
             del self._open[connection.transport]
-            self._metrics.connections.set(len(self._open))
+            self._count_open()
 
     def _close(self, connection: _Guarded, reason: str) -> None:
         self._forget(connection)
-        self._metrics.connections_closed.labels(reason=reason).inc()
+        self._count_close(reason)
         connection.abort()
 
 
@@ -196,8 +216,10 @@ class _Guarded(asyncio.Protocol):
             self._inner.resume_writing()
 
 
-def ensure_open_files(max_connections: int) -> None:
+def ensure_open_files(max_connections: int, setting: str) -> None:
     """Raise the soft open-files limit to what ``max_connections`` needs, or refuse to start.
+
+    ``setting`` names where the cap is configured, for the message.
 
     Without this the cap would be a promise the process cannot keep: past the limit, accepting a
     connection fails, and the guard never sees it.
@@ -209,8 +231,8 @@ def ensure_open_files(max_connections: int) -> None:
     if hard != resource.RLIM_INFINITY and hard < needed:
         raise ConfigError(
             [
-                f"ingest.max_connections: {max_connections} connections need {needed} open "
-                f"files, and this process may open {hard}: lower ingest.max_connections or "
+                f"{setting}: {max_connections} connections need {needed} open files, and this "
+                f"process may open {hard}: lower {setting} or "
                 "raise the limit (LimitNOFILE= in a systemd unit, ulimit -n in a shell)"
             ]
         )
