@@ -1,7 +1,7 @@
 """HTTPS with HTTP/2 in front of the ZITADEL emulator, as a real ZITADEL serves it.
 
 The emulator is an aiohttp server, which speaks HTTP/1.1 only. :class:`H2Front` terminates TLS
-with a certificate of a throwaway CA (made here with ``cryptography``), offers ``h2`` by ALPN
+with a certificate of a throwaway CA (:mod:`.certificates`), offers ``h2`` by ALPN
 (Hypercorn), and hands every request on to the emulator unchanged, recording which HTTP version
 each one arrived in.
 """
@@ -9,8 +9,6 @@ each one arrived in.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 import threading
 import time
@@ -20,14 +18,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from lockoutd.testing.broker import free_port
+
+from .certificates import Authority
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -37,76 +33,14 @@ _HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te
 _RECOMPUTED = {b"content-length", b"content-encoding"}  # httpx hands the body over decoded
 
 
-def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA and a certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lockoutd test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 class H2Front:
     """``https://127.0.0.1:<port>`` (HTTP/2 or HTTP/1.1) forwarding to ``upstream``."""
 
     def __init__(self, upstream: str, folder: Path) -> None:
         self._upstream = upstream
-        self.ca_file, cert, key = make_certificates(folder)
+        authority = Authority("lockoutd test CA")
+        self.ca_file = authority.write_ca(folder / "ca.pem")
+        cert, key = authority.issue("zitadel", folder, server=True)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.http_versions: list[str] = []
