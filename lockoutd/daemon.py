@@ -32,7 +32,7 @@ from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.unlocker import Unlocker
 from lockoutd.act.zitadel import ZitadelClient
 from lockoutd.decide.decision import Decision
-from lockoutd.errors import ConfigError, KafkaUnavailable
+from lockoutd.errors import ConfigError, KafkaUnavailable, reported_error
 from lockoutd.pipeline import Pipeline
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
@@ -84,6 +84,12 @@ class Daemon:
             await self._run()
         except _Stopped:
             log.info("daemon_stopped", uptime_seconds=self._uptime(), outcomes={})
+        except BaseExceptionGroup as group:
+            # The consumer and the unlocker run in a task group (and the lock calls of a batch in
+            # one of their own): a refusal of lockoutd itself leaves as itself, to be said plainly.
+            if (error := reported_error(group)) is group:
+                raise
+            raise error from None
 
     async def _run(self) -> None:
         settings = self.settings

@@ -12,7 +12,8 @@
     └── KafkaUnavailable         the broker could not be reached (retriable)
 
 Outcomes such as ``already_locked`` or ``unknown_user`` are values, never exceptions. Callers read
-``retriable`` instead of keeping lists of exception types.
+``retriable`` instead of keeping lists of exception types. Task groups wrap what their tasks raise;
+:func:`reported_error` is the one place that unwraps them.
 """
 
 from __future__ import annotations
@@ -73,3 +74,22 @@ class KafkaUnavailable(LockoutdError):
     """The Kafka cluster could not be reached."""
 
     retriable = True
+
+
+def reported_error(error: BaseException) -> BaseException:
+    """The error to report for ``error``, which a task group may have wrapped (at any depth).
+
+    When every error in the group is one lockoutd raised on purpose (ZITADEL refusing lockoutd,
+    say, met by several lock calls at once), the first of them is the one to report: its message
+    says what to fix. A group holding anything else is returned whole, so that no traceback of
+    an unforeseen fault is lost.
+    """
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    _, others = error.split(LockoutdError)
+    if others is not None:
+        return error
+    first: BaseException = error
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first

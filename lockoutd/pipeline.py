@@ -26,6 +26,7 @@ from lockoutd.decode.formats import decoder_for
 from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import Rejects
+from lockoutd.errors import reported_error
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet
@@ -248,8 +249,8 @@ class Pipeline:
                     for decision, at, action, allowed in pending
                 ]
         except BaseExceptionGroup as group_error:
-            # One fatal error (ZITADEL refusing lockoutd) is what the caller needs to see.
-            raise group_error.exceptions[0] from None
+            # A fatal error (ZITADEL refusing lockoutd) leaves as itself, for callers to see.
+            raise reported_error(group_error) from None
         return [
             task.result() if task is not None else decision
             for task, (decision, _, _, _) in zip(tasks, pending, strict=True)

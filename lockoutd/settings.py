@@ -223,6 +223,17 @@ class IngestSettings(_Listening):
     """Larger bodies are refused with 413 before their signature is checked."""
     tolerance: Duration = 300.0
     """How far the signature's timestamp may be from now, either way."""
+    max_connections: int = Field(default=512, gt=0)
+    """Open connections at most. A new one beyond it closes the one that has waited longest
+    for a request (one still sending its headers, or idle between requests); when every one is
+    in the middle of a request, the new one is closed."""
+    header_timeout: Duration = 10.0
+    """How long a client may take to send a request's headers, from the moment the connection
+    opens or the request's first byte arrives."""
+    body_timeout: Duration = 10.0
+    """How long a client may take to send a request's body once its headers arrived (408)."""
+    keepalive_timeout: Duration = 30.0
+    """How long a connection may stay idle between two requests."""
 
     @field_validator("path")
     @classmethod

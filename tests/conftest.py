@@ -31,7 +31,18 @@ def _clean_logging() -> Iterator[None]:
     """
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    levels = _logger_levels()
     yield
     structlog.reset_defaults()
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name in _logger_levels():  # configure_logging sets the libraries' levels and lockoutd's
+        logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+
+
+def _logger_levels() -> dict[str, int]:
+    return {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }

@@ -10,6 +10,7 @@ import stamina
 import structlog
 from pydantic import SecretStr
 
+from lockoutd.connections import ensure_open_files
 from lockoutd.errors import ConfigError, KafkaUnavailable
 from lockoutd.ingest.metrics import IngestMetrics
 from lockoutd.ingest.server import IngestServer
@@ -64,6 +65,7 @@ class IngestService:
             loop.add_signal_handler(sig, self.request_stop)
         settings = self.settings
         key = signing_key(settings.ingest)  # a ConfigError here stops before anything listens
+        ensure_open_files(settings.ingest.max_connections, "ingest.max_connections")
         async with AsyncExitStack() as stack:
             sink: KafkaSink | None = None
             server: IngestServer | None = None

@@ -10,8 +10,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import re
 
 SIGNATURE_HEADER = "ZITADEL-Signature"
+
+# Unix seconds in ASCII digits, as ZITADEL writes them. ``str.isdigit`` would let "²" or "٣"
+# through, and ``int`` refuses numbers of thousands of digits with an error of its own; twelve
+# digits reach the year 33658.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class Refusal(enum.StrEnum):
@@ -48,7 +54,7 @@ def verify(header: str | None, body: bytes, key: bytes, *, now: float, tolerance
         name, sep, value = part.strip().partition("=")
         if not sep:
             continue
-        if name == "t" and value.isdigit():
+        if name == "t" and _TIMESTAMP.fullmatch(value):
             timestamp = int(value)
         elif name == "v1":
             candidates.append(value)

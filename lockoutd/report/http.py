@@ -7,7 +7,14 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from lockoutd.connections import ConnectionGuard
 from lockoutd.webserver import WebServer
+
+# Prometheus, a health checker and an operator's curl need a handful of connections, each of
+# which sends its request at once; a client that does not cannot hold the process's open files.
+MAX_CONNECTIONS = 64
+HEADER_TIMEOUT_SECONDS = 10.0
+KEEPALIVE_TIMEOUT_SECONDS = 120.0  # longer than a scrape interval: a scraper's connection stays
 
 
 class OperationsServer(WebServer):
@@ -27,7 +34,18 @@ class OperationsServer(WebServer):
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        super().__init__(app, host, port)
+        guard = ConnectionGuard(
+            max_connections=MAX_CONNECTIONS,
+            header_timeout=HEADER_TIMEOUT_SECONDS,
+            keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
+        )
+        super().__init__(
+            app,
+            host,
+            port,
+            guard=guard,
+            handler_args={"keepalive_timeout": KEEPALIVE_TIMEOUT_SECONDS},
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lockoutd.connections import FILE_RESERVE
 from lockoutd.durations import parse_duration
 from lockoutd.settings import Settings, load_settings
 
@@ -311,6 +312,16 @@ def test_the_daemon_unit_waits_longer_than_the_drain_time_and_reloads_with_sighu
     assert parse_duration(service["TimeoutStopSec"]) > Settings().engine.drain_timeout
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["Environment"] == "LOCKOUTD_ZITADEL__PAT_FILE=%d/zitadel-pat"
+
+
+@pytest.mark.parametrize("name", ["lockoutd.service", "lockoutd-ingest.service"])
+def test_the_units_allow_the_open_files_the_settings_need(name: str) -> None:
+    """The ingest unit's ``LimitNOFILE`` holds the default connection cap and its reserve (below
+    it, ``lockoutd ingest`` refuses to start); both units state a limit of their own."""
+    service = _unit(name)["Service"]
+    limit = int(service["LimitNOFILE"])
+    assert limit >= Settings().ingest.max_connections + FILE_RESERVE
+    assert limit >= Settings().zitadel.max_concurrency + FILE_RESERVE
 
 
 @pytest.mark.parametrize("name", ["lockoutd.service", "lockoutd-ingest.service"])

@@ -88,6 +88,12 @@ MEANINGS = {
     "ingest.signing_key": "the signing key itself",
     "ingest.max_body_bytes": "larger bodies are refused with 413",
     "ingest.tolerance": "how far the signature's timestamp may be from now",
+    "ingest.max_connections": "open connections at most; beyond it the one that has waited "
+    "longest for a request is closed (none waiting: the new one is)",
+    "ingest.header_timeout": "time to send a request's headers, from the connection's opening "
+    "or the request's first byte",
+    "ingest.body_timeout": "time to send a request's body once its headers arrived (else 408)",
+    "ingest.keepalive_timeout": "how long a connection may stay idle between two requests",
 }
 
 

