@@ -156,7 +156,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("partitions_assigned", partitions=_names(assigned))
-        await self._source.rewind(assigned)
+        # The consumer starts fetching the new partitions from their committed offsets while
+        # this runs: held until they are rewound, no record of theirs can reach the pipeline (and
+        # be committed) before the rebuild mark says which records were acted on before.
+        self._source.hold(assigned)
+        try:
+            await self._source.rewind(assigned)
+        finally:
+            self._source.release(assigned)
         self.joined = True
 
 
@@ -193,6 +200,9 @@ class KafkaSource:
         self._on_lost = on_lost
         self._rebalance = _Rebalance(self)
         self._positions: Offsets = {}
+        self._held: set[TopicPartition] = set()
+        """Partitions not fetched until their rewind is done, whatever ``resume`` says."""
+        self._fetching = True
         self.rebuild_until: Offsets = {}
         """Per partition, the committed offset that rewound records are replayed up to."""
         self._consumer = AIOKafkaConsumer(
@@ -253,10 +263,23 @@ class KafkaSource:
 
     def pause(self) -> None:
         """Stop fetching from every partition: the batch in flight is not yet acted on."""
+        self._fetching = False
         self._consumer.pause(*self._consumer.assignment())
 
     def resume(self) -> None:
-        self._consumer.resume(*self._consumer.assignment())
+        self._fetching = True
+        self._consumer.resume(*(self._consumer.assignment() - self._held))
+
+    def hold(self, partitions: Sequence[TopicPartition]) -> None:
+        """Fetch nothing from ``partitions`` (before anything awaits) until :meth:`release`."""
+        self._held.update(partitions)
+        self._consumer.pause(*partitions)
+
+    def release(self, partitions: Sequence[TopicPartition]) -> None:
+        """Let ``partitions`` be fetched again, unless the batch in flight paused fetching."""
+        self._held.difference_update(partitions)
+        if self._fetching:
+            self._consumer.resume(*(set(partitions) & self._consumer.assignment()))
 
     async def keep_membership(self) -> None:
         """Poll with every partition paused, so the group keeps this member while it waits.
