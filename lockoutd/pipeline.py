@@ -40,8 +40,9 @@ of a string and a number is not tracked by the garbage collector, nor then are t
 
 Judged = tuple[Partition, bytes | None, Event, float, bool]
 """A decoded record for :meth:`Pipeline.judge`: its partition, its Kafka key, the event, the time
-to judge it at (``now`` for the engine and the decision) and whether to act on what it decides
-(False while a partition's windows are rebuilt). A plain tuple: one is made per record."""
+to judge it at (``now`` for the engine and the decision) and whether it is new (False for a
+record acted on before, replayed to rebuild a partition's windows). A plain tuple: one is made
+per record."""
 
 
 class Pipeline:
@@ -104,8 +105,9 @@ class Pipeline:
 
         Every record is judged at the batch's arrival (the wall clock). Records of a partition
         below ``rebuild_until[partition]`` were acted on before (by this instance before a
-        restart, or by the partition's previous owner): they only rebuild the windows, so a
-        crossing that already locked someone cannot lock again.
+        restart, or by the partition's previous owner): they rebuild the windows, and a crossing
+        made of them alone (one that already locked someone) does not act again. A crossing that
+        holds any record at or past the mark acts, whichever of its records came last.
         """
         dead_letters: list[OutgoingRecord] = []
         decoded = self._decoded(records, rebuild_until or {}, dead_letters)
@@ -163,11 +165,12 @@ class Pipeline:
                 engine = engines.get(tp)
                 if engine is None:
                     engine = engines[tp] = Engine(self.rules)
-            firings = engine.process(event, now, record_key=key)
-            if not acts:
-                continue
-            accepted += 1
+            firings = engine.process(event, now, record_key=key, replayed=not acts)
+            if acts:
+                accepted += 1
             for firing in firings:
+                if firing.replayed_only:
+                    continue  # a crossing that acted before the partition was rebuilt
                 self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
                 for decision in decide(
                     firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
