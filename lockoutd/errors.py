@@ -10,12 +10,15 @@
     │   ├── UnexpectedAnswer     an answer lockoutd does not know; that one action fails
     │   └── InvalidUserId        an id that could change the request path; the event is refused
     └── KafkaUnavailable         the broker could not be reached (retriable)
+        └── KafkaRefused         the broker refused records for good; retrying cannot help
 
 Outcomes such as ``already_locked`` or ``unknown_user`` are values, never exceptions. Callers read
 ``retriable`` instead of keeping lists of exception types.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class LockoutdError(Exception):
@@ -73,3 +76,18 @@ class KafkaUnavailable(LockoutdError):
     """The Kafka cluster could not be reached."""
 
     retriable = True
+
+
+class KafkaRefused(KafkaUnavailable):
+    """Kafka refused records for good: too large, an invalid topic, not authorized.
+
+    Every other record of the call was delivered. It is a ``KafkaUnavailable`` for callers that
+    publish one record and answer "not confirmed" either way; a caller that retries must not
+    retry this one: ``refused`` holds each record with the broker's error.
+    """
+
+    retriable = False
+
+    def __init__(self, refused: list[tuple[Any, str]]) -> None:
+        self.refused = refused
+        super().__init__("; ".join(error for _, error in refused))

@@ -79,7 +79,11 @@ class Pipeline:
             )
             for topic in settings.kafka.topics
         }
-        self._rejects = Rejects(settings.kafka.dead_letter_topic, metrics=metrics)
+        self._rejects = Rejects(
+            settings.kafka.dead_letter_topic,
+            metrics=metrics,
+            max_record_bytes=settings.kafka.max_event_bytes,
+        )
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
         metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
 

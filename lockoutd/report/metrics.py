@@ -105,6 +105,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.publish_refused = Counter(
+            "lockoutd_publish_refused",
+            "Records Kafka refused for good (too large, an invalid topic, not authorized), after "
+            "any fallback, by topic: logged at error level and skipped, never retried.",
+            ["topic"],
+            registry=r,
+        )
         self.invalid_user_ids = Counter(
             "lockoutd_invalid_user_ids",
             "User ids refused before they reached a ZITADEL request path.",
