@@ -175,7 +175,14 @@ class RecordingWriter(LocalScheduleWriter):
         return [e.state for e in self.entries if user_id is None or e.user_id == user_id]
 
 
-def record(offset: int, value: bytes, *, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
+def record(
+    offset: int,
+    value: bytes,
+    *,
+    partition: int = 0,
+    key: bytes | None = None,
+    headers: Iterable[tuple[str, bytes]] = (),
+) -> ConsumerRecord[bytes, bytes]:
     """A consumed record of the ``auth.events`` topic."""
     return ConsumerRecord(
         topic="auth.events",
@@ -183,10 +190,10 @@ def record(offset: int, value: bytes, *, partition: int = 0) -> ConsumerRecord[b
         offset=offset,
         timestamp=0,
         timestamp_type=0,
-        key=None,
+        key=key,
         value=value,
         checksum=None,
-        serialized_key_size=0,
+        serialized_key_size=len(key or b""),
         serialized_value_size=len(value),
-        headers=(),
+        headers=list(headers),
     )

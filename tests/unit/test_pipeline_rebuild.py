@@ -4,7 +4,7 @@ them were (README, Operations: "Windows survive restarts and rebalances")."""
 
 from __future__ import annotations
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from tests.unit.helpers import record
 from tests.unit.test_pipeline import FakeStore, failure, make_pipeline
@@ -13,7 +13,7 @@ MARK = {TopicPartition("auth.events", 0): 3}
 """Offsets 0-2 were acted on by the partition's previous owner; 3 and on are new."""
 
 
-def _records(*offsets: int) -> list:  # type: ignore[type-arg]
+def _records(*offsets: int) -> list[ConsumerRecord[bytes, bytes]]:
     # Five failures of one user, a minute apart, one per offset: the fifth crosses.
     return [record(offset, failure("1001", 300 - offset * 60)) for offset in offsets]
 

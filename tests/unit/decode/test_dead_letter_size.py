@@ -11,6 +11,7 @@ from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import VALUE_PREFIX_BYTES, Rejects
 from lockoutd.report.metrics import Metrics
 from lockoutd.source.kafka import OutgoingRecord
+from tests.unit.helpers import record
 
 MAX = 1_048_576
 TOO_LARGE = InvalidEvent("too_large", f"record of {3 * MAX} bytes exceeds {MAX}")
@@ -19,18 +20,8 @@ TOO_LARGE = InvalidEvent("too_large", f"record of {3 * MAX} bytes exceeds {MAX}"
 def _record(
     value: bytes, *, key: bytes = b"1001", headers: list[tuple[str, bytes]] | None = None
 ) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic="auth.events",
-        partition=2,
-        offset=77,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=headers or [("traceparent", b"00-abc-def-01")],
+    return record(
+        77, value, partition=2, key=key, headers=headers or [("traceparent", b"00-abc-def-01")]
     )
 
 
