@@ -32,7 +32,7 @@ from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.unlocker import Unlocker
 from lockoutd.act.zitadel import ZitadelClient
 from lockoutd.decide.decision import Decision
-from lockoutd.errors import ConfigError, KafkaUnavailable, reported_error
+from lockoutd.errors import ConfigError, KafkaRefused, KafkaUnavailable, reported_error
 from lockoutd.pipeline import Pipeline
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
@@ -117,6 +117,9 @@ class Daemon:
                 )
             )
             sink = await self._connect(stack, lambda: KafkaSink(settings.kafka))
+            for topic in (settings.kafka.decisions_topic, settings.kafka.dead_letter_topic):
+                if topic is not None:
+                    self.metrics.publish_refused.labels(topic=topic)
             # The schedule is read in full before the first event: escalation and pending
             # unlocks must be known before anything new is locked.
             schedule = UnlockSchedule()
@@ -227,12 +230,27 @@ class Daemon:
         await self._publish(sink, outgoing)
 
     async def _publish(self, sink: KafkaSink, records: list[OutgoingRecord]) -> None:
-        # Until the broker has the decisions and dead letters, the offsets must not move on.
+        # Until the broker has the decisions and dead letters, the offsets must not move on; but
+        # a record it refuses for good would hold them forever: it is logged, counted, skipped.
         async for attempt in stamina.retry_context(
             on=KafkaUnavailable, attempts=None, timeout=None, wait_max=_KAFKA_WAIT_MAX_SECONDS
         ):
             with attempt:
-                await sink.publish(records)
+                try:
+                    await sink.publish(records)
+                except KafkaRefused as refused:
+                    self._skip_refused(refused)
+
+    def _skip_refused(self, refused: KafkaRefused) -> None:
+        for record, error in refused.refused:
+            self.metrics.publish_refused.labels(topic=record.topic).inc()
+            log.error(
+                "publish_refused",
+                topic=record.topic,
+                value_bytes=len(record.value),
+                error=error,
+                note="Kafka refuses this record for good; it is skipped, not retried",
+            )
 
     async def _wait_for(self, work: asyncio.Future[None], source: KafkaSource) -> bool:
         """Wait for the batch, polling to keep the group membership; bounded once stopping.

@@ -10,6 +10,7 @@
     │   ├── UnexpectedAnswer     an answer lockoutd does not know; that one action fails
     │   └── InvalidUserId        an id that could change the request path; the event is refused
     └── KafkaUnavailable         the broker could not be reached (retriable)
+        └── KafkaRefused         the broker refused records for good; retrying cannot help
 
 Outcomes such as ``already_locked`` or ``unknown_user`` are values, never exceptions. Callers read
 ``retriable`` instead of keeping lists of exception types. Task groups wrap what their tasks raise;
@@ -17,6 +18,8 @@ Outcomes such as ``already_locked`` or ``unknown_user`` are values, never except
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class LockoutdError(Exception):
@@ -93,3 +96,18 @@ def reported_error(error: BaseException) -> BaseException:
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first
+
+
+class KafkaRefused(KafkaUnavailable):
+    """Kafka refused records for good: too large, an invalid topic, not authorized.
+
+    Every other record of the call was delivered. It is a ``KafkaUnavailable`` for callers that
+    publish one record and answer "not confirmed" either way; a caller that retries must not
+    retry this one: ``refused`` holds each record with the broker's error.
+    """
+
+    retriable = False
+
+    def __init__(self, refused: list[tuple[Any, str]]) -> None:
+        self.refused = refused
+        super().__init__("; ".join(error for _, error in refused))

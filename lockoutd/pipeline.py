@@ -46,9 +46,10 @@ Origin = TypeVar("Origin")
 
 Judged = tuple[Partition, bytes | None, Event, float, bool, Origin]
 """A decoded record for :meth:`Pipeline.judge`: its partition, its Kafka key, the event, the time
-to judge it at (``now`` for the engine and the decision), whether to act on what it decides
-(False while a partition's windows are rebuilt) and where it came from (the record, or its place
-in a replay), handed back should judging it fail. A plain tuple: one is made per record."""
+to judge it at (``now`` for the engine and the decision), whether it is new (False for a record
+acted on before, replayed to rebuild a partition's windows) and where it came from (the record, or
+its place in a replay), handed back should judging it fail. A plain tuple: one is made per
+record."""
 
 
 class Pipeline:
@@ -88,7 +89,11 @@ class Pipeline:
             )
             for topic in settings.kafka.topics
         }
-        self._rejects = Rejects(settings.kafka.dead_letter_topic, metrics=metrics)
+        self._rejects = Rejects(
+            settings.kafka.dead_letter_topic,
+            metrics=metrics,
+            max_record_bytes=settings.kafka.max_event_bytes,
+        )
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
         metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
 
@@ -114,8 +119,9 @@ class Pipeline:
 
         Every record is judged at the batch's arrival (the wall clock). Records of a partition
         below ``rebuild_until[partition]`` were acted on before (by this instance before a
-        restart, or by the partition's previous owner): they only rebuild the windows, so a
-        crossing that already locked someone cannot lock again.
+        restart, or by the partition's previous owner): they rebuild the windows, and a crossing
+        made of them alone (one that already locked someone) does not act again. A crossing that
+        holds any record at or past the mark acts, whichever of its records came last.
         """
         dead_letters: list[OutgoingRecord] = []
 
@@ -188,10 +194,10 @@ class Pipeline:
                     engine = engines.get(tp)
                     if engine is None:
                         engine = engines[tp] = Engine(self.rules)
-                firings = engine.process(event, now, record_key=key)
-                if not acts:
-                    continue
+                firings = engine.process(event, now, record_key=key, replayed=not acts)
                 for firing in firings:
+                    if firing.replayed_only:
+                        continue  # a crossing that acted before the partition was rebuilt
                     self._metrics.rule_fired.labels(rule=firing.rule.name).inc()
                     allowed = self.rules.allowed_for(firing.rule)
                     for decision in decide(
@@ -200,7 +206,8 @@ class Pipeline:
                         pending.append(
                             (decision, event.occurred_at, firing.rule.action.lock, allowed)
                         )
-                accepted += 1  # last: a record that failed is not counted as accepted
+                if acts:
+                    accepted += 1  # last: a record that failed is not counted as accepted
             except Exception as error:  # one record's bug must not stop the daemon
                 if acts:
                     failed(origin, error)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from bisect import insort
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,10 @@ class Firing:
     last_event_at: float
     contributors: tuple[Event, ...] = ()
     """The counted events, for rules that lock every contributor; empty otherwise."""
+    replayed_only: bool = False
+    """Every event the window holds came from a replayed record (one acted on before a restart
+    or a rebalance): this crossing acted before and must not act again. A crossing that holds
+    any event not acted on before acts, in whatever order the two kinds arrived."""
 
     @property
     def key_text(self) -> str:
@@ -60,6 +66,7 @@ class RuleState:
         "counts",
         "key_mismatches",
         "match",
+        "replayed",
         "rule",
         "windows",
     )
@@ -90,12 +97,71 @@ class RuleState:
             self._counts = self._count_distinct
         self.counts: Counts = self._counts if self._others is None else self._count_if_others_hold
         """Counts an event whose type and reason this rule matches (see ``Engine.process``)."""
+        self.replayed: dict[Slot, list[float] | dict[str, float]] = {}
+        """Per key, the times of the replayed events it counted: the newest ``threshold`` times,
+        or for a distinct count each value's newest replayed sighting (of the ``threshold``
+        values seen last). Only replayed keys are here, and only until their window moves on:
+        the rebuild of a partition is its one source."""
 
     def forget(self, event: Event) -> None:
         """Drop the window of ``event``'s key (a success resets the count)."""
         slot = _slot(self._read_key(event))
         if slot is not None:
             self.windows.forget(slot)
+            self.replayed.pop(slot, None)
+
+    def note_replayed(self, event: Event) -> None:
+        """Remember that ``event``, about to be counted, comes from a record acted on before."""
+        if (self._others is not None and not self._others(event)) or (
+            self._checks_ips and self.allowed.has_ip(event.ip)
+        ):
+            return
+        slot = _slot(self._read_key(event))
+        if slot is None:
+            return
+        at = event.occurred_at
+        threshold = self.rule.threshold
+        if self.rule.distinct is None:
+            times = self.replayed.setdefault(slot, [])
+            assert isinstance(times, list)
+            insort(times, at)
+            # A replayed time with `threshold` newer ones behind it can never be kept again.
+            del times[:-threshold]
+            return
+        value = self._read_distinct(event)
+        if value is None or value == "":
+            return
+        seen = self.replayed.setdefault(slot, {})
+        assert isinstance(seen, dict)
+        value = value if isinstance(value, str) else str(value)
+        if at > seen.get(value, float("-inf")):
+            seen[value] = at
+        if len(seen) > threshold:
+            del seen[min(seen, key=seen.__getitem__)]
+
+    def _replayed_only(self, slot: Slot) -> bool:
+        # True when every time the window keeps for `slot` is one of its replayed times.
+        replayed = self.replayed.get(slot)
+        if replayed is None:
+            return False
+        if isinstance(replayed, dict):
+            assert isinstance(self.windows, DistinctWindows)
+            return all(replayed.get(v) == at for v, at in self.windows.values(slot).items())
+        assert isinstance(self.windows, EventWindows)
+        return not Counter(self.windows.times(slot)) - Counter(replayed)
+
+    def forget_replayed_before(self, watermark: float) -> None:
+        """Drop the replayed times of keys that are gone or whose every time left the window."""
+        start = watermark - self.rule.window
+        by_key = self.windows.by_key
+        gone = [
+            slot
+            for slot, times in self.replayed.items()
+            if slot not in by_key
+            or (max(times.values()) if isinstance(times, dict) else times[-1]) <= start
+        ]
+        for slot in gone:
+            del self.replayed[slot]
 
     def _count_if_others_hold(self, event: Event, record_key: str | None) -> Firing | None:
         # Conditions on fields other than type and reason, for the few rules that have them.
@@ -147,6 +213,7 @@ class RuleState:
             first_event_at=oldest,
             last_event_at=newest,
             contributors=self.windows.contributors(slot),
+            replayed_only=bool(self.replayed) and self._replayed_only(slot),
         )
 
 
@@ -184,8 +251,19 @@ class Engine:
         self._next_sweep = float("-inf")
         self._allowlists_ips = bool(rules.allowed.networks)
 
-    def process(self, event: Event, now: float, *, record_key: bytes | None = None) -> list[Firing]:
-        """Count ``event`` in every rule it matches and return the rules it made fire."""
+    def process(
+        self,
+        event: Event,
+        now: float,
+        *,
+        record_key: bytes | None = None,
+        replayed: bool = False,
+    ) -> list[Firing]:
+        """Count ``event`` in every rule it matches and return the rules it made fire.
+
+        ``replayed`` says the event's record was acted on before (a partition's windows are
+        being rebuilt): the firings it causes say whether their crossing holds only such events.
+        """
         at = event.occurred_at
         if at > self._watermark:
             self._watermark = now if now < at else at  # min(at, now), without the call
@@ -200,6 +278,10 @@ class Engine:
         plan = self._plans.get(kind)
         if plan is None:
             plan = self._plan(kind)
+        if replayed:
+            for state in self._states:
+                if state.match.admits(*kind):
+                    state.note_replayed(event)
         key = record_key.decode(errors="replace") if record_key is not None else None
         firings: list[Firing] = []
         for counts in plan:
@@ -237,6 +319,9 @@ class Engine:
     def evict_idle(self) -> int:
         """Forget keys whose every event has left the window; return how many were forgotten."""
         evicted = sum(state.windows.evict_idle(self._watermark) for state in self._states)
+        for state in self._states:
+            if state.replayed:
+                state.forget_replayed_before(self._watermark)
         self._next_sweep = self._watermark + _SWEEP_EVERY_SECONDS
         return evicted
 
@@ -246,6 +331,10 @@ class Engine:
         for state in self._states:
             state.key_mismatches = 0
         return taken
+
+    def replayed_keys(self) -> int:
+        """How many keys still hold replayed times (none once the rebuilt windows moved on)."""
+        return sum(len(state.replayed) for state in self._states)
 
     def tracked_keys(self) -> Iterator[tuple[str, int]]:
         """``(rule name, number of keys with live state)`` for every rule."""

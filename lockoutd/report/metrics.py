@@ -112,6 +112,13 @@ class Metrics:
             "Records whose handling raised what nobody foresaw (invalid, reason unexpected).",
             registry=r,
         )
+        self.publish_refused = Counter(
+            "lockoutd_publish_refused",
+            "Records Kafka refused for good (too large, an invalid topic, not authorized), after "
+            "any fallback, by topic: logged at error level and skipped, never retried.",
+            ["topic"],
+            registry=r,
+        )
         self.invalid_user_ids = Counter(
             "lockoutd_invalid_user_ids",
             "User ids refused before they reached a ZITADEL request path.",

@@ -18,11 +18,11 @@ from typing import Any, Self, TypeAlias
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import BrokerResponseError, CommitFailedError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from lockoutd.errors import ConfigError, KafkaUnavailable
+from lockoutd.errors import ConfigError, KafkaRefused, KafkaUnavailable
 from lockoutd.report.metrics import Metrics
 from lockoutd.secrets import read_secret
 from lockoutd.settings import KafkaSettings
@@ -156,7 +156,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("partitions_assigned", partitions=_names(assigned))
-        await self._source.rewind(assigned)
+        # The consumer starts fetching the new partitions from their committed offsets while
+        # this runs: held until they are rewound, no record of theirs can reach the pipeline (and
+        # be committed) before the rebuild mark says which records were acted on before.
+        self._source.hold(assigned)
+        try:
+            await self._source.rewind(assigned)
+        finally:
+            self._source.release(assigned)
         self.joined = True
 
 
@@ -193,6 +200,9 @@ class KafkaSource:
         self._on_lost = on_lost
         self._rebalance = _Rebalance(self)
         self._positions: Offsets = {}
+        self._held: set[TopicPartition] = set()
+        """Partitions not fetched until their rewind is done, whatever ``resume`` says."""
+        self._fetching = True
         self.rebuild_until: Offsets = {}
         """Per partition, the committed offset that rewound records are replayed up to."""
         self._consumer = AIOKafkaConsumer(
@@ -253,10 +263,23 @@ class KafkaSource:
 
     def pause(self) -> None:
         """Stop fetching from every partition: the batch in flight is not yet acted on."""
+        self._fetching = False
         self._consumer.pause(*self._consumer.assignment())
 
     def resume(self) -> None:
-        self._consumer.resume(*self._consumer.assignment())
+        self._fetching = True
+        self._consumer.resume(*(self._consumer.assignment() - self._held))
+
+    def hold(self, partitions: Sequence[TopicPartition]) -> None:
+        """Fetch nothing from ``partitions`` (before anything awaits) until :meth:`release`."""
+        self._held.update(partitions)
+        self._consumer.pause(*partitions)
+
+    def release(self, partitions: Sequence[TopicPartition]) -> None:
+        """Let ``partitions`` be fetched again, unless the batch in flight paused fetching."""
+        self._held.difference_update(partitions)
+        if self._fetching:
+            self._consumer.resume(*(set(partitions) & self._consumer.assignment()))
 
     async def keep_membership(self) -> None:
         """Poll with every partition paused, so the group keeps this member while it waits.
@@ -370,13 +393,26 @@ class OutgoingRecord:
     value: bytes
     key: bytes | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    fallback: OutgoingRecord | None = None
+    """What to publish instead when Kafka refuses this record for good (a dead letter without
+    its value when the broker finds it too large)."""
+
+
+def refused_for_good(error: BaseException) -> bool:
+    """True for an answer about the record itself that retrying cannot change: too large, an
+    invalid topic, not authorized (the broker's non-retriable errors, and the producer's own
+    size check). Timeouts and lost connections are outages: those are retried."""
+    return isinstance(error, BrokerResponseError) and not error.retriable
 
 
 class KafkaSink:
     """Publishes records (decisions, dead letters) and waits for the broker to confirm them."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
-        self._producer = AIOKafkaProducer(
+    def __init__(
+        self, settings: KafkaSettings, *, producer: AIOKafkaProducer | None = None
+    ) -> None:
+        """``producer`` stands in for the one made from ``settings`` (in tests)."""
+        self._producer = producer or AIOKafkaProducer(
             acks="all",
             # Idempotence needs broker support that not every Kafka-compatible broker has;
             # duplicates on the audit topic are harmless, decisions carry their own time and key.
@@ -403,14 +439,44 @@ class KafkaSink:
         await self._producer.stop()
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
-        """Send ``records`` and wait until the broker has every one of them."""
-        if not records:
-            return
-        try:
-            deliveries = [
-                await self._producer.send(r.topic, r.value, key=r.key, headers=r.headers)
-                for r in records
-            ]
-            await asyncio.gather(*deliveries)
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"publishing to Kafka failed: {exc}") from exc
+        """Send ``records`` and wait until the broker has every one of them.
+
+        A record refused for good is sent once more as its ``fallback``, if it has one. Raises
+        :class:`KafkaUnavailable` when any record may go through on a retry (of the whole call:
+        a repeat of a delivered record is harmless), else :class:`KafkaRefused` with the
+        records refused for good once everything else is delivered.
+        """
+        refused = await self._send(records)
+        fallbacks = [record.fallback for record, _ in refused if record.fallback is not None]
+        refused = [(record, error) for record, error in refused if record.fallback is None]
+        if fallbacks:
+            refused += await self._send(fallbacks)
+        if refused:
+            raise KafkaRefused([(record, f"{record.topic}: {error}") for record, error in refused])
+
+    async def _send(self, records: Sequence[OutgoingRecord]) -> list[tuple[OutgoingRecord, str]]:
+        # Every send is awaited before anything is raised: no delivery is left unobserved.
+        outcomes: list[tuple[OutgoingRecord, BaseException | asyncio.Future[Any]]] = []
+        for r in records:
+            try:
+                delivery = await self._producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+            except KafkaError as exc:  # the producer's own checks: too large, closed, no metadata
+                outcomes.append((r, exc))
+            else:
+                outcomes.append((r, delivery))
+        pending = [outcome for _, outcome in outcomes if isinstance(outcome, asyncio.Future)]
+        answers = iter(await asyncio.gather(*pending, return_exceptions=True))
+        errors = [
+            (r, next(answers) if isinstance(outcome, asyncio.Future) else outcome)
+            for r, outcome in outcomes
+        ]
+        refused: list[tuple[OutgoingRecord, str]] = []
+        for record, error in errors:
+            if not isinstance(error, BaseException):
+                continue
+            if not refused_for_good(error):
+                if isinstance(error, KafkaError):
+                    raise KafkaUnavailable(f"publishing to Kafka failed: {error}") from error
+                raise error
+            refused.append((record, str(error)))
+        return refused

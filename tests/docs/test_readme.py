@@ -30,7 +30,7 @@ MEANINGS = {
     "kafka.topics": "topics to consume (`a,b` in the environment)",
     "kafka.group_id": "consumer group; instances with one group share the partitions",
     "kafka.client_id": "the client id the broker sees",
-    "kafka.dead_letter_topic": "where invalid records go, unchanged",
+    "kafka.dead_letter_topic": "where invalid records go, unchanged (cut down when too large)",
     "kafka.decisions_topic": "the audit topic",
     "kafka.formats": "input format per topic, e.g. `{zitadel.events: zitadel}`; others are native",
     "kafka.schedule_topic": "temporary locks and their unlock times, shared by all instances "

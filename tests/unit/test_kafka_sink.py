@@ -1,0 +1,120 @@
+"""What the sink does with Kafka's answers: outages are retried by the caller, refusals for good
+fall back once (a dead letter without its value) and are then reported, never retried forever
+(README, Operations: "Poison records")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    NotLeaderForPartitionError,
+    TopicAuthorizationFailedError,
+)
+from structlog.testing import capture_logs
+
+from lockoutd.daemon import Daemon
+from lockoutd.errors import KafkaRefused, KafkaUnavailable
+from lockoutd.rules import load_rules
+from lockoutd.settings import Settings
+from lockoutd.source.kafka import KafkaSink, OutgoingRecord
+from tests.unit.test_pipeline import REPO
+
+
+class FakeProducer:
+    """Answers each send with the error named for its value (raised by ``send`` itself when
+    ``early``, like the producer's own size check), and delivers the rest."""
+
+    def __init__(self, errors: dict[bytes, Exception], *, early: bool = False) -> None:
+        self.errors = errors
+        self.early = early
+        self.delivered: list[OutgoingRecord] = []
+
+    async def send(
+        self, topic: str, value: bytes, *, key: Any, headers: Any
+    ) -> asyncio.Future[None]:
+        error = self.errors.get(value)
+        if error is not None and self.early:
+            raise error
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(None)
+            self.delivered.append(OutgoingRecord(topic, value, key=key, headers=headers))
+        return answer
+
+
+def _sink(producer: FakeProducer) -> KafkaSink:
+    return KafkaSink(Settings().kafka, producer=producer)  # type: ignore[arg-type]
+
+
+DEAD_LETTER = OutgoingRecord(
+    "dlq",
+    b"a large value",
+    headers=[("lockoutd.source", b"auth.events/0/5")],
+    fallback=OutgoingRecord("dlq", b"", headers=[("lockoutd.truncated", b"value")]),
+)
+DECISION = OutgoingRecord("decisions", b'{"outcome": "locked"}')
+
+
+@pytest.mark.parametrize("early", [False, True])
+async def test_a_dead_letter_refused_as_too_large_goes_without_its_value(early: bool) -> None:
+    producer = FakeProducer({b"a large value": MessageSizeTooLargeError()}, early=early)
+    await _sink(producer).publish([DEAD_LETTER, DECISION])
+    assert [(r.topic, r.value) for r in producer.delivered] == [
+        ("decisions", DECISION.value),
+        ("dlq", b""),
+    ]
+
+
+async def test_a_refusal_without_a_fallback_is_raised_after_the_rest_is_delivered() -> None:
+    producer = FakeProducer({DECISION.value: TopicAuthorizationFailedError()})
+    other = OutgoingRecord("decisions", b"{}")
+    with pytest.raises(KafkaRefused) as refused:
+        await _sink(producer).publish([DECISION, other])
+    assert [record for record, _ in refused.value.refused] == [DECISION]
+    assert not refused.value.retriable
+    assert producer.delivered == [other]
+
+
+async def test_a_fallback_refused_too_is_raised() -> None:
+    producer = FakeProducer(
+        {b"a large value": MessageSizeTooLargeError(), b"": MessageSizeTooLargeError()}
+    )
+    with pytest.raises(KafkaRefused) as refused:
+        await _sink(producer).publish([DEAD_LETTER])
+    assert [record for record, _ in refused.value.refused] == [DEAD_LETTER.fallback]
+
+
+@pytest.mark.parametrize("error", [NotLeaderForPartitionError(), KafkaTimeoutError()])
+async def test_outages_are_unavailable_for_the_caller_to_retry(error: Exception) -> None:
+    with pytest.raises(KafkaUnavailable) as raised:
+        await _sink(FakeProducer({DECISION.value: error})).publish([DECISION])
+    assert not isinstance(raised.value, KafkaRefused)
+
+
+class RefusingSink:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def publish(self, records: list[OutgoingRecord]) -> None:
+        self.calls += 1
+        raise KafkaRefused([(records[0], "decisions: [Error 29] TopicAuthorizationFailedError")])
+
+
+async def test_the_daemon_logs_counts_and_skips_a_refused_record() -> None:
+    """No retry loop: one attempt, one error line, one count, and the batch goes on."""
+    settings = Settings(engine={"rule_paths": [REPO / "rules"]})
+    daemon = Daemon(settings, load_rules(settings.engine.rule_paths))
+    sink = RefusingSink()
+    with capture_logs() as logs:
+        await daemon._publish(sink, [DECISION])  # type: ignore[arg-type]
+    assert sink.calls == 1
+    [line] = [entry for entry in logs if entry["event"] == "publish_refused"]
+    assert (line["log_level"], line["topic"]) == ("error", "decisions")
+    sample = daemon.metrics.registry.get_sample_value
+    assert sample("lockoutd_publish_refused_total", {"topic": "decisions"}) == 1
