@@ -41,9 +41,11 @@ def start_stack(
     *,
     rule_paths: list[Path] | None = None,
     event_format: str = "native",
+    partitions: int = 3,
     **overrides: object,
 ) -> Stack:
-    """Fresh topics and group, an emulator with one org and a PAT, and a ready daemon."""
+    """Fresh topics (of ``partitions`` each) and group, an emulator with one org and a PAT, and a
+    ready daemon."""
     suffix = uuid.uuid4().hex[:8]
     config = DaemonConfig(
         bootstrap_servers=broker.bootstrap_servers,
@@ -63,7 +65,10 @@ def start_stack(
         config.extra.setdefault("kafka", {})["formats"] = {config.topics[0]: event_format}
     asyncio.run(
         broker.create_topics(
-            config.topics[0], config.dead_letter_topic or "", config.decisions_topic or ""
+            config.topics[0],
+            config.dead_letter_topic or "",
+            config.decisions_topic or "",
+            partitions=partitions,
         )
     )
     emulator = ZitadelEmulator()
