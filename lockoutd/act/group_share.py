@@ -28,7 +28,8 @@ _EPSILON = 1e-9
 
 
 class ShareBucket:
-    """``per_minute`` locks a minute for the whole group, of which this instance has ``share``.
+    """``group_per_minute`` locks a minute for the whole group, of which this instance has
+    ``share``.
 
     It holds at most its share of one minute's locks (the burst), but always room for one whole
     lock: a share worth less than one lock a minute locks at its fractional rate instead of
@@ -38,12 +39,12 @@ class ShareBucket:
 
     def __init__(
         self,
-        per_minute: float,
+        group_per_minute: float,
         *,
         share: float = 1.0,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._whole = per_minute
+        self._whole = group_per_minute
         self._share = share
         self._now = now
         self._tokens = self._burst()
