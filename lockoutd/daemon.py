@@ -151,6 +151,9 @@ class Daemon:
                     metrics=self.metrics,
                     lookback_seconds=lambda: max(rule.window for rule in pipeline.rules.rules),
                     on_lost=pipeline.forget,
+                    # The safety caps are the group's: each member locks the share of them that
+                    # its partitions are of all the partitions, rebalanced with them.
+                    on_share=pipeline.share_lock_budget,
                 ),
             )
 

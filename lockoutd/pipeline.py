@@ -109,6 +109,10 @@ class Pipeline:
             self._engines.pop(tp, None)
         self._report_tracked_keys()
 
+    def share_lock_budget(self, share: float) -> None:
+        """Lock no more than ``share`` of the group's safety caps from now on."""
+        self._executor.set_share(share)
+
     async def process(
         self,
         records: Sequence[Record],

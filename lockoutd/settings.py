@@ -165,10 +165,11 @@ class EngineSettings(_Section):
 
 class SafetySettings(_Section):
     max_locks_per_minute: int = Field(default=60, gt=0)
-    """A token bucket over all locks: beyond it, locks are ``suppressed`` and reported."""
+    """A token bucket over all locks of the whole consumer group (each instance holds the share
+    of it that its partitions are of all): beyond it, locks are ``suppressed`` and reported."""
     max_locks_per_minute_per_org: int | None = Field(default=None, gt=0)
     """The same, for each organization on its own, counted on the org ZITADEL reports for the
-    user (unset: no cap per org)."""
+    user (unset: no cap per org); also for the whole group."""
 
 
 class _Listening(_Section):

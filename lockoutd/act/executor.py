@@ -8,8 +8,9 @@ from typing import TypeVar
 
 import msgspec
 import stamina
-from aiolimiter import AsyncLimiter
+import structlog
 
+from lockoutd.act.group_share import ShareBucket
 from lockoutd.act.org_caps import OrgCaps
 from lockoutd.act.schedule import UnlockSchedule
 from lockoutd.act.temporary import LocalScheduleWriter, TemporaryLocks
@@ -20,6 +21,8 @@ from lockoutd.report.metrics import Metrics
 from lockoutd.rules.model import AllowedSet, LockAction
 
 _T = TypeVar("_T")
+
+log = structlog.get_logger(__name__)
 
 _NOBODY = AllowedSet()
 
@@ -37,7 +40,8 @@ class LockExecutor:
     The safety cap is a token bucket of ``max_locks_per_minute`` (and optionally one per org): an
     attacker who can make rules fire for every account must not be able to make lockoutd lock
     every account. A decision over the cap is ``suppressed`` and final for that crossing; it is
-    never queued for later.
+    never queued for later. The caps are the whole group's: :meth:`set_share` gives this
+    instance its share of them (the whole until told otherwise, as in ``lockoutd replay``).
 
     While ZITADEL is unavailable the lock is tried again with growing pauses until it answers;
     the daemon meanwhile stops fetching (backpressure), and a shutdown cancels the wait without
@@ -62,7 +66,7 @@ class LockExecutor:
             schedule = UnlockSchedule()
             locks = TemporaryLocks(store, schedule, LocalScheduleWriter(schedule), clock=clock)
         self._locks = locks
-        self._cap = AsyncLimiter(max_locks_per_minute, time_period=60)
+        self._cap = ShareBucket(max_locks_per_minute)
         self._org_caps = (
             OrgCaps(max_locks_per_minute_per_org)
             if max_locks_per_minute_per_org is not None
@@ -71,6 +75,15 @@ class LockExecutor:
         self._metrics = metrics
         self._clock = clock
         self._outage_waits = (outage_wait_initial, outage_wait_max)
+
+    def set_share(self, share: float) -> None:
+        """Hold ``share`` of the group's caps from now on: the share of its partitions that
+        this instance holds, set at every assignment (README, Operations: "Scaling out")."""
+        self._cap.set_share(share)
+        if self._org_caps is not None:
+            self._org_caps.set_share(share)
+        self._metrics.lock_budget.set(self._cap.per_minute)
+        log.info("lock_budget_shared", share=round(share, 4), per_minute=self._cap.per_minute)
 
     async def carry_out(
         self,
@@ -127,7 +140,7 @@ class LockExecutor:
                     return msgspec.structs.replace(
                         decision, user_id=target, org_id=org_id, outcome=Outcome.ALLOWLISTED
                     )
-            if (over := await self._take_cap(users_org)) is not None:
+            if (over := self._take_cap(users_org)) is not None:
                 return msgspec.structs.replace(
                     decision, user_id=target, org_id=org_id, outcome=Outcome.SUPPRESSED, error=over
                 )
@@ -150,7 +163,7 @@ class LockExecutor:
             unlock_at=rfc3339(result.unlock_at) if result.unlock_at is not None else None,
         )
 
-    async def _take_cap(self, org_id: str | None) -> str | None:
+    def _take_cap(self, org_id: str | None) -> str | None:
         """Take a token from every cap that applies; the name of the one that is empty, if any.
 
         ``org_id`` is the org ZITADEL reports for the user, never an event's claim.
@@ -158,15 +171,14 @@ class LockExecutor:
         org_cap = None
         if self._org_caps is not None:
             org_name, org_cap = self._org_caps.bucket(org_id)
-        if not self._cap.has_capacity():
+        if not self._cap.has_token():
             return "safety.max_locks_per_minute reached"
-        if org_cap is not None and not org_cap.has_capacity():
+        if org_cap is not None and not org_cap.has_token():
             return f"safety.max_locks_per_minute_per_org reached for org {org_name}"
-        # Both have capacity, so acquire() returns without suspending: nothing else can take the
-        # token between the check and the take.
-        await self._cap.acquire()
+        # Nothing awaits between the check and the take: no other lock can take the token.
+        self._cap.take()
         if org_cap is not None:
-            await org_cap.acquire()
+            org_cap.take()
         return None
 
     async def _until_available(self, call: Callable[[], Awaitable[_T]]) -> _T:

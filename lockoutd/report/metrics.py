@@ -136,6 +136,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.lock_budget = Gauge(
+            "lockoutd_lock_budget_per_minute",
+            "This instance's share of safety.max_locks_per_minute (the whole group's cap), by "
+            "the share of the partitions it holds; set at every assignment, 0 before the first.",
+            registry=r,
+        )
         self.build_info.labels(version=__version__).set(1)
         for reason in SCHEDULE_REJECTIONS:
             self.schedule_rejected.labels(reason=reason)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -155,6 +155,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self._source.partitions_lost(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._source.share_assignment()  # before anything here awaits or can fail
         log.info("partitions_assigned", partitions=_names(assigned))
         # The consumer starts fetching the new partitions from their committed offsets while
         # this runs: held until they are rewound, no record of theirs can reach the pipeline (and
@@ -171,6 +172,18 @@ def _names(partitions: Sequence[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
 
 
+def partition_share(assigned: Iterable[tuple[str, int]], partitions: Mapping[str, int]) -> float:
+    """The fraction of all consumed partitions that ``assigned`` holds.
+
+    ``partitions`` counts the partitions of each consumed topic; every partition of every topic
+    weighs the same, so the shares of a group's members add up to one. A partition of a topic
+    whose count is unknown is worth nothing: an unknown never inflates the share.
+    """
+    total = sum(partitions.values())
+    held = sum(1 for topic, _ in assigned if topic in partitions)
+    return min(1.0, held / total) if total else 0.0
+
+
 FETCH_MAX_WAIT_MS = 100
 """How long the broker may hold a fetch that found nothing new; the benchmarks' bare consumers
 use the same, so that they compare like with like."""
@@ -183,7 +196,9 @@ class KafkaSource:
     """Batches of records from the configured topics, as one member of the consumer group.
 
     ``lookback_seconds`` says how far back in the topic the windows reach (the longest rule
-    window); ``on_lost`` is told of partitions taken away, so their state can be dropped.
+    window); ``on_lost`` is told of partitions taken away, so their state can be dropped;
+    ``on_share`` is told, at every assignment, the share of the consumed partitions this member
+    now holds (:func:`partition_share`), which is its share of the group's safety caps.
     """
 
     def __init__(
@@ -193,11 +208,13 @@ class KafkaSource:
         metrics: Metrics,
         lookback_seconds: Callable[[], float] = lambda: 0.0,
         on_lost: Callable[[Sequence[TopicPartition]], None] = lambda _: None,
+        on_share: Callable[[float], None] = lambda _: None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._lookback_seconds = lookback_seconds
         self._on_lost = on_lost
+        self._on_share = on_share
         self._rebalance = _Rebalance(self)
         self._positions: Offsets = {}
         self._held: set[TopicPartition] = set()
@@ -317,6 +334,14 @@ class KafkaSource:
                     from_offset=start,
                     committed=committed,
                 )
+
+    def share_assignment(self) -> None:
+        """Tell ``on_share`` the share of all consumed partitions this member holds now."""
+        counts = {
+            topic: len(self._consumer.partitions_for_topic(topic) or ())
+            for topic in self._settings.topics
+        }
+        self._on_share(partition_share(self._consumer.assignment(), counts))
 
     def partitions_lost(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:

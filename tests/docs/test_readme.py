@@ -72,11 +72,11 @@ MEANINGS = {
     "engine.max_clock_skew": "events stamped further ahead of the clock are `future_time`, invalid",
     "engine.dry_run": "shadow mode for every rule: decide and report, call nothing",
     "engine.drain_timeout": "how long shutdown waits for the batch in flight",
-    "safety.max_locks_per_minute": "a token bucket over all locks; beyond it locks are "
-    "`suppressed`",
+    "safety.max_locks_per_minute": "a token bucket over all locks of the whole group (every "
+    "instance of one `group_id` together); beyond it locks are `suppressed`",
     "safety.max_locks_per_minute_per_org": (
         "the same for each organization, the one ZITADEL reports for the user, not the event's "
-        "claim (unset: no cap per org)"
+        "claim, also for the whole group (unset: no cap per org)"
     ),
     "metrics.listen": "`/metrics`, `/healthz`, `/readyz`",
     "log.level": "log level",

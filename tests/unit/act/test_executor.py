@@ -397,3 +397,40 @@ async def test_without_a_per_org_cap_or_login_names_in_the_allowlist_no_user_is_
     store = FakeStore()
     await _executor(store).carry_out(_pending(), event_time=EVENT_TIME, allowed=_allowed("9"))
     assert store.read_calls == []
+
+
+# The group's cap: an instance locks its share of it (README, Operations: "Scaling out").
+
+
+async def test_an_instance_locks_its_share_of_the_cap_and_reports_it() -> None:
+    """Half the partitions under a cap of 4: 2 locks and 2 suppressed; the budget gauge says 2."""
+    store, metrics = FakeStore(), Metrics()
+    executor = _executor(store, metrics=metrics, max_locks_per_minute=4)
+    executor.set_share(1 / 2)
+    decisions = [
+        await executor.carry_out(_pending(str(n)), event_time=EVENT_TIME) for n in range(4)
+    ]
+    assert [d.outcome for d in decisions] == [Outcome.LOCKED] * 2 + [Outcome.SUPPRESSED] * 2
+    assert metrics.registry.get_sample_value("lockoutd_lock_budget_per_minute") == 2
+
+
+async def test_an_instance_locks_its_share_of_each_org_cap() -> None:
+    """Half the partitions under a per-org cap of 4: 2 locks in org 300, and 2 in org 301."""
+    users = {str(n): _user("300" if n < 4 else "301", frozenset()) for n in range(8)}
+    executor = _executor(FakeStore(users=users), max_locks_per_minute_per_org=4)
+    executor.set_share(1 / 2)
+    outcomes = [
+        (await executor.carry_out(_pending(user), event_time=EVENT_TIME)).outcome for user in users
+    ]
+    twice = [Outcome.LOCKED] * 2 + [Outcome.SUPPRESSED] * 2
+    assert outcomes == twice + twice
+
+
+async def test_an_instance_without_partitions_locks_nobody() -> None:
+    """A share of nothing: every decision is suppressed, none reaches ZITADEL."""
+    store = FakeStore()
+    executor = _executor(store)
+    executor.set_share(0.0)
+    decision = await executor.carry_out(_pending(), event_time=EVENT_TIME)
+    assert decision.outcome is Outcome.SUPPRESSED
+    assert store.lock_calls == []
