@@ -13,11 +13,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
+import structlog
 from aiokafka import TopicPartition
 
 from lockoutd.act.executor import LockExecutor
 from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.zitadel import UserStore
+from lockoutd.decide.bound import KeyBound
 from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES, Event
@@ -30,6 +32,8 @@ from lockoutd.rules import RuleSet
 from lockoutd.rules.model import LockAction
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import OutgoingRecord, Record
+
+log = structlog.get_logger(__name__)
 
 _Pending = tuple[Decision, float, LockAction | None]
 
@@ -78,6 +82,8 @@ class Pipeline:
             )
             for topic in settings.kafka.topics
         }
+        self._bound = KeyBound(settings.engine.max_tracked_keys)
+        metrics.tracked_keys_limit.set(settings.engine.max_tracked_keys)
         self._rejects = Rejects(settings.kafka.dead_letter_topic, metrics=metrics)
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
         metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
@@ -173,6 +179,7 @@ class Pipeline:
                     firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
                 ):
                     pending.append((decision, event.occurred_at, firing.rule.action.lock))
+        self._keep_within_bound()
         if accepted:
             self._metrics.events.labels(result="accepted").inc(accepted)
         if ignored:
@@ -189,6 +196,19 @@ class Pipeline:
         """Count, log and prepare the audit record of a finished decision."""
         self.outcomes[decision.outcome or ""] += 1
         return self._reporter.report(decision)
+
+    def _keep_within_bound(self) -> None:
+        # Once a batch: a batch adds at most its records' worth of keys beyond the bound.
+        evicted = self._bound.enforce(self._engines.values())
+        if not evicted:
+            return
+        for rule, count in evicted.items():
+            self._metrics.evicted_keys.labels(rule=rule).inc(count)
+        log.warning(
+            "tracked_keys_evicted",
+            evicted=dict(evicted),
+            max_tracked_keys=self._bound.max_keys,
+        )
 
     def _report_tracked_keys(self) -> None:
         tracked: Counter[str] = Counter({rule.name: 0 for rule in self.rules.rules})

@@ -46,6 +46,10 @@ A sweep must not visit every key (at a million keys that is most of the engine's
 key is filed under the minute its window would end if it saw nothing more; a sweep reads only
 the minutes that have passed, forgets the keys that are idle and files the others again under
 their new end.
+
+The same filing serves the bound on tracked keys (:mod:`lockoutd.decide.bound`): keys are
+offered for eviction minute by minute, the windows that end soonest first, each with its
+:data:`TIERS` rank, so that the least filled go first without a scan of every key.
 """
 
 from __future__ import annotations
@@ -80,6 +84,19 @@ _DUE_EVERY_SECONDS = 60.0
 """Width of the slices of time under which keys are filed for the idle sweep."""
 
 _State = TypeVar("_State")
+
+TIERS = 6
+"""How full a window is, in ranks from 0 (one event, of a threshold above one: what a flood of
+made-up keys leaves) through 1-4 (a quarter of the threshold each) to 5 (fired)."""
+
+
+def tier(kept: int, threshold: int, fired: bool) -> int:
+    """The rank of a window that keeps ``kept`` times (or values) of ``threshold``."""
+    if fired:
+        return TIERS - 1
+    if kept <= 1:
+        return 0
+    return min(1 + 4 * kept // threshold, TIERS - 2)
 
 
 class Windows(ABC, Generic[_State]):
@@ -142,9 +159,45 @@ class Windows(ABC, Generic[_State]):
     def _evicted(self, slots: list[Slot]) -> None:
         """Called with the keys a sweep forgot, for state kept beside ``by_key``."""
 
+    def filed_minutes(self) -> list[float]:
+        """The slices of time keys are filed under, whose windows end in them."""
+        return list(self._due)
+
+    def ranked(self, minute: float) -> list[tuple[Slot, int]]:
+        """The live keys filed under ``minute``, in the order they were filed, with their rank."""
+        by_key, threshold, fill = self.by_key, self.threshold, self._fill
+        ranked = []
+        for slot in self._due.get(minute, ()):
+            state = by_key.get(slot)
+            if state is not None:
+                kept, fired = fill(state)
+                ranked.append((slot, tier(kept, threshold, fired)))
+        return ranked
+
+    def evict(self, minute: float, slots: list[Slot]) -> int:
+        """Forget ``slots``, filed under ``minute``, to make room; return how many were live.
+
+        The keys leave their filing too: a flood of keys must not stay referenced there until
+        their minute passes.
+        """
+        filed = self._due.get(minute, {})
+        gone = []
+        for slot in slots:
+            filed.pop(slot, None)
+            if self.by_key.pop(slot, None) is not None:
+                gone.append(slot)
+        if not filed:
+            self._due.pop(minute, None)
+        self._evicted(gone)
+        return len(gone)
+
     @abstractmethod
     def _newest(self, state: _State) -> float:
         """The newest time ``state`` holds."""
+
+    @abstractmethod
+    def _fill(self, state: _State) -> tuple[int, bool]:
+        """How many times (or values) ``state`` keeps, and whether it fired."""
 
 
 class _Spill:
@@ -393,6 +446,12 @@ class EventWindows(Windows[EventState]):
         newest: float = _TIME.unpack_from(state, ((len(state) >> 4) - 1) * 8)[0]
         return newest
 
+    def _fill(self, state: EventState) -> tuple[int, bool]:
+        if not isinstance(state, KeyWindow):
+            return len(state) >> 4, False
+        spill = state.spill
+        return (len(spill.times) - spill.first if spill else len(state.times)), state.fired
+
 
 class DistinctWindow(msgspec.Struct, gc=False):
     """The distinct values of one key once it has seen two or more.
@@ -524,6 +583,9 @@ class DistinctWindows(Windows[DistinctState]):
 
     def _newest(self, state: DistinctState) -> float:
         return state[0] if isinstance(state, tuple) else state.newest
+
+    def _fill(self, state: DistinctState) -> tuple[int, bool]:
+        return (1, False) if isinstance(state, tuple) else (len(state.last_seen), state.fired)
 
 
 def _grown(one: OneValue, keep_events: bool) -> DistinctWindow:
