@@ -132,8 +132,31 @@ def test_evicted_keys_leave_the_sweep_filing() -> None:
     engine = Engine(ruleset(rule(threshold=5, window="1h")))
     _feed(engine, KeyBound(1_000), _flood(20_000, span=30), batch=500)
     (windows,) = (w for _, w in engine.rule_windows())
-    assert sum(len(windows.ranked(minute)) for minute in windows.filed_minutes()) == len(windows)
     assert sum(len(keys) for keys in windows._due.values()) == len(windows)
+
+
+def test_a_minute_read_before_is_read_again_once_a_key_is_filed_there() -> None:
+    """A round remembers that a minute held nothing emptier than two events, and skips it
+    while looking for one-event windows; a one-event key filed there since is still found."""
+    engine = Engine(ruleset(rule(threshold=5, window="10m")))
+
+    def fail(user: str, *minutes: float) -> None:
+        for at in minutes:
+            engine.process(event(at, user_id=user), T0 + at * MINUTE)
+
+    for n in range(14):  # every key below ends its window in the same minute
+        fail(f"victim-{n}", 0, 0.1, 0.2, 0.3)
+    fail("twice-1", 0.35, 0.36)
+    fail("twice-2", 0.35, 0.36)
+    fail("once", 0.4)
+    bound = KeyBound(16)
+    assert bound.enforce([engine]) == {"password-bruteforce": 2}  # "once" and a "twice"
+    fail("late-1", 0.5)
+    fail("late-2", 0.5)
+    assert bound.enforce([engine]) == {"password-bruteforce": 2}
+    (windows,) = (w for _, w in engine.rule_windows())
+    assert {f"victim-{n}" for n in range(14)} <= set(windows.by_key)
+    assert "late-1" not in windows.by_key
 
 
 @pytest.mark.parametrize(
