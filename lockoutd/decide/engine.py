@@ -255,12 +255,12 @@ class Engine:
             state.key_mismatches = 0
         return taken
 
-    def rule_windows(self) -> Iterator[tuple[str, EventWindows | DistinctWindows]]:
-        """``(rule name, its windows)`` for every rule, for the bound on tracked keys."""
-        for state in self._states:
-            yield state.rule.name, state.windows
-
     def tracked_keys(self) -> Iterator[tuple[str, int]]:
         """``(rule name, number of keys with live state)`` for every rule."""
         for state in self._states:
             yield state.rule.name, len(state.windows)
+
+    def rule_windows(self) -> Iterator[tuple[str, EventWindows | DistinctWindows]]:
+        """``(rule name, its windows)`` for every rule, for the bound on tracked keys."""
+        for state in self._states:
+            yield state.rule.name, state.windows
