@@ -33,8 +33,6 @@ from lockoutd.rules.model import LockAction
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import OutgoingRecord, Record
 
-log = structlog.get_logger(__name__)
-
 _Pending = tuple[Decision, float, LockAction | None]
 
 Partition = tuple[str, int]
@@ -82,11 +80,11 @@ class Pipeline:
             )
             for topic in settings.kafka.topics
         }
-        self._bound = KeyBound(settings.engine.max_tracked_keys)
-        metrics.tracked_keys_limit.set(settings.engine.max_tracked_keys)
         self._rejects = Rejects(settings.kafka.dead_letter_topic, metrics=metrics)
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
         metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
+        self._bound = KeyBound(settings.engine.max_tracked_keys)
+        metrics.tracked_keys_limit.set(settings.engine.max_tracked_keys)
 
     def replace_rules(self, rules: RuleSet) -> None:
         """Use ``rules`` from the next batch on; unchanged rules keep their counts."""
@@ -179,7 +177,6 @@ class Pipeline:
                     firing, self.rules, now=now, max_event_age=max_age, dry_run=dry_run
                 ):
                     pending.append((decision, event.occurred_at, firing.rule.action.lock))
-        self._keep_within_bound()
         if accepted:
             self._metrics.events.labels(result="accepted").inc(accepted)
         if ignored:
@@ -189,6 +186,7 @@ class Pipeline:
             for decision in await self._carry_out(pending)
             if (audit := self.report(decision)) is not None
         ]
+        self._keep_within_bound()
         self._report_tracked_keys()
         return audits
 
@@ -204,7 +202,7 @@ class Pipeline:
             return
         for rule, count in evicted.items():
             self._metrics.evicted_keys.labels(rule=rule).inc(count)
-        log.warning(
+        structlog.get_logger(__name__).warning(
             "tracked_keys_evicted",
             evicted=dict(evicted),
             max_tracked_keys=self._bound.max_keys,
