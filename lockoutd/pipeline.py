@@ -14,11 +14,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
+import structlog
 from aiokafka import TopicPartition
 
 from lockoutd.act.executor import LockExecutor
 from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.zitadel import UserStore
+from lockoutd.decide.bound import KeyBound
 from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES, Event
@@ -96,6 +98,8 @@ class Pipeline:
         )
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
         metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
+        self._bound = KeyBound(settings.engine.max_tracked_keys)
+        metrics.tracked_keys_limit.set(settings.engine.max_tracked_keys)
 
     def replace_rules(self, rules: RuleSet) -> None:
         """Use ``rules`` from the next batch on; unchanged rules keep their counts."""
@@ -224,6 +228,7 @@ class Pipeline:
             for decision in await self._carry_out(pending)
             if (audit := self.report(decision)) is not None
         ]
+        self._keep_within_bound()
         self._report_tracked_keys()
         return audits
 
@@ -231,6 +236,19 @@ class Pipeline:
         """Count, log and prepare the audit record of a finished decision."""
         self.outcomes[decision.outcome or ""] += 1
         return self._reporter.report(decision)
+
+    def _keep_within_bound(self) -> None:
+        # Once a batch: a batch adds at most its records' worth of keys beyond the bound.
+        evicted = self._bound.enforce(self._engines.values())
+        if not evicted:
+            return
+        for rule, count in evicted.items():
+            self._metrics.evicted_keys.labels(rule=rule).inc(count)
+        structlog.get_logger(__name__).warning(
+            "tracked_keys_evicted",
+            evicted=dict(evicted),
+            max_tracked_keys=self._bound.max_keys,
+        )
 
     def _report_tracked_keys(self) -> None:
         tracked: Counter[str] = Counter({rule.name: 0 for rule in self.rules.rules})

@@ -156,6 +156,9 @@ class EngineSettings(_Section):
     """Shadow mode for every rule: decisions are published as ``dry_run`` and nothing is called."""
     drain_timeout: Duration = 20.0
     """On SIGTERM, how long in-flight decisions may take before the daemon exits without them."""
+    max_tracked_keys: int = Field(default=1_000_000, gt=0)
+    """Windows kept per instance, every rule and partition together; past it the least filled
+    are forgotten (README, "Operations")."""
 
     @field_validator("rule_paths", mode="before")
     @classmethod

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from lockoutd.decide.windows import DistinctWindows, EventWindows, Slot
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event, field_reader
 from lockoutd.rules.model import AllowedSet, EventMatcher, Rule, RuleSet
@@ -239,8 +241,11 @@ def _slot(value: Any) -> Slot | None:
 class Engine:
     """Evaluates every rule over every event.
 
-    ``process`` takes the wall-clock ``now`` only to bound the watermark: one event stamped far
-    in the future must not make every other key look idle and evict it.
+    ``process`` takes the wall-clock ``now`` to bound event times: an event stamped later than
+    ``now`` cannot have happened yet, so it is counted at ``now`` (README, "How a window counts").
+    Counted at its own time, it would anchor its key's window ahead of the real failures and push
+    them out of it, and keep the key from ever looking idle; one event stamped far in the future
+    would also make every other key look idle and evict it.
     """
 
     def __init__(self, rules: RuleSet) -> None:
@@ -266,8 +271,11 @@ class Engine:
         """
         at = event.occurred_at
         if at > self._watermark:
-            self._watermark = now if now < at else at  # min(at, now), without the call
-            if self._watermark >= self._next_sweep:
+            if at > now:
+                event = msgspec.structs.replace(event, occurred_at=now)
+                at = now
+            self._watermark = at
+            if at >= self._next_sweep:
                 self.evict_idle()
         if self._allowlists_ips and self.rules.ip_allowlisted(event.ip):
             return []
@@ -340,3 +348,8 @@ class Engine:
         """``(rule name, number of keys with live state)`` for every rule."""
         for state in self._states:
             yield state.rule.name, len(state.windows)
+
+    def rule_windows(self) -> Iterator[tuple[str, EventWindows | DistinctWindows]]:
+        """``(rule name, its windows)`` for every rule, for the bound on tracked keys."""
+        for state in self._states:
+            yield state.rule.name, state.windows

@@ -46,6 +46,11 @@ A sweep must not visit every key (at a million keys that is most of the engine's
 key is filed under the minute its window would end if it saw nothing more; a sweep reads only
 the minutes that have passed, forgets the keys that are idle and files the others again under
 their new end.
+
+The same filing serves the bound on tracked keys (:mod:`lockoutd.decide.bound`): keys are shed
+minute by minute, the windows that end soonest first, rank by rank (:func:`tier`), and a minute
+remembers the lowest rank it held when last read, so that the fuller windows a round keeps are
+not read again by every round.
 """
 
 from __future__ import annotations
@@ -81,6 +86,19 @@ _DUE_EVERY_SECONDS = 60.0
 
 _State = TypeVar("_State")
 
+TIERS = 6
+"""How full a window is, in ranks from 0 (one event, of a threshold above one: what a flood of
+made-up keys leaves) through 1-4 (a quarter of the threshold each) to 5 (fired)."""
+
+
+def tier(kept: int, threshold: int, fired: bool) -> int:
+    """The rank of a window that keeps ``kept`` times (or values) of ``threshold``."""
+    if fired:
+        return TIERS - 1
+    if kept <= 1:
+        return 0
+    return min(1 + 4 * kept // threshold, TIERS - 2)
+
 
 class Windows(ABC, Generic[_State]):
     """The windows of one rule, by key, and the sweep that forgets idle keys.
@@ -89,7 +107,7 @@ class Windows(ABC, Generic[_State]):
     newest time of a window is.
     """
 
-    __slots__ = ("_due", "by_key", "threshold", "window")
+    __slots__ = ("_due", "_floors", "by_key", "threshold", "window")
 
     def __init__(self, threshold: int, window: float) -> None:
         self.threshold = threshold
@@ -100,6 +118,10 @@ class Windows(ABC, Generic[_State]):
         key may be filed twice (forgotten, then counted again); the sweep drops the extra one.
         Dicts rather than lists: a dict of strings is not tracked by the cycle collector, so a
         full collection does not visit a million filed keys."""
+        self._floors: dict[float, tuple[int, int]] = {}
+        """For the bound: the lowest rank left under a slice of time when a round last read it,
+        and how many keys were filed there then. A slice that gained a key since is read again;
+        one that did not is skipped by rounds looking for a lower rank."""
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -121,6 +143,9 @@ class Windows(ABC, Generic[_State]):
         limit = watermark - self.window
         now_due = watermark // _DUE_EVERY_SECONDS
         passed = [self._due.pop(due) for due in [due for due in self._due if due <= now_due]]
+        if self._floors:
+            for due in [due for due in self._floors if due <= now_due]:
+                del self._floors[due]
         by_key, newest_of = self.by_key, self._newest
         idle: list[Slot] = []
         filed_again: set[Slot] = set()
@@ -142,9 +167,62 @@ class Windows(ABC, Generic[_State]):
     def _evicted(self, slots: list[Slot]) -> None:
         """Called with the keys a sweep forgot, for state kept beside ``by_key``."""
 
+    def filed_minutes(self) -> list[float]:
+        """The slices of time keys are filed under, whose windows end in them."""
+        return list(self._due)
+
+    def shed(self, minute: float, rank: int, limit: int) -> int:
+        """Forget up to ``limit`` keys of ``rank`` filed under ``minute``, the first filed
+        first, to make room; return how many.
+
+        The keys leave the filing too (with any forgotten since they were filed): a flood must
+        not stay referenced there until its minute passes. The lowest rank left is remembered,
+        so that the next round skips this minute until a key is filed under it again: in a long
+        flood, rounds read the new keys and what they evict, not the keys they keep.
+        """
+        filed = self._due.get(minute)
+        if not filed:
+            return 0
+        known = self._floors.get(minute)
+        if known is not None and known[1] == len(filed) and known[0] > rank:
+            return 0
+        by_key, threshold, fill = self.by_key, self.threshold, self._fill
+        gone: list[Slot] = []
+        dead: list[Slot] = []
+        lowest = TIERS
+        for slot in filed:
+            state = by_key.get(slot)
+            if state is None:
+                dead.append(slot)
+                continue
+            kept, fired = fill(state)
+            found = tier(kept, threshold, fired)
+            if found == rank:
+                gone.append(slot)
+                if len(gone) == limit:
+                    lowest = rank  # the rest was not read
+                    break
+            elif found < lowest:
+                lowest = found
+        for slot in gone:
+            del filed[slot], by_key[slot]
+        for slot in dead:
+            del filed[slot]
+        self._evicted(gone)
+        if filed:
+            self._floors[minute] = (lowest, len(filed))
+        else:
+            del self._due[minute]
+            self._floors.pop(minute, None)
+        return len(gone)
+
     @abstractmethod
     def _newest(self, state: _State) -> float:
         """The newest time ``state`` holds."""
+
+    @abstractmethod
+    def _fill(self, state: _State) -> tuple[int, bool]:
+        """How many times (or values) ``state`` keeps, and whether it fired."""
 
 
 class _Spill:
@@ -393,6 +471,13 @@ class EventWindows(Windows[EventState]):
         newest: float = _TIME.unpack_from(state, ((len(state) >> 4) - 1) * 8)[0]
         return newest
 
+    def _fill(self, state: EventState) -> tuple[int, bool]:
+        if state.__class__ is bytes:
+            return len(state) >> 4, False
+        assert isinstance(state, KeyWindow)
+        spill = state.spill
+        return (len(spill.times) - spill.first if spill else len(state.times)), state.fired
+
 
 class DistinctWindow(msgspec.Struct, gc=False):
     """The distinct values of one key once it has seen two or more.
@@ -524,6 +609,9 @@ class DistinctWindows(Windows[DistinctState]):
 
     def _newest(self, state: DistinctState) -> float:
         return state[0] if isinstance(state, tuple) else state.newest
+
+    def _fill(self, state: DistinctState) -> tuple[int, bool]:
+        return (1, False) if isinstance(state, tuple) else (len(state.last_seen), state.fired)
 
 
 def _grown(one: OneValue, keep_events: bool) -> DistinctWindow:

@@ -76,6 +76,17 @@ class Metrics:
         self.tracked_keys = Gauge(
             "lockoutd_tracked_keys", "Keys with live window state, by rule.", ["rule"], registry=r
         )
+        self.tracked_keys_limit = Gauge(
+            "lockoutd_tracked_keys_limit",
+            "engine.max_tracked_keys: the most keys this instance keeps windows for, all rules.",
+            registry=r,
+        )
+        self.evicted_keys = Counter(
+            "lockoutd_evicted_keys",
+            "Live windows forgotten to stay within engine.max_tracked_keys, by rule.",
+            ["rule"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "lockoutd_consumer_lag",
             "Records between the consumer's position and the end of the partition.",
@@ -155,5 +166,6 @@ class Metrics:
         for rule, action in rules:
             self.rule_fired.labels(rule=rule)
             self.tracked_keys.labels(rule=rule)
+            self.evicted_keys.labels(rule=rule)
             for outcome in OUTCOMES:
                 self.actions.labels(rule=rule, action=action, outcome=outcome)

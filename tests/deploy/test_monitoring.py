@@ -56,6 +56,7 @@ def test_the_alerts_cover_what_operators_must_hear_about() -> None:
     assert "lockoutd_consumer_lag" in expressions["LockoutdConsumerLagGrowing"]
     assert "kube_pod_container_status_ready" in expressions["LockoutdNotReady"]
     assert "up{" in expressions["LockoutdDown"]
+    assert "lockoutd_evicted_keys_total" in expressions["LockoutdTrackedKeysEvicted"]
 
 
 def test_alerts_and_dashboard_read_only_metrics_lockoutd_exports() -> None:
