@@ -8,6 +8,7 @@
     │   ├── ZitadelConfigError   ZITADEL refuses lockoutd itself (token, permission, org)
     │   ├── ZitadelUnavailable   ZITADEL did not answer usefully after all retries (retriable)
     │   ├── UnexpectedAnswer     an answer lockoutd does not know; that one action fails
+    │   │   └── EventRefused     ZITADEL refuses what one event claims (its org, its user)
     │   └── InvalidUserId        an id that could change the request path; the event is refused
     └── KafkaUnavailable         the broker could not be reached (retriable)
 
@@ -60,6 +61,20 @@ class UnexpectedAnswer(ZitadelError):
     Repeating the request would only repeat the answer, and one odd user must not stop every
     other lock: the action's outcome is ``failed``, with this message as its error.
     """
+
+
+class EventRefused(UnexpectedAnswer):
+    """ZITADEL refuses what one event claims, while lockoutd itself is fine.
+
+    The event names an org ZITADEL does not know, or a user of an org where the service account
+    may not act although it can act in its own org. Anyone who can write a record can make such a
+    claim, so it must not stop the daemon: that action's outcome is ``failed``. ``reason`` is
+    ``unknown_org`` or ``no_permission`` (the label of ``lockoutd_refused_actions_total``).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class InvalidUserId(ZitadelError):

@@ -27,6 +27,7 @@ OUTCOMES = (
     "failed",
     "reported",
 )
+REFUSAL_REASONS = ("unknown_org", "no_permission")
 ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "permissions", "token")
 
 # Lock latency spans a fast path (tens of milliseconds) and retries during an outage (minutes).
@@ -116,11 +117,21 @@ class Metrics:
             "where it looked (v2 hides users it may not read): failed, not unknown_user.",
             registry=r,
         )
+        self.refused_actions = Counter(
+            "lockoutd_refused_actions",
+            "Actions ZITADEL refused for what their event claims, by reason: unknown_org (an org "
+            "ZITADEL does not know) or no_permission (an org where the service account may not "
+            "act, though it may in its own): failed, not fatal.",
+            ["reason"],
+            registry=r,
+        )
         self.build_info.labels(version=__version__).set(1)
         for result in EVENT_RESULTS:
             self.events.labels(result=result)
         for operation in ZITADEL_OPERATIONS:
             self.zitadel_request_duration.labels(operation=operation)
+        for reason in REFUSAL_REASONS:
+            self.refused_actions.labels(reason=reason)
 
     def declare_rules(self, rules: Iterable[tuple[str, str]]) -> None:
         """Create the per-rule series at 0 for ``(rule name, action)`` pairs."""
