@@ -42,7 +42,8 @@ class ZitadelError(LockoutdError):
 
 
 class ZitadelConfigError(ZitadelError):
-    """ZITADEL refuses lockoutd itself: a bad token, a missing permission or an unknown org.
+    """ZITADEL refuses lockoutd itself: a bad token, or a permission the service account lacks
+    in its own org and on the instance (an org or a user an event names is :class:`EventRefused`).
 
     Skipping users quietly would leave attacks unanswered, so the daemon stops and the
     supervisor's restart loop makes the fault visible.

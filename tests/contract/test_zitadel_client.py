@@ -993,6 +993,21 @@ async def test_a_user_of_an_org_the_account_may_not_write_fails_naming_the_grant
     assert "x-zitadel-orgid" not in check.headers  # its own org and the instance
 
 
+async def test_v1_a_login_name_found_in_an_org_the_account_may_not_write_fails_naming_it(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """v1 without an org: the instance-wide lookup finds the user in another org, and the lock
+    in that org (the one ZITADEL named) is refused: a failed action, not a stop."""
+    creds = account_of_org(emu, ORG_MANAGER)
+    emu.add_user(OTHER_USER, org_id=OTHER_ORG, login_name="erin@globex.example")
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        found = await client.resolve_login_name("erin@globex.example", None)
+        assert found == ResolvedUser(OTHER_USER, OTHER_ORG)
+        with pytest.raises(EventRefused, match=rf"grant it ORG_USER_MANAGER in org {OTHER_ORG}"):
+            await client.lock(found.user_id, found.org_id)
+        assert client.healthy
+
+
 async def test_v2_a_user_the_account_may_not_read_fails_naming_the_grant(
     emu: ZitadelEmulator, tmp_path: Path
 ) -> None:
