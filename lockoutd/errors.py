@@ -8,6 +8,7 @@
     │   ├── ZitadelConfigError   ZITADEL refuses lockoutd itself (token, permission, org)
     │   ├── ZitadelUnavailable   ZITADEL did not answer usefully after all retries (retriable)
     │   ├── UnexpectedAnswer     an answer lockoutd does not know; that one action fails
+    │   │   └── EventRefused     ZITADEL refuses what one event claims (its org, its user)
     │   └── InvalidUserId        an id that could change the request path; the event is refused
     └── KafkaUnavailable         the broker could not be reached (retriable)
         └── KafkaRefused         the broker refused records for good; retrying cannot help
@@ -45,7 +46,8 @@ class ZitadelError(LockoutdError):
 
 
 class ZitadelConfigError(ZitadelError):
-    """ZITADEL refuses lockoutd itself: a bad token, a missing permission or an unknown org.
+    """ZITADEL refuses lockoutd itself: a bad token, or a permission the service account lacks
+    in its own org and on the instance (an org or a user an event names is :class:`EventRefused`).
 
     Skipping users quietly would leave attacks unanswered, so the daemon stops and the
     supervisor's restart loop makes the fault visible.
@@ -64,6 +66,20 @@ class UnexpectedAnswer(ZitadelError):
     Repeating the request would only repeat the answer, and one odd user must not stop every
     other lock: the action's outcome is ``failed``, with this message as its error.
     """
+
+
+class EventRefused(UnexpectedAnswer):
+    """ZITADEL refuses what one event claims, while lockoutd itself is fine.
+
+    The event names an org ZITADEL does not know, or a user of an org where the service account
+    may not act although it can act in its own org. Anyone who can write a record can make such a
+    claim, so it must not stop the daemon: that action's outcome is ``failed``. ``reason`` is
+    ``unknown_org`` or ``no_permission`` (the label of ``lockoutd_refused_actions_total``).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class InvalidUserId(ZitadelError):

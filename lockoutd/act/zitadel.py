@@ -9,8 +9,9 @@ the ``(ID)`` suffix of ``message``), never by message text, which ZITADEL transl
     400/9 COMMAND-4M0ds, COMMAND-olb9vb0oca                          not_locked
     404 user-not-found ids (_USER_NOT_FOUND)      unknown_user       unknown_user
     401                                           fetch a new token once, then ZitadelConfigError
-    403 AUTH-5mWD2/-AWfge/-Swrgg2, AUTH-Bs7Ds,
-    404 AUTHZ-cdgFk                               ZitadelConfigError (lockoutd itself is refused)
+    403 AUTH-Bs7Ds (the event's org is unknown)   EventRefused (that action fails)
+    403 AUTH-5mWD2/-AWfge/-Swrgg2,                EventRefused when the account may act in its
+    404 AUTHZ-cdgFk                               own org, else ZitadelConfigError (refusals.py)
     429, 500, 502-504, timeout, connection error  retried, then ZitadelUnavailable
     anything else                                 ZitadelUnavailable, not retried
     v2 search that finds nobody                   ask ListMyZitadelPermissions; without user.read
@@ -44,12 +45,14 @@ import structlog
 from pydantic import SecretStr
 
 from lockoutd import __version__
+from lockoutd.act import refusals
 from lockoutd.act.login_names import LoginNameCache
 from lockoutd.act.ownership import Version, read_version
 from lockoutd.act.user_facts import user_facts
 from lockoutd.act.zitadel_auth import TOKEN_PATH, TokenSource, token_source
 from lockoutd.decode.login_name import normalize_login_name
 from lockoutd.errors import (
+    EventRefused,
     InvalidUserId,
     UnexpectedAnswer,
     ZitadelConfigError,
@@ -171,9 +174,6 @@ _USER_NOT_FOUND = frozenset(
         "MANAG-fpo4B",  # v1 get, user in another org
     }
 )
-_MISSING_PERMISSION = frozenset({"AUTH-5mWD2", "AUTH-AWfge", "AUTH-Swrgg2"})
-_NO_MEMBERSHIP = "AUTHZ-cdgFk"
-_UNKNOWN_ORG = "AUTH-Bs7Ds"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # ListMyZitadelPermissions: what the caller may do in the context org and on the instance.
 _MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
@@ -345,9 +345,10 @@ class ZitadelClient:
             max_size=settings.login_name_cache_size,
             clock=clock,
         )
-        # Whether the account may read users, per org asked about (None: its own org and the
-        # instance). Kept as briefly as a miss, so a grant takes effect as soon as a miss would.
-        self._may_read: LoginNameCache[str | None, bool] = LoginNameCache(
+        # What the account may do, per org asked about (None: its own org and the instance;
+        # an org ZITADEL does not know holds nothing and is cached as None). Kept as briefly as
+        # a miss, so a grant or a revocation takes effect as soon as a miss would.
+        self._granted: LoginNameCache[str | None, frozenset[str] | None] = LoginNameCache(
             ttl=settings.login_name_miss_ttl,
             miss_ttl=settings.login_name_miss_ttl,
             max_size=settings.login_name_cache_size,
@@ -528,8 +529,14 @@ class ZitadelClient:
         nobody" proves nothing until this is known. An org ZITADEL does not know holds nobody:
         that counts as readable (the name is simply unknown), never as lockoutd's own fault.
         """
+        granted = await self._permissions(org)
+        return granted is None or "user.read" in granted
 
-        async def ask() -> bool:
+    async def _permissions(self, org: str | None) -> frozenset[str] | None:
+        """What the account may do in ``org`` (None: its own org) and on the instance, as
+        ``ListMyZitadelPermissions`` answers; None when ZITADEL knows no such org. Cached."""
+
+        async def ask() -> frozenset[str] | None:
             response = await self._call(
                 "permissions",
                 "POST",
@@ -538,20 +545,24 @@ class ZitadelClient:
                 body={},
                 deadline=self._deadline(),
                 org_header=True,
-                tolerate=frozenset({_UNKNOWN_ORG}),
+                tolerate=refusals.REFUSED,
             )
             if not response.is_success:
                 answer = read_error(response.status_code, response.content)
-                if answer.id == _UNKNOWN_ORG:
-                    return True
+                if answer.id == refusals.UNKNOWN_ORG:
+                    return None
+                if refusals.asks_about_the_account(answer.id):
+                    return frozenset()  # any caller may ask; a refusal grants nothing
                 raise _unexpected("permissions", answer)
             try:
                 granted = response.json().get("result") or []
             except (ValueError, AttributeError):
                 raise _unexpected("permissions", ErrorAnswer(response.status_code)) from None
-            return isinstance(granted, list) and "user.read" in granted
+            if not isinstance(granted, list):
+                raise _unexpected("permissions", ErrorAnswer(response.status_code))
+            return frozenset(name for name in granted if isinstance(name, str))
 
-        return bool(await self._may_read.get(org, ask))
+        return await self._granted.get(org, ask)
 
     def _users_hidden(self, org: str | None) -> UnexpectedAnswer:
         self._metrics.zitadel_hidden_users.inc()
@@ -640,10 +651,50 @@ class ZitadelClient:
             answer = read_error(response.status_code, response.content)
             if answer.id in tolerate:
                 return response
-            if (fault := _config_fault(answer, operation, org)) is not None:
-                self._healthy = False
-                raise fault
+            if answer.id in refusals.REFUSED:
+                raise await self._refusal(answer, operation, path, org if headers else None)
         return response
+
+    async def _refusal(
+        self, answer: ErrorAnswer, operation: str, path: str, org: str | None
+    ) -> EventRefused | ZitadelConfigError:
+        """The error for ZITADEL refusing a call: of one event's claim, or of lockoutd itself.
+
+        ``org`` is the org header the call sent, if any. A refused permission is lockoutd's own
+        fault only if the account lacks it in its own org and on the instance too.
+        """
+        permission = self._permission_for(operation, path)
+        own: frozenset[str] = frozenset()
+        if refusals.asks_about_the_account(answer.id):
+            own = await self._permissions(None) or frozenset()
+        if org is not None:
+            where = f"org {org}"
+        else:
+            where = "its own org" if self._api.org_header else "the user's org"
+        error = refusals.classify(
+            answer.id,
+            answer.describe(),
+            operation=operation,
+            permission=permission,
+            where=where,
+            org=org,
+            own=own,
+        )
+        if isinstance(error, EventRefused):
+            self._metrics.refused_actions.labels(reason=error.reason).inc()
+            return error
+        self._healthy = False
+        if error is None:  # pragma: no cover - REFUSED holds only ids classify knows
+            raise AssertionError(f"unclassified refusal {answer.describe()}")
+        return error
+
+    def _permission_for(self, operation: str, path: str) -> str:
+        """The permission ZITADEL checks for ``operation`` (as the README's table lists it)."""
+        if operation in ("lock", "unlock"):
+            return "user.write"
+        if self._api.global_lookup is not None and path.startswith(self._api.global_lookup):
+            return "user.global.read"
+        return "user.read"
 
     async def _request_token(self, form: SecretStr) -> httpx.Response:
         return await self._send(
@@ -827,30 +878,6 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _config_fault(
-    answer: ErrorAnswer, operation: str, org: str | None
-) -> ZitadelConfigError | None:
-    """The error for answers that refuse lockoutd itself; the ids alone are unambiguous."""
-    where = f"org {org}" if org is not None else "the users' orgs"
-    grant = (
-        f"grant the service account ORG_USER_MANAGER in {where} or IAM_USER_MANAGER on the instance"
-    )
-    if answer.id in _MISSING_PERMISSION:
-        return ZitadelConfigError(
-            f"ZITADEL denies lockoutd the permission for {operation} ({answer.describe()}): {grant}"
-        )
-    if answer.id == _NO_MEMBERSHIP:
-        return ZitadelConfigError(
-            f"the service account has no membership in ZITADEL ({answer.describe()}): {grant}"
-        )
-    if answer.id == _UNKNOWN_ORG:
-        return ZitadelConfigError(
-            f"ZITADEL knows no org {org} ({answer.describe()}): check the org ids the events "
-            "carry and that zitadel.base_url names the right instance"
-        )
-    return None
 
 
 def _unexpected(operation: str, answer: ErrorAnswer) -> UnexpectedAnswer:

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from lockoutd.decode.formats import FormatName
+from lockoutd.decode.limits import BOUNDED_OBJECT
 from lockoutd.replay.runner import Replay
 from lockoutd.rules import RuleSet
 from lockoutd.rules.loader import rule_files
@@ -89,12 +90,12 @@ def _names(rules: list[str]) -> str:
 def looks_like_a_scenario(line: bytes) -> bool:
     """True when ``line`` is a scenario line rather than an event (``replay`` says so)."""
     try:
-        document = msgspec.json.decode(line)
-    except msgspec.DecodeError:
+        # Bounded like an event: a hostile first line nested a thousand deep is just not one.
+        document = msgspec.json.decode(line, type=BOUNDED_OBJECT)
+    except msgspec.DecodeError:  # ValidationError (not an object, too deep) is one too
         return False
     return (
-        isinstance(document, dict)
-        and document.keys() >= _REQUIRED
+        document.keys() >= _REQUIRED
         and document.keys() <= SCENARIO_KEYS
     )
 

@@ -29,6 +29,7 @@ OUTCOMES = (
     "not_ours",
 )
 SCHEDULE_REJECTIONS = ("bad_signature", "malformed", "invalid", "wrong_key")
+REFUSAL_REASONS = ("unknown_org", "no_permission")
 ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "permissions", "token")
 
 # Lock latency spans a fast path (tens of milliseconds) and retries during an outage (minutes).
@@ -153,6 +154,14 @@ class Metrics:
             "the share of the partitions it holds; set at every assignment, 0 before the first.",
             registry=r,
         )
+        self.refused_actions = Counter(
+            "lockoutd_refused_actions",
+            "Actions ZITADEL refused for what their event claims, by reason: unknown_org (an org "
+            "ZITADEL does not know) or no_permission (an org where the service account may not "
+            "act, though it may in its own): failed, not fatal.",
+            ["reason"],
+            registry=r,
+        )
         self.build_info.labels(version=__version__).set(1)
         for reason in SCHEDULE_REJECTIONS:
             self.schedule_rejected.labels(reason=reason)
@@ -160,6 +169,8 @@ class Metrics:
             self.events.labels(result=result)
         for operation in ZITADEL_OPERATIONS:
             self.zitadel_request_duration.labels(operation=operation)
+        for reason in REFUSAL_REASONS:
+            self.refused_actions.labels(reason=reason)
 
     def declare_rules(self, rules: Iterable[tuple[str, str]]) -> None:
         """Create the per-rule series at 0 for ``(rule name, action)`` pairs."""

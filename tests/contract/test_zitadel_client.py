@@ -27,6 +27,7 @@ from lockoutd.act.zitadel import (
     ZitadelClient,
 )
 from lockoutd.errors import (
+    EventRefused,
     InvalidUserId,
     UnexpectedAnswer,
     ZitadelConfigError,
@@ -360,14 +361,6 @@ async def test_a_missing_permission_stops_with_what_to_grant(
         assert not client.healthy
 
 
-async def test_an_org_zitadel_does_not_know_stops(emu: ZitadelEmulator, tmp_path: Path) -> None:
-    """On v1 an org header naming no org is a config error."""
-    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
-    async with connect(settings_for(emu, "v1", creds)) as client:
-        with pytest.raises(ZitadelConfigError, match="knows no org 999"):
-            await client.lock(USER, "999")
-
-
 async def test_an_unknown_pat_stops_after_one_request(emu: ZitadelEmulator, api: str) -> None:
     """A PAT ZITADEL rejects is a config error; a PAT from the environment is not retried."""
     settings = settings_for(emu, api, {"pat": SecretStr("not-registered")})
@@ -648,7 +641,7 @@ async def test_no_other_4xx_is_retried(emu: ZitadelEmulator, tmp_path: Path) -> 
         assert await client.lock("999", ORG) is LockOutcome.UNKNOWN_USER
         with pytest.raises(ZitadelConfigError):
             await client.lock(USER, ORG)
-    assert len(api_calls(emu)) == 2
+    assert len(emu.lock_calls()) == 2
 
 
 async def test_concurrency_is_bounded(emu: ZitadelEmulator, tmp_path: Path) -> None:
@@ -948,6 +941,174 @@ async def test_bad_org_ids_never_reach_zitadel(emu: ZitadelEmulator, tmp_path: P
             with pytest.raises(InvalidUserId, match="org id"):
                 await client.resolve_login_name("alice", org)
     assert emu.calls == []
+
+
+# --- refusals of what an event claims ---------------------------------------------------------
+# An event names the org (sent as x-zitadel-orgid) and the user; ZITADEL refusing either is about
+# the event, not about lockoutd, as long as the service account can act in its own org.
+
+ORG_MANAGER: dict[str, set[str]] = {ORG: {"ORG_USER_MANAGER"}}
+OTHER_USER = "200000000000000002"
+
+
+def refused(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value("lockoutd_refused_actions_total", {"reason": reason})
+    return value or 0.0
+
+
+def account_of_org(emu: ZitadelEmulator, roles: dict[str, set[str]] | None) -> dict[str, Any]:
+    """A service account that lives in ORG, with ``roles``."""
+    emu.add_pat(PAT, roles=roles, org_id=ORG)
+    return {"pat": SecretStr(PAT)}
+
+
+def permission_checks(emu: ZitadelEmulator) -> list[Any]:
+    return [c for c in emu.calls if c.path == MY_PERMISSIONS]
+
+
+async def test_an_org_zitadel_does_not_know_fails_that_action_only(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """On v1 the event's org is the org header: an org ZITADEL does not know is the event's
+    fault, so that lock fails, counted, and the next one works. The token was accepted (ZITADEL
+    checks it first), so nothing needs checking about the account."""
+    creds = account_of_org(emu, ORG_MANAGER)
+    emu.add_user(USER, org_id=ORG)
+    metrics = Metrics()
+    async with connect(settings_for(emu, "v1", creds), metrics=metrics) as client:
+        with pytest.raises(EventRefused, match=r"ZITADEL knows no org 999 \(HTTP 403.*AUTH-Bs7Ds"):
+            await client.lock(USER, "999")
+        assert client.healthy
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert refused(metrics, "unknown_org") == 1
+    assert refused(metrics, "no_permission") == 0
+    assert permission_checks(emu) == []
+
+
+@pytest.mark.parametrize("call", ["resolve_login_name", "read_user", "get_state", "unlock"])
+async def test_v1_every_call_naming_an_unknown_org_fails_alike(
+    emu: ZitadelEmulator, tmp_path: Path, call: str
+) -> None:
+    """Login-name resolution and user reads send the event's org too."""
+    creds = account_of_org(emu, ORG_MANAGER)
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        first = "bob@acme.example" if call == "resolve_login_name" else USER
+        with pytest.raises(EventRefused, match="ZITADEL knows no org 999"):
+            await getattr(client, call)(first, "999")
+        assert client.healthy
+
+
+async def test_a_user_of_an_org_the_account_may_not_write_fails_naming_the_grant(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """The account manages the users of its own org; an event names a user of another org (v1:
+    with that org as its claim). lockoutd asks what the account holds in its own org, finds
+    user.write there, and fails this one lock with what to grant."""
+    creds = account_of_org(emu, ORG_MANAGER)
+    emu.add_user(USER, org_id=ORG)
+    emu.add_user(OTHER_USER, org_id=OTHER_ORG)
+    metrics = Metrics()
+    where = f"org {OTHER_ORG}" if api == "v1" else "the user's org"
+    async with connect(settings_for(emu, api, creds), metrics=metrics) as client:
+        with pytest.raises(
+            EventRefused,
+            match=rf"lacks user\.write in {where} .*holds it in its own org.*"
+            rf"grant it ORG_USER_MANAGER in {where} or IAM_USER_MANAGER",
+        ):
+            await client.lock(OTHER_USER, OTHER_ORG)
+        assert client.healthy
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert emu.state_of(OTHER_USER) == UserState.ACTIVE
+    assert refused(metrics, "no_permission") == 1
+    [check] = permission_checks(emu)
+    assert "x-zitadel-orgid" not in check.headers  # its own org and the instance
+
+
+async def test_v1_a_login_name_found_in_an_org_the_account_may_not_write_fails_naming_it(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """v1 without an org: the instance-wide lookup finds the user in another org, and the lock
+    in that org (the one ZITADEL named) is refused: a failed action, not a stop."""
+    creds = account_of_org(emu, ORG_MANAGER)
+    emu.add_user(OTHER_USER, org_id=OTHER_ORG, login_name="erin@globex.example")
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        found = await client.resolve_login_name("erin@globex.example", None)
+        assert found == ResolvedUser(OTHER_USER, OTHER_ORG)
+        with pytest.raises(EventRefused, match=rf"grant it ORG_USER_MANAGER in org {OTHER_ORG}"):
+            await client.lock(found.user_id, found.org_id)
+        assert client.healthy
+
+
+async def test_v2_a_user_the_account_may_not_read_fails_naming_the_grant(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """Reading a user (allowlists by login name, the per-org cap) is refused the same way."""
+    creds = account_of_org(emu, ORG_MANAGER)
+    emu.add_user(OTHER_USER, org_id=OTHER_ORG)
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        with pytest.raises(EventRefused, match=r"lacks user\.read in the user's org"):
+            await client.read_user(OTHER_USER, None)
+
+
+async def test_one_check_of_the_accounts_own_permissions_serves_many_refusals(
+    emu: ZitadelEmulator, api: str, tmp_path: Path
+) -> None:
+    """A flood of events naming users the account may not write costs one check, not one each."""
+    creds = account_of_org(emu, ORG_MANAGER)
+    users = [f"20000000000000010{n}" for n in range(4)]
+    for user in users:
+        emu.add_user(user, org_id=OTHER_ORG)
+    async with connect(settings_for(emu, api, creds)) as client:
+        for user in users:
+            with pytest.raises(EventRefused):
+                await client.lock(user, OTHER_ORG)
+    assert len(permission_checks(emu)) == 1
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        pytest.param({ORG: {"ORG_OWNER_VIEWER"}}, id="read-only in its own org"),
+        pytest.param({OTHER_ORG: {"ORG_USER_MANAGER"}}, id="a manager of another org only"),
+        pytest.param(None, id="no membership"),
+    ],
+)
+async def test_an_account_that_cannot_write_in_its_own_org_stops(
+    emu: ZitadelEmulator, api: str, tmp_path: Path, roles: dict[str, set[str]] | None
+) -> None:
+    """Refused in its own org, and without user.write there or on the instance: lockoutd itself
+    is refused, whatever the event claims, and stops with what to grant."""
+    creds = account_of_org(emu, roles)
+    emu.add_user(USER, org_id=ORG)
+    metrics = Metrics()
+    async with connect(settings_for(emu, api, creds), metrics=metrics) as client:
+        with pytest.raises(
+            ZitadelConfigError,
+            match=r"grant the service account ORG_USER_MANAGER in its own org or IAM_USER_MANAGER",
+        ):
+            await client.lock(USER, ORG)
+        assert not client.healthy
+    assert refused(metrics, "no_permission") == 0
+
+
+async def test_an_account_that_lost_its_own_permission_stops_once_the_check_is_renewed(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """The check is remembered for zitadel.login_name_miss_ttl: a revoked role stops lockoutd at
+    the first refusal after that."""
+    creds = account_of_org(emu, ORG_MANAGER)
+    emu.add_user(USER, org_id=ORG)
+    emu.add_user(OTHER_USER, org_id=OTHER_ORG)
+    clock = Clock()
+    settings = settings_for(emu, "v1", creds, login_name_miss_ttl=30.0)
+    async with connect(settings, clock=clock) as client:
+        with pytest.raises(EventRefused):
+            await client.lock(OTHER_USER, OTHER_ORG)
+        emu.set_roles(SERVICE_ACCOUNT_OF_PAT, {OTHER_ORG: {"ORG_OWNER_VIEWER"}})
+        clock.now += 31
+        with pytest.raises(ZitadelConfigError, match="neither in its own org nor on the instance"):
+            await client.lock(USER, ORG)
+    assert len(permission_checks(emu)) == 2
 
 
 # --- secrets --------------------------------------------------------------------------------

@@ -49,10 +49,13 @@ def test_each_alert_fires_on_the_story_it_is_written_for() -> None:
 
 
 def test_the_alerts_cover_what_operators_must_hear_about() -> None:
-    """Suppressed locks, ZITADEL refusing lockoutd, growing lag and not being ready alert."""
+    """Suppressed locks, ZITADEL refusing lockoutd's token or what events claim, growing lag and
+    not being ready alert. A 403 is no token problem: forged events get them too."""
     expressions = {rule["alert"]: rule["expr"] for rule in _alert_rules()}
     assert 'outcome="suppressed"' in expressions["LockoutdLocksSuppressed"]
-    assert "401|403" in expressions["LockoutdZitadelAuthenticationFailing"]
+    assert 'code="401"' in expressions["LockoutdZitadelAuthenticationFailing"]
+    assert "403" not in expressions["LockoutdZitadelAuthenticationFailing"]
+    assert "lockoutd_refused_actions_total" in expressions["LockoutdActionsRefused"]
     assert "lockoutd_consumer_lag" in expressions["LockoutdConsumerLagGrowing"]
     assert "kube_pod_container_status_ready" in expressions["LockoutdNotReady"]
     assert "up{" in expressions["LockoutdDown"]

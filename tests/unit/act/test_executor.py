@@ -11,6 +11,7 @@ from lockoutd.act.executor import LockExecutor
 from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome, UserSnapshot, UserState
 from lockoutd.decide.decision import Decision, Outcome
 from lockoutd.errors import (
+    EventRefused,
     InvalidUserId,
     UnexpectedAnswer,
     ZitadelConfigError,
@@ -224,6 +225,16 @@ async def test_a_login_name_without_a_user_is_unknown() -> None:
             FakeStore(resolve_error=UnexpectedAnswer("ZITADEL answered find_user with 409")),
             _pending(None, login_name="alice@example.com"),
             id="unexpected answer while resolving",
+        ),
+        pytest.param(
+            FakeStore(answers={"42": EventRefused("unknown_org", "ZITADEL knows no org 7")}),
+            _pending(),
+            id="the event's org refused while locking",
+        ),
+        pytest.param(
+            FakeStore(resolve_error=EventRefused("unknown_org", "ZITADEL knows no org 7")),
+            _pending(None, login_name="alice@example.com"),
+            id="the event's org refused while resolving",
         ),
         pytest.param(FakeStore(), _pending(None), id="no user at all"),
     ],

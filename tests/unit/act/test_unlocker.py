@@ -13,7 +13,12 @@ from lockoutd.act.schedule import ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.unlocker import RETRY_SECONDS, Unlocker
 from lockoutd.decide.decision import Decision, Outcome, rfc3339
-from lockoutd.errors import InvalidUserId, ZitadelConfigError, ZitadelUnavailable
+from lockoutd.errors import (
+    EventRefused,
+    InvalidUserId,
+    ZitadelConfigError,
+    ZitadelUnavailable,
+)
 from lockoutd.rules.model import LockAction
 from tests.unit.helpers import T0, Clock, FakeUserStore, RecordingWriter
 
@@ -291,6 +296,22 @@ async def test_an_invalid_user_id_fails_once() -> None:
         "user id '42x' is not a ZITADEL id",
     )
     assert setup.state() == "unlocked"
+    assert await setup.unlock_at(T0 + 2 * DAY) == []
+
+
+async def test_a_refusal_of_the_users_org_fails_once_and_leaves_the_user_locked() -> None:
+    """The account lost its rights in the user's org but not in its own: that unlock is
+    ``failed`` with what to grant, the unlocker goes on, and the user stays locked (a temporary
+    lock that could not be undone is left for an administrator, never retried blindly)."""
+    setup = Setup()
+    await setup.lock("1")
+    await setup.lock("2")
+    refused = EventRefused("no_permission", "grant it ORG_USER_MANAGER in org 7")
+    setup.store.fail("unlock", "1", refused)
+    decisions = {d.user_id: d for d in await setup.unlock_at(T0 + DAY)}
+    assert (decisions["1"].outcome, decisions["1"].error) == (Outcome.FAILED, str(refused))
+    assert decisions["2"].outcome is Outcome.UNLOCKED
+    assert "1" in setup.store.locked
     assert await setup.unlock_at(T0 + 2 * DAY) == []
 
 
