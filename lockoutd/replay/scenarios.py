@@ -91,13 +91,10 @@ def looks_like_a_scenario(line: bytes) -> bool:
     """True when ``line`` is a scenario line rather than an event (``replay`` says so)."""
     try:
         # Bounded like an event: a hostile first line nested a thousand deep is just not one.
-        document = msgspec.json.decode(line, type=BOUNDED_OBJECT)
+        document: dict[str, object] = msgspec.json.decode(line, type=BOUNDED_OBJECT)
     except msgspec.DecodeError:  # ValidationError (not an object, too deep) is one too
         return False
-    return (
-        document.keys() >= _REQUIRED
-        and document.keys() <= SCENARIO_KEYS
-    )
+    return document.keys() >= _REQUIRED and document.keys() <= SCENARIO_KEYS
 
 
 def default_scenarios(rule_paths: list[Path]) -> list[Path]:
