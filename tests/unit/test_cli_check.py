@@ -485,36 +485,33 @@ def test_check_names_an_unreadable_schedule_signing_key_file(
 
 # Temporary locks need a schedule signing key (README, "Temporary locks and escalation").
 
-TEMPORARY_AND_PERMANENT = """\
-rules:
-  - name: otp-bruteforce
-    match: {reason: [otp]}
-    key: [user_id]
-    threshold: 3
-    window: 5m
-    action: {lock: {duration: 15m}}
-  - name: password-bruteforce
-    match: {reason: [password]}
-    key: [user_id]
-    threshold: 5
-    window: 10m
-    action: {lock: {}}
-  - name: mfa-shadow
-    match: {reason: [mfa]}
-    key: [user_id]
-    threshold: 3
-    window: 5m
-    action: {lock: {duration: 1h}}
-    mode: dry-run
-"""
+
+def _rule(name: str, lock: str, mode: str = "enforce") -> str:
+    """One rule of a rule file, locking as ``lock`` says (``{}``: permanently)."""
+    return (
+        f"  - name: {name}\n    key: [user_id]\n    threshold: 3\n    window: 5m\n"
+        f"    action: {{lock: {lock}}}\n    mode: {mode}\n"
+    )
+
+
+PERMANENT = _rule("password-bruteforce", "{}")
+TEMPORARY_AND_PERMANENT = (
+    "rules:\n"
+    + _rule("otp-bruteforce", "{duration: 15m}")
+    + PERMANENT
+    + _rule("mfa-shadow", "{duration: 1h}", mode="dry-run")
+)
 
 
 def _rules_config(tmp_path: Path, rules_text: str, kafka: str = "") -> Path:
+    """A configuration with ``rules_text`` as its only rule file and ``kafka`` (lines of that
+    section, indented), if any."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text, encoding="utf-8")
+    kafka_section = f"kafka:\n{kafka}" if kafka else ""
     return _config(
         tmp_path,
-        f"kafka:\n  client_id: lockoutd\n{kafka}zitadel:\n  pat_file: {_pat_file(tmp_path)}\n"
+        f"{kafka_section}zitadel:\n  pat_file: {_pat_file(tmp_path)}\n"
         f"engine:\n  rule_paths: [{rules}]\n",
     )
 
@@ -545,10 +542,7 @@ def test_permanent_locks_need_no_schedule_signing_key(
 ) -> None:
     """lockoutd undoes no permanent lock, so rules without a duration run without a key."""
     monkeypatch.delenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY")
-    permanent = TEMPORARY_AND_PERMANENT.split("  - name: password-bruteforce")[1].split(
-        "  - name: mfa-shadow"
-    )[0]
-    config = _rules_config(tmp_path, "rules:\n  - name: password-bruteforce" + permanent)
+    config = _rules_config(tmp_path, "rules:\n" + PERMANENT)
     assert main(["check", "-c", str(config)]) == 0
     assert capsys.readouterr().out.startswith("ok: 1 rule from 1 file (password-bruteforce)\n")
 
