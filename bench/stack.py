@@ -25,7 +25,7 @@ from aiokafka.partitioner import murmur2
 
 from bench.common import REPO, RESULTS
 from lockoutd.testing.broker import LocalBroker, free_port
-from lockoutd.testing.process import DaemonConfig, DaemonProcess
+from lockoutd.testing.process import DaemonConfig, DaemonProcess, write_schedule_key
 
 PAT = "bench-pat-token-value"
 PARTITIONS = 3
@@ -91,6 +91,8 @@ class Stack:
     def __init__(self, *, lockable_users: list[Path]) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="lockoutd-bench-")
         self.workdir = Path(self._tmp.name)
+        # One key for every daemon of the stack: they share the schedule topic.
+        self.schedule_key = write_schedule_key(self.workdir / "schedule-signing-key")
         self.broker = LocalBroker()
         suffix = uuid.uuid4().hex[:8]
         self.topics = Topics(
@@ -155,6 +157,7 @@ class Stack:
             dead_letter_topic=self.topics.dead_letter,
             decisions_topic=self.topics.decisions,
             schedule_topic=self.topics.schedule,
+            schedule_signing_key_file=self.schedule_key,
             max_locks_per_minute=max_locks_per_minute,
             extra={
                 # Generated events may be weeks old: they must still act.

@@ -10,7 +10,8 @@ One loop, one batch at a time::
   consumer keeps polling, so it keeps its place in the group and nothing piles up in memory.
 - SIGTERM and SIGINT stop fetching and give the batch in flight ``engine.drain_timeout``; what
   does not finish is not committed, and the next start carries it out.
-- SIGHUP reloads the rules between two batches; a bad rule file keeps the old rules.
+- SIGHUP reloads the rules between two batches; a bad rule file keeps the old rules, as do rules
+  that lock temporarily without a schedule signing key.
 - Kafka being unreachable is waited out (``/readyz`` says so), never a crash loop.
 """
 
@@ -40,7 +41,7 @@ from lockoutd.rules import RuleSet, load_rules
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import KafkaSink, KafkaSource, OutgoingRecord, Record
 from lockoutd.source.schedule import ScheduleTopic
-from lockoutd.source.schedule_seal import schedule_seal
+from lockoutd.source.schedule_seal import ScheduleSeal, schedule_seal, unsigned_temporary_locks
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +94,10 @@ class Daemon:
 
     async def _run(self) -> None:
         settings = self.settings
+        # Refused before anything connects, as ``run`` and ``check`` refuse it (preflight).
+        seal = schedule_seal(settings.kafka)
+        if problems := unsigned_temporary_locks(self._rules.rules, seal):
+            raise ConfigError(problems)
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(
                 ZitadelClient(settings.zitadel, metrics=self.metrics)
@@ -123,13 +128,12 @@ class Daemon:
             # The schedule is read in full before the first event: escalation and pending
             # unlocks must be known before anything new is locked.
             schedule = UnlockSchedule()
-            seal = schedule_seal(settings.kafka)  # a ConfigError here stops before any lock
             if not seal.signed:
-                log.warning(
+                log.info(
                     "schedule_unsigned",
                     topic=settings.kafka.schedule_topic,
-                    hint="set kafka.schedule_signing_key_file: without it, whoever can write the "
-                    "schedule topic can cancel or reorder lockoutd's unlocks",
+                    note="no rule locks temporarily, so no schedule signing key is needed; rules "
+                    "that do are refused until kafka.schedule_signing_key_file is set",
                 )
             schedule_topic = await self._connect(
                 stack,
@@ -174,7 +178,7 @@ class Daemon:
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(unlocker.run(self._stop), name="unlocker")
-                group.create_task(self._consume(source, sink, pipeline), name="consumer")
+                group.create_task(self._consume(source, sink, pipeline, seal), name="consumer")
             log.info(
                 "daemon_stopped",
                 uptime_seconds=self._uptime(),
@@ -196,10 +200,12 @@ class Daemon:
                 raise _Stopped
             wait = min(wait * 2, _KAFKA_WAIT_MAX_SECONDS)
 
-    async def _consume(self, source: KafkaSource, sink: KafkaSink, pipeline: Pipeline) -> None:
+    async def _consume(
+        self, source: KafkaSource, sink: KafkaSink, pipeline: Pipeline, seal: ScheduleSeal
+    ) -> None:
         while not self._stop.is_set():
             if self._reload_requested:
-                self._reload(pipeline)
+                self._reload(pipeline, seal)
             try:
                 batch = await source.next_batch()
             except KafkaUnavailable as exc:
@@ -290,10 +296,12 @@ class Daemon:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
         return self._stop.is_set()
 
-    def _reload(self, pipeline: Pipeline) -> None:
+    def _reload(self, pipeline: Pipeline, seal: ScheduleSeal) -> None:
         self._reload_requested = False
         try:
             rules = load_rules(self.settings.engine.rule_paths)
+            if problems := unsigned_temporary_locks(rules.rules, seal):
+                raise ConfigError(problems)
         except ConfigError as exc:
             log.error("rules_reload_failed", problems=exc.problems, kept=len(pipeline.rules.rules))
             return

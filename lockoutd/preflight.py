@@ -1,8 +1,9 @@
 """What ``lockoutd run`` checks before it connects to anything; ``lockoutd check`` runs the same.
 
 Both commands call :func:`load_for_run`, so that ``check`` cannot say ok to a configuration that
-``run`` refuses: the rules, the Kafka TLS and SASL files, and the ZITADEL credential (exactly one,
-readable, not empty) and CA bundle, each read by the very functions the daemon uses.
+``run`` refuses: the rules, the Kafka TLS and SASL files, the schedule signing key (required
+when a rule locks temporarily), and the ZITADEL credential (exactly one, readable, not empty) and
+CA bundle, each read by the very functions the daemon uses.
 """
 
 from __future__ import annotations
@@ -24,22 +25,25 @@ async def _never_called(form: SecretStr) -> httpx.Response:  # pragma: no cover 
     raise AssertionError("the preflight check must not request a token")
 
 
-def startup_problems(settings: Settings) -> list[str]:
+def startup_problems(settings: Settings, rules: RuleSet) -> list[str]:
     """Every problem ``run`` would stop on before its first connection, without connecting."""
     # Imported here: the Kafka and HTTP clients are only paid for by the commands that use them.
     from lockoutd.act.zitadel import tls_verification
     from lockoutd.act.zitadel_auth import token_source
     from lockoutd.source.kafka import connection_options
-    from lockoutd.source.schedule_seal import schedule_seal
+    from lockoutd.source.schedule_seal import schedule_seal, unsigned_temporary_locks
 
     problems: list[str] = []
     # TLS files, SASL users and password files, and the schedule signing key, each read as
     # the daemon reads it.
-    for read in (lambda: connection_options(settings.kafka), lambda: schedule_seal(settings.kafka)):
-        try:
-            read()
-        except ConfigError as error:
-            problems += error.problems
+    try:
+        connection_options(settings.kafka)
+    except ConfigError as error:
+        problems += error.problems
+    try:
+        problems += unsigned_temporary_locks(rules.rules, schedule_seal(settings.kafka))
+    except ConfigError as error:
+        problems += error.problems
     for check in (
         lambda: token_source(settings.zitadel, request_token=_never_called),
         lambda: tls_verification(settings.zitadel),
@@ -60,7 +64,7 @@ def load_for_run(config: Path | None) -> tuple[LoadedSettings, RuleSet]:
         rules = load_rules(loaded.settings.engine.rule_paths)
     except ConfigError as error:
         problems += error.problems
-    problems += startup_problems(loaded.settings)
+    problems += startup_problems(loaded.settings, rules)
     if problems:
         raise ConfigError(problems)
     return loaded, rules

@@ -6,8 +6,8 @@ out a given unlock (see ``KafkaSource.owns``). The topic is created compacted wh
 supports it: only the newest entry per user matters.
 
 Anyone who can write the topic can write an entry. Each record read is checked before it counts:
-its signature (with ``kafka.schedule_signing_key_file``), its key against its user, its fields
-and its times (``check_entry``). A record that fails is counted
+its signature (with the schedule signing key, required while a rule locks temporarily), its key
+against its user, its fields and its times (``check_entry``). A record that fails is counted
 (``lockoutd_schedule_entries_rejected_total{reason}``), logged once as
 ``schedule_entry_rejected`` and skipped; it never stops the follower.
 """

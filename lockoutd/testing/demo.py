@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from lockoutd.testing.broker import LocalBroker, free_port
-from lockoutd.testing.process import DaemonConfig, DaemonProcess
+from lockoutd.testing.process import DaemonConfig, DaemonProcess, write_schedule_key
 from lockoutd.testing.zitadel_emulator import UserState, ZitadelEmulator
 
 ORG = "300"
@@ -143,6 +143,8 @@ def main() -> int:
             metrics_port=free_port(),
             dead_letter_topic=DEAD_LETTERS,
             decisions_topic=DECISIONS,
+            # The shipped rules lock temporarily, which needs a schedule signing key.
+            schedule_signing_key_file=write_schedule_key(work / "schedule-signing-key"),
         )
         daemon = DaemonProcess(
             config.write(work / "lockoutd.yaml"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +33,8 @@ class DaemonConfig:
     dead_letter_topic: str | None = None
     decisions_topic: str | None = None
     schedule_topic: str = "lockoutd.schedule"
+    schedule_signing_key_file: Path | None = None
+    """Needed as soon as a rule locks temporarily (:func:`write_schedule_key` makes one)."""
     max_locks_per_minute: int = 60
     max_event_bytes: int = 1_048_576
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -44,6 +48,9 @@ class DaemonConfig:
                 "dead_letter_topic": self.dead_letter_topic,
                 "decisions_topic": self.decisions_topic,
                 "schedule_topic": self.schedule_topic,
+                "schedule_signing_key_file": (
+                    str(self.schedule_signing_key_file) if self.schedule_signing_key_file else None
+                ),
                 "max_event_bytes": self.max_event_bytes,
             },
             "zitadel": {
@@ -60,6 +67,14 @@ class DaemonConfig:
             document.setdefault(section, {}).update(values)
         path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         return path
+
+
+def write_schedule_key(path: Path) -> Path:
+    """A fresh schedule signing key in ``path``, made as the README says (32 random bytes in
+    base64); every daemon of one test or demo must share it."""
+    path.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
 
 
 class DaemonProcess:

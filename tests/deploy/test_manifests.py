@@ -14,7 +14,10 @@ import yaml
 
 from lockoutd.connections import FILE_RESERVE
 from lockoutd.durations import parse_duration
-from lockoutd.settings import Settings, load_settings
+from lockoutd.errors import ConfigError
+from lockoutd.rules import load_rules
+from lockoutd.settings import KafkaSettings, Settings, load_settings
+from lockoutd.source.schedule_seal import schedule_seal, unsigned_temporary_locks
 
 from .helpers import DEPLOY, REPO, load_yaml_documents, port_of, run, settings_from_text
 
@@ -115,6 +118,19 @@ def test_compose_mounts_files_that_exist_where_the_settings_expect_them() -> Non
     assert command == ["run", "-c", "/etc/lockoutd/lockoutd.yaml"]
 
 
+def test_compose_hands_lockoutd_the_schedule_signing_key_as_a_secret() -> None:
+    """The shipped rules lock temporarily, so lockoutd needs a key: a compose secret from a file
+    that is kept out of git, mounted where ``kafka.schedule_signing_key_file`` points."""
+    compose = _compose()
+    settings = _compose_settings()
+    [name] = compose["services"]["lockoutd"]["secrets"]
+    source = DEPLOY / compose["secrets"][name]["file"]
+    assert settings.kafka.schedule_signing_key_file == Path("/run/secrets") / name
+    ignored = run("git", "check-ignore", "--no-index", "-q", str(source), cwd=REPO)
+    assert ignored.returncode == 0, f"{source} is not ignored by git"
+    assert "schedule" not in str(compose["services"]["lockoutd-ingest"].get("secrets", []))
+
+
 def test_compose_publishes_the_ports_the_settings_listen_on() -> None:
     """Metrics on ``metrics.listen``, the ingest endpoint on ``ingest.listen``."""
     services = _compose()["services"]
@@ -188,22 +204,49 @@ def test_the_rules_config_map_holds_the_shipped_rules_where_the_settings_read_th
     assert [Path(mounts["rules"])] == _kubernetes_settings(tmp_path).engine.rule_paths
 
 
+def _secret_files(deployment: dict[str, Any]) -> dict[str, Path]:
+    """The Secret's keys the daemon's container reads, by the path it reads each at."""
+    spec = deployment["spec"]["template"]["spec"]
+    [volume] = [v for v in spec["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "lockoutd-secrets"
+    [mount] = [m for m in _container(deployment)["volumeMounts"] if m["name"] == volume["name"]]
+    return {
+        item["key"]: Path(mount["mountPath"]) / item["path"] for item in volume["secret"]["items"]
+    }
+
+
 def test_the_token_comes_from_the_secret_at_the_configured_path(tmp_path: Path) -> None:
     """The Secret's token is mounted as the file ``zitadel.pat_file`` names, and only read there."""
     manifests = _manifests()
     secret = manifests[("Secret", "lockoutd-secrets")]
-    deployment = manifests[("Deployment", "lockoutd")]
-    spec = deployment["spec"]["template"]["spec"]
-    [volume] = [v for v in spec["volumes"] if "secret" in v]
-    assert volume["secret"]["secretName"] == "lockoutd-secrets"
-    [item] = volume["secret"]["items"]
-    assert item["key"] in secret["stringData"]
-    [mount] = [m for m in _container(deployment)["volumeMounts"] if m["name"] == volume["name"]]
-    settings = _kubernetes_settings(tmp_path)
-    assert Path(mount["mountPath"]) / item["path"] == settings.zitadel.pat_file
+    files = _secret_files(manifests[("Deployment", "lockoutd")])
+    assert files["zitadel-pat"] == _kubernetes_settings(tmp_path).zitadel.pat_file
+    assert set(files) <= set(secret["stringData"])
     ingest_env = _container(manifests[("Deployment", "lockoutd-ingest")])["env"]
     [key] = [e for e in ingest_env if e["name"] == "LOCKOUTD_INGEST__SIGNING_KEY"]
     assert key["valueFrom"]["secretKeyRef"]["key"] in secret["stringData"]
+
+
+def test_the_schedule_signing_key_comes_from_the_secret_and_its_placeholder_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The rules ConfigMap locks temporarily, so the daemon reads a schedule signing key from the
+    Secret; the Secret's placeholder is too short to be used, so it cannot run unreplaced."""
+    manifests = _manifests()
+    settings = _kubernetes_settings(tmp_path)
+    files = _secret_files(manifests[("Deployment", "lockoutd")])
+    assert files["schedule-signing-key"] == settings.kafka.schedule_signing_key_file
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for name, text in manifests[("ConfigMap", "lockoutd-rules")]["data"].items():
+        (rules / name).write_text(text)
+    assert unsigned_temporary_locks(load_rules([rules]).rules, schedule_seal(KafkaSettings()))
+    placeholder = tmp_path / "schedule-signing-key"
+    placeholder.write_text(
+        manifests[("Secret", "lockoutd-secrets")]["stringData"]["schedule-signing-key"]
+    )
+    with pytest.raises(ConfigError, match="use at least 16"):
+        schedule_seal(KafkaSettings(schedule_signing_key_file=placeholder))
 
 
 def test_the_containers_run_unprivileged() -> None:
@@ -311,7 +354,30 @@ def test_the_daemon_unit_waits_longer_than_the_drain_time_and_reloads_with_sighu
     service = _unit("lockoutd.service")["Service"]
     assert parse_duration(service["TimeoutStopSec"]) > Settings().engine.drain_timeout
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
-    assert service["Environment"] == "LOCKOUTD_ZITADEL__PAT_FILE=%d/zitadel-pat"
+
+
+def _directives(name: str, key: str) -> list[str]:
+    """Every value of a directive that may be given more than once (``LoadCredential``)."""
+    prefix = f"{key}="
+    lines = (DEPLOY / "systemd" / name).read_text().splitlines()
+    return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+
+
+def test_the_daemon_unit_hands_the_token_and_the_schedule_signing_key_over_as_credentials() -> None:
+    """Each secret is a credential only the service reads; the environment names where it lands,
+    which overrides the file's setting."""
+    credentials = dict(c.split(":", 1) for c in _directives("lockoutd.service", "LoadCredential"))
+    environment = dict(
+        assignment.split("=", 1)
+        for line in _directives("lockoutd.service", "Environment")
+        for assignment in shlex.split(line)
+    )
+    assert environment == {
+        "LOCKOUTD_ZITADEL__PAT_FILE": "%d/zitadel-pat",
+        "LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY_FILE": "%d/schedule-signing-key",
+    }
+    for path in environment.values():
+        assert path.removeprefix("%d/") in credentials
 
 
 @pytest.mark.parametrize("name", ["lockoutd.service", "lockoutd-ingest.service"])

@@ -45,8 +45,9 @@ MEANINGS = {
     "kafka.sasl_password_file": "file holding the SASL password",
     "kafka.sasl_password": "the SASL password itself",
     "kafka.schedule_signing_key_file": (
-        "file holding the key every instance signs schedule entries with (HMAC-SHA256); "
-        "with it, entries without a valid signature are refused"
+        "file holding the key every instance signs schedule entries with (HMAC-SHA256, at "
+        "least 16 bytes), required while a rule locks temporarily; entries without a valid "
+        "signature are refused"
     ),
     "kafka.schedule_signing_key": "the schedule signing key itself",
     "kafka.ssl_cafile": "CA bundle for the broker's certificate (default: the system's CAs)",

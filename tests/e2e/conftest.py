@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lockoutd.testing.broker import LocalBroker, free_port
-from lockoutd.testing.process import DaemonConfig, DaemonProcess
+from lockoutd.testing.process import DaemonConfig, DaemonProcess, write_schedule_key
 from lockoutd.testing.zitadel_emulator import ZitadelEmulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,8 +45,8 @@ def start_stack(
     partitions: int = 3,
     **overrides: object,
 ) -> Stack:
-    """Fresh topics (of ``partitions`` each) and group, an emulator with one org and a PAT, and a
-    ready daemon.
+    """Fresh topics (of ``partitions`` each) and group, an emulator with one org and a PAT, a
+    schedule signing key (``schedule_signing_key_file=None`` runs without one), and a ready daemon.
 
     ``front``, given the emulator's URL, returns the URL the daemon calls instead (a proxy).
     """
@@ -62,9 +62,15 @@ def start_stack(
         dead_letter_topic=f"auth-events-dlq-{suffix}",
         decisions_topic=f"lockoutd-decisions-{suffix}",
         schedule_topic=f"lockoutd-schedule-{suffix}",
+        schedule_signing_key_file=tmp / "schedule-signing-key",
     )
     for name, value in overrides.items():
         setattr(config, name, value)
+    if (
+        config.schedule_signing_key_file is not None
+        and not config.schedule_signing_key_file.exists()
+    ):
+        write_schedule_key(config.schedule_signing_key_file)
     if event_format != "native":
         config.extra.setdefault("kafka", {})["formats"] = {config.topics[0]: event_format}
     asyncio.run(

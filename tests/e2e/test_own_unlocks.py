@@ -16,6 +16,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from lockoutd.settings import KafkaSettings
+from lockoutd.source.schedule_seal import schedule_seal
 from lockoutd.testing.broker import LocalBroker
 from lockoutd.testing.zitadel.faults import Fault
 from lockoutd.testing.zitadel_emulator import UserState
@@ -41,25 +43,12 @@ rules:
 
 @pytest.fixture
 def temporary_locks(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
-    """A daemon whose OTP rule locks for four seconds, doubling on repeats (up to eight)."""
+    """A daemon whose OTP rule locks for four seconds, doubling on repeats (up to eight); its
+    schedule entries are signed with the key every test stack has."""
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "rules.yaml").write_text(RULES)
     stack = start_stack(broker, tmp_path, rule_paths=[rules])
-    yield stack
-    stop_stack(stack)
-
-
-@pytest.fixture
-def signed_schedule(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
-    """The same daemon, its schedule entries signed with a key from a secret file."""
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "rules.yaml").write_text(RULES)
-    key_file = tmp_path / "schedule-signing-key"
-    key_file.write_text("an-e2e-schedule-signing-key-0123456789\n")
-    extra = {"kafka": {"schedule_signing_key_file": str(key_file)}}
-    stack = start_stack(broker, tmp_path, rule_paths=[rules], extra=extra)
     yield stack
     stop_stack(stack)
 
@@ -79,15 +68,23 @@ def three_wrong_codes(stack: Stack, user_id: str) -> None:
     )
 
 
-def write_schedule(stack: Stack, entries: list[tuple[str, bytes]]) -> None:
-    """Write raw records to the schedule topic as anyone with write access could."""
+def write_schedule(stack: Stack, entries: list[tuple[str, bytes]], *, signed: bool) -> None:
+    """Write raw records to the schedule topic as anyone with write access could; ``signed``
+    with the daemon's key, as one who also holds the key (or a bug of lockoutd's own) would."""
+    key_file = stack.config.schedule_signing_key_file if signed else None
+    seal = schedule_seal(KafkaSettings(schedule_signing_key_file=key_file))
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, enable_idempotence=False)
         await producer.start()
         try:
             for key, value in entries:
-                await producer.send_and_wait(stack.config.schedule_topic, value, key=key.encode())
+                await producer.send_and_wait(
+                    stack.config.schedule_topic,
+                    value,
+                    key=key.encode(),
+                    headers=seal.headers(key.encode(), value),
+                )
         finally:
             await producer.stop()
 
@@ -120,8 +117,9 @@ def test_an_administrators_relock_is_not_undone(temporary_locks: Stack) -> None:
 def test_a_forged_schedule_entry_unlocks_nobody_and_cannot_outrank_lockoutd(
     temporary_locks: Stack,
 ) -> None:
-    """Entries anyone wrote to the schedule topic neither unlock an administrator's lock nor,
-    dated far in the future, stop lockoutd's own later entries from counting."""
+    """Entries written to the schedule topic, even with the key, neither unlock an
+    administrator's lock nor, dated far in the future, stop lockoutd's own later entries from
+    counting."""
     stack = temporary_locks
     stack.emulator.add_user("6000", org_id=ORG_ID, state=UserState.LOCKED)  # an admin's lock
     stack.emulator.add_user("6001", org_id=ORG_ID)
@@ -138,6 +136,7 @@ def test_a_forged_schedule_entry_unlocks_nobody_and_cannot_outrank_lockoutd(
             ),
             ("6001", json.dumps({"user_id": "6001", "state": "kept", **forged}).encode()),
         ],
+        signed=True,
     )
 
     # lockoutd's own temporary lock of 6001 is undone on time: the forged entry did not win.
@@ -154,7 +153,8 @@ def test_a_forged_schedule_entry_unlocks_nobody_and_cannot_outrank_lockoutd(
 
 
 def test_forged_values_out_of_range_crash_nothing(temporary_locks: Stack) -> None:
-    """A lock time of -1e300 and a hundred thousand strikes are refused, not computed with."""
+    """A lock time of -1e300 and a hundred thousand strikes are refused, not computed with, even
+    in entries signed with the key."""
     stack = temporary_locks
     stack.emulator.add_user("6002", org_id=ORG_ID, state=UserState.LOCKED)
     stack.emulator.add_user("6003", org_id=ORG_ID)
@@ -190,6 +190,7 @@ def test_forged_values_out_of_range_crash_nothing(temporary_locks: Stack) -> Non
                 ).encode(),
             ),
         ],
+        signed=True,
     )
 
     three_wrong_codes(stack, "6003")
@@ -219,10 +220,10 @@ def test_a_lock_whose_reply_was_lost_is_still_lockoutds_and_is_undone_on_time(
     assert stack.emulator.state_of("6004") is UserState.ACTIVE
 
 
-def test_with_a_signing_key_a_well_formed_forgery_is_refused(signed_schedule: Stack) -> None:
+def test_with_a_signing_key_a_well_formed_forgery_is_refused(temporary_locks: Stack) -> None:
     """An entry that names an administrator's lock by its very version, as lockoutd's own
     entries do, unlocks nobody when it is not signed; lockoutd's signed entries still work."""
-    stack = signed_schedule
+    stack = temporary_locks
     stack.emulator.add_user("6005", org_id=ORG_ID, state=UserState.LOCKED)
     stack.emulator.add_user("6006", org_id=ORG_ID)
     read = httpx.get(
@@ -243,7 +244,7 @@ def test_with_a_signing_key_a_well_formed_forgery_is_refused(signed_schedule: St
         "lock_sequence": int(details["sequence"]),
         "lock_changed_at": details["changeDate"],
     }
-    write_schedule(stack, [("6005", json.dumps(forged).encode())])
+    write_schedule(stack, [("6005", json.dumps(forged).encode())], signed=False)
 
     three_wrong_codes(stack, "6006")
     [unlock] = wait_until(lambda: decisions_for(stack, "6006", "unlock"), what="6006's unlock")

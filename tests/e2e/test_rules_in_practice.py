@@ -172,6 +172,57 @@ def test_sighup_reloads_rules_and_unchanged_rules_keep_their_counts(
         stop_stack(stack)
 
 
+PERMANENT_ONLY = """\
+rules:
+  - name: password-bruteforce
+    match: {reason: [password]}
+    key: [user_id]
+    threshold: 5
+    window: 10m
+    action:
+      lock: {}
+"""
+
+
+def test_a_reload_that_brings_a_temporary_lock_without_a_key_is_refused(
+    broker: LocalBroker, tmp_path: Path, rules_dir: Path
+) -> None:
+    """Without a schedule signing key a daemon runs permanent rules; a SIGHUP that adds a
+    temporary lock is refused like a bad rule file, and the rules in force stay in force."""
+    stack = start_with_rules(
+        broker, tmp_path, rules_dir, PERMANENT_ONLY, schedule_signing_key_file=None
+    )
+    try:
+        (rules_dir / "rules.yaml").write_text(SHORT_LOCKS.format(duration="1h"))
+        stack.daemon.reload()
+        [failed] = wait_until(
+            lambda: [e for e in stack.daemon.logs() if e.get("event") == "rules_reload_failed"],
+            what="the refused reload",
+        )
+        [problem] = failed["problems"]
+        assert "rule otp-bruteforce locks temporarily" in problem
+        assert "kafka.schedule_signing_key_file" in problem
+        assert "LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY" in problem
+        assert failed["kept"] == 1
+
+        stack.emulator.add_user("2010", org_id=ORG_ID)
+        stack.emulator.add_user("2011", org_id=ORG_ID)
+        produce(
+            stack.bootstrap,
+            stack.events_topic,
+            [failure("2010", m, reason="otp") for m in range(3)]
+            + [failure("2011", m) for m in range(5)],
+        )
+        wait_until(lambda: stack.emulator.state_of("2011") is UserState.LOCKED, what="the lock")
+        wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics)
+        assert stack.emulator.state_of("2010") is UserState.ACTIVE  # no OTP rule is in force
+        assert not decisions_for(stack, "2010")
+        assert not [e for e in stack.daemon.logs() if e.get("event") == "rules_reloaded"]
+        assert stack.daemon.returncode is None
+    finally:
+        stop_stack(stack)
+
+
 def test_zitadel_action_events_lock_like_native_ones(
     broker: LocalBroker, tmp_path: Path, rules_dir: Path
 ) -> None:

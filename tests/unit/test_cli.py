@@ -74,6 +74,7 @@ def test_check_accepts_the_shipped_configuration(
     """``lockoutd check -c config/lockoutd.yaml`` in the repository exits 0 and names the rules."""
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("LOCKOUTD_ZITADEL__PAT", "a-token")  # as the README's example does
+    monkeypatch.setenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY", "a-key-of-at-least-16-bytes")
     assert main(["check", "-c", "config/lockoutd.yaml"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("ok: 5 rules from 2 files")

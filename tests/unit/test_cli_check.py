@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,6 +17,14 @@ from lockoutd.cli import main
 REPO = Path(__file__).resolve().parents[2]
 PAT = "pat-value-never-shown"
 SIGNING_KEY = "signing-key-never-shown"
+SCHEDULE_KEY = "schedule-signing-key-never-shown"
+
+
+@pytest.fixture(autouse=True)
+def _schedule_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped rules lock temporarily, so ``check`` needs a schedule signing key: the tests
+    that are about something else get one from the environment."""
+    monkeypatch.setenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY", SCHEDULE_KEY)
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -52,7 +61,7 @@ def test_check_prints_the_effective_configuration_with_secrets_masked(
     monkeypatch.setenv("LOCKOUTD_SAFETY__MAX_LOCKS_PER_MINUTE", "7")
     assert main(["check", "-c", str(config)]) == 0
     captured = capsys.readouterr()
-    for secret in (PAT, SIGNING_KEY, "from-a-file"):
+    for secret in (PAT, SIGNING_KEY, SCHEDULE_KEY, "from-a-file"):
         assert secret not in captured.out + captured.err
     first, _comment, *rest = captured.out.splitlines()
     assert first.startswith("ok: ")
@@ -61,6 +70,7 @@ def test_check_prints_the_effective_configuration_with_secrets_masked(
     assert effective["kafka"]["sasl_password"] is None
     assert effective["kafka"]["sasl_password_file"] == str(password_file)
     assert effective["ingest"]["signing_key"] == "**********"
+    assert effective["kafka"]["schedule_signing_key"] == "**********"
     assert effective["safety"]["max_locks_per_minute"] == 7  # the environment won
     assert effective["engine"]["rule_paths"] == [str(REPO / "rules")]
 
@@ -161,10 +171,12 @@ def test_a_token_in_the_environment_replaces_the_files_pat_file(
     monkeypatch.setenv("LOCKOUTD_ZITADEL__PAT", PAT)
     assert main(["check", "-c", "config/lockoutd.yaml"]) == 0
     captured = capsys.readouterr()
-    assert captured.err == (
+    assert captured.err.splitlines() == [
+        "note: LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY is set, so kafka.schedule_signing_key_file "
+        "from config/lockoutd.yaml is ignored",
         "note: LOCKOUTD_ZITADEL__PAT is set, so zitadel.pat_file from config/lockoutd.yaml "
-        "is ignored\n"
-    )
+        "is ignored",
+    ]
     effective = yaml.safe_load(captured.out.split("\n", 2)[2])
     assert effective["zitadel"]["pat_file"] is None
     assert effective["zitadel"]["pat"] == "**********"
@@ -432,6 +444,7 @@ def test_check_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         tmp_path, f"zitadel:\n  pat_file: {_pat_file(tmp_path)}\nengine:\n  rule_paths: [RULES]\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKOUTD_")}
+    env["LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY"] = SCHEDULE_KEY  # the shipped rules need one
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "lockoutd", "check", "-c", str(config)],
         stdout=subprocess.PIPE,
@@ -452,6 +465,7 @@ def test_check_names_an_unreadable_schedule_signing_key_file(
 ) -> None:
     """The schedule signing key file is read by ``check`` as by the daemon; an empty one is an
     error that names the setting and the path, never any content."""
+    monkeypatch.delenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY")
     key_file = tmp_path / "schedule-key"
     key_file.write_text("\n")
     config = _config(
@@ -467,3 +481,108 @@ def test_check_names_an_unreadable_schedule_signing_key_file(
     assert main(["check", "-c", str(config)]) == 1
     err = capsys.readouterr().err
     assert err == f"kafka.schedule_signing_key_file: secret file {key_file} is empty\n"
+
+
+# Temporary locks need a schedule signing key (README, "Temporary locks and escalation").
+
+
+def _rule(name: str, lock: str, mode: str = "enforce") -> str:
+    """One rule of a rule file, locking as ``lock`` says (``{}``: permanently)."""
+    return (
+        f"  - name: {name}\n    key: [user_id]\n    threshold: 3\n    window: 5m\n"
+        f"    action: {{lock: {lock}}}\n    mode: {mode}\n"
+    )
+
+
+PERMANENT = _rule("password-bruteforce", "{}")
+TEMPORARY_AND_PERMANENT = (
+    "rules:\n"
+    + _rule("otp-bruteforce", "{duration: 15m}")
+    + PERMANENT
+    + _rule("mfa-shadow", "{duration: 1h}", mode="dry-run")
+)
+
+
+def _rules_config(tmp_path: Path, rules_text: str, kafka: str = "") -> Path:
+    """A configuration with ``rules_text`` as its only rule file and ``kafka`` (lines of that
+    section, indented), if any."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text, encoding="utf-8")
+    kafka_section = f"kafka:\n{kafka}" if kafka else ""
+    return _config(
+        tmp_path,
+        f"{kafka_section}zitadel:\n  pat_file: {_pat_file(tmp_path)}\n"
+        f"engine:\n  rule_paths: [{rules}]\n",
+    )
+
+
+def test_run_and_check_refuse_temporary_locks_without_a_schedule_signing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a key, whoever may write the schedule topic could steer lockoutd's unlocks: a
+    configuration whose rules lock temporarily is refused, with the rules, the setting, the
+    variable and how to make a key named (a rule in dry-run mode is meant to enforce one day)."""
+    monkeypatch.delenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY")
+    config = _rules_config(tmp_path, TEMPORARY_AND_PERMANENT)
+    assert main(["check", "-c", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [problem] = captured.err.splitlines()
+    assert problem.startswith("kafka.schedule_signing_key_file: ")
+    assert "rules otp-bruteforce, mfa-shadow lock temporarily" in problem
+    assert "password-bruteforce" not in problem
+    assert "LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY" in problem
+    assert "head -c 32 /dev/urandom | base64 > schedule-key" in problem
+    assert main(["run", "-c", str(config)]) == 1  # refused before any connection
+    assert capsys.readouterr().err.splitlines() == [problem]
+
+
+def test_permanent_locks_need_no_schedule_signing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lockoutd undoes no permanent lock, so rules without a duration run without a key."""
+    monkeypatch.delenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY")
+    config = _rules_config(tmp_path, "rules:\n" + PERMANENT)
+    assert main(["check", "-c", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("ok: 1 rule from 1 file (password-bruteforce)\n")
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_a_schedule_signing_key_shorter_than_16_bytes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """A short key can be guessed; the error names the setting and the length, never the key."""
+    short = "fifteen-bytes-k"
+    kafka = ""
+    if where == "file":
+        monkeypatch.delenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY")
+        key_file = tmp_path / "schedule-key"
+        key_file.write_text(short + "\n", encoding="utf-8")
+        kafka = f"  schedule_signing_key_file: {key_file}\n"
+        setting = f"kafka.schedule_signing_key_file: the key in {key_file}"
+    else:
+        monkeypatch.setenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY", short)
+        setting = "kafka.schedule_signing_key: LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY"
+    config = _rules_config(tmp_path, TEMPORARY_AND_PERMANENT, kafka)
+    assert main(["check", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{setting} is 15 bytes long; use at least 16 ")
+    assert short not in err
+
+
+def test_the_daemon_itself_refuses_temporary_locks_without_a_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever starts the daemon without ``run``'s preflight meets the same refusal, before
+    anything connects."""
+    monkeypatch.delenv("LOCKOUTD_KAFKA__SCHEDULE_SIGNING_KEY")
+    from lockoutd.daemon import Daemon
+    from lockoutd.errors import ConfigError
+    from lockoutd.rules import load_rules
+    from lockoutd.settings import Settings
+
+    settings = Settings(engine={"rule_paths": [REPO / "rules"]})
+    with pytest.raises(ConfigError) as refused:
+        asyncio.run(Daemon(settings, load_rules(settings.engine.rule_paths)).run())
+    [problem] = refused.value.problems
+    assert "rule otp-bruteforce locks temporarily" in problem
