@@ -27,12 +27,19 @@ import stamina
 import structlog
 from aiokafka import TopicPartition
 
+from lockoutd.act.account import account_findings
 from lockoutd.act.schedule import UnlockSchedule
 from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.unlocker import Unlocker
 from lockoutd.act.zitadel import ZitadelClient
 from lockoutd.decide.decision import Decision
-from lockoutd.errors import ConfigError, KafkaUnavailable
+from lockoutd.errors import (
+    ConfigError,
+    KafkaUnavailable,
+    UnexpectedAnswer,
+    ZitadelConfigError,
+    ZitadelUnavailable,
+)
 from lockoutd.pipeline import Pipeline
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
@@ -48,6 +55,8 @@ _Client = TypeVar("_Client", KafkaSource, KafkaSink, ScheduleTopic)
 # How often the consumer polls (paused) while a batch waits, to keep its place in the group.
 _MEMBERSHIP_POLL_SECONDS = 1.0
 _KAFKA_WAIT_MAX_SECONDS = 30.0
+# How long the start waits for ZITADEL to say who lockoutd is before it goes on without knowing.
+_ACCOUNT_CHECK_SECONDS = 15.0
 
 
 class _Stopped(Exception):
@@ -109,6 +118,7 @@ class Daemon:
                     readiness=readiness,
                 )
             )
+            await self._check_account(store)
             sink = await self._connect(stack, lambda: KafkaSink(settings.kafka))
             # The schedule is read in full before the first event: escalation and pending
             # unlocks must be known before anything new is locked.
@@ -156,6 +166,27 @@ class Daemon:
                 uptime_seconds=self._uptime(),
                 outcomes=dict(pipeline.outcomes),
             )
+
+    async def _check_account(self, store: ZitadelClient) -> None:
+        """What ``check --connect`` asks ZITADEL, asked before the first event is read.
+
+        A token ZITADEL rejects, or an account that may not lock, stops the daemon now rather
+        than at the first attack. ZITADEL being unreachable does not: locks wait for it anyway.
+        """
+        try:
+            findings = await asyncio.wait_for(
+                account_findings(store, self.settings.zitadel), _ACCOUNT_CHECK_SECONDS
+            )
+        except (TimeoutError, ZitadelUnavailable, UnexpectedAnswer) as exc:
+            log.warning(
+                "zitadel_account_unchecked",
+                error=str(exc) or f"no answer within {_ACCOUNT_CHECK_SECONDS:g}s",
+                note="locks will wait for ZITADEL; a token it rejects stops the daemon then",
+            )
+            return
+        if failed := [finding.text for finding in findings if not finding.ok]:
+            raise ZitadelConfigError("; ".join(failed))
+        log.info("zitadel_account", checks=[finding.text for finding in findings])
 
     def _uptime(self) -> float:
         return round(time.monotonic() - self._started, 1)

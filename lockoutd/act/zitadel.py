@@ -382,6 +382,20 @@ class ZitadelClient:
             return None  # ZITADEL cannot hold such a name; asking would only cost a request
         return await self._names.get((name, org), lambda: self._find_user(name, org))
 
+    async def ask(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        org_id: str | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """One request about lockoutd's own account (``/auth/v1/...``), with the token,
+        retries and refusals of every other call; the answer is the caller's to read."""
+        org = self._org(org_id)
+        return await self._call(operation, method, path, org, body=body, deadline=self._deadline())
+
     async def _state(self, path: str, org: str | None, deadline: float) -> UserState | None:
         response = await self._call("get_user", "GET", path, org, body=None, deadline=deadline)
         if not response.is_success:

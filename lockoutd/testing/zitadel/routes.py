@@ -18,6 +18,9 @@ from lockoutd.testing.zitadel.api import (
     V2_LOCK,
     V2_UNLOCK,
     Handler,
+    auth_my_memberships,
+    auth_my_permissions,
+    auth_my_user,
     v1_change,
     v1_get_user,
     v1_list_users,
@@ -72,6 +75,10 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("GET",  "/v2/users/*",                       "v2.get_user",     v2_get_user),
     _route("POST", "/v2beta/users/*/lock",              "v2beta.lock",     v2_change(V2_LOCK)),
     _route("POST", "/v2beta/users/*/unlock",            "v2beta.unlock",   v2_change(V2_UNLOCK)),
+    _route("GET",  "/auth/v1/users/me",                 "auth.my_user",    auth_my_user),
+    _route("POST", "/auth/v1/memberships/me/_search",   "auth.my_memberships", auth_my_memberships),
+    _route("POST", "/auth/v1/permissions/zitadel/me/_search", "auth.my_permissions",
+           auth_my_permissions),
     _route("POST", "/oauth/v2/token",                   "oauth.token",     token_endpoint),
 )
 # fmt: on
