@@ -73,6 +73,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_requested = False
         self._started = time.monotonic()
+        self._zitadel_down: Callable[[], bool] = lambda: False
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -99,6 +100,7 @@ class Daemon:
             store = await stack.enter_async_context(
                 ZitadelClient(settings.zitadel, metrics=self.metrics)
             )
+            self._zitadel_down = lambda: not store.healthy
             source: KafkaSource | None = None
 
             def readiness() -> dict[str, bool]:
@@ -221,7 +223,7 @@ class Daemon:
                 work = asyncio.ensure_future(
                     self._process_and_publish(pipeline, sink, batch.records, rebuild_until)
                 )
-                if not await self._wait_for(work, source):
+                if not await self._wait_for(work, source, pipeline):
                     return  # not committed: the batch is processed again after the restart
             finally:
                 source.resume()
@@ -247,35 +249,54 @@ class Daemon:
             with attempt:
                 await sink.publish(records)
 
-    async def _wait_for(self, work: asyncio.Future[None], source: KafkaSource) -> bool:
+    async def _wait_for(
+        self, work: asyncio.Future[None], source: KafkaSource, pipeline: Pipeline
+    ) -> bool:
         """Wait for the batch, polling to keep the group membership; bounded once stopping.
 
         Returns False when the drain time ran out and the batch was abandoned uncommitted.
         """
         drain_deadline: float | None = None
-        while not work.done():
-            timeout = _MEMBERSHIP_POLL_SECONDS
-            if self._stop.is_set():
-                now = time.monotonic()
-                if drain_deadline is None:
-                    drain_deadline = now + self.settings.engine.drain_timeout
-                    log.info("draining", drain_timeout=self.settings.engine.drain_timeout)
-                timeout = min(timeout, drain_deadline - now)
-                if timeout <= 0:
-                    work.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await work
+        paused_at: float | None = None  # when the wait was found to be a ZITADEL outage
+        try:
+            while not work.done():
+                if paused_at is None and self._zitadel_down():
+                    paused_at = time.monotonic()
                     log.warning(
-                        "drain_timed_out",
-                        drain_timeout=self.settings.engine.drain_timeout,
-                        note="the batch was not committed; the next start carries it out",
+                        "fetching_paused",
+                        reason="ZITADEL is unavailable; its calls are retried, and no new "
+                        "events are read until the batch's decisions are carried out",
+                        waiting_decisions=pipeline.actions_in_flight,
                     )
-                    return False
-            await asyncio.wait({work}, timeout=timeout)
-            if not work.done():
-                await source.keep_membership()
-        work.result()  # re-raise what the batch raised
-        return True
+                timeout = _MEMBERSHIP_POLL_SECONDS
+                if self._stop.is_set():
+                    now = time.monotonic()
+                    if drain_deadline is None:
+                        drain_deadline = now + self.settings.engine.drain_timeout
+                        log.info("draining", drain_timeout=self.settings.engine.drain_timeout)
+                    timeout = min(timeout, drain_deadline - now)
+                    if timeout <= 0:
+                        work.cancel()
+                        with suppress(asyncio.CancelledError):
+                            await work
+                        log.warning(
+                            "drain_timed_out",
+                            drain_timeout=self.settings.engine.drain_timeout,
+                            note="the batch was not committed; the next start carries it out",
+                        )
+                        return False
+                await asyncio.wait({work}, timeout=timeout)
+                if not work.done():
+                    await source.keep_membership()
+            work.result()  # re-raise what the batch raised
+            return True
+        finally:
+            resumed = work.done() and not work.cancelled() and work.exception() is None
+            if paused_at is not None and resumed:
+                log.info(
+                    "fetching_resumed",
+                    paused_seconds=round(time.monotonic() - paused_at, 1),
+                )
 
     async def _stopped_within(self, seconds: float) -> bool:
         with suppress(TimeoutError):

@@ -82,6 +82,11 @@ class Pipeline:
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
         metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
 
+    @property
+    def actions_in_flight(self) -> int:
+        """Decisions of the batch being carried out now (during an outage: waiting for it)."""
+        return self._executor.in_flight
+
     def replace_rules(self, rules: RuleSet) -> None:
         """Use ``rules`` from the next batch on; unchanged rules keep their counts."""
         self.rules = rules

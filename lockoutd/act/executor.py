@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import msgspec
 import stamina
+import structlog
 from aiolimiter import AsyncLimiter
 
 from lockoutd.act.schedule import UnlockSchedule
@@ -19,6 +20,8 @@ from lockoutd.report.metrics import Metrics
 from lockoutd.rules.model import LockAction
 
 _T = TypeVar("_T")
+
+log = structlog.get_logger(__name__)
 
 _LOCK_OUTCOMES = {
     LockOutcome.LOCKED: Outcome.LOCKED,
@@ -65,11 +68,22 @@ class LockExecutor:
         self._metrics = metrics
         self._clock = clock
         self._outage_waits = (outage_wait_initial, outage_wait_max)
+        self.in_flight = 0
+        """Decisions being carried out now: during an outage, the ones that wait for ZITADEL."""
 
     async def carry_out(
         self, decision: Decision, *, event_time: float, action: LockAction | None = None
     ) -> Decision:
         """Lock the user of a pending ``decision``; return the decision with its outcome."""
+        self.in_flight += 1
+        try:
+            return await self._carry_out(decision, event_time=event_time, action=action)
+        finally:
+            self.in_flight -= 1
+
+    async def _carry_out(
+        self, decision: Decision, *, event_time: float, action: LockAction | None
+    ) -> Decision:
         user_id = decision.user_id
         try:
             if user_id is None and decision.login_name is not None:
@@ -77,7 +91,9 @@ class LockExecutor:
                 # use up the locks that real accounts under attack need.
                 login_name = decision.login_name
                 user_id = await self._until_available(
-                    lambda: self._store.resolve_login_name(login_name, decision.org_id)
+                    lambda: self._store.resolve_login_name(login_name, decision.org_id),
+                    "resolve_retrying",
+                    decision,
                 )
                 if user_id is None:
                     return msgspec.structs.replace(decision, outcome=Outcome.UNKNOWN_USER)
@@ -91,7 +107,10 @@ class LockExecutor:
             result = await self._until_available(
                 lambda: self._locks.lock(
                     target, decision.org_id, rule=decision.rule, action=action or LockAction()
-                )
+                ),
+                "lock_retrying",
+                decision,
+                user_id=target,
             )
         except (InvalidUserId, UnexpectedAnswer) as exc:
             return msgspec.structs.replace(
@@ -124,7 +143,16 @@ class LockExecutor:
             await org_cap.acquire()
         return None
 
-    async def _until_available(self, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def _until_available(
+        self,
+        call: Callable[[], Awaitable[_T]],
+        event: str,
+        decision: Decision,
+        *,
+        user_id: str | None = None,
+    ) -> _T:
+        """``call`` again and again while ZITADEL is unavailable; one log line per retry."""
+        last: ZitadelUnavailable | None = None
         async for attempt in stamina.retry_context(
             on=ZitadelUnavailable,
             attempts=None,
@@ -134,5 +162,19 @@ class LockExecutor:
             wait_jitter=self._outage_waits[0],
         ):
             with attempt:
-                return await call()
+                if last is not None:
+                    log.warning(
+                        event,
+                        rule=decision.rule,
+                        user_id=user_id or decision.user_id,
+                        login_name=decision.login_name,
+                        org_id=decision.org_id,
+                        attempt=attempt.num,
+                        error=str(last),
+                    )
+                try:
+                    return await call()
+                except ZitadelUnavailable as exc:
+                    last = exc
+                    raise
         raise AssertionError("unreachable: stamina retries until the call succeeds")

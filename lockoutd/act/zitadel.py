@@ -527,7 +527,9 @@ class ZitadelClient:
                 # A failed attempt leaves this block through stamina, which waits and loops.
                 with attempt:
                     if last is not None:
-                        log.warning(
+                        # Debug detail: the action that waits logs its retries, with its
+                        # rule and user (the executor's lock_retrying).
+                        log.debug(
                             "zitadel_retrying",
                             operation=operation,
                             attempt=attempt.num,

@@ -8,6 +8,8 @@ import sys
 import stamina
 import structlog
 
+from lockoutd.report.library_logs import LibraryLogFilter
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -51,10 +53,12 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         )
     )
+    handler.addFilter(LibraryLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Library chatter (every HTTP request, every fetch) stays out unless debugging.
     root.setLevel(max(_LEVELS[level], logging.WARNING) if level != "debug" else logging.DEBUG)
-    # Retries are logged as structured lines; stamina's default Prometheus hook would register
-    # on the global registry, outside lockoutd's own.
-    stamina.instrumentation.set_on_retry_hooks([stamina.instrumentation.StructlogOnRetryHook])
+    # lockoutd logs its retries itself, once per action with its rule and user (stamina's own
+    # line names neither); stamina's default Prometheus hook would register on the global
+    # registry, outside lockoutd's own.
+    stamina.instrumentation.set_on_retry_hooks([])
