@@ -10,7 +10,8 @@ One loop, one batch at a time::
   consumer keeps polling, so it keeps its place in the group and nothing piles up in memory.
 - SIGTERM and SIGINT stop fetching and give the batch in flight ``engine.drain_timeout``; what
   does not finish is not committed, and the next start carries it out.
-- SIGHUP reloads the rules between two batches; a bad rule file keeps the old rules.
+- SIGHUP, or a change to the rule files (looked at every ``engine.rule_check_interval``), reloads
+  the rules between two batches; a bad rule file keeps the old rules.
 - Kafka being unreachable is waited out (``/readyz`` says so), never a crash loop.
 """
 
@@ -44,6 +45,7 @@ from lockoutd.pipeline import Pipeline
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet, load_rules
+from lockoutd.rules.watch import RuleFilesWatch
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import KafkaSink, KafkaSource, OutgoingRecord, Record
 from lockoutd.source.schedule import ScheduleTopic
@@ -71,7 +73,9 @@ class Daemon:
         self.metrics = Metrics()
         self._rules = rules
         self._stop = asyncio.Event()
-        self._reload_requested = False
+        self._reload_requested: str | None = None
+        # Taken now, next to the loading of the rules it started with, so no change goes unseen.
+        self._rule_watch = RuleFilesWatch(settings.engine.rule_paths)
         self._started = time.monotonic()
         self._zitadel_down: Callable[[], bool] = lambda: False
 
@@ -80,8 +84,8 @@ class Daemon:
             log.info("shutdown_requested")
         self._stop.set()
 
-    def request_reload(self) -> None:
-        self._reload_requested = True
+    def request_reload(self, trigger: str = "SIGHUP") -> None:
+        self._reload_requested = trigger
 
     async def run(self) -> None:
         """Run until SIGTERM or SIGINT; raises on a fault the supervisor must see."""
@@ -162,6 +166,8 @@ class Daemon:
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(unlocker.run(self._stop), name="unlocker")
+                if settings.engine.rule_check_interval > 0:
+                    group.create_task(self._watch_rules(), name="rule-watch")
                 group.create_task(self._consume(source, sink, pipeline), name="consumer")
             log.info(
                 "daemon_stopped",
@@ -303,15 +309,30 @@ class Daemon:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
         return self._stop.is_set()
 
+    async def _watch_rules(self) -> None:
+        """Ask for a reload when the rule files change (a ConfigMap update, an edit)."""
+        watch = self._rule_watch
+        while not await self._stopped_within(self.settings.engine.rule_check_interval):
+            # A few stat calls: cheap enough for the event loop, no thread needed.
+            if watch.changed():
+                self.request_reload("file_change")
+
     def _reload(self, pipeline: Pipeline) -> None:
-        self._reload_requested = False
+        trigger, self._reload_requested = self._reload_requested, None
         try:
             rules = load_rules(self.settings.engine.rule_paths)
         except ConfigError as exc:
-            log.error("rules_reload_failed", problems=exc.problems, kept=len(pipeline.rules.rules))
+            log.error(
+                "rules_reload_failed",
+                trigger=trigger,
+                problems=exc.problems,
+                kept=len(pipeline.rules.rules),
+            )
             return
         pipeline.replace_rules(rules)
-        log.info("rules_reloaded", rules=[rule.name for rule in rules.rules])
+        log.info("rules_reloaded", trigger=trigger, rules=[rule.name for rule in rules.rules])
+        for warning in rules.warnings:
+            log.warning("rules_warning", warning=warning)
 
 
 def _read_check(readiness: Callable[[], dict[str, bool]], check: str) -> Callable[[], float]:

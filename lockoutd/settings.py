@@ -144,6 +144,8 @@ class EngineSettings(_Section):
     """Shadow mode for every rule: decisions are published as ``dry_run`` and nothing is called."""
     drain_timeout: Duration = 20.0
     """On SIGTERM, how long in-flight decisions may take before the daemon exits without them."""
+    rule_check_interval: Duration = Field(default=5.0, ge=0)
+    """How often the rule files are looked at for a change that reloads them; 0: only SIGHUP."""
 
     @field_validator("rule_paths", mode="before")
     @classmethod

@@ -66,6 +66,8 @@ MEANINGS = {
     "engine.max_event_age": "older evidence is counted but never acts",
     "engine.dry_run": "shadow mode for every rule: decide and report, call nothing",
     "engine.drain_timeout": "how long shutdown waits for the batch in flight",
+    "engine.rule_check_interval": "how often rule files are checked for a change that reloads "
+    "them (0: only on SIGHUP)",
     "safety.max_locks_per_minute": "a token bucket over all locks; beyond it locks are "
     "`suppressed`",
     "safety.max_locks_per_minute_per_org": "the same for each organization (unset: no cap per org)",
