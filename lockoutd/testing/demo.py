@@ -108,6 +108,20 @@ async def _follow_decisions(
     return seen
 
 
+# Lines of the metrics output that look like trouble but are the story going as planned.
+EXPLANATIONS = {
+    'lockoutd_zitadel_requests_total{code="400",operation="lock"}': (
+        "expected: ZITADEL's one answer for carol (already locked) and dave (deactivated); "
+        "lockoutd reads their state to tell the two apart"
+    ),
+}
+
+
+def _explained(line: str) -> str:
+    note = EXPLANATIONS.get(line)
+    return f"  <- {note}" if note else ""
+
+
 def _metric_lines(daemon: DaemonProcess) -> dict[str, float]:
     lines = {}
     for (name, labels), value in daemon.metrics().items():
@@ -169,7 +183,7 @@ def main() -> int:
             after = _metric_lines(daemon)
             for line, value in sorted(after.items()):
                 if value != before.get(line, 0):
-                    print(f"  {line} {value:g}")
+                    print(f"  {line} {value:g}{_explained(line)}")
         finally:
             code = daemon.terminate()
             print(
