@@ -16,15 +16,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from lockoutd.testing.broker import LocalBroker, free_port
 from lockoutd.testing.process import DaemonConfig, DaemonProcess
+from lockoutd.testing.produce import produce
 from lockoutd.testing.zitadel_emulator import UserState, ZitadelEmulator
 
 ORG = "300"
 PAT = "demo-personal-access-token"
 TOPIC, DECISIONS, DEAD_LETTERS = "auth.events", "lockoutd.decisions", "auth.events.dlq"
+SCHEDULE = "lockoutd.schedule"
 
 # Who is attacked, how, and what lockoutd should do about it.
 USERS = [
@@ -68,16 +70,6 @@ def _attack(now: datetime) -> list[tuple[bytes, bytes]]:
             records.append((user_id.encode(), json.dumps(event).encode()))
     records.append((b"garbage", b"{this is not an event"))
     return records
-
-
-async def _produce(bootstrap: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send_and_wait(TOPIC, value, key=key)
-    finally:
-        await producer.stop()
 
 
 async def _follow_decisions(
@@ -131,8 +123,33 @@ def _metric_lines(daemon: DaemonProcess) -> dict[str, float]:
     return lines
 
 
-def main() -> int:
+def prepare(broker: LocalBroker, emulator: ZitadelEmulator, work: Path) -> DaemonConfig:
+    """The demo's world: its topics, its org, users and token, and a daemon configuration for
+    them written to ``work/lockoutd.yaml`` (the token in ``work/pat``)."""
     repo = Path(__file__).resolve().parents[2]
+    asyncio.run(broker.create_topics(TOPIC, DECISIONS, DEAD_LETTERS, SCHEDULE))
+    emulator.add_org(ORG)
+    emulator.add_pat(PAT, roles={"instance": {"IAM_USER_MANAGER"}}, org_id=ORG)
+    for user_id, login, state, _, _ in USERS:
+        emulator.add_user(user_id, org_id=ORG, login_name=login, state=state)
+    (work / "pat").write_text(PAT)
+    config = DaemonConfig(
+        bootstrap_servers=broker.bootstrap_servers,
+        topics=[TOPIC],
+        group_id="lockoutd-demo",
+        zitadel_url=emulator.base_url,
+        pat_file=work / "pat",
+        rule_paths=[repo / "rules"],
+        metrics_port=free_port(),
+        dead_letter_topic=DEAD_LETTERS,
+        decisions_topic=DECISIONS,
+        schedule_topic=SCHEDULE,
+    )
+    config.write(work / "lockoutd.yaml")
+    return config
+
+
+def main() -> int:
     with (
         tempfile.TemporaryDirectory(prefix="lockoutd-demo-") as tmp,
         LocalBroker() as broker,
@@ -141,25 +158,9 @@ def main() -> int:
         work = Path(tmp)
         print(f"broker   {broker.bootstrap_servers} (Kafka protocol)")
         print(f"zitadel  {emulator.base_url} (emulator)")
-        asyncio.run(broker.create_topics(TOPIC, DECISIONS, DEAD_LETTERS))
-        emulator.add_org(ORG)
-        emulator.add_pat(PAT, roles={"instance": {"IAM_USER_MANAGER"}}, org_id=ORG)
-        for user_id, login, state, _, _ in USERS:
-            emulator.add_user(user_id, org_id=ORG, login_name=login, state=state)
-        (work / "pat").write_text(PAT)
-        config = DaemonConfig(
-            bootstrap_servers=broker.bootstrap_servers,
-            topics=[TOPIC],
-            group_id="lockoutd-demo",
-            zitadel_url=emulator.base_url,
-            pat_file=work / "pat",
-            rule_paths=[repo / "rules"],
-            metrics_port=free_port(),
-            dead_letter_topic=DEAD_LETTERS,
-            decisions_topic=DECISIONS,
-        )
+        config = prepare(broker, emulator, work)
         daemon = DaemonProcess(
-            config.write(work / "lockoutd.yaml"),
+            work / "lockoutd.yaml",
             metrics_port=config.metrics_port,
             log_path=work / "lockoutd.log",
         )
@@ -173,7 +174,7 @@ def main() -> int:
             for login, story in STORY.items():
                 print(f"  {login:<18} {story}")
             print("  plus one record that is not JSON: dead-lettered, counted\n")
-            asyncio.run(_produce(broker.bootstrap_servers, records))
+            asyncio.run(produce(TOPIC, records, bootstrap_servers=broker.bootstrap_servers))
             asyncio.run(_follow_decisions(broker.bootstrap_servers, expected=4, within_seconds=30))
             print("\nusers in ZITADEL now:")
             for user_id, login, _, _, _ in USERS:
