@@ -36,6 +36,7 @@ from lockoutd.act.zitadel import ZitadelClient
 from lockoutd.decide.decision import Decision
 from lockoutd.errors import (
     ConfigError,
+    InvalidUserId,
     KafkaUnavailable,
     UnexpectedAnswer,
     ZitadelConfigError,
@@ -185,7 +186,7 @@ class Daemon:
             findings = await asyncio.wait_for(
                 account_findings(store, self.settings.zitadel), _ACCOUNT_CHECK_SECONDS
             )
-        except (TimeoutError, ZitadelUnavailable, UnexpectedAnswer) as exc:
+        except (TimeoutError, ZitadelUnavailable, UnexpectedAnswer, InvalidUserId) as exc:
             log.warning(
                 "zitadel_account_unchecked",
                 error=str(exc) or f"no answer within {_ACCOUNT_CHECK_SECONDS:g}s",

@@ -231,7 +231,9 @@ class KafkaSource:
 
     @property
     def ready(self) -> bool:
-        """True while the consumer holds a place in its group and the broker answers fetches."""
+        """True while the consumer holds a place in its group and the broker answers: its
+        fetches, or while fetching is paused (a batch waits on ZITADEL), its metadata requests.
+        Kafka's part of ``/readyz`` only: a wait on anything else must not make it False."""
         if not self._rebalance.joined:
             return False
         assignment = self._consumer.assignment()
