@@ -254,7 +254,17 @@ class Daemon:
             on=KafkaUnavailable, attempts=None, timeout=None, wait_max=_KAFKA_WAIT_MAX_SECONDS
         ):
             with attempt:
-                await sink.publish(records)
+                try:
+                    await sink.publish(records)
+                except KafkaUnavailable as exc:
+                    # stamina's own retry lines are off: lockoutd says what it retries.
+                    log.warning(
+                        "publish_retrying",
+                        attempt=attempt.num,
+                        records=len(records),
+                        error=str(exc),
+                    )
+                    raise
 
     async def _wait_for(
         self, work: asyncio.Future[None], source: KafkaSource, pipeline: Pipeline
