@@ -79,6 +79,8 @@ class Daemon:
         self._rule_watch = RuleFilesWatch(settings.engine.rule_paths)
         self._started = time.monotonic()
         self._zitadel_down: Callable[[], bool] = lambda: False
+        self._kafka_was_ready = False
+        self._kafka_lost_at: float | None = None
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -222,6 +224,8 @@ class Daemon:
                 log.warning("kafka_fetch_failed", error=str(exc))
                 await self._stopped_within(1.0)
                 continue
+            finally:
+                self._note_kafka(source.ready)
             if not batch.records:
                 continue
             rebuild_until = dict(source.rebuild_until)
@@ -237,6 +241,22 @@ class Daemon:
             # A partition's rebuild mark stays until it is lost: once its records pass the mark,
             # the mark no longer matches any of them.
             await source.commit(batch.next_offsets)
+
+    def _note_kafka(self, ready: bool) -> None:
+        """One line when Kafka stops answering (aiokafka retries on its own, quietly), and one
+        when it is back; nothing before it was first ready (the start logs its own waits)."""
+        now = time.monotonic()
+        if ready and self._kafka_lost_at is not None:
+            log.info("kafka_ready", unready_seconds=round(now - self._kafka_lost_at, 1))
+            self._kafka_lost_at = None
+        elif not ready and self._kafka_was_ready and self._kafka_lost_at is None:
+            log.warning(
+                "kafka_not_ready",
+                reason="the consumer lost its group or the broker stopped answering; aiokafka "
+                "reconnects, and /readyz says kafka: false until it has",
+            )
+            self._kafka_lost_at = now
+        self._kafka_was_ready = self._kafka_was_ready or ready
 
     async def _process_and_publish(
         self,

@@ -99,5 +99,9 @@ def test_a_kafka_outage_blames_kafka_and_no_library_cries_error(tmp_path: Path) 
                 and str(line.get("logger", "")).startswith("aiokafka")
             ]
             assert errors == []
+            # lockoutd's own account of it: one line when Kafka went, one when it came back.
+            wait_until(lambda: events(stack, "kafka_ready"), what="kafka_ready")
+            assert len(events(stack, "kafka_not_ready")) == 1
+            assert len(events(stack, "kafka_ready")) == 1
         finally:
             stop_stack(stack)
