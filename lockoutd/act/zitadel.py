@@ -392,9 +392,14 @@ class ZitadelClient:
         body: dict[str, Any] | None = None,
     ) -> httpx.Response:
         """One request about lockoutd's own account (``/auth/v1/...``), with the token,
-        retries and refusals of every other call; the answer is the caller's to read."""
+        retries and refusals of every other call; the answer is the caller's to read.
+
+        ``org_id`` is sent as ``x-zitadel-orgid`` whatever the API: the Auth API answers in the
+        context of that org under v2 as well."""
         org = self._org(org_id)
-        return await self._call(operation, method, path, org, body=body, deadline=self._deadline())
+        return await self._call(
+            operation, method, path, org, body=body, deadline=self._deadline(), org_header=True
+        )
 
     async def _state(self, path: str, org: str | None, deadline: float) -> UserState | None:
         response = await self._call("get_user", "GET", path, org, body=None, deadline=deadline)
@@ -451,13 +456,16 @@ class ZitadelClient:
         *,
         body: dict[str, Any] | None,
         deadline: float,
+        org_header: bool | None = None,
     ) -> httpx.Response:
         """One API request with a bearer token; faults in lockoutd's own setup raise here.
 
         A 401 earns one new token: the PAT file may have been rotated, the access token may have
-        been revoked. A second 401 means the credentials themselves are refused.
+        been revoked. A second 401 means the credentials themselves are refused. ``org_header``
+        sends ``org`` as ``x-zitadel-orgid`` whatever the API.
         """
-        headers = {"x-zitadel-orgid": org} if org is not None and self._api.org_header else {}
+        send_org = self._api.org_header if org_header is None else org_header
+        headers = {"x-zitadel-orgid": org} if org is not None and send_org else {}
         try:
             token = await self._auth.token()
         except ZitadelConfigError:

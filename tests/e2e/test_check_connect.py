@@ -32,7 +32,12 @@ def emulator() -> Iterator[ZitadelEmulator]:
 
 
 def config_for(
-    broker: LocalBroker, emulator: ZitadelEmulator, tmp: Path, *, create: tuple[str, ...] = ()
+    broker: LocalBroker,
+    emulator: ZitadelEmulator,
+    tmp: Path,
+    *,
+    create: tuple[str, ...] = (),
+    api: str = "v1",
 ) -> DaemonConfig:
     suffix = uuid.uuid4().hex[:8]
     config = DaemonConfig(
@@ -48,6 +53,7 @@ def config_for(
         schedule_topic=f"lockoutd-schedule-{suffix}",
     )
     config.pat_file.write_text(PAT + "\n")
+    config.extra["zitadel"] = {"api": api}
     wanted = {
         "events": config.topics[0],
         "dead_letter": config.dead_letter_topic or "",
@@ -144,11 +150,13 @@ def test_a_token_without_permission_fails_and_says_what_to_grant(
     assert "IAM_USER_MANAGER" in fails[0]
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
 def test_an_org_membership_is_enough_and_says_its_limit(
-    broker: LocalBroker, emulator: ZitadelEmulator, tmp_path: Path
+    broker: LocalBroker, emulator: ZitadelEmulator, tmp_path: Path, api: str
 ) -> None:
+    """The account lives in the default org and may lock in ORG_ID only."""
     emulator.add_pat(PAT, roles={ORG_ID: {"ORG_USER_MANAGER"}}, user_id=SERVICE_ACCOUNT)
-    config_for(broker, emulator, tmp_path, create=ALL_TOPICS)
+    config_for(broker, emulator, tmp_path, create=ALL_TOPICS, api=api)
     result = check_connect(tmp_path)
     assert result.returncode == 0, result.stdout
     assert any(

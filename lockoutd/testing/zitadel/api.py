@@ -430,15 +430,15 @@ def v2_list_users(instance: Instance, request: ApiRequest) -> Reply:
 # It needs an authenticated caller only; x-zitadel-orgid sets the context org, as everywhere.
 
 
-def auth_my_user(instance: Instance, request: ApiRequest) -> Reply:
-    """``GET /auth/v1/users/me``: the caller's own user in the v1 shape."""
+def my_user(instance: Instance, request: ApiRequest) -> Reply:
+    """``GET /auth/v1/users/me`` (GetMyUser): the caller's own user in the v1 shape."""
     caller = _caller(instance, request)
-    user = instance.user(caller.user_id)
-    return Reply(200, {"user": user_v1(user)})
+    return Reply(200, {"user": user_v1(instance.user(caller.user_id))})
 
 
-def auth_my_memberships(instance: Instance, request: ApiRequest) -> Reply:
-    """``POST /auth/v1/memberships/me/_search``: one entry per scope, ``iam`` or ``orgId``."""
+def my_memberships(instance: Instance, request: ApiRequest) -> Reply:
+    """``POST /auth/v1/memberships/me/_search`` (ListMyMemberships): one entry per scope,
+    ``iam`` or ``orgId``; protojson omits an empty ``result``."""
     json_body(request)
     caller = _caller(instance, request)
     result = []
@@ -456,10 +456,9 @@ def auth_my_memberships(instance: Instance, request: ApiRequest) -> Reply:
     return Reply(200, body)
 
 
-def auth_my_permissions(instance: Instance, request: ApiRequest) -> Reply:
-    """``POST /auth/v1/permissions/zitadel/me/_search``: what the instance and the context
-    org's memberships allow; an empty list (omitted) without any."""
-    json_body(request)
+def my_permissions(instance: Instance, request: ApiRequest) -> Reply:
+    """``POST /auth/v1/permissions/zitadel/me/_search`` (ListMyZitadelPermissions): what the
+    caller's memberships in the context org and on the instance allow; any caller may ask."""
     caller = _caller(instance, request)
     granted = instance.permissions(caller.user_id, caller.org_id) or frozenset()
     return Reply(200, {"result": sorted(granted)} if granted else {})
