@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate the configuration and the rules; print the effective settings"
     )
     check.add_argument("-c", "--config", type=Path, help=config_help)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach Kafka (the topics) and ZITADEL (who lockoutd is, what it may do); "
+        "acts on nobody",
+    )
     replay = commands.add_parser(
         "replay",
         help="evaluate the rules over recorded events offline; calls nothing",
@@ -198,7 +204,15 @@ def _check(args: argparse.Namespace) -> int:
     )
     print("# effective configuration (file and environment; secrets masked)")
     print(yaml.safe_dump(loaded.settings.masked(), sort_keys=False), end="")
-    return EXIT_OK
+    if not args.connect:
+        return EXIT_OK
+    from lockoutd.connect import connect_findings
+
+    print("# connections")
+    findings = asyncio.run(connect_findings(loaded.settings))
+    for finding in findings:
+        print(finding)
+    return EXIT_OK if all(finding.ok for finding in findings) else EXIT_FAILED
 
 
 def _test_rules(args: argparse.Namespace) -> int:

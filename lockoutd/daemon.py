@@ -10,8 +10,9 @@ One loop, one batch at a time::
   consumer keeps polling, so it keeps its place in the group and nothing piles up in memory.
 - SIGTERM and SIGINT stop fetching and give the batch in flight ``engine.drain_timeout``; what
   does not finish is not committed, and the next start carries it out.
-- SIGHUP reloads the rules between two batches; a bad rule file keeps the old rules, as do rules
-  that lock temporarily without a schedule signing key.
+- SIGHUP, or a change to the rule files (looked at every ``engine.rule_check_interval``), reloads
+  the rules between two batches; a bad rule file keeps the old rules, as do rules that lock
+  temporarily without a schedule signing key.
 - Kafka being unreachable is waited out (``/readyz`` says so), never a crash loop.
 """
 
@@ -28,16 +29,27 @@ import stamina
 import structlog
 from aiokafka import TopicPartition
 
+from lockoutd.act.account import account_findings
 from lockoutd.act.schedule import UnlockSchedule
 from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.unlocker import Unlocker
 from lockoutd.act.zitadel import ZitadelClient
 from lockoutd.decide.decision import Decision
-from lockoutd.errors import ConfigError, KafkaRefused, KafkaUnavailable, reported_error
+from lockoutd.errors import (
+    ConfigError,
+    InvalidUserId,
+    KafkaRefused,
+    KafkaUnavailable,
+    UnexpectedAnswer,
+    ZitadelConfigError,
+    ZitadelUnavailable,
+    reported_error,
+)
 from lockoutd.pipeline import Pipeline
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet, load_rules
+from lockoutd.rules.watch import RuleFilesWatch
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import KafkaSink, KafkaSource, OutgoingRecord, Record
 from lockoutd.source.schedule import ScheduleTopic
@@ -50,6 +62,8 @@ _Client = TypeVar("_Client", KafkaSource, KafkaSink, ScheduleTopic)
 # How often the consumer polls (paused) while a batch waits, to keep its place in the group.
 _MEMBERSHIP_POLL_SECONDS = 1.0
 _KAFKA_WAIT_MAX_SECONDS = 30.0
+# How long the start waits for ZITADEL to say who lockoutd is before it goes on without knowing.
+_ACCOUNT_CHECK_SECONDS = 15.0
 
 
 class _Stopped(Exception):
@@ -64,16 +78,21 @@ class Daemon:
         self.metrics = Metrics()
         self._rules = rules
         self._stop = asyncio.Event()
-        self._reload_requested = False
+        self._reload_requested: str | None = None
+        # Taken now, next to the loading of the rules it started with, so no change goes unseen.
+        self._rule_watch = RuleFilesWatch(settings.engine.rule_paths)
         self._started = time.monotonic()
+        self._zitadel_down: Callable[[], bool] = lambda: False
+        self._kafka_was_ready = False
+        self._kafka_lost_at: float | None = None
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
             log.info("shutdown_requested")
         self._stop.set()
 
-    def request_reload(self) -> None:
-        self._reload_requested = True
+    def request_reload(self, trigger: str = "SIGHUP") -> None:
+        self._reload_requested = trigger
 
     async def run(self) -> None:
         """Run until SIGTERM or SIGINT; raises on a fault the supervisor must see."""
@@ -102,6 +121,7 @@ class Daemon:
             store = await stack.enter_async_context(
                 ZitadelClient(settings.zitadel, metrics=self.metrics)
             )
+            self._zitadel_down = lambda: not store.healthy
             source: KafkaSource | None = None
 
             def readiness() -> dict[str, bool]:
@@ -121,6 +141,7 @@ class Daemon:
                     readiness=readiness,
                 )
             )
+            await self._check_account(store)
             sink = await self._connect(stack, lambda: KafkaSink(settings.kafka))
             for topic in (settings.kafka.decisions_topic, settings.kafka.dead_letter_topic):
                 if topic is not None:
@@ -178,12 +199,35 @@ class Daemon:
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(unlocker.run(self._stop), name="unlocker")
+                if settings.engine.rule_check_interval > 0:
+                    group.create_task(self._watch_rules(), name="rule-watch")
                 group.create_task(self._consume(source, sink, pipeline, seal), name="consumer")
             log.info(
                 "daemon_stopped",
                 uptime_seconds=self._uptime(),
                 outcomes=dict(pipeline.outcomes),
             )
+
+    async def _check_account(self, store: ZitadelClient) -> None:
+        """What ``check --connect`` asks ZITADEL, asked before the first event is read.
+
+        A token ZITADEL rejects, or an account that may not lock, stops the daemon now rather
+        than at the first attack. ZITADEL being unreachable does not: locks wait for it anyway.
+        """
+        try:
+            findings = await asyncio.wait_for(
+                account_findings(store, self.settings.zitadel), _ACCOUNT_CHECK_SECONDS
+            )
+        except (TimeoutError, ZitadelUnavailable, UnexpectedAnswer, InvalidUserId) as exc:
+            log.warning(
+                "zitadel_account_unchecked",
+                error=str(exc) or f"no answer within {_ACCOUNT_CHECK_SECONDS:g}s",
+                note="locks will wait for ZITADEL; a token it rejects stops the daemon then",
+            )
+            return
+        if failed := [finding.text for finding in findings if not finding.ok]:
+            raise ZitadelConfigError("; ".join(failed))
+        log.info("zitadel_account", checks=[finding.text for finding in findings])
 
     def _uptime(self) -> float:
         return round(time.monotonic() - self._started, 1)
@@ -212,6 +256,8 @@ class Daemon:
                 log.warning("kafka_fetch_failed", error=str(exc))
                 await self._stopped_within(1.0)
                 continue
+            finally:
+                self._note_kafka(source.ready)
             if not batch.records:
                 continue
             rebuild_until = dict(source.rebuild_until)
@@ -220,13 +266,29 @@ class Daemon:
                 work = asyncio.ensure_future(
                     self._process_and_publish(pipeline, sink, batch.records, rebuild_until)
                 )
-                if not await self._wait_for(work, source):
+                if not await self._wait_for(work, source, pipeline):
                     return  # not committed: the batch is processed again after the restart
             finally:
                 source.resume()
             # A partition's rebuild mark stays until it is lost: once its records pass the mark,
             # the mark no longer matches any of them.
             await source.commit(batch.next_offsets)
+
+    def _note_kafka(self, ready: bool) -> None:
+        """One line when Kafka stops answering (aiokafka retries on its own, quietly), and one
+        when it is back; nothing before it was first ready (the start logs its own waits)."""
+        now = time.monotonic()
+        if ready and self._kafka_lost_at is not None:
+            log.info("kafka_ready", unready_seconds=round(now - self._kafka_lost_at, 1))
+            self._kafka_lost_at = None
+        elif not ready and self._kafka_was_ready and self._kafka_lost_at is None:
+            log.warning(
+                "kafka_not_ready",
+                reason="the consumer lost its group or the broker stopped answering; aiokafka "
+                "reconnects, and /readyz says kafka: false until it has",
+            )
+            self._kafka_lost_at = now
+        self._kafka_was_ready = self._kafka_was_ready or ready
 
     async def _process_and_publish(
         self,
@@ -249,6 +311,15 @@ class Daemon:
                     await sink.publish(records)
                 except KafkaRefused as refused:
                     self._skip_refused(refused)
+                except KafkaUnavailable as exc:
+                    # stamina's own retry lines are off: lockoutd says what it retries.
+                    log.warning(
+                        "publish_retrying",
+                        attempt=attempt.num,
+                        records=len(records),
+                        error=str(exc),
+                    )
+                    raise
 
     def _skip_refused(self, refused: KafkaRefused) -> None:
         for record, error in refused.refused:
@@ -261,52 +332,86 @@ class Daemon:
                 note="Kafka refuses this record for good; it is skipped, not retried",
             )
 
-    async def _wait_for(self, work: asyncio.Future[None], source: KafkaSource) -> bool:
+    async def _wait_for(
+        self, work: asyncio.Future[None], source: KafkaSource, pipeline: Pipeline
+    ) -> bool:
         """Wait for the batch, polling to keep the group membership; bounded once stopping.
 
         Returns False when the drain time ran out and the batch was abandoned uncommitted.
         """
         drain_deadline: float | None = None
-        while not work.done():
-            timeout = _MEMBERSHIP_POLL_SECONDS
-            if self._stop.is_set():
-                now = time.monotonic()
-                if drain_deadline is None:
-                    drain_deadline = now + self.settings.engine.drain_timeout
-                    log.info("draining", drain_timeout=self.settings.engine.drain_timeout)
-                timeout = min(timeout, drain_deadline - now)
-                if timeout <= 0:
-                    work.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await work
+        paused_at: float | None = None  # when the wait was found to be a ZITADEL outage
+        try:
+            while not work.done():
+                if paused_at is None and self._zitadel_down():
+                    paused_at = time.monotonic()
                     log.warning(
-                        "drain_timed_out",
-                        drain_timeout=self.settings.engine.drain_timeout,
-                        note="the batch was not committed; the next start carries it out",
+                        "fetching_paused",
+                        reason="ZITADEL is unavailable; its calls are retried, and no new "
+                        "events are read until the batch's decisions are carried out",
+                        waiting_decisions=pipeline.actions_in_flight,
                     )
-                    return False
-            await asyncio.wait({work}, timeout=timeout)
-            if not work.done():
-                await source.keep_membership()
-        work.result()  # re-raise what the batch raised
-        return True
+                timeout = _MEMBERSHIP_POLL_SECONDS
+                if self._stop.is_set():
+                    now = time.monotonic()
+                    if drain_deadline is None:
+                        drain_deadline = now + self.settings.engine.drain_timeout
+                        log.info("draining", drain_timeout=self.settings.engine.drain_timeout)
+                    timeout = min(timeout, drain_deadline - now)
+                    if timeout <= 0:
+                        work.cancel()
+                        with suppress(asyncio.CancelledError):
+                            await work
+                        log.warning(
+                            "drain_timed_out",
+                            drain_timeout=self.settings.engine.drain_timeout,
+                            note="the batch was not committed; the next start carries it out",
+                        )
+                        return False
+                await asyncio.wait({work}, timeout=timeout)
+                if not work.done():
+                    await source.keep_membership()
+            work.result()  # re-raise what the batch raised
+            return True
+        finally:
+            resumed = work.done() and not work.cancelled() and work.exception() is None
+            if paused_at is not None and resumed:
+                log.info(
+                    "fetching_resumed",
+                    paused_seconds=round(time.monotonic() - paused_at, 1),
+                )
 
     async def _stopped_within(self, seconds: float) -> bool:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
         return self._stop.is_set()
 
+    async def _watch_rules(self) -> None:
+        """Ask for a reload when the rule files change (a ConfigMap update, an edit)."""
+        watch = self._rule_watch
+        while not await self._stopped_within(self.settings.engine.rule_check_interval):
+            # A few stat calls: cheap enough for the event loop, no thread needed.
+            if watch.changed():
+                self.request_reload("file_change")
+
     def _reload(self, pipeline: Pipeline, seal: ScheduleSeal) -> None:
-        self._reload_requested = False
+        trigger, self._reload_requested = self._reload_requested, None
         try:
             rules = load_rules(self.settings.engine.rule_paths)
             if problems := unsigned_temporary_locks(rules.rules, seal):
                 raise ConfigError(problems)
         except ConfigError as exc:
-            log.error("rules_reload_failed", problems=exc.problems, kept=len(pipeline.rules.rules))
+            log.error(
+                "rules_reload_failed",
+                trigger=trigger,
+                problems=exc.problems,
+                kept=len(pipeline.rules.rules),
+            )
             return
         pipeline.replace_rules(rules)
-        log.info("rules_reloaded", rules=[rule.name for rule in rules.rules])
+        log.info("rules_reloaded", trigger=trigger, rules=[rule.name for rule in rules.rules])
+        for warning in rules.warnings:
+            log.warning("rules_warning", warning=warning)
 
 
 def _read_check(readiness: Callable[[], dict[str, bool]], check: str) -> Callable[[], float]:

@@ -97,15 +97,20 @@ class Pipeline:
             max_record_bytes=settings.kafka.max_event_bytes,
         )
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
-        metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
+        metrics.declare_rules(_actions(rules))
         self._bound = KeyBound(settings.engine.max_tracked_keys)
         metrics.tracked_keys_limit.set(settings.engine.max_tracked_keys)
+
+    @property
+    def actions_in_flight(self) -> int:
+        """Decisions of the batch being carried out now (during an outage: waiting for it)."""
+        return self._executor.in_flight
 
     def replace_rules(self, rules: RuleSet) -> None:
         """Use ``rules`` from the next batch on; unchanged rules keep their counts."""
         self.rules = rules
         self._engines = {tp: engine.reloaded(rules) for tp, engine in self._engines.items()}
-        self._metrics.declare_rules((rule.name, rule.action.name) for rule in rules.rules)
+        self._metrics.declare_rules(_actions(rules))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop the window state of partitions this instance no longer reads."""
@@ -284,3 +289,11 @@ class Pipeline:
             task.result() if task is not None else decision
             for task, (decision, _, _, _) in zip(tasks, pending, strict=True)
         ]
+
+
+def _actions(rules: RuleSet) -> Iterator[tuple[str, str]]:
+    """Each rule's action, and ``unlock`` for the rules whose locks lockoutd ends."""
+    for rule in rules.rules:
+        yield rule.name, rule.action.name
+        if rule.action.lock is not None and rule.action.lock.duration is not None:
+            yield rule.name, "unlock"

@@ -75,6 +75,8 @@ class LockExecutor:
         self._metrics = metrics
         self._clock = clock
         self._outage_waits = (outage_wait_initial, outage_wait_max)
+        self.in_flight = 0
+        """Decisions being carried out now: during an outage, the ones that wait for ZITADEL."""
 
     def set_share(self, share: float) -> None:
         """Hold ``share`` of the group's caps from now on: the share of its partitions that
@@ -101,13 +103,31 @@ class LockExecutor:
         users by login name. All of it happens before a token is taken from the safety cap, so
         neither made-up names nor allowlisted users use up the locks real accounts need.
         """
+        self.in_flight += 1
+        try:
+            return await self._carry_out(
+                decision, event_time=event_time, action=action, allowed=allowed
+            )
+        finally:
+            self.in_flight -= 1
+
+    async def _carry_out(
+        self,
+        decision: Decision,
+        *,
+        event_time: float,
+        action: LockAction | None,
+        allowed: AllowedSet,
+    ) -> Decision:
         user_id = decision.user_id
         users_org: str | None = None  # as ZITADEL reports it; what the per-org cap counts
         try:
             if user_id is None and decision.login_name is not None:
                 login_name = decision.login_name
                 resolved = await self._until_available(
-                    lambda: self._store.resolve_login_name(login_name, decision.org_id)
+                    lambda: self._store.resolve_login_name(login_name, decision.org_id),
+                    "resolve_retrying",
+                    decision,
                 )
                 if resolved is None:
                     return msgspec.structs.replace(decision, outcome=Outcome.UNKNOWN_USER)
@@ -128,7 +148,10 @@ class LockExecutor:
             if allowed.has_login_names or self._org_caps is not None:
                 # One read says both who the user is (every login name) and which org it is in.
                 facts = await self._until_available(
-                    lambda: self._store.read_user(target, decision.org_id)
+                    lambda: self._store.read_user(target, decision.org_id),
+                    "read_user_retrying",
+                    decision,
+                    user_id=target,
                 )
                 if facts is None:
                     return msgspec.structs.replace(
@@ -147,7 +170,10 @@ class LockExecutor:
             result = await self._until_available(
                 lambda: self._locks.lock(
                     target, decision.org_id, rule=decision.rule, action=action or LockAction()
-                )
+                ),
+                "lock_retrying",
+                decision,
+                user_id=target,
             )
         except (InvalidUserId, UnexpectedAnswer) as exc:
             return msgspec.structs.replace(
@@ -181,7 +207,16 @@ class LockExecutor:
             org_cap.take()
         return None
 
-    async def _until_available(self, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def _until_available(
+        self,
+        call: Callable[[], Awaitable[_T]],
+        event: str,
+        decision: Decision,
+        *,
+        user_id: str | None = None,
+    ) -> _T:
+        """``call`` again and again while ZITADEL is unavailable; one log line per retry."""
+        last: ZitadelUnavailable | None = None
         async for attempt in stamina.retry_context(
             on=ZitadelUnavailable,
             attempts=None,
@@ -191,5 +226,19 @@ class LockExecutor:
             wait_jitter=self._outage_waits[0],
         ):
             with attempt:
-                return await call()
+                if last is not None:
+                    log.warning(
+                        event,
+                        rule=decision.rule,
+                        user_id=user_id or decision.user_id,
+                        login_name=decision.login_name,
+                        org_id=decision.org_id,
+                        attempt=attempt.num,
+                        error=str(last),
+                    )
+                try:
+                    return await call()
+                except ZitadelUnavailable as exc:
+                    last = exc
+                    raise
         raise AssertionError("unreachable: stamina retries until the call succeeds")

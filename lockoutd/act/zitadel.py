@@ -462,6 +462,25 @@ class ZitadelClient:
             return None  # ZITADEL cannot hold such a name; asking would only cost a request
         return await self._names.get((name, org), lambda: self._find_user(name, org))
 
+    async def ask(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        org_id: str | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """One request about lockoutd's own account (``/auth/v1/...``), with the token,
+        retries and refusals of every other call; the answer is the caller's to read.
+
+        ``org_id`` is sent as ``x-zitadel-orgid`` whatever the API: the Auth API answers in the
+        context of that org under v2 as well."""
+        org = self._org(org_id)
+        return await self._call(
+            operation, method, path, org, body=body, deadline=self._deadline(), org_header=True
+        )
+
     async def _state(self, user_id: str, org: str | None, deadline: float) -> UserState | None:
         snapshot = await self._read(user_id, org, deadline)
         return snapshot.state if snapshot is not None else None
@@ -741,7 +760,9 @@ class ZitadelClient:
                 # A failed attempt leaves this block through stamina, which waits and loops.
                 with attempt:
                     if last is not None:
-                        log.warning(
+                        # Debug detail: the action that waits logs its retries, with its
+                        # rule and user (the executor's lock_retrying).
+                        log.debug(
                             "zitadel_retrying",
                             operation=operation,
                             attempt=attempt.num,

@@ -85,7 +85,11 @@ class IngestService:
                 on=KafkaUnavailable, attempts=None, timeout=_KAFKA_RETRY_SECONDS, wait_max=10.0
             ):
                 with attempt:
-                    sink = await stack.enter_async_context(KafkaSink(settings.kafka))
+                    try:
+                        sink = await stack.enter_async_context(KafkaSink(settings.kafka))
+                    except KafkaUnavailable as exc:
+                        log.warning("kafka_unavailable", attempt=attempt.num, error=str(exc))
+                        raise
             assert sink is not None  # stamina raises when it gives up
             # Entered last, left first: requests in flight finish while the producer still runs.
             server = await stack.enter_async_context(

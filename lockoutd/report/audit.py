@@ -56,6 +56,8 @@ class DecisionReporter:
             outcome=outcome.value,
             count=decision.count,
             error=decision.error,
+            # A temporary lock says when it ends; a permanent one has nothing to say here.
+            **({"unlock_at": decision.unlock_at} if decision.unlock_at is not None else {}),
         )
         if self._topic is None:
             return None

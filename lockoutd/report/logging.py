@@ -15,6 +15,8 @@ import sys
 import stamina
 import structlog
 
+from lockoutd.report.library_logs import LibraryLogFilter
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -71,6 +73,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         )
     )
     handler.addFilter(_libraries_warn_only)
+    # aiokafka's lost-broker errors become warnings, each at most once in a while: lockoutd
+    # waits such outages out and says so itself.
+    handler.addFilter(LibraryLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # The root's level is the libraries' level (they inherit it), so that their debug calls
@@ -79,6 +84,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     for name in _LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger(_OWN).setLevel(_LEVELS[level])
-    # Retries are logged as structured lines; stamina's default Prometheus hook would register
-    # on the global registry, outside lockoutd's own.
-    stamina.instrumentation.set_on_retry_hooks([stamina.instrumentation.StructlogOnRetryHook])
+    # lockoutd logs its retries itself, once per action with its rule and user (stamina's own
+    # line names neither); stamina's default Prometheus hook would register on the global
+    # registry, outside lockoutd's own.
+    stamina.instrumentation.set_on_retry_hooks([])

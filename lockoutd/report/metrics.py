@@ -28,6 +28,24 @@ OUTCOMES = (
     "reported",
     "not_ours",
 )
+OUTCOMES_BY_ACTION = {
+    "lock": (
+        "locked",
+        "already_locked",
+        "not_lockable",
+        "dry_run",
+        "suppressed",
+        "allowlisted",
+        "stale",
+        "unknown_user",
+        "failed",
+    ),
+    # A report rule decides and counts; nothing it does can fail or be held back.
+    "report": ("reported",),
+    # The end of a temporary lock, carried out for the rule that took it.
+    "unlock": ("unlocked", "not_locked", "not_ours", "unknown_user", "failed"),
+}
+"""The outcomes each action can have: the series created at 0 for a rule of that action."""
 SCHEDULE_REJECTIONS = ("bad_signature", "malformed", "invalid", "wrong_key")
 REFUSAL_REASONS = ("unknown_org", "no_permission")
 ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "permissions", "token")
@@ -173,10 +191,11 @@ class Metrics:
             self.refused_actions.labels(reason=reason)
 
     def declare_rules(self, rules: Iterable[tuple[str, str]]) -> None:
-        """Create the per-rule series at 0 for ``(rule name, action)`` pairs."""
+        """Create the per-rule series at 0 for ``(rule name, action)`` pairs: the outcomes that
+        action can have (a rule with temporary locks also has ``unlock``)."""
         for rule, action in rules:
             self.rule_fired.labels(rule=rule)
             self.tracked_keys.labels(rule=rule)
             self.evicted_keys.labels(rule=rule)
-            for outcome in OUTCOMES:
+            for outcome in OUTCOMES_BY_ACTION.get(action, OUTCOMES):
                 self.actions.labels(rule=rule, action=action, outcome=outcome)

@@ -190,6 +190,8 @@ use the same, so that they compare like with like."""
 
 # A partition that has sent no fetch answer for this long is not being consumed (for /readyz).
 _FETCH_SILENCE_MS = 15_000
+# While fetching is paused, how often the cluster is asked for its metadata instead.
+_CONTACT_EVERY_SECONDS = 5.0
 
 
 class KafkaSource:
@@ -220,6 +222,7 @@ class KafkaSource:
         self._held: set[TopicPartition] = set()
         """Partitions not fetched until their rewind is done, whatever ``resume`` says."""
         self._fetching = True
+        self._last_contact = time.monotonic()
         self.rebuild_until: Offsets = {}
         """Per partition, the committed offset that rewound records are replayed up to."""
         self._consumer = AIOKafkaConsumer(
@@ -254,12 +257,18 @@ class KafkaSource:
 
     @property
     def ready(self) -> bool:
-        """True while the consumer holds a place in its group and the broker answers fetches."""
+        """True while the consumer holds a place in its group and the broker answers: its
+        fetches, or while fetching is paused (a batch waits on ZITADEL), its metadata requests.
+        Kafka's part of ``/readyz`` only: a wait on anything else must not make it False."""
         if not self._rebalance.joined:
             return False
         assignment = self._consumer.assignment()
         if not assignment:
             return True  # more members than partitions: idle, but a healthy member
+        if not self._fetching:
+            # No fetches while a batch waits (on ZITADEL, say): the broker's answers to
+            # keep_membership's metadata requests say whether Kafka is there.
+            return time.monotonic() - self._last_contact < _FETCH_SILENCE_MS / 1000
         now_ms = time.time() * 1000
         return any(
             now_ms - (self._consumer.last_poll_timestamp(tp) or 0) < _FETCH_SILENCE_MS
@@ -280,7 +289,9 @@ class KafkaSource:
 
     def pause(self) -> None:
         """Stop fetching from every partition: the batch in flight is not yet acted on."""
-        self._fetching = False
+        if self._fetching:
+            self._fetching = False
+            self._last_contact = time.monotonic()  # the fetch of the batch just answered
         self._consumer.pause(*self._consumer.assignment())
 
     def resume(self) -> None:
@@ -310,10 +321,21 @@ class KafkaSource:
         except KafkaError as exc:
             log.warning("kafka_poll_failed", error=str(exc))
             return
+        await self._contact_broker()
         for tp, records in fetched.items():
             if records:
                 self._consumer.seek(tp, records[0].offset)
         self.pause()
+
+    async def _contact_broker(self) -> None:
+        """While paused, ask the cluster for its metadata now and then, for :attr:`ready`."""
+        if time.monotonic() - self._last_contact < _CONTACT_EVERY_SECONDS:
+            return
+        try:
+            await asyncio.wait_for(self._consumer.topics(), _CONTACT_EVERY_SECONDS)
+        except (KafkaError, TimeoutError):
+            return  # ready turns False once the silence lasts
+        self._last_contact = time.monotonic()
 
     async def rewind(self, partitions: Sequence[TopicPartition]) -> None:
         """Seek newly assigned partitions back by the lookback, to rebuild their windows."""

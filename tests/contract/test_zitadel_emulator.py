@@ -925,3 +925,50 @@ def test_answers_conform_to_the_openapi_subset(
 
     error = change(client, V2, NOBODY)
     _conform(openapi, error.json(), {"$ref": "#/definitions/rpcStatus"}, "rpcStatus")
+
+
+# -- the Auth API: who the caller is and what it may do -----------------------------------------
+
+
+def test_users_me_answers_the_callers_own_user(client: httpx.Client) -> None:
+    response = client.get("/auth/v1/users/me", headers=_headers(ORG_PAT, None))
+    assert response.status_code == 200
+    user = response.json()["user"]
+    assert user["id"] == ORG_SA
+    assert user["details"]["resourceOwner"] == ORG_A
+    assert user["preferredLoginName"]
+    assert "machine" in user
+
+
+def test_users_me_with_a_bad_token_is_unauthenticated(client: httpx.Client) -> None:
+    response = client.get("/auth/v1/users/me", headers=_headers("no-such-token", None))
+    assert response.status_code == 401
+    assert response.json()["details"][0]["id"] == "AUTH-7fs1e"
+
+
+def test_my_memberships_list_scopes_and_roles(client: httpx.Client) -> None:
+    iam = client.post("/auth/v1/memberships/me/_search", json={}, headers=_headers(IAM_PAT, None))
+    org = client.post("/auth/v1/memberships/me/_search", json={}, headers=_headers(ORG_PAT, None))
+    none = client.post("/auth/v1/memberships/me/_search", json={}, headers=_headers(NONE_PAT, None))
+    assert [(m.get("iam"), m["roles"]) for m in iam.json()["result"]] == [
+        (True, ["IAM_USER_MANAGER"])
+    ]
+    assert [(m.get("orgId"), m["roles"]) for m in org.json()["result"]] == [
+        (ORG_A, ["ORG_USER_MANAGER"])
+    ]
+    assert "result" not in none.json()  # protojson omits an empty list
+
+
+def test_my_zitadel_permissions_are_those_of_the_context_org(client: httpx.Client) -> None:
+    def permissions(token: str, org: str | None) -> list[str]:
+        path = "/auth/v1/permissions/zitadel/me/_search"
+        response = client.post(path, json={}, headers=_headers(token, org))
+        assert response.status_code == 200
+        result: list[str] = response.json().get("result", [])
+        return result
+
+    assert {"user.read", "user.write", "user.global.read"} <= set(permissions(IAM_PAT, None))
+    assert {"user.read", "user.write"} <= set(permissions(ORG_PAT, None))
+    assert permissions(ORG_PAT, ORG_B) == []
+    assert "user.write" not in permissions(VIEWER_PAT, None)
+    assert permissions(NONE_PAT, None) == []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +323,40 @@ def test_the_image_copies_files_that_exist() -> None:
                 assert (REPO / source).exists(), source
 
 
+def _locked() -> dict[str, list[str]]:
+    """``requirements.lock``: each pinned ``name==version`` with its hashes."""
+    pins: dict[str, list[str]] = {}
+    current = ""
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        words = line.strip().rstrip("\\").split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].startswith("--hash=sha256:"):
+            pins[current].append(words[0])
+        else:
+            current = words[0]
+            pins[current] = []
+    return pins
+
+
+def test_the_image_installs_pinned_and_hashed_dependencies_from_the_lock_file() -> None:
+    """Every dependency of the package is pinned to one version with its hashes, and the image
+    installs them from the lock file with ``--require-hashes``, lockoutd itself without deps."""
+    pins = _locked()
+    assert all("==" in pin for pin in pins)
+    assert all(hashes for hashes in pins.values())
+    pinned = {pin.split("==")[0].lower() for pin in pins}
+    with (REPO / "pyproject.toml").open("rb") as project:
+        dependencies = tomllib.load(project)["project"]["dependencies"]
+    for dependency in dependencies:
+        name = re.split(r"[\[<>=!~; ]", dependency, maxsplit=1)[0].lower()
+        assert name in pinned, dependency
+    runs = [args for op, args in _dockerfile() if op == "RUN"]
+    assert any("--require-hashes -r /tmp/requirements.lock" in args for args in runs)
+    assert any("--no-deps" in args and "lockoutd-" in args for args in runs)
+    assert "requirements.lock" in (DEPLOY / "Dockerfile").read_text().split("FROM")[0]
+
+
 # --- systemd -----------------------------------------------------------------------------------
 
 
@@ -388,6 +424,20 @@ def test_the_units_allow_the_open_files_the_settings_need(name: str) -> None:
     limit = int(service["LimitNOFILE"])
     assert limit >= Settings().ingest.max_connections + FILE_RESERVE
     assert limit >= Settings().zitadel.max_concurrency + FILE_RESERVE
+
+
+def test_the_daemon_unit_says_how_to_install_from_a_clone() -> None:
+    """lockoutd is not on PyPI: the unit's comment installs the lock file and the clone."""
+    text = (DEPLOY / "systemd" / "lockoutd.service").read_text()
+    assert "pip install lockoutd" not in text
+    assert "--require-hashes -r requirements.lock" in text
+    assert "pip install --no-deps ." in text
+
+
+def test_no_reload_advice_needs_a_kill_binary_in_the_image() -> None:
+    """The slim image has no ``kill``: a rules reload inside a container uses Python."""
+    for path in [REPO / "README.md", *sorted((DEPLOY / "kubernetes").glob("*.yaml"))]:
+        assert "-- kill" not in " ".join(path.read_text().split()), path
 
 
 @pytest.mark.parametrize("name", ["lockoutd.service", "lockoutd-ingest.service"])

@@ -82,6 +82,8 @@ MEANINGS = {
         "the same for each organization, the one ZITADEL reports for the user, not the event's "
         "claim, also for the whole group (unset: no cap per org)"
     ),
+    "engine.rule_check_interval": "how often rule files are checked for a change that reloads "
+    "them (0: only on SIGHUP)",
     "metrics.listen": "`/metrics`, `/healthz`, `/readyz`",
     "log.level": "log level",
     "log.format": "`console` for humans",

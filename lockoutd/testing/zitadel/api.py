@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from lockoutd.testing.zitadel.errors import ApiError, ErrorRow, Errors, GrpcCode, gateway_error
-from lockoutd.testing.zitadel.state import Caller, Instance, User, UserState
+from lockoutd.testing.zitadel.state import INSTANCE, Caller, Instance, User, UserState
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +435,36 @@ def v2_list_users(instance: Instance, request: ApiRequest) -> Reply:
         if u.id == caller.user_id or instance.may(caller, u.org_id, "user.read")
     ]
     return list_reply(instance, _search(readable, body, v2=True), _list_query(body), v2=True)
+
+
+# -- the Auth API: the caller's own user, memberships and permissions ---------------------------
+# It needs an authenticated caller only; x-zitadel-orgid sets the context org, as everywhere.
+
+
+def my_user(instance: Instance, request: ApiRequest) -> Reply:
+    """``GET /auth/v1/users/me`` (GetMyUser): the caller's own user in the v1 shape."""
+    caller = _caller(instance, request)
+    return Reply(200, {"user": user_v1(instance.user(caller.user_id))})
+
+
+def my_memberships(instance: Instance, request: ApiRequest) -> Reply:
+    """``POST /auth/v1/memberships/me/_search`` (ListMyMemberships): one entry per scope,
+    ``iam`` or ``orgId``; protojson omits an empty ``result``."""
+    json_body(request)
+    caller = _caller(instance, request)
+    result = []
+    for scope, roles in sorted(instance.roles.get(caller.user_id, {}).items()):
+        membership: dict[str, Any] = {"userId": caller.user_id, "roles": sorted(roles)}
+        if scope == INSTANCE:
+            membership["iam"] = True
+        else:
+            membership["orgId"] = scope
+        result.append(membership)
+    body: dict[str, Any] = {"details": {"processedSequence": str(instance.sequence)}}
+    if result:
+        body["details"]["totalResult"] = str(len(result))
+        body["result"] = result
+    return Reply(200, body)
 
 
 def my_permissions(instance: Instance, request: ApiRequest) -> Reply:

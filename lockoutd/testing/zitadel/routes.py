@@ -18,7 +18,9 @@ from lockoutd.testing.zitadel.api import (
     V2_LOCK,
     V2_UNLOCK,
     Handler,
+    my_memberships,
     my_permissions,
+    my_user,
     v1_change,
     v1_get_user,
     v1_list_users,
@@ -75,6 +77,8 @@ ROUTES: Final[tuple[Route, ...]] = (
     _route("POST", "/v2beta/users/*/unlock",            "v2beta.unlock",   v2_change(V2_UNLOCK)),
     _route("POST", "/auth/v1/permissions/zitadel/me/_search", "auth.my_permissions",
            my_permissions),
+    _route("GET",  "/auth/v1/users/me",                 "auth.my_user",    my_user),
+    _route("POST", "/auth/v1/memberships/me/_search",   "auth.my_memberships", my_memberships),
     _route("POST", "/oauth/v2/token",                   "oauth.token",     token_endpoint),
 )
 # fmt: on

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import msgspec
 import pytest
+import structlog
+import structlog.testing
 
 from lockoutd.act.executor import LockExecutor
 from lockoutd.act.zitadel import LockOutcome, ResolvedUser, UnlockOutcome, UserSnapshot, UserState
@@ -286,6 +288,31 @@ async def test_an_outage_is_waited_out_and_the_lock_happens_when_zitadel_returns
     assert (await executor.carry_out(_pending("43"), event_time=EVENT_TIME)).outcome is (
         Outcome.SUPPRESSED
     )
+
+
+async def test_each_retry_of_an_outage_is_one_line_naming_rule_user_and_attempt() -> None:
+    store = RecoveringStore(outage=2)
+    executor = LockExecutor(
+        store,
+        max_locks_per_minute=1,
+        metrics=Metrics(),
+        outage_wait_initial=0.001,
+        outage_wait_max=0.01,
+    )
+    with structlog.testing.capture_logs() as logs:
+        await executor.carry_out(_pending(), event_time=EVENT_TIME)
+    assert [
+        (line["event"], line["rule"], line["user_id"], line["attempt"], line["log_level"])
+        for line in logs
+        if line["event"] == "lock_retrying"
+    ] == [
+        ("lock_retrying", "password-bruteforce", "42", 2, "warning"),
+        ("lock_retrying", "password-bruteforce", "42", 3, "warning"),
+    ]
+    assert next(line["error"] for line in logs if line["event"] == "lock_retrying") == (
+        "ZITADEL answered 503 10 times"
+    )
+    assert executor.in_flight == 0
 
 
 async def test_a_configuration_error_stops_the_daemon() -> None:

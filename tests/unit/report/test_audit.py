@@ -63,6 +63,16 @@ def test_a_failure_is_logged_as_an_error_with_its_reason() -> None:
     assert logs[0]["error"] == "ZITADEL answered 503 10 times"
 
 
+def test_a_temporary_lock_logs_when_it_ends() -> None:
+    with capture_logs() as logs:
+        DecisionReporter(None, metrics=Metrics()).report(
+            _decision(Outcome.LOCKED, unlock_at="2026-11-29T14:18:07.200Z")
+        )
+        DecisionReporter(None, metrics=Metrics()).report(_decision(Outcome.LOCKED))
+    assert logs[0]["unlock_at"] == "2026-11-29T14:18:07.200Z"
+    assert "unlock_at" not in logs[1]  # a permanent lock has no end to state
+
+
 def test_a_decision_without_a_user_id_is_keyed_by_its_key() -> None:
     """A decision for a login name or an address is published under its rule key."""
     record = DecisionReporter("d", metrics=Metrics()).report(
