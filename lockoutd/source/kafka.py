@@ -193,8 +193,11 @@ class KafkaSource:
         metrics: Metrics,
         lookback_seconds: Callable[[], float] = lambda: 0.0,
         on_lost: Callable[[Sequence[TopicPartition]], None] = lambda _: None,
+        internal_topics: Sequence[str] = (),
     ) -> None:
+        """``internal_topics`` are read alongside ``settings.topics`` (repartitioned rules)."""
         self._settings = settings
+        self._topics = [*settings.topics, *internal_topics]
         self._metrics = metrics
         self._lookback_seconds = lookback_seconds
         self._on_lost = on_lost
@@ -224,7 +227,7 @@ class KafkaSource:
             raise KafkaUnavailable(
                 f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
             ) from exc
-        self._consumer.subscribe(self._settings.topics, listener=self._rebalance)
+        self._consumer.subscribe(self._topics, listener=self._rebalance)
         return self
 
     async def __aexit__(
