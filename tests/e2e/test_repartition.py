@@ -121,6 +121,23 @@ def outcomes(stack: Stack) -> list[dict[str, Any]]:
     return decisions(stack.bootstrap, stack.config.decisions_topic)
 
 
+def assert_reported_once_and_each_user_locked_once(stack: Stack, users: list[str]) -> None:
+    """Every sprayed user ends up locked; once the group has read everything, the decisions
+    topic holds one report of the sprayer and one lock decision per user."""
+    wait_until(
+        lambda: all(stack.emulator.state_of(u) is UserState.LOCKED for u in users),
+        timeout=120,
+        what="every sprayed user locked",
+    )
+    settle(stack)
+    published = outcomes(stack)
+    reported = [d for d in published if d["outcome"] == "reported"]
+    assert [(d["rule"], d["key"]) for d in reported] == [("spray-report", SPRAYER)]
+    locked = Counter(d["user_id"] for d in published if d["outcome"] == "locked")
+    assert sorted(locked) == users
+    assert set(locked.values()) == {1}
+
+
 def test_a_spray_over_every_partition_is_reported_once_and_every_contributor_locked_once(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
@@ -130,18 +147,7 @@ def test_a_spray_over_every_partition_is_reported_once_and_every_contributor_loc
     users = [str(4100 + n) for n in range(30)]
     with instances(broker, tmp_path, 2) as (stack, daemons):
         spray(stack, users, 0)
-        wait_until(
-            lambda: all(stack.emulator.state_of(u) is UserState.LOCKED for u in users),
-            timeout=120,
-            what="every sprayed user locked",
-        )
-        settle(stack)
-        published = outcomes(stack)
-        reported = [d for d in published if d["outcome"] == "reported"]
-        assert [(d["rule"], d["key"]) for d in reported] == [("spray-report", SPRAYER)]
-        locked = Counter(d["user_id"] for d in published if d["outcome"] == "locked")
-        assert sorted(locked) == users
-        assert set(locked.values()) == {1}
+        assert_reported_once_and_each_user_locked_once(stack, users)
         for daemon in daemons:
             assert daemon.metric("lockoutd_key_mismatches_total", rule="spray-report") == 0
 
@@ -171,14 +177,4 @@ def test_a_spray_straddling_the_death_of_one_of_three_instances_acts_once(
             what="the survivors to take over every partition",
         )
         spray(stack, users[22:], 22)
-        wait_until(
-            lambda: all(stack.emulator.state_of(u) is UserState.LOCKED for u in users),
-            timeout=120,
-            what="every sprayed user locked after the failover",
-        )
-        settle(stack)
-        published = outcomes(stack)
-        assert [d["key"] for d in published if d["outcome"] == "reported"] == [SPRAYER]
-        locked = Counter(d["user_id"] for d in published if d["outcome"] == "locked")
-        assert sorted(locked) == users
-        assert set(locked.values()) == {1}
+        assert_reported_once_and_each_user_locked_once(stack, users)
