@@ -4,10 +4,12 @@ topic, the records that carry events there, and the pipeline counting each rule 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
 
+from lockoutd.daemon import Daemon
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
 from lockoutd.decode.native import decode_native
 from lockoutd.pipeline import Pipeline
@@ -20,6 +22,7 @@ from lockoutd.repartition import (
     topic_prefix,
 )
 from lockoutd.report.metrics import Metrics
+from lockoutd.rules import load_rules
 from lockoutd.settings import KafkaSettings, Settings
 from lockoutd.source.kafka import OutgoingRecord
 from tests.unit.helpers import T0, event, record, rule, ruleset
@@ -227,3 +230,38 @@ async def test_a_record_that_cannot_be_repartitioned_is_dead_lettered_and_the_ba
     outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
     assert [r.topic for r in outgoing].count("dlq") == 1
     assert len(_internal(outgoing, "lockoutd.repartition.ip")) == 2
+
+
+def test_a_reload_that_needs_an_internal_topic_not_read_since_start_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A rule keyed anew on ``org_id`` would need a topic the group does not read: the old rules
+    stay, until a restart creates and subscribes to it."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "r.yaml").write_text(
+        "rules:\n  - {name: per-ip, key: [ip], threshold: 3, window: 10m, action: {report: {}}}\n",
+        encoding="utf-8",
+    )
+    settings = Settings(kafka={"group_id": "g"}, engine={"rule_paths": [folder]})
+    rules = load_rules([folder])
+    daemon = Daemon(settings, rules)
+    pipeline = Pipeline(settings, rules, store=FakeStore(), metrics=Metrics(), repartition=True)
+    assert pipeline.repartitioning is not None
+    daemon._internal_topics = frozenset(pipeline.repartitioning.topics)
+
+    (folder / "r.yaml").write_text(
+        "rules:\n"
+        "  - {name: per-ip, key: [ip], threshold: 5, window: 10m, action: {report: {}}}\n"
+        "  - {name: per-org, key: [org_id], threshold: 3, window: 10m, action: {report: {}}}\n",
+        encoding="utf-8",
+    )
+    daemon._reload(pipeline)
+    assert [r.name for r in pipeline.rules.rules] == ["per-ip"]
+
+    (folder / "r.yaml").write_text(
+        "rules:\n  - {name: per-ip, key: [ip], threshold: 5, window: 10m, action: {report: {}}}\n",
+        encoding="utf-8",
+    )
+    daemon._reload(pipeline)
+    assert [r.threshold for r in pipeline.rules.rules] == [5]
