@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hypothesis
 import pytest
 from aiokafka import TopicPartition
+from hypothesis import strategies as st
 
 from lockoutd.daemon import Daemon
+from lockoutd.decide.decision import rfc3339
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
-from lockoutd.decode.native import decode_native
+from lockoutd.decode.native import InvalidEvent, decode_native
 from lockoutd.pipeline import Pipeline
 from lockoutd.repartition import (
     Repartitioning,
@@ -265,3 +268,46 @@ def test_a_reload_that_needs_an_internal_topic_not_read_since_start_is_refused(
     )
     daemon._reload(pipeline)
     assert [r.threshold for r in pipeline.rules.rules] == [5]
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    at=st.floats(min_value=946_684_800, max_value=4_000_000_000),
+    user=st.text(min_size=1, max_size=12),
+    ip=st.ip_addresses().map(str),
+    extra=st.dictionaries(st.text(max_size=8), _json, max_size=4),
+)
+def test_any_decodable_event_reads_back_from_its_internal_record_unchanged(
+    at: float, user: str, ip: str, extra: dict[str, object]
+) -> None:
+    raw = json.dumps(
+        {
+            **extra,
+            "type": "auth.login.failed",
+            "occurred_at": rfc3339(at),
+            "user_id": user,
+            "ip": ip,
+        }
+    ).encode()
+    try:
+        original = decode_native(raw, max_bytes=1 << 20)
+    except InvalidEvent:
+        return  # refused at the source: never repartitioned
+    decoded = decode_native(encode_event(original, event_id="e"), max_bytes=1 << 20)
+    assert decoded == Event(**{**_fields(original), "event_id": "e"})
