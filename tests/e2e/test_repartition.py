@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiokafka.admin import AIOKafkaAdminClient
 
 from lockoutd.testing.broker import LocalBroker, free_port
 from lockoutd.testing.process import DaemonProcess
@@ -116,6 +118,19 @@ def settle(stack: Stack) -> None:
     wait_committed(stack.bootstrap, stack.config.group_id, [internal_topic(stack)], timeout=90)
 
 
+def partition_count(bootstrap: str, topic: str) -> int:
+    async def describe() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([topic])
+            return len(described["partitions"])
+        finally:
+            await admin.close()
+
+    return asyncio.run(describe())
+
+
 def outcomes(stack: Stack) -> list[dict[str, Any]]:
     assert stack.config.decisions_topic is not None
     return decisions(stack.bootstrap, stack.config.decisions_topic)
@@ -150,6 +165,8 @@ def test_a_spray_over_every_partition_is_reported_once_and_every_contributor_loc
         assert_reported_once_and_each_user_locked_once(stack, users)
         for daemon in daemons:
             assert daemon.metric("lockoutd_key_mismatches_total", rule="spray-report") == 0
+        # As many partitions as the source topic: as many instances can share the address rules.
+        assert partition_count(stack.bootstrap, internal_topic(stack)) == PARTITIONS
 
 
 def test_a_spray_straddling_the_death_of_one_of_three_instances_acts_once(
