@@ -29,6 +29,7 @@ from lockoutd.rules import load_rules
 from lockoutd.settings import KafkaSettings, Settings
 from lockoutd.source.kafka import OutgoingRecord
 from tests.unit.helpers import T0, event, record, rule, ruleset
+from tests.unit.test_hostile_input import json_values
 from tests.unit.test_pipeline import FakeStore
 
 SPRAY = rule(
@@ -270,28 +271,12 @@ def test_a_reload_that_needs_an_internal_topic_not_read_since_start_is_refused(
     assert [r.threshold for r in pipeline.rules.rules] == [5]
 
 
-_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-_json = st.recursive(
-    _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
-
-
 @hypothesis.settings(max_examples=200, deadline=None)
 @hypothesis.given(
     at=st.floats(min_value=946_684_800, max_value=4_000_000_000),
     user=st.text(min_size=1, max_size=12),
     ip=st.ip_addresses().map(str),
-    extra=st.dictionaries(st.text(max_size=8), _json, max_size=4),
+    extra=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
 )
 def test_any_decodable_event_reads_back_from_its_internal_record_unchanged(
     at: float, user: str, ip: str, extra: dict[str, object]
