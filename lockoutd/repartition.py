@@ -117,7 +117,13 @@ class Route:
     kinds: dict[tuple[str, Any], bool] = dataclasses.field(default_factory=dict)
     """Per ``(type, reason)`` of a failure, whether a rule of the route may count it."""
 
+    def retention_seconds(self, max_event_age: float) -> float:
+        """How long the topic must keep records: the longest window of its rules, to rebuild the
+        windows of a partition that moves, and ``max_event_age``, over which evidence is late."""
+        return max(rule.window for rule in self.rules.rules) + max_event_age
+
     def wants(self, event: Event) -> bool:
+        """True when a rule of the route may count ``event`` (or reset on it)."""
         if event.type == LOGIN_SUCCEEDED:
             return self.resets
         kind = (event.type, event.reason)
@@ -162,11 +168,6 @@ class Repartitioning:
         ones."""
         route = self.topics.get(topic)
         return route.rules if route is not None else self.local
-
-    def retention_seconds(self, route: Route, max_event_age: float) -> float:
-        """How long an internal topic must keep records: its longest window, to rebuild the
-        windows of a partition that moves, and ``max_event_age``, over which evidence is late."""
-        return max(rule.window for rule in route.rules.rules) + max_event_age
 
     def forward(
         self, event: Event, topic: str, partition: int, offset: int

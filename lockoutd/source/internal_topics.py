@@ -59,7 +59,7 @@ class InternalTopics:
             return
         partitions = self._settings.repartition_partitions or await self._source_partitions(admin)
         for route in missing:
-            retention_ms = int(self._plan.retention_seconds(route, self._max_event_age) * 1000)
+            retention_ms = int(route.retention_seconds(self._max_event_age) * 1000)
             configs = {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
             try:
                 await admin.create_topics(

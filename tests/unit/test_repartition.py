@@ -63,6 +63,9 @@ def test_rules_sharing_a_key_share_one_internal_topic_named_after_the_group() ->
     assert list(plan.topics) == ["lockoutd.repartition.ip"]
     assert [r.name for r in plan.rules_for("lockoutd.repartition.ip").rules] == ["spray", "per-ip"]
     assert [r.name for r in plan.rules_for("auth.events").rules] == ["bruteforce"]
+    longer = rule("longer", key=["ip"], window="1d", action={"report": {}})
+    [route] = Repartitioning(ruleset(SPRAY, longer), "p").routes
+    assert route.retention_seconds(3600) == 86_400 + 3600  # the longest window, then late
     assert topic_prefix(KafkaSettings(repartition_prefix="sec.lockoutd")) == "sec.lockoutd"
     assert topic_prefix(KafkaSettings(group_id="team a/lockoutd")) == "team_a_lockoutd.repartition"
 
