@@ -10,6 +10,7 @@ import hypothesis
 import pytest
 from aiokafka import TopicPartition
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from lockoutd.daemon import Daemon
 from lockoutd.decide.decision import rfc3339
@@ -299,3 +300,10 @@ def test_any_decodable_event_reads_back_from_its_internal_record_unchanged(
         return  # refused at the source: never repartitioned
     decoded = decode_native(encode_event(original, event_id="e"), max_bytes=1 << 20)
     assert decoded == Event(**{**_fields(original), "event_id": "e"})
+
+
+def test_a_prefix_kafka_cannot_name_a_topic_with_is_refused() -> None:
+    with pytest.raises(ValidationError, match="repartition_prefix"):
+        Settings(kafka={"repartition_prefix": "lockoutd repartition"})
+    with pytest.raises(ValidationError, match="repartition_partitions"):
+        Settings(kafka={"repartition_partitions": 0})
