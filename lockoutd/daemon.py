@@ -46,18 +46,20 @@ from lockoutd.errors import (
     reported_error,
 )
 from lockoutd.pipeline import Pipeline
+from lockoutd.repartition import Repartitioning, topic_prefix
 from lockoutd.report.http import OperationsServer
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet, load_rules
 from lockoutd.rules.watch import RuleFilesWatch
 from lockoutd.settings import Settings
+from lockoutd.source.internal_topics import InternalTopics
 from lockoutd.source.kafka import KafkaSink, KafkaSource, OutgoingRecord, Record
 from lockoutd.source.schedule import ScheduleTopic
 from lockoutd.source.schedule_seal import ScheduleSeal, schedule_seal, unsigned_temporary_locks
 
 log = structlog.get_logger(__name__)
 
-_Client = TypeVar("_Client", KafkaSource, KafkaSink, ScheduleTopic)
+_Client = TypeVar("_Client", KafkaSource, KafkaSink, ScheduleTopic, InternalTopics)
 
 # How often the consumer polls (paused) while a batch waits, to keep its place in the group.
 _MEMBERSHIP_POLL_SECONDS = 1.0
@@ -85,6 +87,8 @@ class Daemon:
         self._zitadel_down: Callable[[], bool] = lambda: False
         self._kafka_was_ready = False
         self._kafka_lost_at: float | None = None
+        self._internal_topics: frozenset[str] = frozenset()
+        """The internal topics created and subscribed to at start."""
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -168,7 +172,20 @@ class Daemon:
                 store=store,
                 metrics=self.metrics,
                 locks=TemporaryLocks(store, schedule, schedule_topic),
+                repartition=True,
             )
+            plan = pipeline.repartitioning
+            assert plan is not None
+            # Before joining the group: the group reads the internal topics from the start.
+            await self._connect(
+                stack,
+                lambda: InternalTopics(
+                    settings.kafka, plan, max_event_age=settings.engine.max_event_age
+                ),
+            )
+            self._internal_topics = frozenset(plan.topics)
+            for topic in plan.topics:
+                self.metrics.publish_refused.labels(topic=topic)
             source = await self._connect(
                 stack,
                 lambda: KafkaSource(
@@ -179,6 +196,7 @@ class Daemon:
                     # The safety caps are the group's: each member locks the share of them that
                     # its partitions are of all the partitions, rebalanced with them.
                     on_share=pipeline.share_lock_budget,
+                    internal_topics=sorted(plan.topics),
                 ),
             )
 
@@ -193,6 +211,7 @@ class Daemon:
                 "daemon_started",
                 rules=[rule.name for rule in pipeline.rules.rules],
                 topics=settings.kafka.topics,
+                internal_topics=sorted(plan.topics),
                 group_id=settings.kafka.group_id,
                 metrics_listen=settings.metrics.listen,
                 pending_unlocks=len(schedule),
@@ -405,6 +424,18 @@ class Daemon:
                 "rules_reload_failed",
                 trigger=trigger,
                 problems=exc.problems,
+                kept=len(pipeline.rules.rules),
+            )
+            return
+        prefix = topic_prefix(self.settings.kafka)
+        if new := set(Repartitioning(rules, prefix).topics) - self._internal_topics:
+            # The group reads only the internal topics it subscribed to at start: a rule keyed
+            # anew would count nothing (or only its instance's share) until a restart.
+            log.error(
+                "rules_reload_failed",
+                problems=[
+                    f"a rule needs the internal topic {t}: restart to apply" for t in sorted(new)
+                ],
                 kept=len(pipeline.rules.rules),
             )
             return

@@ -29,12 +29,16 @@ from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.decode.rejects import Rejects
 from lockoutd.errors import reported_error
+from lockoutd.repartition import Repartitioning, topic_prefix
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet
 from lockoutd.rules.model import AllowedSet, LockAction
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import OutgoingRecord, Record
+
+_ID_ROOM = 1024
+"""Room on an internal record for the event id lockoutd adds to an event that had none."""
 
 _Pending = tuple[Decision, float, LockAction | None, AllowedSet]
 """A decision, its newest event's time, the rule's lock and the users the rule never locks."""
@@ -66,7 +70,11 @@ class Pipeline:
         metrics: Metrics,
         locks: TemporaryLocks | None = None,
         clock: Callable[[], float] = time.time,
+        repartition: bool = False,
     ) -> None:
+        """``repartition`` counts the rules keyed on something other than the user on their
+        internal topics (the daemon, one of a group); without it every rule is counted where its
+        events are read (``lockoutd replay``, which reads every event in one process)."""
         self.rules = rules
         self.outcomes: Counter[str] = Counter()
         self._engines: dict[Partition, Engine] = {}
@@ -91,6 +99,16 @@ class Pipeline:
             )
             for topic in settings.kafka.topics
         }
+        self.repartitioning = (
+            Repartitioning(rules, topic_prefix(settings.kafka)) if repartition else None
+        )
+        """Where each rule is counted; None when every rule is counted in place."""
+        # Internal records are native events, re-encoded with an event id they may have lacked.
+        internal = decoder_for(
+            "native", max_bytes=settings.kafka.max_event_bytes + _ID_ROOM, horizon=horizon
+        )
+        for topic in self.repartitioning.topics if self.repartitioning else ():
+            self._decoders[topic] = internal
         self._rejects = Rejects(
             settings.kafka.dead_letter_topic,
             metrics=metrics,
@@ -109,7 +127,11 @@ class Pipeline:
     def replace_rules(self, rules: RuleSet) -> None:
         """Use ``rules`` from the next batch on; unchanged rules keep their counts."""
         self.rules = rules
-        self._engines = {tp: engine.reloaded(rules) for tp, engine in self._engines.items()}
+        if self.repartitioning is not None:
+            self.repartitioning = Repartitioning(rules, self.repartitioning.prefix)
+        self._engines = {
+            tp: engine.reloaded(self._rules_for(tp[0])) for tp, engine in self._engines.items()
+        }
         self._metrics.declare_rules(_actions(rules))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
@@ -142,18 +164,23 @@ class Pipeline:
             if (dead := self._rejects.fail(record, error)) is not None:
                 dead_letters.append(dead)
 
-        decoded = self._decoded(records, rebuild_until or {}, dead_letters)
+        forwarded: list[OutgoingRecord] = []
+        decoded = self._decoded(records, rebuild_until or {}, dead_letters, forwarded)
         audits = await self.judge(decoded, failed)
-        return dead_letters + audits
+        return forwarded + dead_letters + audits
 
     def _decoded(
         self,
         records: Sequence[Record],
         rebuild_until: Mapping[TopicPartition, int],
         dead_letters: list[OutgoingRecord],
+        forwarded: list[OutgoingRecord],
     ) -> Iterator[Judged[Record]]:
         now = self._clock()
         decoders = self._decoders
+        plan = self.repartitioning
+        internal = plan.topics if plan is not None else {}
+        forwards = is_internal = False
         # One TopicPartition per run of a partition's records, not per record: a batch holds
         # each partition's records together.
         tp = TopicPartition("", -1)
@@ -164,9 +191,16 @@ class Pipeline:
                 tp = TopicPartition(record.topic, record.partition)
                 topic, partition = tp
                 rebuild_below = rebuild_until.get(tp, -1)
+                is_internal = topic in internal
+                forwards = plan is not None and bool(plan.routes) and not is_internal
             acts = record.offset >= rebuild_below
             try:
                 event = decoders[record.topic](record.value or b"")
+                if forwards and acts:
+                    # Written once, by the instance that read it first: a record read again only
+                    # to rebuild windows was written before its offset was committed.
+                    assert plan is not None
+                    forwarded += plan.forward(event, topic, partition, record.offset)
             except InvalidEvent as error:
                 if acts and (dead := self._rejects.reject(record, error)) is not None:
                     dead_letters.append(dead)
@@ -175,7 +209,8 @@ class Pipeline:
                 if acts and (dead := self._rejects.fail(record, error)) is not None:
                     dead_letters.append(dead)
                 continue
-            yield tp, record.key, event, now, acts, record
+            # An internal record's key is the rule's own: no key mismatch to count.
+            yield tp, None if is_internal else record.key, event, now, acts, record
 
     async def judge(
         self, batch: Iterable[Judged[Origin]], failed: Callable[[Origin, Exception], None]
@@ -206,7 +241,7 @@ class Pipeline:
                     last_tp = tp
                     engine = engines.get(tp)
                     if engine is None:
-                        engine = engines[tp] = Engine(self.rules)
+                        engine = engines[tp] = Engine(self._rules_for(tp[0]))
                 firings = engine.process(event, now, record_key=key, replayed=not acts)
                 for firing in firings:
                     if firing.replayed_only:
@@ -236,6 +271,11 @@ class Pipeline:
         self._keep_within_bound()
         self._report_tracked_keys()
         return audits
+
+    def _rules_for(self, topic: str) -> RuleSet:
+        # The rules counted on a topic: all of them, unless some are counted on internal topics.
+        plan = self.repartitioning
+        return self.rules if plan is None else plan.rules_for(topic)
 
     def report(self, decision: Decision) -> OutgoingRecord | None:
         """Count, log and prepare the audit record of a finished decision."""

@@ -84,6 +84,12 @@ class KafkaSettings(_Section):
     """A key shared by every instance: schedule entries are signed with it (HMAC-SHA256) and
     entries without a valid signature are refused."""
     schedule_signing_key: SecretStr | None = None
+    repartition_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    """Rules keyed on something other than the user are counted on internal topics named
+    ``<prefix>.<key fields>`` (one per distinct key); unset: ``<group_id>.repartition``."""
+    repartition_partitions: int | None = Field(default=None, gt=0)
+    """Partitions of an internal topic lockoutd creates; unset: as many as the source topic
+    with the most has."""
     max_event_bytes: int = Field(default=1_048_576, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a new consumer group starts; old evidence read from the start never acts (stale)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from bisect import insort
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,3 +353,13 @@ class Engine:
         """``(rule name, its windows)`` for every rule, for the bound on tracked keys."""
         for state in self._states:
             yield state.rule.name, state.windows
+
+
+def key_reader(fields: Sequence[str]) -> Callable[[Event], Slot | None]:
+    """Reads an event's key for a rule keyed on ``fields`` exactly as the rule counts it: the
+    text of its one value, or the tuple of its values; ``None`` when the event lacks one."""
+    readers = tuple(field_reader(name) for name in fields)
+    if len(readers) == 1:
+        [read] = readers
+        return lambda event: _slot(read(event))
+    return functools.partial(_key_values, readers)

@@ -211,8 +211,11 @@ class KafkaSource:
         lookback_seconds: Callable[[], float] = lambda: 0.0,
         on_lost: Callable[[Sequence[TopicPartition]], None] = lambda _: None,
         on_share: Callable[[float], None] = lambda _: None,
+        internal_topics: Sequence[str] = (),
     ) -> None:
+        """``internal_topics`` are read alongside ``settings.topics`` (repartitioned rules)."""
         self._settings = settings
+        self._topics = [*settings.topics, *internal_topics]
         self._metrics = metrics
         self._lookback_seconds = lookback_seconds
         self._on_lost = on_lost
@@ -244,7 +247,7 @@ class KafkaSource:
             raise KafkaUnavailable(
                 f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
             ) from exc
-        self._consumer.subscribe(self._settings.topics, listener=self._rebalance)
+        self._consumer.subscribe(self._topics, listener=self._rebalance)
         return self
 
     async def __aexit__(
@@ -358,10 +361,12 @@ class KafkaSource:
                 )
 
     def share_assignment(self) -> None:
-        """Tell ``on_share`` the share of all consumed partitions this member holds now."""
+        """Tell ``on_share`` the share of all consumed partitions this member holds now.
+
+        The internal topics of repartitioned rules count like the source topics: the locks of
+        those rules are made by whoever holds the key's internal partition."""
         counts = {
-            topic: len(self._consumer.partitions_for_topic(topic) or ())
-            for topic in self._settings.topics
+            topic: len(self._consumer.partitions_for_topic(topic) or ()) for topic in self._topics
         }
         self._on_share(partition_share(self._consumer.assignment(), counts))
 

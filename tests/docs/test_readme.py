@@ -33,6 +33,11 @@ MEANINGS = {
     "kafka.dead_letter_topic": "where invalid records go, unchanged (cut down when too large)",
     "kafka.decisions_topic": "the audit topic",
     "kafka.formats": "input format per topic, e.g. `{zitadel.events: zitadel}`; others are native",
+    "kafka.repartition_prefix": "internal topics of rules keyed on something other than the "
+    "user are `<prefix>.<key fields>`; unset: `<group_id>.repartition` (see Operations, "
+    '"Scaling out")',
+    "kafka.repartition_partitions": "partitions of an internal topic lockoutd creates; unset: as "
+    "many as the source topic with the most",
     "kafka.schedule_topic": "temporary locks and their unlock times, shared by all instances "
     "(compacted)",
     "kafka.max_event_bytes": "larger records are invalid",

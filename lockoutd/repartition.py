@@ -1,0 +1,190 @@
+"""Repartitioning: rules keyed on something other than the user, counted where their events meet.
+
+Records are keyed by user, so every event of a user reaches the one instance that holds the
+user's partition, and a rule keyed on ``[user_id]`` sees all of them there. A rule keyed on
+anything else (an address, a network, a user and an address) would see only the share of the
+partitions its instance holds. Such a rule is instead counted on an internal topic keyed by its
+own key, as Kafka Streams does: the instance that consumed an event writes it there (before it
+commits), and the group consumes those topics too, so each key value lives in one partition of
+its internal topic, held by one instance, which decides each crossing once (README, Operations:
+"Scaling out").
+
+Which rules need it follows from their key alone: the record key is the user (the user id, or
+the login name of an event without one, which is what a ``user_id`` key reads), so only a rule
+keyed on ``[user_id]`` and nothing else is counted where the event arrives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from lockoutd.decide.engine import key_reader
+from lockoutd.decide.windows import Slot
+from lockoutd.decode.event import KNOWN_TYPES, LOGIN_SUCCEEDED, Event
+from lockoutd.rules.model import Rule, RuleSet
+from lockoutd.settings import KafkaSettings
+from lockoutd.source.kafka import OutgoingRecord
+
+LOCAL_KEY = ("user_id",)
+"""The one key whose events all share a record key: rules keyed on it are counted in place."""
+
+_MAX_KINDS = 1_024
+"""Bound on the cached ``(type, reason)`` answers per internal topic (both come from events)."""
+
+_TOPIC_CHARACTER = re.compile(r"[^A-Za-z0-9_-]")
+"""What a key field may not hold in a topic name: a ``.`` would make two keys one name."""
+_GROUP_CHARACTER = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_TOPIC_NAME = 249
+
+
+def is_repartitioned(rule: Rule) -> bool:
+    """True for a rule whose key is not the record key: it is counted on an internal topic."""
+    return tuple(rule.key) != LOCAL_KEY
+
+
+def topic_prefix(settings: KafkaSettings) -> str:
+    """``kafka.repartition_prefix``, or ``<group_id>.repartition``: one group's internal topics
+    are never read by another."""
+    if settings.repartition_prefix is not None:
+        return settings.repartition_prefix
+    return f"{_GROUP_CHARACTER.sub('_', settings.group_id)}.repartition"
+
+
+def internal_topic(prefix: str, key: Sequence[str]) -> str:
+    """The internal topic of rules keyed on ``key``: ``<prefix>.ip``, ``<prefix>.user_id.ip``.
+
+    A field name that Kafka does not allow in a topic name (or a name too long) is spelt with
+    ``_`` and the name ends in a hash of the exact key, so that two keys never share a topic.
+    """
+    spelt = [_TOPIC_CHARACTER.sub("_", field) for field in key]
+    name = ".".join([prefix, *spelt])
+    if spelt != list(key) or len(name) > _MAX_TOPIC_NAME:
+        digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:12]
+        name = f"{name[: _MAX_TOPIC_NAME - 13]}.{digest}"
+    return name
+
+
+def derived_event_id(topic: str, partition: int, offset: int) -> str:
+    """The ``event_id`` of a repartitioned event that has none: where it was read. A source
+    record read again after a crash is written again with the same id, and counts once."""
+    return f"lockoutd:{topic}/{partition}/{offset}"
+
+
+_encode = msgspec.json.Encoder().encode
+_OPTIONAL_FIELDS = ("user_id", "login_name", "org_id", "ip", "reason", "user_agent")
+
+
+def encode_event(event: Event, *, event_id: str | None = None) -> bytes:
+    """``event`` as a native record (README, "Events"), with ``event_id`` if it has none.
+
+    Decoding the result gives the same event: the time is written to the microsecond, which is
+    all a decoded time holds, and every other field as it was decoded (already normalised).
+    """
+    document: dict[str, Any] = dict(event.extra)
+    document["type"] = event.type
+    document["occurred_at"] = datetime.fromtimestamp(event.occurred_at, UTC).isoformat()
+    for name in _OPTIONAL_FIELDS:
+        value = getattr(event, name)
+        if value is not None:
+            document[name] = value
+    if (known := event.event_id or event_id) is not None:
+        document["event_id"] = known
+    return _encode(document)
+
+
+def record_key(slot: Slot) -> bytes:
+    """The record key of an internal record: equal keys land in one partition."""
+    return (slot if isinstance(slot, str) else "|".join(slot)).encode()
+
+
+@dataclasses.dataclass(slots=True)
+class Route:
+    """The rules sharing one key, and the internal topic they are counted on."""
+
+    topic: str
+    key: tuple[str, ...]
+    rules: RuleSet
+    read_key: Callable[[Event], Slot | None]
+    resets: bool
+    """A rule of the route resets on success: successes are written too."""
+    kinds: dict[tuple[str, Any], bool] = dataclasses.field(default_factory=dict)
+    """Per ``(type, reason)`` of a failure, whether a rule of the route may count it."""
+
+    def retention_seconds(self, max_event_age: float) -> float:
+        """How long the topic must keep records: the longest window of its rules, to rebuild the
+        windows of a partition that moves, and ``max_event_age``, over which evidence is late."""
+        return max(rule.window for rule in self.rules.rules) + max_event_age
+
+    def wants(self, event: Event) -> bool:
+        """True when a rule of the route may count ``event`` (or reset on it)."""
+        if event.type == LOGIN_SUCCEEDED:
+            return self.resets
+        kind = (event.type, event.reason)
+        wanted = self.kinds.get(kind)
+        if wanted is None:
+            if len(self.kinds) >= _MAX_KINDS:
+                self.kinds.clear()
+            wanted = self.kinds[kind] = any(
+                rule.matcher().admits(*kind) for rule in self.rules.rules
+            )
+        return wanted
+
+
+class Repartitioning:
+    """Which rules are counted where, and the records that carry events to their key's topic."""
+
+    def __init__(self, rules: RuleSet, prefix: str) -> None:
+        self.prefix = prefix
+        by_key: dict[tuple[str, ...], list[Rule]] = {}
+        for rule in rules.rules:
+            if is_repartitioned(rule):
+                by_key.setdefault(tuple(rule.key), []).append(rule)
+        self.local = dataclasses.replace(
+            rules, rules=tuple(rule for rule in rules.rules if not is_repartitioned(rule))
+        )
+        """The rules counted on the source topics."""
+        self.routes = tuple(
+            Route(
+                topic=internal_topic(prefix, key),
+                key=key,
+                rules=dataclasses.replace(rules, rules=tuple(keyed)),
+                read_key=key_reader(key),
+                resets=any(rule.reset_on_success for rule in keyed),
+            )
+            for key, keyed in by_key.items()
+        )
+        self.topics = {route.topic: route for route in self.routes}
+        self._allowed = rules.allowed
+
+    def rules_for(self, topic: str) -> RuleSet:
+        """The rules counted on ``topic``: its key's rules on an internal topic, else the local
+        ones."""
+        route = self.topics.get(topic)
+        return route.rules if route is not None else self.local
+
+    def forward(
+        self, event: Event, topic: str, partition: int, offset: int
+    ) -> list[OutgoingRecord]:
+        """The internal records that carry ``event`` (read at ``topic/partition/offset``) to
+        the rules of other keys; none for an event no such rule would count or reset on."""
+        if event.type not in KNOWN_TYPES or self._allowed.has_ip(event.ip):
+            return []
+        records = []
+        value: bytes | None = None
+        for route in self.routes:
+            if not route.wants(event):
+                continue
+            slot = route.read_key(event)
+            if slot is None:
+                continue
+            if value is None:
+                value = encode_event(event, event_id=derived_event_id(topic, partition, offset))
+            records.append(OutgoingRecord(route.topic, value, key=record_key(slot)))
+        return records

@@ -1,0 +1,311 @@
+"""Repartitioning (README, Operations: "Scaling out"): which rules are counted on an internal
+topic, the records that carry events there, and the pipeline counting each rule in one place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hypothesis
+import pytest
+from aiokafka import TopicPartition
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from lockoutd.daemon import Daemon
+from lockoutd.decide.decision import rfc3339
+from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
+from lockoutd.decode.native import InvalidEvent, decode_native
+from lockoutd.pipeline import Pipeline
+from lockoutd.repartition import (
+    Repartitioning,
+    derived_event_id,
+    encode_event,
+    internal_topic,
+    is_repartitioned,
+    topic_prefix,
+)
+from lockoutd.report.metrics import Metrics
+from lockoutd.rules import load_rules
+from lockoutd.settings import KafkaSettings, Settings
+from lockoutd.source.kafka import OutgoingRecord
+from lockoutd.source.schedule_seal import schedule_seal
+from tests.unit.helpers import T0, event, record, rule, ruleset
+from tests.unit.test_hostile_input import json_values
+from tests.unit.test_pipeline import FakeStore
+
+SPRAY = rule(
+    "spray",
+    match={"type": "auth.login.failed"},
+    key=["ip"],
+    distinct="user_id",
+    threshold=3,
+    action={"report": {}},
+)
+BRUTEFORCE = rule("bruteforce", threshold=3)
+PER_IP = rule(
+    "per-ip",
+    key=["ip"],
+    threshold=3,
+    reset_on_success=True,
+    action={"lock": {"targets": "contributors"}},
+)
+
+
+def test_only_a_rule_keyed_on_the_user_alone_is_counted_where_its_events_arrive() -> None:
+    assert not is_repartitioned(rule(key=["user_id"]))
+    for key in (["ip"], ["ip_prefix"], ["user_id", "ip"], ["login_name"], ["org_id"]):
+        assert is_repartitioned(rule(key=key, action={"lock": {"targets": "contributors"}}))
+
+
+def test_rules_sharing_a_key_share_one_internal_topic_named_after_the_group() -> None:
+    plan = Repartitioning(
+        ruleset(BRUTEFORCE, SPRAY, PER_IP), topic_prefix(KafkaSettings(group_id="lockoutd"))
+    )
+    assert list(plan.topics) == ["lockoutd.repartition.ip"]
+    assert [r.name for r in plan.rules_for("lockoutd.repartition.ip").rules] == ["spray", "per-ip"]
+    assert [r.name for r in plan.rules_for("auth.events").rules] == ["bruteforce"]
+    longer = rule("longer", key=["ip"], window="1d", action={"report": {}})
+    [route] = Repartitioning(ruleset(SPRAY, longer), "p").routes
+    assert route.retention_seconds(3600) == 86_400 + 3600  # the longest window, then late
+    assert topic_prefix(KafkaSettings(repartition_prefix="sec.lockoutd")) == "sec.lockoutd"
+    assert topic_prefix(KafkaSettings(group_id="team a/lockoutd")) == "team_a_lockoutd.repartition"
+
+
+def test_keys_kafka_cannot_spell_get_distinct_valid_topic_names() -> None:
+    assert internal_topic("p", ["user_id", "ip"]) == "p.user_id.ip"
+    odd = [internal_topic("p", [name]) for name in ("a.b", "a/b", "a b", "x" * 300)]
+    assert len(set(odd)) == len(odd)
+    for name in odd:
+        assert len(name) <= 249
+        assert all(c.isalnum() or c in "._-" for c in name)
+
+
+def test_the_event_id_of_an_event_without_one_is_where_it_was_read() -> None:
+    assert derived_event_id("auth.events", 3, 1234) == derived_event_id("auth.events", 3, 1234)
+    assert derived_event_id("auth.events", 3, 1234) != derived_event_id("auth.events", 3, 1235)
+    assert derived_event_id("auth.events", 3, 1234) != derived_event_id("auth.events", 4, 1234)
+
+
+def test_an_event_decodes_from_its_internal_record_as_it_was_with_an_event_id() -> None:
+    original = decode_native(
+        json.dumps(
+            {
+                "type": "auth.login.failed",
+                "occurred_at": "2026-11-02T09:03:00.123456789+02:00",
+                "login_name": " Alice@Example.COM",
+                "ip": "2001:DB8:0::1",
+                "org_id": "300",
+                "reason": "otp",
+                "user_agent": "",
+                "attempt": 3,
+                "nested": {"a": [1, True, None]},
+            }
+        ).encode(),
+        max_bytes=1 << 20,
+    )
+    encoded = encode_event(original, event_id="lockoutd:t/0/7")
+    decoded = decode_native(encoded, max_bytes=1 << 20)
+    assert decoded == Event(**{**_fields(original), "event_id": "lockoutd:t/0/7"})
+    # An event's own id is kept.
+    own = Event(**{**_fields(original), "event_id": "zitadel:1:9"})
+    assert decode_native(encode_event(own, event_id="other"), max_bytes=1 << 20) == own
+
+
+def _fields(e: Event) -> dict[str, object]:
+    return {name: getattr(e, name) for name in e.__struct_fields__}
+
+
+def test_events_go_to_their_keys_topic_only_when_a_rule_there_may_count_them() -> None:
+    plan = Repartitioning(ruleset(BRUTEFORCE, SPRAY), "p")
+    [sent] = plan.forward(event(ip="10.0.0.1"), "auth.events", 2, 9)
+    assert (sent.topic, sent.key) == ("p.ip", b"10.0.0.1")
+    assert json.loads(sent.value)["event_id"] == derived_event_id("auth.events", 2, 9)
+    assert plan.forward(event(ip=None), "auth.events", 2, 9) == []  # no key to count it under
+    # The spray rule counts no success and resets on none: nothing to carry.
+    assert plan.forward(event(type=LOGIN_SUCCEEDED, ip="10.0.0.1"), "auth.events", 2, 9) == []
+    assert plan.forward(event(type="auth.other", ip="10.0.0.1"), "auth.events", 2, 9) == []
+    allowlisted = Repartitioning(ruleset(SPRAY, ips=["10.0.0.0/8"]), "p")
+    assert allowlisted.forward(event(ip="10.0.0.1"), "auth.events", 2, 9) == []
+
+
+def test_successes_go_to_the_topic_of_a_rule_that_resets_on_them() -> None:
+    plan = Repartitioning(ruleset(PER_IP), "p")
+    [sent] = plan.forward(event(type=LOGIN_SUCCEEDED, ip="10.0.0.1"), "auth.events", 0, 1)
+    assert sent.topic == "p.ip"
+    assert plan.forward(event(reason="otp", ip="10.0.0.1"), "auth.events", 0, 1) == []
+
+
+def test_a_key_of_several_fields_is_one_record_key() -> None:
+    plan = Repartitioning(ruleset(rule("pair", key=["user_id", "ip"], action={"report": {}})), "p")
+    [sent] = plan.forward(event(ip="10.0.0.1"), "auth.events", 0, 1)
+    assert (sent.topic, sent.key) == ("p.user_id.ip", b"42|10.0.0.1")
+
+
+def _pipeline(store: FakeStore, *, repartition: bool) -> tuple[Pipeline, Metrics]:
+    settings = Settings(kafka={"decisions_topic": "decisions", "group_id": "g"})
+    metrics = Metrics()
+    rules = ruleset(BRUTEFORCE, PER_IP)
+    clock = lambda: T0 + 600  # noqa: E731
+    pipeline = Pipeline(
+        settings, rules, store=store, metrics=metrics, clock=clock, repartition=repartition
+    )
+    return pipeline, metrics
+
+
+def _failures(users: list[str], *, partition: int = 0) -> list[object]:
+    return [
+        record(
+            n,
+            encode_event(event(n / 10, user_id=user, ip="10.0.0.1", org_id="300")),
+            partition=partition,
+            key=user.encode(),
+        )
+        for n, user in enumerate(users)
+    ]
+
+
+def _internal(outgoing: list[OutgoingRecord], topic: str = "g.repartition.ip") -> list[object]:
+    sent = [r for r in outgoing if r.topic == topic]
+    return [record(n, r.value, topic=topic, partition=0, key=r.key) for n, r in enumerate(sent)]
+
+
+async def test_a_rule_keyed_on_an_address_counts_on_its_internal_topic_and_nowhere_else() -> None:
+    store = FakeStore()
+    pipeline, metrics = _pipeline(store, repartition=True)
+    outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
+    assert store.lock_calls == []  # not on the source topic
+    forwarded = _internal(outgoing)
+    assert len(forwarded) == 3
+    await pipeline.process(forwarded)  # type: ignore[arg-type]
+    assert sorted(store.lock_calls) == [("1", "300"), ("2", "300"), ("3", "300")]
+    assert metrics.key_mismatches.labels(rule="per-ip")._value.get() == 0
+
+
+async def test_a_source_batch_read_again_after_a_crash_counts_once() -> None:
+    """The same three source records read twice (no commit in between) are written twice with
+    the same event ids: the internal topic holds six records, the window two events."""
+    store = FakeStore()
+    pipeline, _ = _pipeline(store, repartition=True)
+    first = await pipeline.process(_failures(["1", "2"]))  # type: ignore[arg-type]
+    again = await pipeline.process(_failures(["1", "2"]))  # type: ignore[arg-type]
+    both = _internal(first + again)
+    assert len(both) == 4
+    await pipeline.process(both)  # type: ignore[arg-type]
+    assert store.lock_calls == []
+
+
+async def test_replay_without_repartitioning_counts_every_rule_in_place() -> None:
+    store = FakeStore()
+    pipeline, _ = _pipeline(store, repartition=False)
+    outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
+    assert sorted(store.lock_calls) == [("1", "300"), ("2", "300"), ("3", "300")]
+    assert not [r for r in outgoing if r.topic.startswith("g.repartition")]
+
+
+async def test_records_replayed_to_rebuild_windows_are_not_written_again() -> None:
+    store = FakeStore()
+    pipeline, _ = _pipeline(store, repartition=True)
+    outgoing = await pipeline.process(
+        _failures(["1", "2", "3"]),  # type: ignore[arg-type]
+        rebuild_until={TopicPartition("auth.events", 0): 2},
+    )
+    assert len(_internal(outgoing)) == 1
+
+
+async def test_a_record_that_cannot_be_repartitioned_is_dead_lettered_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = FakeStore()
+    settings = Settings(kafka={"decisions_topic": "decisions", "dead_letter_topic": "dlq"})
+    pipeline = Pipeline(
+        settings,
+        ruleset(BRUTEFORCE, PER_IP),
+        store=store,
+        metrics=Metrics(),
+        clock=lambda: T0 + 600,
+        repartition=True,
+    )
+    plan = pipeline.repartitioning
+    assert plan is not None
+    real = plan.forward
+
+    def fails_on_the_second(event: Event, topic: str, partition: int, offset: int) -> list[object]:
+        if offset == 1:
+            raise RuntimeError("a bug")
+        return real(event, topic, partition, offset)  # type: ignore[return-value]
+
+    monkeypatch.setattr(plan, "forward", fails_on_the_second)
+    outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
+    assert [r.topic for r in outgoing].count("dlq") == 1
+    assert len(_internal(outgoing, "lockoutd.repartition.ip")) == 2
+
+
+def test_a_reload_that_needs_an_internal_topic_not_read_since_start_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A rule keyed anew on ``org_id`` would need a topic the group does not read: the old rules
+    stay, until a restart creates and subscribes to it."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "r.yaml").write_text(
+        "rules:\n  - {name: per-ip, key: [ip], threshold: 3, window: 10m, action: {report: {}}}\n",
+        encoding="utf-8",
+    )
+    settings = Settings(kafka={"group_id": "g"}, engine={"rule_paths": [folder]})
+    rules = load_rules([folder])
+    daemon = Daemon(settings, rules)
+    pipeline = Pipeline(settings, rules, store=FakeStore(), metrics=Metrics(), repartition=True)
+    assert pipeline.repartitioning is not None
+    daemon._internal_topics = frozenset(pipeline.repartitioning.topics)
+    seal = schedule_seal(settings.kafka)  # no key: these rules lock nobody temporarily
+
+    (folder / "r.yaml").write_text(
+        "rules:\n"
+        "  - {name: per-ip, key: [ip], threshold: 5, window: 10m, action: {report: {}}}\n"
+        "  - {name: per-org, key: [org_id], threshold: 3, window: 10m, action: {report: {}}}\n",
+        encoding="utf-8",
+    )
+    daemon._reload(pipeline, seal)
+    assert [r.name for r in pipeline.rules.rules] == ["per-ip"]
+
+    (folder / "r.yaml").write_text(
+        "rules:\n  - {name: per-ip, key: [ip], threshold: 5, window: 10m, action: {report: {}}}\n",
+        encoding="utf-8",
+    )
+    daemon._reload(pipeline, seal)
+    assert [r.threshold for r in pipeline.rules.rules] == [5]
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    at=st.floats(min_value=946_684_800, max_value=4_000_000_000),
+    user=st.text(min_size=1, max_size=12),
+    ip=st.ip_addresses().map(str),
+    extra=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+)
+def test_any_decodable_event_reads_back_from_its_internal_record_unchanged(
+    at: float, user: str, ip: str, extra: dict[str, object]
+) -> None:
+    raw = json.dumps(
+        {
+            **extra,
+            "type": "auth.login.failed",
+            "occurred_at": rfc3339(at),
+            "user_id": user,
+            "ip": ip,
+        }
+    ).encode()
+    try:
+        original = decode_native(raw, max_bytes=1 << 20)
+    except InvalidEvent:
+        return  # refused at the source: never repartitioned
+    decoded = decode_native(encode_event(original, event_id="e"), max_bytes=1 << 20)
+    assert decoded == Event(**{**_fields(original), "event_id": "e"})
+
+
+def test_a_prefix_kafka_cannot_name_a_topic_with_is_refused() -> None:
+    with pytest.raises(ValidationError, match="repartition_prefix"):
+        Settings(kafka={"repartition_prefix": "lockoutd repartition"})
+    with pytest.raises(ValidationError, match="repartition_partitions"):
+        Settings(kafka={"repartition_partitions": 0})
