@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lockoutd.testing.broker import LocalBroker, free_port
-from lockoutd.testing.process import DaemonConfig
+from lockoutd.testing.process import DaemonConfig, write_schedule_key
 from lockoutd.testing.zitadel_emulator import ZitadelEmulator
 
 from .conftest import ORG_ID, PAT, REPO, launch
@@ -51,6 +51,7 @@ def config_for(
         dead_letter_topic=f"auth-events-dlq-{suffix}",
         decisions_topic=f"lockoutd-decisions-{suffix}",
         schedule_topic=f"lockoutd-schedule-{suffix}",
+        schedule_signing_key_file=write_schedule_key(tmp / "schedule-signing-key"),
     )
     config.pat_file.write_text(PAT + "\n")
     config.extra["zitadel"] = {"api": api}
