@@ -11,6 +11,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from lockoutd.testing.process import DaemonProcess
+
 
 def at(minutes: float, *, base: datetime | None = None) -> str:
     """RFC 3339 time ``minutes`` after ``base`` (default: ten minutes ago, so events are fresh)."""
@@ -139,3 +141,11 @@ def wait_committed(
             await consumer.stop()
 
     wait_until(lambda: asyncio.run(caught_up()), timeout=timeout, what=f"group {group} to commit")
+
+
+def assigned(daemon: DaemonProcess, topic: str) -> list[str]:
+    """The partitions of ``topic`` that ``daemon`` was given at its latest assignment (the
+    group assigns internal topics' partitions too, which these tests do not count)."""
+    lines = [e for e in daemon.logs() if e.get("event") == "partitions_assigned"]
+    partitions: list[str] = lines[-1]["partitions"] if lines else []
+    return [partition for partition in partitions if partition.startswith(f"{topic}[")]

@@ -10,20 +10,12 @@ from typing import Any
 import pytest
 
 from lockoutd.testing.broker import LocalBroker, free_port
-from lockoutd.testing.process import DaemonProcess
 from lockoutd.testing.zitadel_emulator import UserState
 
 from .conftest import ORG_ID, launch, start_stack, stop_stack
-from .kafka_helpers import decisions, failure, produce, wait_committed, wait_until
+from .kafka_helpers import assigned, decisions, failure, produce, wait_committed, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-def assigned(daemon: DaemonProcess) -> list[str]:
-    """The partitions ``daemon`` was given at its latest assignment."""
-    lines = [e for e in daemon.logs() if e.get("event") == "partitions_assigned"]
-    partitions: list[str] = lines[-1]["partitions"] if lines else []
-    return partitions
 
 
 def test_the_survivor_locks_users_whose_failures_straddle_the_death_of_an_instance(
@@ -45,9 +37,9 @@ def test_the_survivor_locks_users_whose_failures_straddle_the_death_of_an_instan
         wait_until(
             # Of the events topic: the internal topics of the address rules are shared too.
             lambda: (
-                assigned(doomed)
-                and sum(p.startswith(f"{stack.events_topic}[") for p in assigned(survivor))
-                + sum(p.startswith(f"{stack.events_topic}[") for p in assigned(doomed))
+                assigned(doomed, stack.events_topic)
+                and len(assigned(survivor, stack.events_topic))
+                + len(assigned(doomed, stack.events_topic))
                 == 4
             ),
             timeout=60,

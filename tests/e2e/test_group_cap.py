@@ -15,7 +15,7 @@ from lockoutd.testing.process import DaemonProcess
 from lockoutd.testing.zitadel_emulator import UserState
 
 from .conftest import ORG_ID, Stack, launch, start_stack, stop_stack
-from .kafka_helpers import decisions, failure, produce, wait_committed, wait_until
+from .kafka_helpers import assigned, decisions, failure, produce, wait_committed, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -23,16 +23,10 @@ CAP = 5
 PARTITIONS = 6
 
 
-def assigned(daemon: DaemonProcess) -> list[str]:
-    """The partitions ``daemon`` was given at its latest assignment."""
-    lines = [e for e in daemon.logs() if e.get("event") == "partitions_assigned"]
-    partitions: list[str] = lines[-1]["partitions"] if lines else []
-    return partitions
-
-
-def spread_over(daemons: list[DaemonProcess]) -> bool:
-    """True once every instance holds partitions and together they hold each exactly once."""
-    held = [assigned(daemon) for daemon in daemons]
+def spread_over(daemons: list[DaemonProcess], topic: str) -> bool:
+    """True once every instance holds partitions of ``topic`` and together they hold each of
+    them exactly once."""
+    held = [assigned(daemon, topic) for daemon in daemons]
     every = [partition for partitions in held for partition in partitions]
     return all(held) and len(every) == len(set(every)) == PARTITIONS
 
@@ -87,7 +81,7 @@ def test_three_instances_lock_no_more_than_the_cap_together_and_after_one_dies(
         for daemon in daemons:
             daemon.wait_ready()
         wait_until(
-            lambda: spread_over(daemons),
+            lambda: spread_over(daemons, stack.events_topic),
             timeout=90,
             what="the group to spread the six partitions over the three instances",
         )
@@ -106,7 +100,7 @@ def test_three_instances_lock_no_more_than_the_cap_together_and_after_one_dies(
         assert daemons[2].kill() == -9
         survivors = daemons[:2]
         wait_until(
-            lambda: spread_over(survivors),
+            lambda: spread_over(survivors, stack.events_topic),
             timeout=90,
             what="the two survivors to take over the partitions of the killed instance",
         )
