@@ -57,6 +57,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from bisect import bisect_right
+from collections.abc import Iterator
 from heapq import heappop, heappush, heapreplace
 from struct import Struct
 from typing import Generic, TypeVar
@@ -125,6 +126,13 @@ class Windows(ABC, Generic[_State]):
 
     def __len__(self) -> int:
         return len(self.by_key)
+
+    def __contains__(self, slot: object) -> bool:
+        return slot in self.by_key
+
+    def __iter__(self) -> Iterator[Slot]:
+        """The tracked keys."""
+        return iter(list(self.by_key))
 
     def forget(self, slot: Slot) -> None:
         """Drop the window of ``slot`` (a success resets the count)."""
