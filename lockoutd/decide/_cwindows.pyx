@@ -31,7 +31,7 @@ cdef extern from "Python.h":
 
 cdef int64_t _NO_ID = -1
 cdef int _SET_AT = 64
-cdef int _SMALL_DISTINCT = 32
+cdef int _SMALL_DISTINCT = 64
 cdef int32_t _EMPTY = -1
 cdef int32_t _TOMB = -2
 cdef object _DUE_EVERY_SECONDS = 60.0
@@ -505,21 +505,26 @@ cdef class EventWindows(_Table):
         return tuple(self._events_by_slot.get(slot, ())) if self._keeps else ()
 
 
-# A distinct window's block: times[cap], then the values (PyObject*, owned) and, for rules that
-# keep events, the event of each value's newest sighting (PyObject*, owned or NULL), in the order
-# the values were first seen since they last left: the order the reference's heap breaks ties by.
+# A distinct window's block: times[cap], the hash of each value (compared before the value), the
+# values (PyObject*, owned) and, for rules that keep events, the event of each value's newest
+# sighting (PyObject*, owned or NULL), in the order the values were first seen since they last
+# left: the order the reference's heap breaks ties by.
+
+cdef inline Py_ssize_t* _vhashes(Rec* rec) noexcept:
+    return <Py_ssize_t*>(rec.times + rec.cap)
+
 
 cdef inline PyObject** _values(Rec* rec) noexcept:
-    return <PyObject**>(rec.times + rec.cap)
+    return <PyObject**>(rec.times + 2 * rec.cap)
 
 
 cdef inline PyObject** _evs(Rec* rec) noexcept:
-    return <PyObject**>(rec.times + rec.cap) + rec.cap
+    return <PyObject**>(rec.times + 2 * rec.cap) + rec.cap
 
 
 cdef class _SmallDistinctWindows(_Table):
     """Distinct counts of a threshold up to ``_SMALL_DISTINCT``: the values in the record's block,
-    found by a scan (a few dozen at most)."""
+    found by a scan of their hashes (a few dozen at most)."""
 
     cdef bint _keeps
 
@@ -541,7 +546,7 @@ cdef class _SmallDistinctWindows(_Table):
 
     cdef int _grow(self, Rec* rec) except -1:
         cdef int32_t cap = rec.cap * 2 if rec.cap else 1, count = rec.count
-        cdef Py_ssize_t width = 24 if self._keeps else 16
+        cdef Py_ssize_t width = 32 if self._keeps else 24
         cdef double* block
         if cap > self.threshold + 1:
             cap = <int32_t>(self.threshold + 1)
@@ -549,9 +554,10 @@ cdef class _SmallDistinctWindows(_Table):
         if block == NULL:
             raise MemoryError()
         memcpy(block, rec.times, count * sizeof(double))
-        memcpy(<PyObject**>(block + cap), _values(rec), count * sizeof(PyObject*))
+        memcpy(<Py_ssize_t*>(block + cap), _vhashes(rec), count * sizeof(Py_ssize_t))
+        memcpy(<PyObject**>(block + 2 * cap), _values(rec), count * sizeof(PyObject*))
         if self._keeps:
-            memcpy(<PyObject**>(block + cap) + cap, _evs(rec), count * sizeof(PyObject*))
+            memcpy(<PyObject**>(block + 2 * cap) + cap, _evs(rec), count * sizeof(PyObject*))
         free(rec.times)
         rec.times = block
         rec.cap = cap
@@ -562,6 +568,7 @@ cdef class _SmallDistinctWindows(_Table):
         cdef int32_t after = rec.count - i - 1
         Py_XDECREF(_values(rec)[i])
         memmove(rec.times + i, rec.times + i + 1, after * sizeof(double))
+        memmove(_vhashes(rec) + i, _vhashes(rec) + i + 1, after * sizeof(Py_ssize_t))
         memmove(_values(rec) + i, _values(rec) + i + 1, after * sizeof(PyObject*))
         if self._keeps:
             Py_XDECREF(_evs(rec)[i])
@@ -570,7 +577,8 @@ cdef class _SmallDistinctWindows(_Table):
 
     def add(self, slot, double at, value, event=None):
         """Count ``value`` seen at ``at`` for ``slot``; return True when this makes it fire."""
-        cdef Py_ssize_t h = PyObject_Hash(slot)
+        cdef Py_ssize_t h = PyObject_Hash(slot), vh = PyObject_Hash(value)
+        cdef Py_ssize_t* vhashes
         cdef int32_t r = self._find(slot, h), i, pos, oldest
         cdef Rec* rec
         cdef double start, least
@@ -587,9 +595,11 @@ cdef class _SmallDistinctWindows(_Table):
         if at <= start:
             return False
         pos = -1
+        vhashes = _vhashes(rec)
         for i in range(rec.count):
-            if _values(rec)[i] == <PyObject*>value or PyObject_RichCompareBool(
-                _values(rec)[i], <PyObject*>value, Py_EQ
+            if vhashes[i] == vh and (
+                _values(rec)[i] == <PyObject*>value
+                or PyObject_RichCompareBool(_values(rec)[i], <PyObject*>value, Py_EQ)
             ):
                 pos = i
                 break
@@ -598,6 +608,7 @@ cdef class _SmallDistinctWindows(_Table):
                 self._grow(rec)
             i = rec.count
             rec.times[i] = at
+            _vhashes(rec)[i] = vh
             Py_INCREF(value)
             _values(rec)[i] = <PyObject*>value
             if self._keeps:
