@@ -16,6 +16,7 @@ count per organisation or per network: few keys, each with thousands of values, 
 a dict are the right structures).
 """
 
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint64_t
@@ -106,7 +107,7 @@ cdef class _Table:
         rec.key = NULL
         Py_XDECREF(rec.big)
         rec.big = NULL
-        free(rec.times)
+        PyMem_Free(rec.times)
         rec.times = NULL
 
     def __len__(self):
@@ -340,20 +341,20 @@ cdef class EventWindows(_Table):
         cdef double* block
         if rec.first + count < rec.cap:
             return 0
-        if rec.first > 0 and count < rec.cap:
+        if rec.first > 0 and rec.first >= count:
+            # At least half the block is behind the kept times: moving them is paid for by as
+            # many events as they number (a full window drops one time per event).
             memmove(rec.times, rec.times + rec.first, count * sizeof(double))
             memmove(_hashes(rec), _hashes(rec) + rec.first, count * sizeof(int64_t))
             rec.first = 0
             return 0
-        cap = rec.cap * 2 if rec.cap else 1
-        if cap > self.threshold + 1 and self.threshold + 1 > count:
-            cap = <int32_t>(self.threshold + 1)
-        block = <double*>malloc(cap * 16)
+        cap = rec.cap + 1 if rec.cap < 4 else rec.cap * 2  # most keys keep one to three times
+        block = <double*>PyMem_Malloc(cap * 16)
         if block == NULL:
             raise MemoryError()
         memcpy(block, rec.times + rec.first, count * sizeof(double))
         memcpy(<int64_t*>(block + cap), _hashes(rec) + rec.first, count * sizeof(int64_t))
-        free(rec.times)
+        PyMem_Free(rec.times)
         rec.times = block
         rec.cap = cap
         rec.first = 0
@@ -545,12 +546,12 @@ cdef class _SmallDistinctWindows(_Table):
         _Table._release(self, rec)
 
     cdef int _grow(self, Rec* rec) except -1:
-        cdef int32_t cap = rec.cap * 2 if rec.cap else 1, count = rec.count
+        cdef int32_t cap = rec.cap + 1 if rec.cap < 4 else rec.cap * 2, count = rec.count
         cdef Py_ssize_t width = 32 if self._keeps else 24
         cdef double* block
         if cap > self.threshold + 1:
             cap = <int32_t>(self.threshold + 1)
-        block = <double*>malloc(cap * width)
+        block = <double*>PyMem_Malloc(cap * width)
         if block == NULL:
             raise MemoryError()
         memcpy(block, rec.times, count * sizeof(double))
@@ -558,7 +559,7 @@ cdef class _SmallDistinctWindows(_Table):
         memcpy(<PyObject**>(block + 2 * cap), _values(rec), count * sizeof(PyObject*))
         if self._keeps:
             memcpy(<PyObject**>(block + 2 * cap) + cap, _evs(rec), count * sizeof(PyObject*))
-        free(rec.times)
+        PyMem_Free(rec.times)
         rec.times = block
         rec.cap = cap
         return 0
