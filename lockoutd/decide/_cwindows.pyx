@@ -77,6 +77,14 @@ cdef class _Table:
     cdef public double window
     cdef public dict _due
     cdef public dict _floors
+    cdef bint _keeps
+
+    def __init__(self, threshold, window, *, keep_events=False):
+        self.threshold = threshold
+        self.window = window
+        self._due = {}
+        self._floors = {}
+        self._keeps = bool(keep_events)
 
     def __cinit__(self, *args, **kwargs):
         self.recs = NULL
@@ -318,14 +326,9 @@ cdef class EventWindows(_Table):
     """Windows that count events (:class:`lockoutd.decide.windows.EventWindows`)."""
 
     cdef dict _events_by_slot
-    cdef bint _keeps
 
     def __init__(self, threshold, window, *, keep_events=False):
-        self.threshold = threshold
-        self.window = window
-        self._due = {}
-        self._floors = {}
-        self._keeps = bool(keep_events)
+        _Table.__init__(self, threshold, window, keep_events=keep_events)
         self._events_by_slot = {} if self._keeps else None
 
     @property
@@ -526,15 +529,6 @@ cdef inline PyObject** _evs(Rec* rec) noexcept:
 cdef class _SmallDistinctWindows(_Table):
     """Distinct counts of a threshold up to ``_SMALL_DISTINCT``: the values in the record's block,
     found by a scan of their hashes (a few dozen at most)."""
-
-    cdef bint _keeps
-
-    def __init__(self, threshold, window, *, keep_events=False):
-        self.threshold = threshold
-        self.window = window
-        self._due = {}
-        self._floors = {}
-        self._keeps = bool(keep_events)
 
     cdef void _release(self, Rec* rec) noexcept:
         cdef int32_t i

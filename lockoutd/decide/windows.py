@@ -1,5 +1,9 @@
 """Sliding event-time windows: the windows of one rule, by key.
 
+This module is the reference and the fallback: where ``pip install`` could compile it,
+``lockoutd.decide._cwindows`` counts by the same rules in compact memory, and
+``lockoutd.decide.core`` says which of the two the engine builds (README, "Installing").
+
 A window holds the event times of the most recent matching events of one key and fires when the
 count of those within ``window`` seconds of the newest reaches ``threshold``::
 
