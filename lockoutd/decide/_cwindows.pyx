@@ -14,6 +14,10 @@ hashes beside the block (a scan of thousands of hashes per event would be most o
 distinct count with a threshold above ``_SMALL_DISTINCT`` is counted by the reference (such rules
 count per organisation or per network: few keys, each with thousands of values, where a heap and
 a dict are the right structures).
+
+Not here yet: exporting and restoring windows (``export``/``restore``), which checkpoints add to
+the reference. Until this core has them too, ``lockoutd.decide.core`` will not choose it beside a
+reference that has them, and lockoutd runs the pure-Python windows (``--version`` says so).
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
