@@ -9,6 +9,7 @@ values (in order), span and contributors, and the filing the sweep and the bound
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -124,3 +125,36 @@ def test_the_compiled_windows_decide_and_keep_what_the_reference_does(
                     )
         assert outcomes[1] == outcomes[0]
         assert _state(fast, distinct) == _state(pure, distinct)
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_thousands_of_keys_coming_and_going_agree(distinct: bool) -> None:
+    """Many keys, most forgotten again (resets, sweeps, the bound): the table grows, fills with
+    the places of forgotten keys and is rebuilt, and both sides still hold the same windows."""
+    rng = random.Random(11)  # noqa: S311 - a reproducible test stream, no secret
+    kind = "DistinctWindows" if distinct else "EventWindows"
+    pure = getattr(reference, kind)(3, WINDOW, keep_events=True)
+    fast = getattr(compiled, kind)(3, WINDOW, keep_events=True)
+    clock = 0.0
+    for n in range(20_000):
+        clock += rng.choice([0.0, 0.01, 0.5])
+        key: Any = f"u{rng.randrange(4_000)}"
+        if rng.random() < 0.2:
+            key = (key, f"10.0.{rng.randrange(3)}.1")
+        roll, rank, late = rng.random(), rng.randrange(TIERS), rng.choice([0.0, 0.0, 5.0])
+        outcomes = []
+        for windows in (pure, fast):
+            if roll < 0.05:
+                windows.forget(key)
+            elif roll < 0.051:
+                outcomes.append(windows.evict_idle(clock))
+            elif roll < 0.052:
+                for minute in sorted(windows.filed_minutes()):
+                    outcomes.append(windows.shed(minute, rank, 50))
+            else:
+                outcomes.append(windows.add(key, clock - late, f"v{n % 7}", n))
+        assert outcomes[: len(outcomes) // 2] == outcomes[len(outcomes) // 2 :]
+        if n % 2_000 == 0:
+            assert _state(fast, distinct) == _state(pure, distinct)
+    assert len(fast) > 300
+    assert _state(fast, distinct) == _state(pure, distinct)
