@@ -148,3 +148,22 @@ RULE_SETS: dict[int, list[Path]] = {
     20: [REPO / "rules", BENCH / "rules" / "extra15.yaml"],
 }
 """Rule paths by number of rules: the shipped brute-force rule, the shipped five, and 15 more."""
+
+
+WINDOWS_CHOICES = ("compiled", "pure Python")
+
+
+def use_windows(kind: str) -> None:
+    """Build the engines that follow with the compiled windows or the pure-Python reference.
+
+    The daemon chooses once at start (``LOCKOUTD_NO_EXTENSIONS``); a benchmark runs both sides
+    in one process to measure them side by side on the same data.
+    """
+    from lockoutd.decide import core, windows
+
+    if kind == core.PURE_PYTHON:
+        core.EventWindows, core.DistinctWindows = windows.EventWindows, windows.DistinctWindows
+        return
+    from lockoutd.decide import _cwindows  # fails loudly when the core was not built
+
+    core.EventWindows, core.DistinctWindows = _cwindows.EventWindows, _cwindows.DistinctWindows

@@ -20,6 +20,7 @@ import structlog
 import yaml
 
 from lockoutd import __version__, words
+from lockoutd.decide.core import WINDOWS
 from lockoutd.decode.formats import FormatName
 from lockoutd.errors import ConfigError, KafkaUnavailable, LockoutdError
 from lockoutd.preflight import load_for_run
@@ -70,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lockoutd", description="Lock ZITADEL users whose login failures cross a rule."
     )
-    parser.add_argument("--version", action="version", version=f"lockoutd {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"lockoutd {__version__} (windows: {WINDOWS})"
+    )
     commands = parser.add_subparsers(dest="command")
     config_help = "configuration file (default: config/lockoutd.yaml)"
     run = commands.add_parser("run", help="run the daemon")

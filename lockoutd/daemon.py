@@ -34,6 +34,7 @@ from lockoutd.act.schedule import UnlockSchedule
 from lockoutd.act.temporary import TemporaryLocks
 from lockoutd.act.unlocker import Unlocker
 from lockoutd.act.zitadel import ZitadelClient
+from lockoutd.decide.core import WINDOWS
 from lockoutd.decide.decision import Decision
 from lockoutd.errors import (
     ConfigError,
@@ -215,6 +216,7 @@ class Daemon:
                 group_id=settings.kafka.group_id,
                 metrics_listen=settings.metrics.listen,
                 pending_unlocks=len(schedule),
+                windows=WINDOWS,
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(unlocker.run(self._stop), name="unlocker")

@@ -7,10 +7,11 @@ from bisect import insort
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
+from lockoutd.decide import core
 from lockoutd.decide.windows import DistinctWindows, EventWindows, Slot
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event, field_reader
 from lockoutd.rules.model import AllowedSet, EventMatcher, Rule, RuleSet
@@ -89,11 +90,13 @@ class RuleState:
         self._others = self.match.others
         self.windows: EventWindows | DistinctWindows
         if rule.distinct is None:
-            self.windows = EventWindows(rule.threshold, rule.window, keep_events=keep_events)
+            self.windows = core.EventWindows(rule.threshold, rule.window, keep_events=keep_events)
             self._add_event = self.windows.add
             self._counts: Counts = self._count_events
         else:
-            self.windows = DistinctWindows(rule.threshold, rule.window, keep_events=keep_events)
+            self.windows = core.DistinctWindows(
+                rule.threshold, rule.window, keep_events=keep_events
+            )
             self._add_value = self.windows.add
             self._read_distinct = field_reader(rule.distinct)
             self._counts = self._count_distinct
@@ -147,19 +150,18 @@ class RuleState:
         if replayed is None:
             return False
         if isinstance(replayed, dict):
-            assert isinstance(self.windows, DistinctWindows)
-            return all(replayed.get(v) == at for v, at in self.windows.values(slot).items())
-        assert isinstance(self.windows, EventWindows)
-        return not Counter(self.windows.times(slot)) - Counter(replayed)
+            seen = cast(DistinctWindows, self.windows).values(slot)
+            return all(replayed.get(v) == at for v, at in seen.items())
+        return not Counter(cast(EventWindows, self.windows).times(slot)) - Counter(replayed)
 
     def forget_replayed_before(self, watermark: float) -> None:
         """Drop the replayed times of keys that are gone or whose every time left the window."""
         start = watermark - self.rule.window
-        by_key = self.windows.by_key
+        windows = self.windows
         gone = [
             slot
             for slot, times in self.replayed.items()
-            if slot not in by_key
+            if slot not in windows
             or (max(times.values()) if isinstance(times, dict) else times[-1]) <= start
         ]
         for slot in gone:

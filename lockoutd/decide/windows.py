@@ -1,5 +1,9 @@
 """Sliding event-time windows: the windows of one rule, by key.
 
+This module is the reference and the fallback: where ``pip install`` could compile it,
+``lockoutd.decide._cwindows`` counts by the same rules in compact memory, and
+``lockoutd.decide.core`` says which of the two the engine builds (README, "Installing").
+
 A window holds the event times of the most recent matching events of one key and fires when the
 count of those within ``window`` seconds of the newest reaches ``threshold``::
 
@@ -57,6 +61,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from bisect import bisect_right
+from collections.abc import Iterator
 from heapq import heappop, heappush, heapreplace
 from struct import Struct
 from typing import Generic, TypeVar
@@ -125,6 +130,13 @@ class Windows(ABC, Generic[_State]):
 
     def __len__(self) -> int:
         return len(self.by_key)
+
+    def __contains__(self, slot: object) -> bool:
+        return slot in self.by_key
+
+    def __iter__(self) -> Iterator[Slot]:
+        """The tracked keys."""
+        return iter(list(self.by_key))
 
     def forget(self, slot: Slot) -> None:
         """Drop the window of ``slot`` (a success resets the count)."""

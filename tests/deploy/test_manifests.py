@@ -357,6 +357,24 @@ def test_the_image_installs_pinned_and_hashed_dependencies_from_the_lock_file() 
     assert "requirements.lock" in (DEPLOY / "Dockerfile").read_text().split("FROM")[0]
 
 
+def test_the_image_ships_the_compiled_windows_without_a_compiler() -> None:
+    """The build stage compiles the window core into the wheel (README, "Installing"); the
+    image installs that wheel, has no compiler, and refuses to build if the core is missing."""
+    stages: list[list[tuple[str, str]]] = []
+    for op, args in _dockerfile():
+        if op == "FROM":
+            stages.append([])
+        stages[-1].append((op, args))
+    build, image = stages[0], stages[-1]
+    build_runs = " ".join(args for op, args in build if op == "RUN")
+    assert "gcc" in build_runs
+    assert "pip wheel" in build_runs
+    assert ("COPY", "pyproject.toml setup.py README.md ./") in build
+    image_runs = " ".join(args for op, args in image if op == "RUN")
+    assert "gcc" not in image_runs
+    assert 'lockoutd --version | grep -q "(windows: compiled)"' in image_runs
+
+
 # --- systemd -----------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lockoutd.decide import core
 from lockoutd.testing.broker import LocalBroker
 from tests.e2e.conftest import REPO, start_stack, stop_stack
 
@@ -40,5 +41,19 @@ def test_a_rule_on_a_field_no_format_produces_is_logged_at_start(
             f"{rules / 'typo.yaml'}:3: warning: rules.0.match.reasn: no input format produces "
             "this field; did you mean reason? (an extra field of your own events is fine)"
         ]
+    finally:
+        stop_stack(stack)
+
+
+def test_the_start_line_says_which_windows_run(broker: LocalBroker, tmp_path: Path) -> None:
+    """``daemon_started`` says whether the compiled windows or the pure-Python ones count."""
+    stack = start_stack(broker, tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        started: list[dict[str, object]] = []
+        while not started and time.monotonic() < deadline:
+            started = [line for line in stack.daemon.logs() if line["event"] == "daemon_started"]
+            time.sleep(0.2)
+        assert [line["windows"] for line in started] == [core.WINDOWS]
     finally:
         stop_stack(stack)

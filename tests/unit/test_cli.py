@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -12,8 +15,14 @@ import pytest
 
 from lockoutd import __version__
 from lockoutd.cli import main
+from lockoutd.decide import core
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def compiled_core_built() -> bool:
+    return importlib.util.find_spec("lockoutd.decide._cwindows") is not None
+
 
 RULES = """\
 rules:
@@ -124,7 +133,24 @@ def test_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--version"])
     assert caught.value.code == 0
-    assert capsys.readouterr().out == f"lockoutd {__version__}\n"
+    assert capsys.readouterr().out == f"lockoutd {__version__} (windows: {core.WINDOWS})\n"
+
+
+@pytest.mark.parametrize(
+    ("variable", "windows"),
+    [("1", "pure Python"), ("", "compiled" if compiled_core_built() else "pure Python")],
+)
+def test_version_says_which_windows_run(variable: str, windows: str) -> None:
+    """``LOCKOUTD_NO_EXTENSIONS=1`` selects the pure-Python windows, and ``--version`` says so."""
+    env = {**os.environ, "LOCKOUTD_NO_EXTENSIONS": variable}
+    out = subprocess.run(
+        [sys.executable, "-m", "lockoutd", "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == f"lockoutd {__version__} (windows: {windows})\n"
 
 
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -368,10 +368,12 @@ def test_an_unknown_lockoutd_variable_is_refused_with_the_nearest_name(
 def test_variables_that_are_not_settings_but_documented_are_accepted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``LOCKOUTD_TEST_BOOTSTRAP_SERVERS`` (the test suite's broker) is not a typo."""
+    """``LOCKOUTD_TEST_BOOTSTRAP_SERVERS`` (the test suite's broker) and
+    ``LOCKOUTD_NO_EXTENSIONS`` (the pure-Python windows) are not typos."""
     config = _config(tmp_path, f"zitadel:\n  pat_file: {_pat_file(tmp_path)}\n")
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("LOCKOUTD_TEST_BOOTSTRAP_SERVERS", "localhost:9092")
+    monkeypatch.setenv("LOCKOUTD_NO_EXTENSIONS", "1")
     assert main(["check", "-c", str(config)]) == 0
     assert capsys.readouterr().err == ""
 

@@ -81,8 +81,8 @@ def test_the_windows_that_end_soonest_go_first() -> None:
     old, new = _flood(100, seed=1, start=0), _flood(100, seed=2, start=6)
     _feed(engine, bound, old + new, batch=200)
     (windows,) = (w for _, w in engine.rule_windows())
-    assert {e.user_id for e in new} <= set(windows.by_key)
-    assert len(set(windows.by_key) & {e.user_id for e in old}) == 150 - 100
+    assert {e.user_id for e in new} <= set(windows)
+    assert len(set(windows) & {e.user_id for e in old}) == 150 - 100
 
 
 def test_within_the_bound_nothing_is_forgotten() -> None:
@@ -155,8 +155,8 @@ def test_a_minute_read_before_is_read_again_once_a_key_is_filed_there() -> None:
     fail("late-2", 0.5)
     assert bound.enforce([engine]) == {"password-bruteforce": 2}
     (windows,) = (w for _, w in engine.rule_windows())
-    assert {f"victim-{n}" for n in range(14)} <= set(windows.by_key)
-    assert "late-1" not in windows.by_key
+    assert {f"victim-{n}" for n in range(14)} <= set(windows)
+    assert "late-1" not in windows
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from lockoutd.act.executor import LockExecutor
+from lockoutd.decide import core
 from lockoutd.decide.decision import Decision, Outcome, decide
 from lockoutd.decide.engine import Engine, Firing
-from lockoutd.decide.windows import DistinctWindows, EventWindows
 from lockoutd.decode.event import Event
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules.model import Rule, RuleSet
@@ -85,7 +85,7 @@ def test_a_repeated_event_contributes_once() -> None:
 
 def test_kept_events_are_bounded_like_the_times() -> None:
     """A window keeps at most ``threshold`` events, and they stay aligned with their times."""
-    windows = EventWindows(5, HOUR, keep_events=True)
+    windows = core.EventWindows(5, HOUR, keep_events=True)
     events = [event(n / 60, user_id=f"user-{n}") for n in range(100)]
     for e in reversed(events):  # out of order: every insert lands in the middle or front
         windows.add(IP, e.occurred_at, e.event_id, e)
@@ -96,7 +96,7 @@ def test_kept_events_are_bounded_like_the_times() -> None:
 
 def test_a_distinct_window_keeps_each_values_latest_event() -> None:
     """A user who fails again contributes the newer failure, once."""
-    windows = DistinctWindows(3, HOUR, keep_events=True)
+    windows = core.DistinctWindows(3, HOUR, keep_events=True)
     events = [
         event(0, user_id="a", event_id="a-first"),
         event(1, user_id="b", event_id="b"),

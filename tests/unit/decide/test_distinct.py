@@ -6,8 +6,8 @@ from typing import NamedTuple
 
 import pytest
 
+from lockoutd.decide import core
 from lockoutd.decide.engine import Engine
-from lockoutd.decide.windows import DistinctWindows
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
 from lockoutd.rules.model import Rule
 from tests.unit.helpers import MINUTE, T0, event, rule, ruleset
@@ -23,7 +23,7 @@ class Scenario(NamedTuple):
 
 
 def _run(scenario: Scenario) -> list[bool]:
-    windows = DistinctWindows(scenario.threshold, scenario.window_minutes * MINUTE)
+    windows = core.DistinctWindows(scenario.threshold, scenario.window_minutes * MINUTE)
     return [windows.add(IP, minute * MINUTE, value) for minute, value, _ in scenario.steps]
 
 
@@ -143,7 +143,7 @@ def test_scenario(scenario: Scenario) -> None:
 
 def test_memory_is_bounded_by_the_threshold() -> None:
     """However many distinct values a key sees in the window, it keeps at most ``threshold``."""
-    windows = DistinctWindows(20, 3600.0, keep_events=True)
+    windows = core.DistinctWindows(20, 3600.0, keep_events=True)
     for second in range(1000):
         windows.add(IP, float(second), f"user-{second}", event(0, user_id=f"user-{second}"))
         assert len(windows.values(IP)) <= 20
@@ -155,7 +155,7 @@ def test_memory_is_bounded_by_the_threshold() -> None:
 
 def test_the_bound_keeps_the_most_recently_seen_values() -> None:
     """A value seen again stays among those kept while values seen longer ago are let go."""
-    windows = DistinctWindows(3, 600.0)
+    windows = core.DistinctWindows(3, 600.0)
     for minute, value in [(0, "a"), (1, "b"), (2, "c"), (3, "a"), (4, "d")]:
         windows.add(IP, minute * MINUTE, value)
     assert windows.values(IP) == {"c": 120.0, "a": 180.0, "d": 240.0}
@@ -163,7 +163,7 @@ def test_the_bound_keeps_the_most_recently_seen_values() -> None:
 
 def test_the_span_runs_from_the_oldest_sighting_kept_to_the_newest() -> None:
     """``span`` gives the count and the sightings that bound it, oldest and newest."""
-    windows = DistinctWindows(5, 600.0)
+    windows = core.DistinctWindows(5, 600.0)
     for minute, value in [(1, "a"), (4, "b"), (3, "c")]:
         windows.add(IP, minute * MINUTE, value)
     assert windows.span(IP) == (3, 60.0, 240.0)
@@ -171,7 +171,7 @@ def test_the_span_runs_from_the_oldest_sighting_kept_to_the_newest() -> None:
 
 def test_one_value_seen_again_keeps_its_newest_sighting() -> None:
     """A key that saw one value only counts one, from the newest time it was seen."""
-    windows = DistinctWindows(2, 600.0, keep_events=True)
+    windows = core.DistinctWindows(2, 600.0, keep_events=True)
     first, later, older = event(1, event_id="1"), event(5, event_id="2"), event(3, event_id="3")
     for e in (first, later, older):
         assert not windows.add(IP, e.occurred_at, "a", e)
@@ -182,7 +182,7 @@ def test_one_value_seen_again_keeps_its_newest_sighting() -> None:
 
 def test_an_idle_distinct_key_is_forgotten() -> None:
     """A distinct key is forgotten once its newest sighting has left the window."""
-    windows = DistinctWindows(3, 600.0)
+    windows = core.DistinctWindows(3, 600.0)
     windows.add(IP, 0.0, "a")
     assert windows.evict_idle(599.0) == 0
     assert windows.evict_idle(600.0) == 1

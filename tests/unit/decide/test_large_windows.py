@@ -15,7 +15,7 @@ from bisect import bisect_right
 
 import pytest
 
-from lockoutd.decide.windows import DistinctWindows, EventWindows
+from lockoutd.decide import core
 from lockoutd.decode.event import LOGIN_FAILED, Event
 
 Step = tuple[float, str | None]
@@ -84,7 +84,7 @@ def test_a_window_of_events_decides_as_the_reference(threshold: int, window: flo
     """Packed, full or spilled, a window fires exactly where the rules say and keeps the times
     they say (the times a lock reports as the first and last event)."""
     steps = _stream(threshold, 4000, values=100_000 if threshold > 5 else 300)
-    windows = EventWindows(threshold, window)
+    windows = core.EventWindows(threshold, window)
     observed = [(windows.add("k", at, event_id), windows.times("k")) for at, event_id in steps]
     assert observed == _reference_counts(steps, threshold, window)
 
@@ -94,7 +94,7 @@ def test_the_events_kept_for_contributors_are_those_of_the_times_kept(
     threshold: int, window: float
 ) -> None:
     """A rule that locks every contributor reports the events of exactly the times counted."""
-    windows = EventWindows(threshold, window, keep_events=True)
+    windows = core.EventWindows(threshold, window, keep_events=True)
     for at, event_id in _stream(threshold, 4000, values=100_000):
         windows.add("k", at, event_id, Event(LOGIN_FAILED, at, event_id=event_id))
         kept = windows.contributors("k")
@@ -105,7 +105,7 @@ def test_the_events_kept_for_contributors_are_those_of_the_times_kept(
 def test_a_distinct_window_decides_as_the_reference(threshold: int, window: float) -> None:
     """The heap picks the same values to let go as sorting every value would."""
     steps = _stream(threshold + 1, 4000, values=threshold * 2)
-    distinct = DistinctWindows(threshold, window)
+    distinct = core.DistinctWindows(threshold, window)
     fired = [distinct.add("k", at, value) if value is not None else False for at, value in steps]
     assert fired == _reference_distinct(steps, threshold, window)
 
@@ -117,6 +117,6 @@ def test_a_distinct_window_of_one_value_decides_as_the_reference() -> None:
         (float(n // 3) - rng.choice([0.0, 0.0, 30.0]), "a" if rng.random() < 0.9 else "b")
         for n in range(3000)
     ]
-    distinct = DistinctWindows(2, 20.0)
+    distinct = core.DistinctWindows(2, 20.0)
     fired = [distinct.add("k", at, value) for at, value in steps if value is not None]
     assert fired == _reference_distinct(steps, 2, 20.0)

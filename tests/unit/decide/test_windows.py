@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import pytest
 
+from lockoutd.decide import core
 from lockoutd.decide.windows import EventWindows
 
 MINUTE = 60.0
@@ -18,7 +19,7 @@ class Scenario(NamedTuple):
 
 
 def _run(scenario: Scenario) -> tuple[EventWindows, list[bool]]:
-    windows = EventWindows(scenario.threshold, scenario.window_minutes * MINUTE)
+    windows = core.EventWindows(scenario.threshold, scenario.window_minutes * MINUTE)
     fired = [windows.add("42", minute * MINUTE, event_id) for minute, event_id, _ in scenario.steps]
     return windows, fired
 
@@ -188,7 +189,7 @@ def test_scenario(scenario: Scenario) -> None:
 
 def test_memory_is_bounded_by_the_threshold() -> None:
     """However many events a key gets inside the window, it keeps at most ``threshold`` times."""
-    windows = EventWindows(5, 3600.0)
+    windows = core.EventWindows(5, 3600.0)
     for second in range(1000):
         windows.add("42", float(second), None)
         assert len(windows.times("42")) <= 5
@@ -198,7 +199,7 @@ def test_memory_is_bounded_by_the_threshold() -> None:
 
 def test_the_kept_times_are_sorted_whatever_the_arrival_order() -> None:
     """Out-of-order events are kept in event-time order, so the oldest is always first."""
-    windows = EventWindows(10, 600.0)
+    windows = core.EventWindows(10, 600.0)
     for minute in (5, 3, 9, 1, 7):
         windows.add("42", minute * MINUTE, None)
     assert windows.times("42") == [60.0, 180.0, 300.0, 420.0, 540.0]
@@ -212,7 +213,7 @@ def test_a_key_is_forgotten_once_its_newest_time_has_left(
     watermark_minutes: float, idle: bool
 ) -> None:
     """A key is idle when even its newest event is outside the window ending at the watermark."""
-    windows = EventWindows(3, 600.0)
+    windows = core.EventWindows(3, 600.0)
     windows.add("42", 0 * MINUTE, None)
     windows.add("42", 1 * MINUTE, None)
     assert windows.evict_idle(watermark_minutes * MINUTE) == (1 if idle else 0)
@@ -225,7 +226,7 @@ def test_a_key_counted_again_is_kept_until_its_new_newest_has_left() -> None:
     #          x    x
     #               ^ newest: the key is idle from 19m on
     #                              ^ a sweep at 19.5m forgets it (a sweep at 10m kept it)
-    windows = EventWindows(3, 600.0)
+    windows = core.EventWindows(3, 600.0)
     windows.add("42", 0 * MINUTE, None)
     windows.add("42", 9 * MINUTE, None)
     assert windows.evict_idle(10 * MINUTE) == 0
@@ -236,7 +237,7 @@ def test_a_key_counted_again_is_kept_until_its_new_newest_has_left() -> None:
 
 def test_a_key_reset_and_counted_again_is_forgotten_once() -> None:
     """A key forgotten by a success and counted again is swept like any other key."""
-    windows = EventWindows(3, 600.0)
+    windows = core.EventWindows(3, 600.0)
     windows.add("42", 0 * MINUTE, None)
     windows.forget("42")
     windows.add("42", 2 * MINUTE, None)
@@ -250,6 +251,6 @@ def test_a_key_reset_and_counted_again_is_forgotten_once() -> None:
 def test_a_window_that_fills_up_fires_and_rearms_as_a_small_one() -> None:
     """A key keeps firing once per crossing across the change from packed to full storage."""
     # threshold 2, window 10m: fires at 1m (full), re-arms at 30m (one left), fires at 31m
-    windows = EventWindows(2, 600.0)
+    windows = core.EventWindows(2, 600.0)
     fired = [windows.add("42", minute * MINUTE, None) for minute in (0, 1, 2, 30, 31, 32)]
     assert fired == [False, True, False, False, True, False]

@@ -1,0 +1,60 @@
+"""Which windows run: the compiled core, or the pure-Python reference it must agree with.
+
+The compiled core (``lockoutd.decide._cwindows``) is built by ``pip install`` where a C compiler
+is present. ``LOCKOUTD_NO_EXTENSIONS=1`` selects the reference even where it is built; the
+variable is read once, when lockoutd starts (README, "Installing"). The core is chosen only when
+it offers every method the reference does: a method added to the reference alone (or a build
+older than its source) makes lockoutd run the reference rather than fail when that is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import TYPE_CHECKING, Any
+
+from lockoutd.decide import windows as reference
+
+NO_EXTENSIONS_VARIABLE = "LOCKOUTD_NO_EXTENSIONS"
+
+COMPILED = "compiled"
+PURE_PYTHON = "pure Python"
+
+_REFERENCE_ONLY = frozenset({"by_key"})
+"""Public attributes of the reference that the engine does not use (the reference's own dict)."""
+
+
+def _offers(compiled: type, like: type) -> bool:
+    wanted = {name for name in dir(like) if not name.startswith("_")} - _REFERENCE_ONLY
+    return wanted <= set(dir(compiled))
+
+
+def choose(compiled: Any, *, no_extensions: bool) -> tuple[Any, Any, str]:
+    """``(EventWindows, DistinctWindows, which)`` given the compiled module (None if not built)."""
+    if compiled is not None and not no_extensions:
+        events = compiled.EventWindows
+        # DistinctWindows is a factory in the core: its compiled class is the small one.
+        distinct = getattr(compiled, "_SmallDistinctWindows", compiled.DistinctWindows)
+        if _offers(events, reference.EventWindows) and _offers(distinct, reference.DistinctWindows):
+            return compiled.EventWindows, compiled.DistinctWindows, COMPILED
+    return reference.EventWindows, reference.DistinctWindows, PURE_PYTHON
+
+
+def _compiled_module() -> Any:
+    try:
+        return importlib.import_module("lockoutd.decide._cwindows")
+    except ImportError:  # built without a compiler
+        return None
+
+
+if TYPE_CHECKING:
+    from lockoutd.decide.windows import DistinctWindows, EventWindows
+
+    WINDOWS = COMPILED
+else:
+    EventWindows, DistinctWindows, WINDOWS = choose(
+        _compiled_module(),
+        no_extensions=os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0"),
+    )
+
+__all__ = ["COMPILED", "PURE_PYTHON", "WINDOWS", "DistinctWindows", "EventWindows", "choose"]

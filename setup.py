@@ -1,0 +1,49 @@
+"""Builds the compiled window core where a C compiler is present; installs without it where not.
+
+Everything else about the package is in pyproject.toml. The extension is optional: without a
+compiler (or without Python's headers) the build says so in one line and lockoutd runs the
+pure-Python windows, which keep the same rules (README, "Installing").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class _OptionalBuildExt(build_ext):
+    """``build_ext`` that says in one line which windows this install will run."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:
+            print(
+                f"lockoutd: compiled windows not built ({error}); the pure-Python windows will run"
+            )
+            return
+
+    def build_extension(self, ext: Any) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as error:
+            print(
+                f"lockoutd: compiled windows not built ({error}); the pure-Python windows will run"
+            )
+            return
+        print("lockoutd: compiled windows built")
+
+
+def _extensions() -> list[Extension]:
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        print("lockoutd: Cython is not installed; the pure-Python windows will run")
+        return []
+    core = Extension("lockoutd.decide._cwindows", ["lockoutd/decide/_cwindows.pyx"], optional=True)
+    return list(cythonize([core], language_level=3, quiet=True))
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": _OptionalBuildExt})

@@ -1,0 +1,160 @@
+"""The compiled windows against the pure-Python reference, on the same randomized streams.
+
+Hypothesis draws streams of late and tied events, repeated ids, resets, idle sweeps and rounds of
+the bound on tracked keys, for keys of one and two fields, thresholds from 1 to 10,000, counts of
+events and of distinct values, with and without contributors. Both implementations must fire
+at the same events and hold the same state after every batch: the keys, each key's times or
+values (in order), span and contributors, and the filing the sweep and the bound read, in order.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from lockoutd.decide import windows as reference
+from lockoutd.decide.windows import TIERS
+
+compiled: Any
+try:
+    from lockoutd.decide import _cwindows as compiled
+except ImportError:  # built without a compiler
+    compiled = None
+
+pytestmark = pytest.mark.skipif(
+    compiled is None, reason="the compiled windows are not built here (no C compiler at install)"
+)
+
+WINDOW = 60.0
+
+_keys = st.one_of(
+    st.sampled_from(["u1", "u2", "u3"]),
+    st.tuples(st.just("o1"), st.sampled_from(["10.0.0.1", "10.0.0.2"])),
+)
+_add = st.tuples(
+    st.just("add"),
+    _keys,
+    # Seconds after the stream's clock: late, tied or new, now and then past the window.
+    st.sampled_from([-70, -30, -5, -1, 0, 0, 0, 1, 2, 5, 30, 61, 120]),
+    st.one_of(st.none(), st.sampled_from([f"e{n}" for n in range(8)])),
+)
+# Mostly events; now and then a reset, a sweep, a round of the bound.
+_step = st.one_of(
+    _add,
+    _add,
+    _add,
+    _add,
+    _add,
+    st.tuples(st.just("forget"), _keys),
+    st.tuples(st.just("sweep"), st.integers(0, 200)),
+    st.tuples(st.just("shed"), st.integers(0, TIERS - 1), st.integers(1, 4)),
+)
+_thresholds = st.one_of(
+    st.integers(1, 6), st.integers(1, 40), st.sampled_from([64, 65, 100, 1_000, 10_000])
+)
+
+
+def _state(windows: Any, distinct: bool) -> dict[str, Any]:
+    keys = sorted(windows, key=repr)
+    per_key: dict[Any, Any] = {}
+    for key in keys:
+        held = list(windows.values(key).items()) if distinct else windows.times(key)
+        per_key[key] = (held, windows.span(key), windows.contributors(key))
+    filing = [(minute, list(windows._due[minute])) for minute in windows.filed_minutes()]
+    return {"len": len(windows), "keys": per_key, "filing": filing, "floors": windows._floors}
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    threshold=_thresholds,
+    distinct=st.booleans(),
+    keep_events=st.booleans(),
+    batches=st.lists(st.lists(_step, max_size=40), min_size=1, max_size=8),
+)
+# Ties, which random streams seldom produce: of two values seen at the same time the one seen
+# first goes first; a late event tied with a kept time goes after it (its contributor too).
+@example(
+    threshold=2,
+    distinct=True,
+    keep_events=False,
+    batches=[[("add", "k", 0, "a"), ("add", "k", 0, "b"), ("add", "k", 0, "c")]],
+)
+@example(
+    threshold=5,
+    distinct=False,
+    keep_events=True,
+    batches=[[("add", "k", 0, "a"), ("add", "k", 1, "b"), ("add", "k", -1, "c")]],
+)
+def test_the_compiled_windows_decide_and_keep_what_the_reference_does(
+    threshold: int, distinct: bool, keep_events: bool, batches: list[list[tuple[Any, ...]]]
+) -> None:
+    kind = "DistinctWindows" if distinct else "EventWindows"
+    pure = getattr(reference, kind)(threshold, WINDOW, keep_events=keep_events)
+    fast = getattr(compiled, kind)(threshold, WINDOW, keep_events=keep_events)
+    clock = 0.0
+    for batch in batches:
+        outcomes: list[list[Any]] = [[], []]
+        for step in batch:
+            if step[0] == "add":
+                _, key, offset, ident = step
+                at = clock + offset
+                clock = max(clock, at)
+                # For a distinct count the id stands for the value (a user), for events the id.
+                value = ident if ident is not None else "none"
+                event = ("event", key, at, ident)
+                for out, windows in zip(outcomes, (pure, fast), strict=True):
+                    seen = value if distinct else ident
+                    out.append(windows.add(key, at, seen, event))
+            elif step[0] == "forget":
+                for out, windows in zip(outcomes, (pure, fast), strict=True):
+                    windows.forget(step[1])
+                    out.append(None)
+            elif step[0] == "sweep":
+                clock += step[1]
+                for out, windows in zip(outcomes, (pure, fast), strict=True):
+                    out.append(windows.evict_idle(clock))
+            else:
+                _, rank, limit = step
+                for out, windows in zip(outcomes, (pure, fast), strict=True):
+                    out.append(
+                        [windows.shed(m, rank, limit) for m in sorted(windows.filed_minutes())]
+                    )
+        assert outcomes[1] == outcomes[0]
+        assert _state(fast, distinct) == _state(pure, distinct)
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_thousands_of_keys_coming_and_going_agree(distinct: bool) -> None:
+    """Many keys, most forgotten again (resets, sweeps, the bound): the table grows, fills with
+    the places of forgotten keys and is rebuilt, and both sides still hold the same windows."""
+    rng = random.Random(11)  # noqa: S311 - a reproducible test stream, no secret
+    kind = "DistinctWindows" if distinct else "EventWindows"
+    pure = getattr(reference, kind)(3, WINDOW, keep_events=True)
+    fast = getattr(compiled, kind)(3, WINDOW, keep_events=True)
+    clock = 0.0
+    for n in range(20_000):
+        clock += rng.choice([0.0, 0.01, 0.5])
+        key: Any = f"u{rng.randrange(4_000)}"
+        if rng.random() < 0.2:
+            key = (key, f"10.0.{rng.randrange(3)}.1")
+        roll, rank, late = rng.random(), rng.randrange(TIERS), rng.choice([0.0, 0.0, 5.0])
+        outcomes = []
+        for windows in (pure, fast):
+            if roll < 0.05:
+                windows.forget(key)
+            elif roll < 0.051:
+                outcomes.append(windows.evict_idle(clock))
+            elif roll < 0.052:
+                for minute in sorted(windows.filed_minutes()):
+                    outcomes.append(windows.shed(minute, rank, 50))
+            else:
+                outcomes.append(windows.add(key, clock - late, f"v{n % 7}", n))
+        assert outcomes[: len(outcomes) // 2] == outcomes[len(outcomes) // 2 :]
+        if n % 2_000 == 0:
+            assert _state(fast, distinct) == _state(pure, distinct)
+    assert len(fast) > 300
+    assert _state(fast, distinct) == _state(pure, distinct)
