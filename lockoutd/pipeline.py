@@ -113,6 +113,15 @@ class Pipeline:
             self._engines.pop(tp, None)
         self._report_tracked_keys()
 
+    def install(self, tp: TopicPartition, engine: Engine) -> None:
+        """Use ``engine`` (restored from a checkpoint) for the records of ``tp`` from now on."""
+        self._engines[tp] = engine
+        self._report_tracked_keys()
+
+    def engine_of(self, tp: TopicPartition) -> Engine | None:
+        """The engine counting ``tp``'s records, if any record of it was counted yet."""
+        return self._engines.get(tp)
+
     def share_lock_budget(self, share: float) -> None:
         """Lock no more than ``share`` of the group's safety caps from now on."""
         self._executor.set_share(share)

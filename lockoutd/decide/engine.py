@@ -11,7 +11,14 @@ from typing import Any
 
 import msgspec
 
-from lockoutd.decide.windows import DistinctWindows, EventWindows, Slot
+from lockoutd.decide.windows import (
+    DistinctRecord,
+    DistinctWindows,
+    EventRecord,
+    EventWindows,
+    InvalidRecord,
+    Slot,
+)
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event, field_reader
 from lockoutd.rules.model import AllowedSet, EventMatcher, Rule, RuleSet
 
@@ -151,6 +158,26 @@ class RuleState:
             return all(replayed.get(v) == at for v, at in self.windows.values(slot).items())
         assert isinstance(self.windows, EventWindows)
         return not Counter(self.windows.times(slot)) - Counter(replayed)
+
+    def restore(self, records: list[EventRecord] | list[DistinctRecord]) -> None:
+        """Take the windows of ``records``, every event of which was acted on before: a crossing
+        made of them and of replayed events alone does not act again."""
+        windows = self.windows
+        if isinstance(windows, EventWindows):
+            events = [r for r in records if isinstance(r, EventRecord)]
+            if len(events) != len(records):
+                raise InvalidRecord(f"rule {self.rule.name} counts events, not distinct values")
+            windows.restore(events)
+            threshold = self.rule.threshold
+            for record in events:
+                self.replayed[record.slot] = record.times[-threshold:]
+            return
+        distinct = [r for r in records if isinstance(r, DistinctRecord)]
+        if len(distinct) != len(records):
+            raise InvalidRecord(f"rule {self.rule.name} counts distinct values, not events")
+        windows.restore(distinct)
+        for seen in distinct:
+            self.replayed[seen.slot] = dict(seen.seen)
 
     def forget_replayed_before(self, watermark: float) -> None:
         """Drop the replayed times of keys that are gone or whose every time left the window."""
@@ -323,6 +350,21 @@ class Engine:
         ]
         new._watermark = self._watermark
         return new
+
+    @property
+    def watermark(self) -> float:
+        """The newest event time counted (``-inf`` before any)."""
+        return self._watermark
+
+    def rule_states(self) -> list[RuleState]:
+        """The state of every rule, in rule order (for checkpoints)."""
+        return list(self._states)
+
+    def restore_watermark(self, watermark: float) -> None:
+        """Carry on from a checkpoint's watermark, and sweep the keys idle by it."""
+        if watermark > self._watermark:
+            self._watermark = watermark
+        self.evict_idle()
 
     def evict_idle(self) -> int:
         """Forget keys whose every event has left the window; return how many were forgotten."""
