@@ -7,6 +7,7 @@ the rewind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,36 @@ def _stack(broker: LocalBroker, tmp_path: Path, checkpoint_topic: str) -> Stack:
         rule_paths=[rules],
         checkpoint_topic=checkpoint_topic,
         # One checkpoint at the first commit, then none for the length of the test: the
-        # records after it are what the next owner replays.
-        extra={"kafka": {"checkpoint_interval": "1h"}},
+        # records after it are what the next owner replays. Small records: the state is split.
+        extra={"kafka": {"checkpoint_interval": "1h", "checkpoint_chunk_bytes": 1024}},
     )
     stack.emulator.add_user(USER, org_id=ORG_ID)
     return stack
 
 
+OTHERS = 300
+BEFORE = OTHERS + 3
+"""Records before the checkpoint."""
+
+
 def _hours_ago_failures(stack: Stack) -> None:
-    """Forty other users fail once, and the user three times, five hours ago."""
-    others = [failure(str(5000 + n), -300 + n / 10, org_id=ORG_ID) for n in range(40)]
+    """Other users fail once, and the user three times, five hours ago; all in one produce
+    request, so that the daemon reads them in one batch and checkpoints after all of them."""
+    others = [failure(str(5000 + n), -300 + n / 100, org_id=ORG_ID) for n in range(OTHERS)]
     mine = [failure(USER, -290 + n, org_id=ORG_ID) for n in range(3)]
-    produce(stack.bootstrap, stack.events_topic, others + mine)
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, max_batch_size=1 << 20)
+        await producer.start()
+        try:
+            for value in others + mine:
+                key = value["user_id"].encode()
+                await producer.send(stack.events_topic, json.dumps(value).encode(), key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
     wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics)
 
 
@@ -113,6 +132,8 @@ def test_a_day_window_survives_failover_through_a_checkpoint(
         [written] = wait_until(
             lambda: _lines(stack.daemon, "checkpoint_written"), what="a checkpoint written"
         )
+        assert written["offset"] == BEFORE
+        assert written["records"] > 1
         # Records after the checkpoint: acted on, committed, not in it.
         produce(
             stack.bootstrap,
@@ -126,16 +147,15 @@ def test_a_day_window_survives_failover_through_a_checkpoint(
         [restored] = wait_until(
             lambda: _lines(successor, "partition_restored"), what="the partition restored"
         )
-        assert restored["checkpoint_offset"] == written["offset"]
-        assert restored["committed"] == 48
-        assert restored["records_replayed"] == 48 - written["offset"]
-        assert restored["rewind_would_replay"] == 48
-        assert restored["records_replayed"] < restored["rewind_would_replay"]
+        assert restored["checkpoint_offset"] == BEFORE
+        assert restored["committed"] == BEFORE + 5
+        assert restored["records_replayed"] == 5
+        assert restored["rewind_would_replay"] == BEFORE + 5
         assert not _lines(successor, "partition_rebuilding")
         assert successor.metric("lockoutd_partitions_restored_total", source="checkpoint") == 1
-        assert successor.metric(
-            "lockoutd_partition_rebuild_records_total", source="checkpoint"
-        ) == (48 - written["offset"])
+        assert (
+            successor.metric("lockoutd_partition_rebuild_records_total", source="checkpoint") == 5
+        )
 
         _locked_once(stack)
     finally:
@@ -188,7 +208,7 @@ def test_a_forged_or_corrupt_checkpoint_is_refused_and_the_partition_rewound(
         _hours_ago_failures(stack)
         stack.config.checkpoint_topic = f"lockoutd-checkpoints-{suffix}"
         asyncio.run(broker.create_topics(stack.config.checkpoint_topic, partitions=1))
-        _forge(stack, committed=43)
+        _forge(stack, committed=BEFORE)
 
         successor = _take_over(stack, tmp_path)
         wait_until(lambda: _lines(successor, "partition_rebuilding"), what="the rewind")
