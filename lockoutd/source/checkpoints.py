@@ -160,6 +160,7 @@ class Checkpoints:
         """
         now = self._clock()
         self._written[tp] = now
+        started = time.perf_counter()
         try:
             data = encode_snapshot(
                 engine,
@@ -200,6 +201,7 @@ class Checkpoints:
             offset=offset,
             bytes=len(data),
             records=len(pieces),
+            seconds=round(time.perf_counter() - started, 3),
         )
 
     async def restore(
