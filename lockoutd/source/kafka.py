@@ -335,38 +335,29 @@ class KafkaSource:
                 since_ms = int((time.time() - lookback) * 1000)
                 found = (await self._consumer.offsets_for_times({tp: since_ms})).get(tp)
                 start = found.offset if found is not None else done
+            name = f"{tp.topic}[{tp.partition}]"
             if tp in restored:
-                self._resume_after_checkpoint(tp, restored[tp], done, rewind_start=start)
-            elif start < done:
-                self._consumer.seek(tp, start)
-                self.rebuild_until[tp] = done
-                self._count_rebuild("rewind", done - start)
+                checkpoint = restored[tp]
+                self._rebuild(tp, checkpoint, done, source="checkpoint")
                 log.info(
-                    "partition_rebuilding",
-                    partition=f"{tp.topic}[{tp.partition}]",
-                    from_offset=start,
+                    "partition_restored",
+                    partition=name,
+                    checkpoint_offset=checkpoint,
                     committed=done,
+                    records_replayed=done - checkpoint,
+                    rewind_would_replay=max(0, done - start),
                 )
+            elif start < done:
+                self._rebuild(tp, start, done, source="rewind")
+                log.info("partition_rebuilding", partition=name, from_offset=start, committed=done)
 
-    def _resume_after_checkpoint(
-        self, tp: TopicPartition, checkpoint: int, committed: int, *, rewind_start: int
-    ) -> None:
-        if checkpoint < committed:
-            self._consumer.seek(tp, checkpoint)
+    def _rebuild(self, tp: TopicPartition, start: int, committed: int, *, source: str) -> None:
+        # Read the partition again from `start`: the records before `committed` only count.
+        if start < committed:
+            self._consumer.seek(tp, start)
             self.rebuild_until[tp] = committed
-        self._count_rebuild("checkpoint", committed - checkpoint)
-        log.info(
-            "partition_restored",
-            partition=f"{tp.topic}[{tp.partition}]",
-            checkpoint_offset=checkpoint,
-            committed=committed,
-            records_replayed=committed - checkpoint,
-            rewind_would_replay=max(0, committed - rewind_start),
-        )
-
-    def _count_rebuild(self, source: str, records: int) -> None:
         self._metrics.partitions_restored.labels(source=source).inc()
-        self._metrics.rebuild_records.labels(source=source).inc(records)
+        self._metrics.rebuild_records.labels(source=source).inc(committed - start)
 
     def share_assignment(self) -> None:
         """Tell ``on_share`` the share of all consumed partitions this member holds now."""
