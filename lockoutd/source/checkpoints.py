@@ -101,7 +101,9 @@ class Checkpoints:
         seal: ScheduleSeal,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        consumer: AIOKafkaConsumer | None = None,
     ) -> None:
+        """``consumer`` stands in for the one made from ``settings`` (in tests)."""
         assert settings.kafka.checkpoint_topic is not None
         assert seal.signed
         self._settings = settings
@@ -112,7 +114,7 @@ class Checkpoints:
         self._metrics = metrics
         self._clock = clock
         self._written: dict[TopicPartition, float] = {}
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = consumer or AIOKafkaConsumer(
             enable_auto_commit=False,
             max_partition_fetch_bytes=max(1_048_576, settings.kafka.checkpoint_chunk_bytes * 2),
             **connection_options(settings.kafka),
