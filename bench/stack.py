@@ -143,13 +143,17 @@ class Stack:
         *,
         log_level: str = "info",
         max_locks_per_minute: int = RAISED_LOCK_CAP,
+        group_id: str | None = None,
+        kafka: dict[str, Any] | None = None,
+        log_name: str = "daemon.log",
     ) -> Iterator[DaemonProcess]:
-        """A running ``lockoutd run``; stopped with SIGTERM afterwards."""
+        """A running ``lockoutd run`` (of a new group unless ``group_id``, with ``kafka``
+        settings added); stopped with SIGTERM afterwards."""
         assert self.emulator is not None
         config = DaemonConfig(
             bootstrap_servers=self.bootstrap,
             topics=[self.topics.events],
-            group_id=f"lockoutd-{uuid.uuid4().hex[:8]}",
+            group_id=group_id or f"lockoutd-{uuid.uuid4().hex[:8]}",
             zitadel_url=self.emulator.base_url,
             pat_file=self.emulator.pat_file,
             rule_paths=rule_paths,
@@ -163,12 +167,13 @@ class Stack:
                 # Generated events may be weeks old: they must still act.
                 "engine": {"max_event_age": "3650d"},
                 "log": {"level": log_level},
+                "kafka": kafka or {},
             },
         )
         process = DaemonProcess(
             config.write(self.workdir / "lockoutd.yaml"),
             metrics_port=config.metrics_port,
-            log_path=self.workdir / "daemon.log",
+            log_path=self.workdir / log_name,
             env={"PYTHONUNBUFFERED": "1"},
         )
         process.start()

@@ -13,6 +13,9 @@ One loop, one batch at a time::
 - SIGHUP, or a change to the rule files (looked at every ``engine.rule_check_interval``), reloads
   the rules between two batches; a bad rule file keeps the old rules, as do rules that lock
   temporarily without a schedule signing key.
+- Each partition's windows are checkpointed after a commit (at most every
+  ``kafka.checkpoint_interval``), so that a partition assigned here after a restart or a
+  rebalance replays only the records after its checkpoint.
 - Kafka being unreachable is waited out (``/readyz`` says so), never a crash loop.
 """
 
@@ -53,14 +56,15 @@ from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet, load_rules
 from lockoutd.rules.watch import RuleFilesWatch
 from lockoutd.settings import Settings
+from lockoutd.source.checkpoints import Checkpoints
 from lockoutd.source.internal_topics import InternalTopics
-from lockoutd.source.kafka import KafkaSink, KafkaSource, OutgoingRecord, Record
+from lockoutd.source.kafka import KafkaSink, KafkaSource, Offsets, OutgoingRecord, Record
 from lockoutd.source.schedule import ScheduleTopic
 from lockoutd.source.schedule_seal import ScheduleSeal, schedule_seal, unsigned_temporary_locks
 
 log = structlog.get_logger(__name__)
 
-_Client = TypeVar("_Client", KafkaSource, KafkaSink, ScheduleTopic, InternalTopics)
+_Client = TypeVar("_Client", KafkaSource, KafkaSink, ScheduleTopic, InternalTopics, Checkpoints)
 
 # How often the consumer polls (paused) while a batch waits, to keep its place in the group.
 _MEMBERSHIP_POLL_SECONDS = 1.0
@@ -187,13 +191,29 @@ class Daemon:
             self._internal_topics = frozenset(plan.topics)
             for topic in plan.topics:
                 self.metrics.publish_refused.labels(topic=topic)
+            checkpoints = await self._checkpoints(stack, sink, seal)
+
+            async def restore(committed: Offsets) -> Offsets:
+                if checkpoints is None:
+                    return {}
+                restored = await checkpoints.restore(committed, pipeline.rules_for)
+                for tp, (_, engine) in restored.items():
+                    pipeline.install(tp, engine)
+                return {tp: offset for tp, (offset, _) in restored.items()}
+
+            def lost(partitions: Sequence[TopicPartition]) -> None:
+                pipeline.forget(partitions)
+                if checkpoints is not None:
+                    checkpoints.forget(list(partitions))
+
             source = await self._connect(
                 stack,
                 lambda: KafkaSource(
                     settings.kafka,
                     metrics=self.metrics,
                     lookback_seconds=lambda: max(rule.window for rule in pipeline.rules.rules),
-                    on_lost=pipeline.forget,
+                    on_lost=lost,
+                    restore=restore,
                     # The safety caps are the group's: each member locks the share of them that
                     # its partitions are of all the partitions, rebalanced with them.
                     on_share=pipeline.share_lock_budget,
@@ -222,7 +242,9 @@ class Daemon:
                 group.create_task(unlocker.run(self._stop), name="unlocker")
                 if settings.engine.rule_check_interval > 0:
                     group.create_task(self._watch_rules(), name="rule-watch")
-                group.create_task(self._consume(source, sink, pipeline, seal), name="consumer")
+                group.create_task(
+                    self._consume(source, sink, pipeline, seal, checkpoints), name="consumer"
+                )
             log.info(
                 "daemon_stopped",
                 uptime_seconds=self._uptime(),
@@ -265,8 +287,32 @@ class Daemon:
                 raise _Stopped
             wait = min(wait * 2, _KAFKA_WAIT_MAX_SECONDS)
 
+    async def _checkpoints(
+        self, stack: AsyncExitStack, sink: KafkaSink, seal: ScheduleSeal
+    ) -> Checkpoints | None:
+        kafka = self.settings.kafka
+        if kafka.checkpoint_topic is None:
+            return None
+        if not seal.signed:
+            log.info(
+                "checkpoints_off",
+                topic=kafka.checkpoint_topic,
+                note="checkpoints are signed with the schedule signing key: without "
+                "kafka.schedule_signing_key_file an assigned partition is rewound by the "
+                "longest rule window",
+            )
+            return None
+        return await self._connect(
+            stack, lambda: Checkpoints(self.settings, sink=sink, seal=seal, metrics=self.metrics)
+        )
+
     async def _consume(
-        self, source: KafkaSource, sink: KafkaSink, pipeline: Pipeline, seal: ScheduleSeal
+        self,
+        source: KafkaSource,
+        sink: KafkaSink,
+        pipeline: Pipeline,
+        seal: ScheduleSeal,
+        checkpoints: Checkpoints | None,
     ) -> None:
         while not self._stop.is_set():
             if self._reload_requested:
@@ -293,7 +339,17 @@ class Daemon:
                 source.resume()
             # A partition's rebuild mark stays until it is lost: once its records pass the mark,
             # the mark no longer matches any of them.
-            await source.commit(batch.next_offsets)
+            if await source.commit(batch.next_offsets) and checkpoints is not None:
+                await self._checkpoint(checkpoints, pipeline, batch.next_offsets)
+
+    async def _checkpoint(
+        self, checkpoints: Checkpoints, pipeline: Pipeline, committed: Offsets
+    ) -> None:
+        # The engines hold exactly the records before the offsets just committed: the batch is
+        # done and the next one is not fetched yet.
+        for tp, offset in committed.items():
+            if checkpoints.due(tp) and (engine := pipeline.engine_of(tp)) is not None:
+                await checkpoints.write(tp, offset, engine)
 
     def _note_kafka(self, ready: bool) -> None:
         """One line when Kafka stops answering (aiokafka retries on its own, quietly), and one

@@ -130,7 +130,7 @@ class Pipeline:
         if self.repartitioning is not None:
             self.repartitioning = Repartitioning(rules, self.repartitioning.prefix)
         self._engines = {
-            tp: engine.reloaded(self._rules_for(tp[0])) for tp, engine in self._engines.items()
+            tp: engine.reloaded(self.rules_for(tp[0])) for tp, engine in self._engines.items()
         }
         self._metrics.declare_rules(_actions(rules))
 
@@ -139,6 +139,15 @@ class Pipeline:
         for tp in partitions:
             self._engines.pop(tp, None)
         self._report_tracked_keys()
+
+    def install(self, tp: TopicPartition, engine: Engine) -> None:
+        """Use ``engine`` (restored from a checkpoint) for the records of ``tp`` from now on."""
+        self._engines[tp] = engine
+        self._report_tracked_keys()
+
+    def engine_of(self, tp: TopicPartition) -> Engine | None:
+        """The engine counting ``tp``'s records, if any record of it was counted yet."""
+        return self._engines.get(tp)
 
     def share_lock_budget(self, share: float) -> None:
         """Lock no more than ``share`` of the group's safety caps from now on."""
@@ -241,7 +250,7 @@ class Pipeline:
                     last_tp = tp
                     engine = engines.get(tp)
                     if engine is None:
-                        engine = engines[tp] = Engine(self._rules_for(tp[0]))
+                        engine = engines[tp] = Engine(self.rules_for(tp[0]))
                 firings = engine.process(event, now, record_key=key, replayed=not acts)
                 for firing in firings:
                     if firing.replayed_only:
@@ -272,8 +281,9 @@ class Pipeline:
         self._report_tracked_keys()
         return audits
 
-    def _rules_for(self, topic: str) -> RuleSet:
-        # The rules counted on a topic: all of them, unless some are counted on internal topics.
+    def rules_for(self, topic: str) -> RuleSet:
+        """The rules counted on ``topic``: all of them, unless some are counted on internal
+        topics (see :mod:`lockoutd.repartition`)."""
         plan = self.repartitioning
         return self.rules if plan is None else plan.rules_for(topic)
 

@@ -90,6 +90,19 @@ class KafkaSettings(_Section):
     repartition_partitions: int | None = Field(default=None, gt=0)
     """Partitions of an internal topic lockoutd creates; unset: as many as the source topic
     with the most has."""
+    checkpoint_topic: str | None = "lockoutd.checkpoints"
+    """Window state per consumed partition, so that an assigned partition replays only the
+    records after its newest checkpoint (compacted; signed with the schedule signing key, and
+    off without one). ``null`` turns checkpoints off: assigned partitions are rewound by the
+    longest rule window."""
+    checkpoint_interval: Duration = Field(default=60.0, gt=0)
+    """At most one checkpoint per partition this often, each written after a commit."""
+    checkpoint_chunk_bytes: int = Field(default=524_288, ge=1024, le=1_000_000)
+    """The largest record of a checkpoint; a larger (compressed) state is split into records of
+    this size. Below the 1 MiB a broker accepts by default."""
+    checkpoint_max_bytes: int = Field(default=268_435_456, gt=0)
+    """The largest state a checkpoint may hold, uncompressed; a larger one is neither written
+    nor read, and its partition is rewound instead."""
     max_event_bytes: int = Field(default=1_048_576, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a new consumer group starts; old evidence read from the start never acts (stale)."""

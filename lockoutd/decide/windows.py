@@ -35,7 +35,10 @@ Rules of the window:
   remembers an id as its 64-bit ``hash()``, not as the string: two different ids of one window
   have a 2⁻⁶⁴ chance of being taken for one, and the second then does not count. The hash is
   random per process, which is harmless: windows live in one process and are rebuilt from Kafka
-  after a restart.
+  after a restart. A window restored from a checkpoint (:meth:`EventWindows.restore`) keeps the
+hashes of the process that wrote it: in another process they match no new id, so a repeat of an
+event counted before the checkpoint counts again there (README, "Windows survive restarts and
+rebalances").
 
 A million tracked keys is a common sight, so a window is small and invisible to the cycle
 collector. A window of events is one ``bytes`` value until it fills up (the times and the
@@ -44,6 +47,11 @@ and their tuple slots); a distinct window that has seen one value is a tuple of 
 a plain object per key every full collection walked them all: over a second at a million keys,
 a pause that every lock behind it waited for. The few windows that grow large (a rule such as
 10,000 failures per org per minute) move to lists and sets, whose updates do not copy every time.
+
+A partition's windows leave the process as plain per-key records (:meth:`EventWindows.export`,
+:meth:`DistinctWindows.export`: an ``EventRecord`` or a ``DistinctRecord`` per key) and come back
+with ``restore``, which checks what it is given: records are read from a checkpoint topic that
+someone else may have written.
 
 Idle keys (whose newest time has left the window) are forgotten by :meth:`Windows.evict_idle`.
 A sweep must not visit every key (at a million keys that is most of the engine's time), so each
@@ -59,10 +67,11 @@ not read again by every round.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Iterator
-from heapq import heappop, heappush, heapreplace
+from collections.abc import Iterable, Iterator
+from heapq import heapify, heappop, heappush, heapreplace
 from struct import Struct
 from typing import Generic, TypeVar
 
@@ -103,6 +112,52 @@ def tier(kept: int, threshold: int, fired: bool) -> int:
     if kept <= 1:
         return 0
     return min(1 + 4 * kept // threshold, TIERS - 2)
+
+
+class InvalidRecord(ValueError):
+    """A window record that no window of these windows could have exported."""
+
+
+class EventRecord(msgspec.Struct, array_like=True, gc=False, forbid_unknown_fields=True):
+    """The window of one key of a rule that counts events, as plain values."""
+
+    slot: str | tuple[str, ...]
+    times: list[float]
+    """The kept event times, oldest first."""
+    hashes: list[int]
+    """The id hash of each time (see the module's notes on ``event_id``)."""
+    fired: bool
+    events: list[Event] | None = None
+    """The counted events, aligned with the newest times, for rules that lock contributors."""
+
+
+class DistinctRecord(msgspec.Struct, array_like=True, gc=False, forbid_unknown_fields=True):
+    """The window of one key of a rule that counts distinct values, as plain values."""
+
+    slot: str | tuple[str, ...]
+    seen: list[tuple[str, float]]
+    """Each value counted and when it was last seen, in the order the values were first counted."""
+    newest: float
+    fired: bool
+    events: dict[str, Event] | None = None
+    """The event of each value's latest sighting, for rules that lock contributors."""
+
+
+def _check_slot(slot: Slot) -> Slot:
+    if isinstance(slot, tuple):
+        if len(slot) < 2 or not all(slot):
+            raise InvalidRecord("a key of several fields needs two or more non-empty values")
+    elif not slot:
+        raise InvalidRecord("an empty key")
+    return slot
+
+
+def _check_times(times: Iterable[float]) -> None:
+    previous = -math.inf
+    for at in times:
+        if not math.isfinite(at) or at < previous:
+            raise InvalidRecord("times must be finite and oldest first")
+        previous = at
 
 
 class Windows(ABC, Generic[_State]):
@@ -477,6 +532,50 @@ class EventWindows(Windows[EventState]):
         """The counted events of ``slot`` (only for windows that keep them)."""
         return tuple(self._events.get(slot, ())) if self._events is not None else ()
 
+    def export(self) -> Iterator[EventRecord]:
+        """Every key's window as a record, for :meth:`restore` here or in another process."""
+        events = self._events
+        for slot, state in self.by_key.items():
+            if isinstance(state, KeyWindow):
+                spill, fired = state.spill, state.fired
+                if spill is not None:
+                    times, hashes = spill.times[spill.first :], spill.hashes[spill.first :]
+                else:
+                    times, hashes = list(state.times), list(state.hashes)
+            else:
+                kept = len(state) >> 4
+                values = _PACKED[kept].unpack_from(state)
+                times, hashes, fired = list(values[:kept]), list(values[kept:]), False
+            kept_events = events.get(slot) if events is not None else None
+            yield EventRecord(slot, times, hashes, fired, kept_events)
+
+    def restore(self, records: Iterable[EventRecord]) -> None:
+        """Take the windows of ``records`` (from :meth:`export`), replacing those of their keys.
+
+        Raises :class:`InvalidRecord` for a record no window could hold (the records before it
+        are taken): the caller drops these windows and rebuilds them some other way.
+        """
+        threshold = self.threshold
+        for record in records:
+            slot = _check_slot(record.slot)
+            times, hashes = record.times, record.hashes
+            if len(times) != len(hashes) or not times or len(times) > threshold:
+                raise InvalidRecord(f"a window keeps 1 to {threshold} times, each with a hash")
+            _check_times(times)
+            size = len(times)
+            fired = record.fired and size >= threshold
+            state: EventState
+            if size < threshold and size <= _SPILL_AT:
+                state = _PACKED[size].pack(*times, *hashes)
+            elif size > _SPILL_AT:
+                state = KeyWindow((), (), fired, _Spill(tuple(times), tuple(hashes)))
+            else:
+                state = KeyWindow(tuple(times), tuple(hashes), fired)
+            self.by_key[slot] = state
+            self._file(slot, times[-1])
+            if self._events is not None:
+                self._events[slot] = list(record.events or ())[-size:]
+
     def _newest(self, state: EventState) -> float:
         if isinstance(state, KeyWindow):
             return state.spill.times[-1] if state.spill is not None else state.times[-1]
@@ -618,6 +717,51 @@ class DistinctWindows(Windows[DistinctState]):
         if state is None or state.events is None:
             return ()
         return tuple(state.events.values())
+
+    def export(self) -> Iterator[DistinctRecord]:
+        """Every key's window as a record, for :meth:`restore` here or in another process."""
+        for slot, state in self.by_key.items():
+            if isinstance(state, tuple):
+                at, value, event = state
+                events = {value: event} if event is not None else None
+                yield DistinctRecord(slot, [(value, at)], at, False, events)
+            else:
+                events = dict(state.events) if state.events is not None else None
+                yield DistinctRecord(
+                    slot, list(state.last_seen.items()), state.newest, state.fired, events
+                )
+
+    def restore(self, records: Iterable[DistinctRecord]) -> None:
+        """Take the windows of ``records`` (from :meth:`export`), replacing those of their keys.
+
+        Raises :class:`InvalidRecord` as :meth:`EventWindows.restore` does.
+        """
+        threshold, keep = self.threshold, self._keep_events
+        for record in records:
+            slot = _check_slot(record.slot)
+            seen = dict(record.seen)
+            if not seen or len(seen) != len(record.seen) or len(seen) > threshold:
+                raise InvalidRecord(f"a window keeps 1 to {threshold} distinct non-empty values")
+            newest = record.newest
+            if "" in seen or any(not at <= newest for at in seen.values()):
+                raise InvalidRecord("values must be non-empty and seen no later than the newest")
+            _check_times([newest])
+            events = record.events or {}
+            fired = record.fired and len(seen) >= threshold
+            if (
+                len(seen) == 1
+                and threshold > 1
+                and not fired
+                and next(iter(seen.values())) == newest
+            ):
+                [(value, at)] = seen.items()
+                self.by_key[slot] = (at, value, events.get(value) if keep else None)
+            else:
+                heap = [(at, order, value) for order, (value, at) in enumerate(seen.items(), 1)]
+                heapify(heap)
+                kept = {v: e for v, e in events.items() if v in seen} if keep else None
+                self.by_key[slot] = DistinctWindow(seen, heap, newest, len(seen), kept, fired)
+            self._file(slot, newest)
 
     def _newest(self, state: DistinctState) -> float:
         return state[0] if isinstance(state, tuple) else state.newest

@@ -47,6 +47,9 @@ OUTCOMES_BY_ACTION = {
 }
 """The outcomes each action can have: the series created at 0 for a rule of that action."""
 SCHEDULE_REJECTIONS = ("bad_signature", "malformed", "invalid", "wrong_key")
+CHECKPOINT_REJECTIONS = ("bad_signature", "malformed", "invalid")
+CHECKPOINT_FAILURES = ("kafka", "too_large")
+REBUILD_SOURCES = ("checkpoint", "rewind")
 REFUSAL_REASONS = ("unknown_org", "no_permission")
 ZITADEL_OPERATIONS = ("lock", "unlock", "get_user", "find_user", "permissions", "token")
 
@@ -166,6 +169,37 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.checkpoints_written = Counter(
+            "lockoutd_checkpoints_written",
+            "Checkpoints of a partition's window state written to the checkpoint topic.",
+            registry=r,
+        )
+        self.checkpoint_failures = Counter(
+            "lockoutd_checkpoint_write_failures",
+            "Checkpoints not written, by reason (Kafka refused or unreachable, state too large).",
+            ["reason"],
+            registry=r,
+        )
+        self.checkpoints_rejected = Counter(
+            "lockoutd_checkpoints_rejected",
+            "Checkpoint records or checkpoints refused when restoring a partition, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.partitions_restored = Counter(
+            "lockoutd_partitions_restored",
+            "Assigned partitions whose windows were rebuilt, by source: a checkpoint and the "
+            "records after it, or a rewind by the longest rule window.",
+            ["source"],
+            registry=r,
+        )
+        self.rebuild_records = Counter(
+            "lockoutd_partition_rebuild_records",
+            "Records before the committed offset replayed to rebuild assigned partitions, by "
+            "source (as for lockoutd_partitions_restored_total).",
+            ["source"],
+            registry=r,
+        )
         self.lock_budget = Gauge(
             "lockoutd_lock_budget_per_minute",
             "This instance's share of safety.max_locks_per_minute (the whole group's cap), by "
@@ -185,6 +219,13 @@ class Metrics:
             self.schedule_rejected.labels(reason=reason)
         for result in EVENT_RESULTS:
             self.events.labels(result=result)
+        for reason in CHECKPOINT_REJECTIONS:
+            self.checkpoints_rejected.labels(reason=reason)
+        for reason in CHECKPOINT_FAILURES:
+            self.checkpoint_failures.labels(reason=reason)
+        for source in REBUILD_SOURCES:
+            self.partitions_restored.labels(source=source)
+            self.rebuild_records.labels(source=source)
         for operation in ZITADEL_OPERATIONS:
             self.zitadel_request_duration.labels(operation=operation)
         for reason in REFUSAL_REASONS:

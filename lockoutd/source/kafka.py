@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -139,9 +139,9 @@ def _tls_files(settings: KafkaSettings) -> str:
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Keeps per-partition state right across rebalances.
 
-    On assignment, each partition is rewound by the longest rule window, so that its windows are
-    rebuilt from the records before the committed offset; ``rebuild_until`` tells the pipeline
-    that those records were acted on already and only count.
+    On assignment, each partition's windows are rebuilt: restored from its newest checkpoint and
+    the records after it, or else rewound by the longest rule window; ``rebuild_until`` tells the
+    pipeline that the records before the committed offset were acted on already and only count.
     """
 
     def __init__(self, source: KafkaSource) -> None:
@@ -200,7 +200,9 @@ class KafkaSource:
     ``lookback_seconds`` says how far back in the topic the windows reach (the longest rule
     window); ``on_lost`` is told of partitions taken away, so their state can be dropped;
     ``on_share`` is told, at every assignment, the share of the consumed partitions this member
-    now holds (:func:`partition_share`), which is its share of the group's safety caps.
+    now holds (:func:`partition_share`), which is its share of the group's safety caps;
+    ``restore`` is given the committed offset of each assigned partition and answers, for those
+    whose windows it restored from a checkpoint, the offset the checkpoint is valid at.
     """
 
     def __init__(
@@ -212,6 +214,7 @@ class KafkaSource:
         on_lost: Callable[[Sequence[TopicPartition]], None] = lambda _: None,
         on_share: Callable[[float], None] = lambda _: None,
         internal_topics: Sequence[str] = (),
+        restore: Callable[[Offsets], Awaitable[Offsets]] | None = None,
     ) -> None:
         """``internal_topics`` are read alongside ``settings.topics`` (repartitioned rules)."""
         self._settings = settings
@@ -220,6 +223,7 @@ class KafkaSource:
         self._lookback_seconds = lookback_seconds
         self._on_lost = on_lost
         self._on_share = on_share
+        self._restore = restore
         self._rebalance = _Rebalance(self)
         self._positions: Offsets = {}
         self._held: set[TopicPartition] = set()
@@ -341,24 +345,44 @@ class KafkaSource:
         self._last_contact = time.monotonic()
 
     async def rewind(self, partitions: Sequence[TopicPartition]) -> None:
-        """Seek newly assigned partitions back by the lookback, to rebuild their windows."""
+        """Seek newly assigned partitions back to rebuild their windows: to their checkpoint if
+        ``restore`` restored them from one, else by the lookback."""
         lookback = self._lookback_seconds()
+        committed: Offsets = {}
         for tp in partitions:
-            committed = await self._consumer.committed(tp)
-            if committed is None or lookback <= 0:
-                continue  # a new group starts per auto_offset_reset; nothing to rebuild
-            since_ms = int((time.time() - lookback) * 1000)
-            found = (await self._consumer.offsets_for_times({tp: since_ms})).get(tp)
-            start = found.offset if found is not None else committed
-            if start < committed:
-                self._consumer.seek(tp, start)
-                self.rebuild_until[tp] = committed
+            offset = await self._consumer.committed(tp)
+            if offset is not None:
+                committed[tp] = offset  # without, a new group starts per auto_offset_reset
+        restored = await self._restore(committed) if self._restore and committed else {}
+        for tp, done in committed.items():
+            start = done
+            if lookback > 0:
+                since_ms = int((time.time() - lookback) * 1000)
+                found = (await self._consumer.offsets_for_times({tp: since_ms})).get(tp)
+                start = found.offset if found is not None else done
+            name = f"{tp.topic}[{tp.partition}]"
+            if tp in restored:
+                checkpoint = restored[tp]
+                self._rebuild(tp, checkpoint, done, source="checkpoint")
                 log.info(
-                    "partition_rebuilding",
-                    partition=f"{tp.topic}[{tp.partition}]",
-                    from_offset=start,
-                    committed=committed,
+                    "partition_restored",
+                    partition=name,
+                    checkpoint_offset=checkpoint,
+                    committed=done,
+                    records_replayed=done - checkpoint,
+                    rewind_would_replay=max(0, done - start),
                 )
+            elif start < done:
+                self._rebuild(tp, start, done, source="rewind")
+                log.info("partition_rebuilding", partition=name, from_offset=start, committed=done)
+
+    def _rebuild(self, tp: TopicPartition, start: int, committed: int, *, source: str) -> None:
+        # Read the partition again from `start`: the records before `committed` only count.
+        if start < committed:
+            self._consumer.seek(tp, start)
+            self.rebuild_until[tp] = committed
+        self._metrics.partitions_restored.labels(source=source).inc()
+        self._metrics.rebuild_records.labels(source=source).inc(committed - start)
 
     def share_assignment(self) -> None:
         """Tell ``on_share`` the share of all consumed partitions this member holds now.

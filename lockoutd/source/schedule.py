@@ -46,6 +46,26 @@ log = structlog.get_logger(__name__)
 _COMPACTED = {"cleanup.policy": "compact"}
 
 
+async def ensure_compacted_topic(settings: KafkaSettings, topic: str) -> None:
+    """Create ``topic`` (one partition) compacted, unless it exists; a broker that does not know
+    compaction gets a plain topic, which keeps every record instead of the newest per key."""
+    admin = AIOKafkaAdminClient(**connection_options(settings))
+    await admin.start()
+    try:
+        if topic in await admin.list_topics():
+            return
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=_COMPACTED)])
+        except TopicAlreadyExistsError:
+            pass  # another instance created it first
+        except KafkaError as exc:
+            log.warning("topic_not_compacted", topic=topic, error=str(exc))
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+
+
 class ScheduleTopic:
     """Loads, follows and writes the schedule topic; ``schedule`` is kept up to date."""
 
@@ -101,23 +121,7 @@ class ScheduleTopic:
         )
 
     async def _ensure_topic(self) -> None:
-        admin = AIOKafkaAdminClient(**connection_options(self._settings))
-        await admin.start()
-        try:
-            if self._topic in await admin.list_topics():
-                return
-            try:
-                await admin.create_topics([NewTopic(self._topic, 1, 1, topic_configs=_COMPACTED)])
-            except TopicAlreadyExistsError:
-                pass  # another instance created it first
-            except KafkaError as exc:
-                # Not every Kafka-compatible broker knows compaction; a plain topic still works,
-                # it only keeps every entry instead of the newest per user.
-                log.warning("schedule_topic_not_compacted", topic=self._topic, error=str(exc))
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics([NewTopic(self._topic, 1, 1)])
-        finally:
-            await admin.close()
+        await ensure_compacted_topic(self._settings, self._topic)
 
     async def _load(self) -> None:
         partitions = self._consumer.partitions_for_topic(self._topic)

@@ -35,6 +35,8 @@ class DaemonConfig:
     schedule_topic: str = "lockoutd.schedule"
     schedule_signing_key_file: Path | None = None
     """Needed as soon as a rule locks temporarily (:func:`write_schedule_key` makes one)."""
+    checkpoint_topic: str | None = None
+    """Off unless a test turns it on: most tests are about the rewind of an assigned partition."""
     max_locks_per_minute: int = 60
     max_event_bytes: int = 1_048_576
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -51,6 +53,7 @@ class DaemonConfig:
                 "schedule_signing_key_file": (
                     str(self.schedule_signing_key_file) if self.schedule_signing_key_file else None
                 ),
+                "checkpoint_topic": self.checkpoint_topic,
                 "max_event_bytes": self.max_event_bytes,
             },
             "zitadel": {

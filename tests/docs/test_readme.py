@@ -55,6 +55,15 @@ MEANINGS = {
         "signature are refused"
     ),
     "kafka.schedule_signing_key": "the schedule signing key itself",
+    "kafka.checkpoint_topic": "window state per consumed partition, so an assigned partition "
+    "replays only the records after its checkpoint (compacted; signed with the schedule signing "
+    "key, off without one; `null`: off), see [Operations](#operations)",
+    "kafka.checkpoint_interval": "at most one checkpoint per partition this often, each after a "
+    "commit",
+    "kafka.checkpoint_chunk_bytes": "the largest record of a checkpoint; a larger compressed "
+    "state is split into records of this size (below a broker's default 1 MiB)",
+    "kafka.checkpoint_max_bytes": "the largest state a checkpoint may hold, uncompressed; a "
+    "larger one is neither written nor read (the partition is rewound)",
     "kafka.ssl_cafile": "CA bundle for the broker's certificate (default: the system's CAs)",
     "kafka.ssl_certfile": "client certificate (PEM), for brokers that ask for one",
     "kafka.ssl_keyfile": "the client certificate's key (PEM)",
