@@ -144,7 +144,8 @@ def test_compose_publishes_the_ports_the_settings_listen_on() -> None:
 
 
 def test_compose_creates_every_topic_lockoutd_reads_and_writes() -> None:
-    """The topic job creates the consumed, dead-letter, decisions, schedule and ingest topics."""
+    """The topic job creates the consumed, dead-letter, decisions, schedule, checkpoint and
+    ingest topics, the schedule and checkpoint topics compacted."""
     script = "\n".join(_compose()["services"]["kafka-topics"]["command"])
     created = {
         words[words.index("--topic") + 1]
@@ -154,10 +155,12 @@ def test_compose_creates_every_topic_lockoutd_reads_and_writes() -> None:
     kafka = _compose_settings().kafka
     ingest = _compose_settings().ingest
     wanted = {*kafka.topics, kafka.dead_letter_topic, kafka.decisions_topic, kafka.schedule_topic}
-    assert created == wanted | {ingest.topic}
-    assert "cleanup.policy=compact" in next(
-        line for line in script.splitlines() if kafka.schedule_topic in line
-    )
+    assert created == wanted | {kafka.checkpoint_topic, ingest.topic}
+    for compacted in (kafka.schedule_topic, kafka.checkpoint_topic):
+        assert compacted is not None
+        assert "cleanup.policy=compact" in next(
+            line for line in script.splitlines() if compacted in line
+        )
 
 
 def test_compose_gives_lockoutd_longer_than_its_drain_time_to_stop() -> None:
