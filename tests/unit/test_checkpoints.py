@@ -97,7 +97,7 @@ def _engine(users: int) -> Engine:
 
 async def _restore(records: list[Written], committed: int = 500) -> dict[TopicPartition, Any]:
     reader = _checkpoints(FakeSink(), records)
-    return await reader.restore({TP: committed}, RULES)
+    return await reader.restore({TP: committed}, lambda _topic: RULES)
 
 
 def _as_read(records: list[OutgoingRecord]) -> list[Written]:
@@ -160,7 +160,7 @@ async def test_a_forged_record_is_refused_and_counted(change: str) -> None:
         record.key = b"other/auth.events/1"
     metrics = Metrics()
     reader = _checkpoints(FakeSink(), [record], metrics)
-    assert await reader.restore({TP: 500}, RULES) == {}
+    assert await reader.restore({TP: 500}, lambda _topic: RULES) == {}
     rejected = _count(metrics, "lockoutd_checkpoints_rejected_total", "bad_signature")
     assert rejected == (0 if change == "other group" else 1)  # another group's is not ours
 
