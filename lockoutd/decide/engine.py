@@ -167,12 +167,12 @@ class RuleState:
     def restore(self, records: list[EventRecord] | list[DistinctRecord]) -> None:
         """Take the windows of ``records``, every event of which was acted on before: a crossing
         made of them and of replayed events alone does not act again."""
-        windows = self.windows
-        if isinstance(windows, EventWindows):
+        # By the rule, not the class of its windows: the compiled windows are other classes.
+        if self.rule.distinct is None:
             events = [r for r in records if isinstance(r, EventRecord)]
             if len(events) != len(records):
                 raise InvalidRecord(f"rule {self.rule.name} counts events, not distinct values")
-            windows.restore(events)
+            cast(EventWindows, self.windows).restore(events)
             threshold = self.rule.threshold
             for record in events:
                 self.replayed[record.slot] = record.times[-threshold:]
@@ -180,7 +180,7 @@ class RuleState:
         distinct = [r for r in records if isinstance(r, DistinctRecord)]
         if len(distinct) != len(records):
             raise InvalidRecord(f"rule {self.rule.name} counts distinct values, not events")
-        windows.restore(distinct)
+        cast(DistinctWindows, self.windows).restore(distinct)
         for seen in distinct:
             self.replayed[seen.slot] = dict(seen.seen)
 

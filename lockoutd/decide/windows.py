@@ -160,6 +160,46 @@ def _check_times(times: Iterable[float]) -> None:
         previous = at
 
 
+def _check_hashes(hashes: Iterable[int]) -> None:
+    if not all(-(1 << 63) <= hashed < 1 << 63 for hashed in hashes):
+        raise InvalidRecord("id hashes must be 64-bit signed numbers")
+
+
+def checked_event_record(
+    record: EventRecord, threshold: int
+) -> tuple[Slot, list[float], list[int], bool]:
+    """What a window of events of ``threshold`` takes of ``record``: its key, times, id hashes and
+    whether it fired; raises :class:`InvalidRecord` for a record no such window could hold.
+
+    Both implementations of the windows restore through this, so that a checkpoint one wrote is
+    taken or refused alike by the other."""
+    slot = _check_slot(record.slot)
+    times, hashes = record.times, record.hashes
+    if len(times) != len(hashes) or not times or len(times) > threshold:
+        raise InvalidRecord(f"a window keeps 1 to {threshold} times, each with a hash")
+    _check_times(times)
+    _check_hashes(hashes)
+    return slot, times, hashes, record.fired and len(times) >= threshold
+
+
+def checked_distinct_record(
+    record: DistinctRecord, threshold: int
+) -> tuple[Slot, dict[str, float], float, bool, dict[str, Event]]:
+    """What a distinct window of ``threshold`` takes of ``record``: its key, each value with when
+    it was last seen (in the record's order), the newest time, whether it fired and the events
+    by value; raises :class:`InvalidRecord` as :func:`checked_event_record` does."""
+    slot = _check_slot(record.slot)
+    seen = dict(record.seen)
+    if not seen or len(seen) != len(record.seen) or len(seen) > threshold:
+        raise InvalidRecord(f"a window keeps 1 to {threshold} distinct non-empty values")
+    newest = record.newest
+    if "" in seen or any(not at <= newest for at in seen.values()):
+        raise InvalidRecord("values must be non-empty and seen no later than the newest")
+    _check_times([newest])
+    fired = record.fired and len(seen) >= threshold
+    return slot, seen, newest, fired, record.events or {}
+
+
 class Windows(ABC, Generic[_State]):
     """The windows of one rule, by key, and the sweep that forgets idle keys.
 
@@ -557,13 +597,8 @@ class EventWindows(Windows[EventState]):
         """
         threshold = self.threshold
         for record in records:
-            slot = _check_slot(record.slot)
-            times, hashes = record.times, record.hashes
-            if len(times) != len(hashes) or not times or len(times) > threshold:
-                raise InvalidRecord(f"a window keeps 1 to {threshold} times, each with a hash")
-            _check_times(times)
+            slot, times, hashes, fired = checked_event_record(record, threshold)
             size = len(times)
-            fired = record.fired and size >= threshold
             state: EventState
             if size < threshold and size <= _SPILL_AT:
                 state = _PACKED[size].pack(*times, *hashes)
@@ -738,16 +773,7 @@ class DistinctWindows(Windows[DistinctState]):
         """
         threshold, keep = self.threshold, self._keep_events
         for record in records:
-            slot = _check_slot(record.slot)
-            seen = dict(record.seen)
-            if not seen or len(seen) != len(record.seen) or len(seen) > threshold:
-                raise InvalidRecord(f"a window keeps 1 to {threshold} distinct non-empty values")
-            newest = record.newest
-            if "" in seen or any(not at <= newest for at in seen.values()):
-                raise InvalidRecord("values must be non-empty and seen no later than the newest")
-            _check_times([newest])
-            events = record.events or {}
-            fired = record.fired and len(seen) >= threshold
+            slot, seen, newest, fired, events = checked_distinct_record(record, threshold)
             if (
                 len(seen) == 1
                 and threshold > 1

@@ -183,6 +183,7 @@ def _fingerprints() -> dict[str, str]:
         ["42", [NOW + 3600], [1], False, None],  # in the future
         ["", [T0], [1], False, None],  # no key
         ["42", [float("nan")], [1], False, None],
+        ["42", [T0], [1 << 63], False, None],  # a hash no 64-bit slot holds
     ],
 )
 def test_a_forged_window_is_refused(window: list[Any]) -> None:
