@@ -15,9 +15,9 @@ distinct count with a threshold above ``_SMALL_DISTINCT`` is counted by the refe
 count per organisation or per network: few keys, each with thousands of values, where a heap and
 a dict are the right structures).
 
-Not here yet: exporting and restoring windows (``export``/``restore``), which checkpoints add to
-the reference. Until this core has them too, ``lockoutd.decide.core`` will not choose it beside a
-reference that has them, and lockoutd runs the pure-Python windows (``--version`` says so).
+Checkpoints: ``export`` gives the reference's records (``EventRecord``, ``DistinctRecord``) and
+``restore`` takes them through the reference's checks, so that a checkpoint written by either
+implementation is restored alike by the other (the instances of a group may run different builds).
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -28,6 +28,12 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
 
 from lockoutd.decide import windows as _reference
+from lockoutd.decide.windows import (
+    DistinctRecord,
+    EventRecord,
+    checked_distinct_record,
+    checked_event_record,
+)
 
 cdef extern from "Python.h":
     Py_ssize_t PyObject_Hash(object o) except -1
@@ -64,6 +70,24 @@ cdef struct Rec:
     int32_t count
     int32_t cap
     int32_t fired
+
+
+cdef double* _block(object times, object hashes, Py_ssize_t width) except NULL:
+    # A block of ``width`` bytes a time for a restored window, its times (and id hashes) filled
+    # before the key's window is replaced: a value that is no number leaves the window as it was.
+    cdef Py_ssize_t i, size = len(times)
+    cdef double* block = <double*>PyMem_Malloc(size * width)
+    if block == NULL:
+        raise MemoryError()
+    try:
+        for i in range(size):
+            block[i] = times[i]
+            if hashes is not None:
+                (<int64_t*>(block + size))[i] = hashes[i]
+    except BaseException:
+        PyMem_Free(block)
+        raise
+    return block
 
 
 cdef inline uint64_t _mix(Py_ssize_t h):
@@ -225,6 +249,49 @@ cdef class _Table:
         self._release(rec)
         rec.first = self.free_head
         self.free_head = r
+
+    cdef Rec* _install(self, object slot, double* block, int32_t size, bint fired) except NULL:
+        # The record of ``slot``, in place of the window it had, holding ``block`` (of ``size``
+        # times or values, which the caller fills beyond the times) (restore).
+        cdef Py_ssize_t h = PyObject_Hash(slot)
+        cdef int32_t r = self._find(slot, h)
+        cdef Rec* rec
+        if r >= 0:
+            self._remove(r)
+        try:
+            r = self._insert(slot, h)
+        except BaseException:
+            PyMem_Free(block)
+            raise
+        rec = &self.recs[r]
+        rec.times = block
+        rec.cap = size
+        rec.count = size
+        rec.fired = fired
+        return rec
+
+    cdef object _record_of(self, Rec* rec):
+        # The record of a tracked key's window (the subclass's kind).
+        raise NotImplementedError
+
+    cdef int _restore_one(self, object record) except -1:
+        # Check ``record`` and take its window (the subclass's kind).
+        raise NotImplementedError
+
+    def export(self):
+        """Every key's window as a record, for ``restore`` here, in the reference or in another
+        process (:meth:`lockoutd.decide.windows.EventWindows.export`)."""
+        cdef int32_t r
+        for r in range(self.nrecs):
+            if self.recs[r].key != NULL:
+                yield self._record_of(&self.recs[r])
+
+    def restore(self, records):
+        """Take the windows of ``records``, replacing those of their keys; raises
+        ``InvalidRecord`` for a record no window could hold, the records before it taken
+        (:meth:`lockoutd.decide.windows.EventWindows.restore`)."""
+        for record in records:
+            self._restore_one(record)
 
     cdef double _newest_of(self, Rec* rec) noexcept:
         return rec.newest
@@ -512,6 +579,29 @@ cdef class EventWindows(_Table):
         """The counted events of ``slot`` (only for windows that keep them)."""
         return tuple(self._events_by_slot.get(slot, ())) if self._keeps else ()
 
+    cdef object _record_of(self, Rec* rec):
+        slot = <object>rec.key
+        times = [rec.times[i] for i in range(rec.first, rec.first + rec.count)]
+        hashes = [_hashes(rec)[i] for i in range(rec.first, rec.first + rec.count)]
+        kept = self._events_by_slot.get(slot) if self._keeps else None
+        return EventRecord(slot, times, hashes, bool(rec.fired), kept)
+
+    cdef int _restore_one(self, object record) except -1:
+        # lockoutd.decide.windows.EventWindows.restore, for one record.
+        cdef int32_t size
+        cdef Rec* rec
+        slot, times, hashes, fired = checked_event_record(record, self.threshold)
+        size = <int32_t>len(times)
+        rec = self._install(slot, _block(times, hashes, 16), size, fired)
+        if size > _SET_AT:
+            big = {hashed for hashed in hashes if hashed != _NO_ID}
+            Py_INCREF(big)
+            rec.big = <PyObject*>big
+        self._file(slot, rec.times[size - 1])
+        if self._keeps:
+            self._events_by_slot[slot] = list(record.events or ())[-size:]
+        return 0
+
 
 # A distinct window's block: times[cap], the hash of each value (compared before the value), the
 # values (PyObject*, owned) and, for rules that keep events, the event of each value's newest
@@ -670,6 +760,45 @@ cdef class _SmallDistinctWindows(_Table):
         return tuple(
             [<object>_evs(rec)[i] for i in range(rec.count) if _evs(rec)[i] != NULL]
         )
+
+    cdef object _record_of(self, Rec* rec):
+        seen = [(<object>_values(rec)[i], rec.times[i]) for i in range(rec.count)]
+        events = None
+        if self._keeps:
+            events = {
+                <object>_values(rec)[i]: <object>_evs(rec)[i]
+                for i in range(rec.count)
+                if _evs(rec)[i] != NULL
+            }
+        return DistinctRecord(<object>rec.key, seen, rec.newest, bool(rec.fired), events)
+
+    cdef int _restore_one(self, object record) except -1:
+        # lockoutd.decide.windows.DistinctWindows.restore, for one record.
+        cdef int32_t i, size
+        cdef Rec* rec
+        cdef Py_ssize_t width = 32 if self._keeps else 24
+        slot, seen, newest, fired, events = checked_distinct_record(record, self.threshold)
+        size = <int32_t>len(seen)
+        values = list(seen)
+        hashes = [PyObject_Hash(value) for value in values]
+        kept = [events.get(value) for value in values] if self._keeps else None
+        times = [seen[value] for value in values]
+        rec = self._install(slot, _block(times, None, width), size, fired)
+        for i in range(size):  # nothing here raises: the record is never seen half filled
+            value = values[i]
+            _vhashes(rec)[i] = hashes[i]
+            Py_INCREF(value)
+            _values(rec)[i] = <PyObject*>value
+            if self._keeps:
+                event = kept[i]
+                if event is None:
+                    _evs(rec)[i] = NULL
+                else:
+                    Py_INCREF(event)
+                    _evs(rec)[i] = <PyObject*>event
+        rec.newest = newest
+        self._file(slot, newest)
+        return 0
 
 
 def DistinctWindows(threshold, window, *, keep_events=False):

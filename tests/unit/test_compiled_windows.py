@@ -4,7 +4,8 @@ Hypothesis draws streams of late and tied events, repeated ids, resets, idle swe
 the bound on tracked keys, for keys of one and two fields, thresholds from 1 to 10,000, counts of
 events and of distinct values, with and without contributors. Both implementations must fire
 at the same events and hold the same state after every batch: the keys, each key's times or
-values (in order), span and contributors, and the filing the sweep and the bound read, in order.
+values (in order), span and contributors, and the filing the sweep and the bound read, in order,
+and export the same records; the records either exports restore alike in both.
 """
 
 from __future__ import annotations
@@ -92,39 +93,90 @@ def _state(windows: Any, distinct: bool) -> dict[str, Any]:
 def test_the_compiled_windows_decide_and_keep_what_the_reference_does(
     threshold: int, distinct: bool, keep_events: bool, batches: list[list[tuple[Any, ...]]]
 ) -> None:
-    kind = "DistinctWindows" if distinct else "EventWindows"
-    pure = getattr(reference, kind)(threshold, WINDOW, keep_events=keep_events)
-    fast = getattr(compiled, kind)(threshold, WINDOW, keep_events=keep_events)
+    pure, fast = _pair(threshold, distinct, keep_events)
     clock = 0.0
     for batch in batches:
-        outcomes: list[list[Any]] = [[], []]
-        for step in batch:
-            if step[0] == "add":
-                _, key, offset, ident = step
-                at = clock + offset
-                clock = max(clock, at)
-                # For a distinct count the id stands for the value (a user), for events the id.
-                value = ident if ident is not None else "none"
-                event = ("event", key, at, ident)
-                for out, windows in zip(outcomes, (pure, fast), strict=True):
-                    seen = value if distinct else ident
-                    out.append(windows.add(key, at, seen, event))
-            elif step[0] == "forget":
-                for out, windows in zip(outcomes, (pure, fast), strict=True):
-                    windows.forget(step[1])
-                    out.append(None)
-            elif step[0] == "sweep":
-                clock += step[1]
-                for out, windows in zip(outcomes, (pure, fast), strict=True):
-                    out.append(windows.evict_idle(clock))
-            else:
-                _, rank, limit = step
-                for out, windows in zip(outcomes, (pure, fast), strict=True):
-                    out.append(
-                        [windows.shed(m, rank, limit) for m in sorted(windows.filed_minutes())]
-                    )
+        clock, outcomes = _play(batch, (pure, fast), distinct, clock)
         assert outcomes[1] == outcomes[0]
         assert _state(fast, distinct) == _state(pure, distinct)
+        assert _exported(fast) == _exported(pure)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    threshold=_thresholds,
+    distinct=st.booleans(),
+    keep_events=st.booleans(),
+    before=st.lists(_step, max_size=60),
+    after=st.lists(_step, max_size=40),
+)
+def test_a_checkpoint_of_either_windows_restores_alike_in_the_other(
+    threshold: int,
+    distinct: bool,
+    keep_events: bool,
+    before: list[tuple[Any, ...]],
+    after: list[tuple[Any, ...]],
+) -> None:
+    """Instances of one group may run different builds (README, "Windows survive restarts and
+    rebalances"): the records either implementation exports are restored by both into the same
+    windows, which then fire at the same events, and export the records they took."""
+    pure, fast = _pair(threshold, distinct, keep_events)
+    clock, _ = _play(before, (pure, fast), distinct, 0.0)
+    for source in (pure, fast):
+        records = list(source.export())
+        into_pure, into_fast = _pair(threshold, distinct, keep_events)
+        for _ in range(2):  # the second time, each key's window is replaced
+            into_pure.restore(records)
+            into_fast.restore(records)
+        assert _exported(into_fast) == _exported(into_pure) == _exported(source)
+        assert _state(into_fast, distinct) == _state(into_pure, distinct)
+        _, outcomes = _play(after, (into_pure, into_fast), distinct, clock)
+        assert outcomes[1] == outcomes[0]
+        assert _state(into_fast, distinct) == _state(into_pure, distinct)
+
+
+def _pair(threshold: int, distinct: bool, keep_events: bool) -> tuple[Any, Any]:
+    kind = "DistinctWindows" if distinct else "EventWindows"
+    return (
+        getattr(reference, kind)(threshold, WINDOW, keep_events=keep_events),
+        getattr(compiled, kind)(threshold, WINDOW, keep_events=keep_events),
+    )
+
+
+def _exported(windows: Any) -> dict[Any, Any]:
+    """The records of ``windows`` by key (the order of keys is each implementation's own)."""
+    return {record.slot: record for record in windows.export()}
+
+
+def _play(
+    steps: list[tuple[Any, ...]], pair: tuple[Any, Any], distinct: bool, clock: float
+) -> tuple[float, list[list[Any]]]:
+    """Run ``steps`` on both windows of ``pair``: the clock after them, and each one's outcomes."""
+    outcomes: list[list[Any]] = [[], []]
+    for step in steps:
+        if step[0] == "add":
+            _, key, offset, ident = step
+            at = clock + offset
+            clock = max(clock, at)
+            # For a distinct count the id stands for the value (a user), for events the id.
+            value = ident if ident is not None else "none"
+            event = ("event", key, at, ident)
+            for out, windows in zip(outcomes, pair, strict=True):
+                seen = value if distinct else ident
+                out.append(windows.add(key, at, seen, event))
+        elif step[0] == "forget":
+            for out, windows in zip(outcomes, pair, strict=True):
+                windows.forget(step[1])
+                out.append(None)
+        elif step[0] == "sweep":
+            clock += step[1]
+            for out, windows in zip(outcomes, pair, strict=True):
+                out.append(windows.evict_idle(clock))
+        else:
+            _, rank, limit = step
+            for out, windows in zip(outcomes, pair, strict=True):
+                out.append([windows.shed(m, rank, limit) for m in sorted(windows.filed_minutes())])
+    return clock, outcomes
 
 
 @pytest.mark.parametrize("distinct", [False, True])
