@@ -239,18 +239,22 @@ class Pipeline:
         accepted = ignored = 0
         last_tp: Partition | None = None
         engine: Engine | None = None
+        # An internal topic's records are copies of events already counted where they were read.
+        internal = self.repartitioning.topics if self.repartitioning is not None else ()
+        counts = True
         for tp, key, event, now, acts, origin in batch:
             # One try per record: it costs nothing until something raises.
             try:
-                if event.type not in KNOWN_TYPES:
-                    if acts:
-                        ignored += 1
-                    continue
                 if tp is not last_tp or engine is None:
                     last_tp = tp
                     engine = engines.get(tp)
                     if engine is None:
                         engine = engines[tp] = Engine(self.rules_for(tp[0]))
+                    counts = tp[0] not in internal
+                if event.type not in KNOWN_TYPES:
+                    if acts and counts:
+                        ignored += 1
+                    continue
                 firings = engine.process(event, now, record_key=key, replayed=not acts)
                 for firing in firings:
                     if firing.replayed_only:
@@ -263,7 +267,7 @@ class Pipeline:
                         pending.append(
                             (decision, event.occurred_at, firing.rule.action.lock, allowed)
                         )
-                if acts:
+                if acts and counts:
                     accepted += 1  # last: a record that failed is not counted as accepted
             except Exception as error:  # one record's bug must not stop the daemon
                 if acts:

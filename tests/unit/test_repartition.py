@@ -182,6 +182,15 @@ async def test_a_rule_keyed_on_an_address_counts_on_its_internal_topic_and_nowhe
     assert metrics.key_mismatches.labels(rule="per-ip")._value.get() == 0
 
 
+async def test_an_event_is_counted_once_in_the_events_metric_however_many_topics_carry_it() -> None:
+    """``lockoutd_events_total`` counts the events read, not their internal copies: three
+    failures written to an internal topic and read back are three accepted events."""
+    pipeline, metrics = _pipeline(FakeStore(), repartition=True)
+    outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
+    await pipeline.process(_internal(outgoing))  # type: ignore[arg-type]
+    assert metrics.events.labels(result="accepted")._value.get() == 3
+
+
 async def test_a_source_batch_read_again_after_a_crash_counts_once() -> None:
     """The same three source records read twice (no commit in between) are written twice with
     the same event ids: the internal topic holds six records, the window two events."""
