@@ -1,9 +1,11 @@
-"""The token never reaches the output, at any log level (README, "Operations").
+"""The token and the schedule signing key never reach the output, at any log level (README,
+"Operations").
 
 A lock at ``log.level: debug``, over HTTPS with HTTP/2 as ZITADEL serves it. HTTP/2 compresses
 headers with HPACK, whose library logs the encoded header blocks at debug level; decoded, such a
 block gives back ``Bearer <token>``. Every line the daemon writes (standard output and standard
-error) is searched for the token in the clear, in base64 and Huffman-coded as HPACK sends it.
+error) is searched for the token in the clear, in base64 and Huffman-coded as HPACK sends it, and
+for the schedule signing key, which signs the entry of the temporary lock the test also makes.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def strings(value: Any) -> Iterator[str]:
             yield from strings(item)
 
 
-def test_a_lock_at_debug_level_over_http2_logs_no_trace_of_the_token(
+def test_locks_at_debug_level_over_http2_log_no_trace_of_the_token_or_the_schedule_key(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
     fronts: list[H2Front] = []
@@ -72,12 +74,19 @@ def test_a_lock_at_debug_level_over_http2_logs_no_trace_of_the_token(
     )
     try:
         stack.emulator.add_user("6001", org_id=ORG_ID)
+        stack.emulator.add_user("6002", org_id=ORG_ID)
         produce(
             stack.bootstrap,
             stack.events_topic,
-            [failure("6001", m, org_id=ORG_ID) for m in range(5)],
+            [failure("6001", m, org_id=ORG_ID) for m in range(5)]
+            # The shipped otp-bruteforce rule locks temporarily: its schedule entry is signed.
+            + [failure("6002", m, reason="otp", org_id=ORG_ID) for m in range(3)],
         )
-        wait_until(lambda: stack.emulator.state_of("6001") is UserState.LOCKED, what="the lock")
+        for user in ("6001", "6002"):
+            wait_until(
+                lambda user=user: stack.emulator.state_of(user) is UserState.LOCKED,
+                what=f"the lock of {user}",
+            )
         assert stack.daemon.terminate() == 0
     finally:
         stop_stack(stack)
@@ -86,7 +95,10 @@ def test_a_lock_at_debug_level_over_http2_logs_no_trace_of_the_token(
 
     assert "2" in fronts[0].http_versions  # the lock went over HTTP/2
     output = stack.daemon.output()
-    forms = token_forms(PAT)
+    key_file = stack.config.schedule_signing_key_file
+    assert key_file is not None
+    schedule_key = key_file.read_text().strip()
+    forms = [*token_forms(PAT), schedule_key, base64.b64encode(schedule_key.encode()).decode()]
     lines = output.splitlines()
     shown: list[str] = []
     third_party: list[str] = []
@@ -103,5 +115,5 @@ def test_a_lock_at_debug_level_over_http2_logs_no_trace_of_the_token(
             and entry.get("level") not in ("warning", "error", "critical")
         ):
             third_party.append(line)
-    assert shown == [], f"the token shows in {len(shown)} lines"
+    assert shown == [], f"a secret shows in {len(shown)} lines"
     assert third_party == [], "libraries may log only warnings and errors"
