@@ -3,18 +3,18 @@ out"): one per distinct key, with the partitions of the source topic and a reten
 
 from __future__ import annotations
 
-import contextlib
 from types import TracebackType
 from typing import Self
 
 import structlog
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from lockoutd.errors import KafkaUnavailable
 from lockoutd.repartition import Repartitioning
 from lockoutd.settings import KafkaSettings
 from lockoutd.source.kafka import connection_options
+from lockoutd.source.topics import create_topic
 
 log = structlog.get_logger(__name__)
 
@@ -61,18 +61,8 @@ class InternalTopics:
         for route in missing:
             retention_ms = int(route.retention_seconds(self._max_event_age) * 1000)
             configs = {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
-            try:
-                await admin.create_topics(
-                    [NewTopic(route.topic, partitions, 1, topic_configs=configs)]
-                )
-            except TopicAlreadyExistsError:
-                continue  # another instance created it first
-            except KafkaError as exc:
-                # A broker that refuses the settings still gets the topic: keep it by time
-                # through the broker's default retention, and say so.
-                log.warning("internal_topic_retention_not_set", topic=route.topic, error=str(exc))
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics([NewTopic(route.topic, partitions, 1)])
+            # A broker that refuses the retention still gets the topic, with its own default.
+            await create_topic(admin, route.topic, partitions=partitions, configs=configs)
             log.info(
                 "internal_topic_created",
                 topic=route.topic,

@@ -24,8 +24,8 @@ from typing import Self
 import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from lockoutd.act.schedule import (
     InvalidEntry,
@@ -40,6 +40,7 @@ from lockoutd.report.metrics import Metrics
 from lockoutd.settings import KafkaSettings
 from lockoutd.source.kafka import KafkaSink, OutgoingRecord, connection_options
 from lockoutd.source.schedule_seal import ScheduleSeal, schedule_seal
+from lockoutd.source.topics import create_topic
 
 log = structlog.get_logger(__name__)
 
@@ -48,20 +49,13 @@ _COMPACTED = {"cleanup.policy": "compact"}
 
 async def ensure_compacted_topic(settings: KafkaSettings, topic: str) -> None:
     """Create ``topic`` (one partition) compacted, unless it exists; a broker that does not know
-    compaction gets a plain topic, which keeps every record instead of the newest per key."""
+    compaction gets a plain topic (:func:`create_topic`), which keeps every record instead of
+    the newest per key."""
     admin = AIOKafkaAdminClient(**connection_options(settings))
     await admin.start()
     try:
-        if topic in await admin.list_topics():
-            return
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=_COMPACTED)])
-        except TopicAlreadyExistsError:
-            pass  # another instance created it first
-        except KafkaError as exc:
-            log.warning("topic_not_compacted", topic=topic, error=str(exc))
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(topic, 1, 1)])
+        if topic not in await admin.list_topics():
+            await create_topic(admin, topic, partitions=1, configs=_COMPACTED)
     finally:
         await admin.close()
 
