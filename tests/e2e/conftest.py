@@ -12,6 +12,7 @@ import pytest
 
 from lockoutd.testing.broker import LocalBroker, free_port
 from lockoutd.testing.process import DaemonConfig, DaemonProcess, write_schedule_key
+from lockoutd.testing.proxy import CuttableProxy
 from lockoutd.testing.zitadel_emulator import ZitadelEmulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,3 +128,17 @@ def stack(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iter
     running = start_stack(broker, tmp_path_factory.mktemp("stack"))
     yield running
     stop_stack(running)
+
+
+@pytest.fixture
+def cuttable_stack(tmp_path: Path) -> Iterator[tuple[Stack, CuttableProxy]]:
+    """A stack on a broker of its own, reached through a proxy whose connections can be cut."""
+    # The proxy binds its port first; the broker, which advertises that port, starts after it.
+    with CuttableProxy() as proxy, LocalBroker(advertised_port=proxy.listen_port) as own_broker:
+        assert own_broker.port is not None
+        proxy.target_port = own_broker.port
+        stack = start_stack(own_broker, tmp_path)
+        try:
+            yield stack, proxy
+        finally:
+            stop_stack(stack)

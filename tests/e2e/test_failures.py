@@ -205,26 +205,19 @@ def test_two_instances_share_the_work_and_one_takes_over_when_the_other_dies(
         stop_stack(stack)
 
 
-def test_a_cut_broker_connection_is_survived(tmp_path: Path) -> None:
+def test_a_cut_broker_connection_is_survived(cuttable_stack: tuple[Stack, CuttableProxy]) -> None:
     """The network to Kafka drops: /readyz says so, lockoutd reconnects and locks afterwards."""
-    # The proxy binds its port first; the broker, which advertises that port, starts after it.
-    with CuttableProxy() as proxy, LocalBroker(advertised_port=proxy.listen_port) as own_broker:
-        assert own_broker.port is not None
-        proxy.target_port = own_broker.port
-        stack = start_stack(own_broker, tmp_path)
-        try:
-            proxy.cut()
-            wait_until(
-                lambda: httpx.get(f"{stack.daemon.url}/readyz").status_code == 503,
-                what="/readyz to report the lost broker",
-            )
-            time.sleep(2)
-            proxy.restore()
-            stack.daemon.wait_ready()
-            assert stack.daemon.returncode is None
+    stack, proxy = cuttable_stack
+    proxy.cut()
+    wait_until(
+        lambda: httpx.get(f"{stack.daemon.url}/readyz").status_code == 503,
+        what="/readyz to report the lost broker",
+    )
+    time.sleep(2)
+    proxy.restore()
+    stack.daemon.wait_ready()
+    assert stack.daemon.returncode is None
 
-            stack.emulator.add_user("3600", org_id=ORG_ID)
-            attack(stack, ["3600"])
-            wait_until(lambda: stack.emulator.state_of("3600") is UserState.LOCKED, what="the lock")
-        finally:
-            stop_stack(stack)
+    stack.emulator.add_user("3600", org_id=ORG_ID)
+    attack(stack, ["3600"])
+    wait_until(lambda: stack.emulator.state_of("3600") is UserState.LOCKED, what="the lock")

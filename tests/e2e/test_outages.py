@@ -78,30 +78,25 @@ def test_a_zitadel_outage_blames_zitadel_and_says_what_waits(own_stack: Stack) -
     assert not events(stack, "zitadel_retrying")  # the client's own retries are debug detail
 
 
-def test_a_kafka_outage_blames_kafka_and_no_library_cries_error(tmp_path: Path) -> None:
-    with CuttableProxy() as proxy, LocalBroker(advertised_port=proxy.listen_port) as own_broker:
-        assert own_broker.port is not None
-        proxy.target_port = own_broker.port
-        stack = start_stack(own_broker, tmp_path)
-        try:
-            proxy.cut()
-            wait_until(
-                lambda: readiness(stack) == {"kafka": False, "zitadel": True},
-                what="kafka false, zitadel true",
-            )
-            time.sleep(3)  # let the client libraries log what they log about the cut
-            proxy.restore()
-            stack.daemon.wait_ready()
-            errors = [
-                line
-                for line in stack.daemon.logs()
-                if line.get("level") == "error"
-                and str(line.get("logger", "")).startswith("aiokafka")
-            ]
-            assert errors == []
-            # lockoutd's own account of it: one line when Kafka went, one when it came back.
-            wait_until(lambda: events(stack, "kafka_ready"), what="kafka_ready")
-            assert len(events(stack, "kafka_not_ready")) == 1
-            assert len(events(stack, "kafka_ready")) == 1
-        finally:
-            stop_stack(stack)
+def test_a_kafka_outage_blames_kafka_and_no_library_cries_error(
+    cuttable_stack: tuple[Stack, CuttableProxy],
+) -> None:
+    stack, proxy = cuttable_stack
+    proxy.cut()
+    wait_until(
+        lambda: readiness(stack) == {"kafka": False, "zitadel": True},
+        what="kafka false, zitadel true",
+    )
+    time.sleep(3)  # let the client libraries log what they log about the cut
+    proxy.restore()
+    stack.daemon.wait_ready()
+    errors = [
+        line
+        for line in stack.daemon.logs()
+        if line.get("level") == "error" and str(line.get("logger", "")).startswith("aiokafka")
+    ]
+    assert errors == []
+    # lockoutd's own account of it: one line when Kafka went, one when it came back.
+    wait_until(lambda: events(stack, "kafka_ready"), what="kafka_ready")
+    assert len(events(stack, "kafka_not_ready")) == 1
+    assert len(events(stack, "kafka_ready")) == 1
