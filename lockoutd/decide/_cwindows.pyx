@@ -3,11 +3,12 @@
 (the reference, and the fallback without a compiler), in compact memory.
 
 Per rule, one open-addressing table maps a key's hash to a record in one array of records; a
-record holds the key, the kept times and id hashes (or distinct values) in one block of C memory,
-and whether the window fired. No Python object per window: at a million keys the cost of a key is
-its table entry, its record and its block, not a dict entry and a window object. The idle sweep
-and the bound's ranks read the same filing (``_due``, ``_floors``) as the reference, with the same
-code, so that keys are forgotten in the same order.
+record holds the key (its UTF-8 bytes), the kept times and id hashes (or distinct values) in one
+block of C memory, and whether the window fired. No Python object per key: at a million keys the
+cost of a key is its table entry, its record and its block, not a str, a dict entry and a window
+object; a key becomes a str again only where the API gives keys out. The idle sweep and the
+bound's ranks read a filing kept in C arrays in the order of the reference's (``_due``), and the
+same ``_floors``, so that keys are forgotten in the same order.
 
 Large windows: a window of events that keeps more than ``_SET_AT`` times keeps a set of its id
 hashes beside the block (a scan of thousands of hashes per event would be most of its cost); a
@@ -23,9 +24,11 @@ implementation is restored alike by the other (the instances of a group may run 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.math cimport copysign, floor, fmod
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcmp, memcpy, memmove
 
 from lockoutd.decide import windows as _reference
 from lockoutd.decide.windows import (
@@ -39,13 +42,14 @@ cdef extern from "Python.h":
     Py_ssize_t PyObject_Hash(object o) except -1
     int PyObject_RichCompareBool(PyObject* a, PyObject* b, int op) except -1
     int Py_EQ
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
 
 cdef int64_t _NO_ID = -1
 cdef int _SET_AT = 64
 cdef int _SMALL_DISTINCT = 64
 cdef int32_t _EMPTY = -1
 cdef int32_t _TOMB = -2
-cdef object _DUE_EVERY_SECONDS = 60.0
+cdef double _DUE_EVERY_SECONDS = 60.0
 cdef int _TIERS = _reference.TIERS
 
 
@@ -60,16 +64,40 @@ cdef inline int _tier(Py_ssize_t kept, Py_ssize_t threshold, bint fired):
     return <int>(rank if rank < _TIERS - 2 else _TIERS - 2)
 
 
+cdef enum:
+    _KEY_INLINE = 21     # a key of up to this many bytes is kept in its record
+
+
+cdef uint8_t _KEY_OUT = 255  # klen of a key kept out of line: [Py_ssize_t length][bytes]
+# Rec.flags
+cdef uint8_t _USED = 1       # the record holds a key (a live window, or a ghost)
+cdef uint8_t _GHOST = 2      # the key's window is gone but the key is still filed (see _remove)
+cdef uint8_t _TUPLE = 4      # the key is a tuple of str, its fields length-prefixed
+cdef uint8_t _SWEPT = 8      # filed again by the sweep under way
+cdef uint8_t _SHED = 16      # leaves the minute a shed round reads
+
+
 cdef struct Rec:
-    PyObject* key        # NULL while the record is free
-    Py_ssize_t hash
     double newest        # the newest time (distinct windows; events read it from the block)
     double* times        # events: times[cap] then int64 hashes[cap]; distinct: see _DRec
     PyObject* big        # events: the set of id hashes of a large window, else NULL
+    uint32_t hash        # the high half of the mixed key hash: the table place, a first check
     int32_t first        # events: index of the oldest kept time; a free record: the next free
     int32_t count
     int32_t cap
-    int32_t fired
+    int32_t due          # a filing minute the key is filed under, when ``filed`` (see _filings)
+    int32_t filed        # how many filing minutes hold the key
+    uint8_t fired
+    uint8_t flags
+    uint8_t klen         # the key's length in bytes when inline, else _KEY_OUT
+    char key[_KEY_INLINE]  # the key's UTF-8 bytes, or a pointer to them (_KEY_OUT)
+
+
+cdef struct Minute:
+    # The records filed under one minute, in the order filed (the reference's dict of keys).
+    int32_t* recs
+    int32_t n
+    int32_t cap
 
 
 cdef double* _block(object times, object hashes, Py_ssize_t width) except NULL:
@@ -90,27 +118,104 @@ cdef double* _block(object times, object hashes, Py_ssize_t width) except NULL:
     return block
 
 
-cdef inline uint64_t _mix(Py_ssize_t h):
-    return (<uint64_t>h) * <uint64_t>0x9E3779B97F4A7C15ULL
+cdef inline uint32_t _mix(Py_ssize_t h) noexcept:
+    return <uint32_t>(((<uint64_t>h) * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32)
+
+
+cdef inline double _floordiv(double vx, double wx) noexcept:
+    # Python's float ``vx // wx``: the reference files keys by it, and a minute must match.
+    cdef double mod = fmod(vx, wx), div, result
+    div = (vx - mod) / wx
+    if mod:
+        if (wx < 0) != (mod < 0):
+            mod += wx
+            div -= 1.0
+    if div:
+        result = floor(div)
+        if div - result > 0.5:
+            result += 1.0
+    else:
+        result = copysign(0.0, vx / wx)
+    return result
+
+
+cdef inline char* _key_bytes(Rec* rec, Py_ssize_t* size) noexcept:
+    cdef char* held
+    if rec.klen != _KEY_OUT:
+        size[0] = rec.klen
+        return rec.key
+    memcpy(&held, rec.key, sizeof(char*))
+    size[0] = (<Py_ssize_t*>held)[0]
+    return held + sizeof(Py_ssize_t)
+
+
+cdef inline Py_ssize_t _put_size(char* out, Py_ssize_t n) noexcept:
+    # ``n`` in 7-bit groups, the low first, each but the last with its high bit set.
+    cdef Py_ssize_t at = 0
+    while n >= 0x80:
+        out[at] = <char>((n & 0x7F) | 0x80)
+        n >>= 7
+        at += 1
+    out[at] = <char>n
+    return at + 1
+
+
+cdef inline Py_ssize_t _get_size(const char* data, Py_ssize_t* n) noexcept:
+    cdef Py_ssize_t at = 0, shift = 0, value = 0
+    cdef uint8_t byte
+    while True:
+        byte = <uint8_t>data[at]
+        value |= <Py_ssize_t>(byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+    n[0] = value
+    return at
 
 
 cdef class _Table:
-    """The keys of one rule: records and the table from key hash to record, and the filing."""
+    """The keys of one rule: records and the table from key hash to record, and the filing.
+
+    A key is held as its UTF-8 bytes (a key of several fields as its fields, each after its
+    length), in its record when short: no Python object per key. The filing of keys under the
+    minute their window ends (the reference's ``_due``: a dict of keys per minute) is an array
+    of records per minute, in the reference's order. A key the reference still has filed after
+    its window went (forgotten, evicted by the bound) keeps its record as a ghost, without a
+    window, so that the key counted again is the one filed there, in its place; the ghost goes
+    when no minute holds it any more."""
 
     cdef Rec* recs
     cdef int32_t nrecs, caprecs, free_head
     cdef int32_t* table
-    cdef Py_ssize_t mask, used, live
+    cdef Py_ssize_t mask, used, live, held
     cdef public Py_ssize_t threshold
     cdef public double window
-    cdef public dict _due
     cdef public dict _floors
     cdef bint _keeps
+    # The filing: minute -> index into ``mins``, in the order the reference's ``_due`` has.
+    cdef dict _minutes
+    cdef Minute* mins
+    cdef int32_t nmins, capmins
+    cdef list _free_mins
+    cdef double _last_due
+    cdef int32_t _last_minute
+    cdef dict _more_filings      # record -> the minutes beyond ``due`` it is filed under (rare)
+    cdef bint _pending
+    cdef double _pending_newest
+    # The key being looked up, encoded (see _encode).
+    cdef const char* _kp
+    cdef Py_ssize_t _kn
+    cdef uint8_t _ktag
+    cdef char* _scratch
+    cdef Py_ssize_t _scratch_cap
+    cdef object _kheld
+    cdef int32_t* _swept
+    cdef Py_ssize_t _nswept, _capswept
 
     def __init__(self, threshold, window, *, keep_events=False):
         self.threshold = threshold
         self.window = window
-        self._due = {}
         self._floors = {}
         self._keeps = bool(keep_events)
 
@@ -127,24 +232,146 @@ cdef class _Table:
             self.table[i] = _EMPTY
         self.used = 0
         self.live = 0
+        self.held = 0
+        self._minutes = {}
+        self.mins = NULL
+        self.nmins = 0
+        self.capmins = 0
+        self._free_mins = []
+        self._last_minute = -1
+        self._more_filings = {}
+        self._pending = False
+        self._scratch = NULL
+        self._scratch_cap = 0
+        self._swept = NULL
+        self._nswept = 0
+        self._capswept = 0
 
     def __dealloc__(self):
         cdef int32_t r
         if self.recs != NULL:
             for r in range(self.nrecs):
-                if self.recs[r].key != NULL:
-                    self._release(&self.recs[r])
+                if self.recs[r].flags & _USED:
+                    if not self.recs[r].flags & _GHOST:
+                        self._release(&self.recs[r])
+                    self._drop_key(&self.recs[r])
             free(self.recs)
+        if self.mins != NULL:
+            for r in range(self.nmins):
+                free(self.mins[r].recs)
+            free(self.mins)
         free(self.table)
+        free(self._scratch)
+        free(self._swept)
 
     cdef void _release(self, Rec* rec) noexcept:
-        # Frees what the record holds (the subclass's block).
-        Py_XDECREF(rec.key)
-        rec.key = NULL
+        # Frees the window the record holds (the subclass's block), not its key.
         Py_XDECREF(rec.big)
         rec.big = NULL
         PyMem_Free(rec.times)
         rec.times = NULL
+
+    cdef void _drop_key(self, Rec* rec) noexcept:
+        cdef char* held
+        if rec.klen == _KEY_OUT:
+            memcpy(&held, rec.key, sizeof(char*))
+            PyMem_Free(held)
+        rec.klen = 0
+        rec.flags = 0
+
+    # Keys as bytes.
+
+    cdef int _encode(self, object slot) except -1:
+        # ``slot`` as the bytes a record holds (``_kp``, ``_kn``, ``_ktag``); 1 for a slot that
+        # no key can be (neither a str nor a tuple of str).
+        cdef Py_ssize_t n, size, total, i, count
+        cdef const char* text
+        cdef char* out
+        if isinstance(slot, str):
+            self._kp = self._utf8(slot, &self._kn)
+            self._ktag = 0
+            return 0
+        if not isinstance(slot, tuple):
+            return 1
+        count = len(<tuple>slot)
+        total = 0
+        for i in range(count):
+            field = (<tuple>slot)[i]
+            if not isinstance(field, str):
+                return 1
+            self._utf8(field, &n)
+            total += n + 10
+        self._room(total)
+        out = self._scratch
+        size = 0
+        for i in range(count):
+            text = self._utf8((<tuple>slot)[i], &n)
+            size += _put_size(out + size, n)
+            memcpy(out + size, text, n)
+            size += n
+        self._kp = out
+        self._kn = size
+        self._ktag = _TUPLE
+        self._kheld = None
+        return 0
+
+    cdef const char* _utf8(self, object text, Py_ssize_t* size) except NULL:
+        # The UTF-8 of a str (a lone surrogate passed through, as the key's decoding takes it).
+        cdef const char* data
+        try:
+            data = PyUnicode_AsUTF8AndSize(text, size)
+        except UnicodeEncodeError:
+            self._kheld = (<str>text).encode("utf-8", "surrogatepass")
+            size[0] = len(<bytes>self._kheld)
+            data = <bytes>self._kheld
+        return data
+
+    cdef int _room(self, Py_ssize_t size) except -1:
+        cdef char* grown
+        if size > self._scratch_cap:
+            grown = <char*>realloc(self._scratch, size)
+            if grown == NULL:
+                raise MemoryError()
+            self._scratch = grown
+            self._scratch_cap = size
+        return 0
+
+    cdef object _slot(self, Rec* rec):
+        # The key of a record as the API gives it: a str, or a tuple of str.
+        cdef Py_ssize_t size, at = 0, n
+        cdef char* data = _key_bytes(rec, &size)
+        if not rec.flags & _TUPLE:
+            return PyUnicode_DecodeUTF8(data, size, "surrogatepass")
+        fields = []
+        while at < size:
+            at += _get_size(data + at, &n)
+            fields.append(PyUnicode_DecodeUTF8(data + at, n, "surrogatepass"))
+            at += n
+        return tuple(fields)
+
+    cdef inline bint _holds(self, Rec* rec, uint32_t mixed) noexcept:
+        # Whether ``rec`` holds the key last encoded, whose mixed hash is ``mixed``.
+        cdef Py_ssize_t size
+        cdef char* data
+        if rec.hash != mixed or (rec.flags & _TUPLE) != self._ktag:
+            return False
+        data = _key_bytes(rec, &size)
+        return size == self._kn and memcmp(data, self._kp, size) == 0
+
+    cdef int _store_key(self, Rec* rec) except -1:
+        cdef char* held
+        if self._kn <= _KEY_INLINE:
+            memcpy(rec.key, self._kp, self._kn)
+            rec.klen = <uint8_t>self._kn
+            return 0
+        held = <char*>PyMem_Malloc(sizeof(Py_ssize_t) + self._kn)
+        if held == NULL:
+            raise MemoryError()
+        (<Py_ssize_t*>held)[0] = self._kn
+        memcpy(held + sizeof(Py_ssize_t), self._kp, self._kn)
+        memcpy(rec.key, &held, sizeof(char*))
+        rec.klen = _KEY_OUT
+        return 0
 
     def __len__(self):
         return self.live
@@ -156,25 +383,31 @@ cdef class _Table:
         cdef int32_t r
         keys = []
         for r in range(self.nrecs):
-            if self.recs[r].key != NULL:
-                keys.append(<object>self.recs[r].key)
+            if self.recs[r].flags & (_USED | _GHOST) == _USED:
+                keys.append(self._slot(&self.recs[r]))
         return iter(keys)
 
-    cdef int32_t _find(self, object slot, Py_ssize_t h) except -3:
-        cdef Py_ssize_t i = <Py_ssize_t>(_mix(h) >> 1) & self.mask
+    cdef int32_t _lookup(self, object slot, Py_ssize_t h) except -3:
+        # The record holding ``slot``, live or a ghost; -1 if none.
+        if self._encode(slot):
+            return -1
+        cdef uint32_t mixed = _mix(h)
+        cdef Py_ssize_t i = mixed & self.mask
         cdef int32_t r
-        cdef Rec* rec
         while True:
             r = self.table[i]
             if r == _EMPTY:
                 return -1
-            if r >= 0:
-                rec = &self.recs[r]
-                if rec.key == <PyObject*>slot:
-                    return r
-                if rec.hash == h and PyObject_RichCompareBool(rec.key, <PyObject*>slot, Py_EQ):
-                    return r
+            if r >= 0 and self._holds(&self.recs[r], mixed):
+                return r
             i = (i + 1) & self.mask
+
+    cdef int32_t _find(self, object slot, Py_ssize_t h) except -3:
+        # The record of the window of ``slot``; -1 if it has none.
+        cdef int32_t r = self._lookup(slot, h)
+        if r >= 0 and self.recs[r].flags & _GHOST:
+            return -1
+        return r
 
     cdef int _resize(self, Py_ssize_t size) except -1:
         cdef int32_t* old = self.table
@@ -190,22 +423,46 @@ cdef class _Table:
         for i in range(oldsize):
             r = old[i]
             if r >= 0:
-                j = <Py_ssize_t>(_mix(self.recs[r].hash) >> 1) & self.mask
+                j = self.recs[r].hash & self.mask
                 while self.table[j] != _EMPTY:
                     j = (j + 1) & self.mask
                 self.table[j] = r
-        self.used = self.live
+        self.used = self.held
         free(old)
         return 0
 
     cdef int32_t _insert(self, object slot, Py_ssize_t h) except -1:
-        # A record for ``slot``, which is not in the table. Invalidates Rec pointers.
-        cdef Py_ssize_t i, size = self.mask + 1
+        # A record for ``slot``, which has no window (a ghost of it becomes its record again).
+        # Invalidates Rec pointers.
+        cdef Py_ssize_t i, place = -1, size = self.mask + 1
         cdef int32_t r
+        cdef uint32_t mixed = _mix(h)
         cdef Rec* grown
         cdef Rec* rec
+        cdef bint pending = self._pending
+        self._pending = False
+        if self._encode(slot):
+            raise TypeError(f"a key is a str or a tuple of str, not {slot!r}")
         if (self.used + 1) * 2 > size:
-            self._resize(size * 2 if (self.live + 1) * 4 > size else size)
+            self._resize(size * 2 if (self.held + 1) * 4 > size else size)
+        i = mixed & self.mask
+        while True:
+            r = self.table[i]
+            if r == _EMPTY:
+                break
+            if r == _TOMB:
+                if place < 0:
+                    place = i
+            elif self._holds(&self.recs[r], mixed):
+                rec = &self.recs[r]  # a ghost: it keeps its key and its places in the filing
+                rec.flags &= ~_GHOST
+                self._clear(rec)
+                self.live += 1
+                return r
+            i = (i + 1) & self.mask
+        if place < 0:
+            place = i
+            self.used += 1
         if self.free_head >= 0:
             r = self.free_head
             self.free_head = self.recs[r].first
@@ -220,9 +477,21 @@ cdef class _Table:
             r = self.nrecs
             self.nrecs += 1
         rec = &self.recs[r]
-        Py_INCREF(slot)
-        rec.key = <PyObject*>slot
-        rec.hash = h
+        rec.klen = 0
+        self._store_key(rec)
+        rec.hash = mixed
+        rec.flags = _USED | self._ktag
+        rec.filed = 0
+        rec.due = -1
+        self._clear(rec)
+        self.table[place] = r
+        self.held += 1
+        self.live += 1
+        if pending:
+            self._file_rec(r, self._pending_newest)
+        return r
+
+    cdef inline void _clear(self, Rec* rec) noexcept:
         rec.newest = 0.0
         rec.times = NULL
         rec.big = NULL
@@ -230,23 +499,25 @@ cdef class _Table:
         rec.count = 0
         rec.cap = 0
         rec.fired = 0
-        i = <Py_ssize_t>(_mix(h) >> 1) & self.mask
-        while self.table[i] >= 0:
-            i = (i + 1) & self.mask
-        if self.table[i] == _EMPTY:
-            self.used += 1
-        self.table[i] = r
-        self.live += 1
-        return r
 
     cdef void _remove(self, int32_t r) noexcept:
+        # Drops the window of record ``r``; its key stays as a ghost while it is filed.
         cdef Rec* rec = &self.recs[r]
-        cdef Py_ssize_t i = <Py_ssize_t>(_mix(rec.hash) >> 1) & self.mask
+        self._release(rec)
+        self.live -= 1
+        if rec.filed:
+            rec.flags |= _GHOST
+        else:
+            self._free(r)
+
+    cdef void _free(self, int32_t r) noexcept:
+        cdef Rec* rec = &self.recs[r]
+        cdef Py_ssize_t i = rec.hash & self.mask
         while self.table[i] != r:
             i = (i + 1) & self.mask
         self.table[i] = _TOMB
-        self.live -= 1
-        self._release(rec)
+        self.held -= 1
+        self._drop_key(rec)
         rec.first = self.free_head
         self.free_head = r
 
@@ -283,7 +554,7 @@ cdef class _Table:
         process (:meth:`lockoutd.decide.windows.EventWindows.export`)."""
         cdef int32_t r
         for r in range(self.nrecs):
-            if self.recs[r].key != NULL:
+            if self.recs[r].flags & (_USED | _GHOST) == _USED:
                 yield self._record_of(&self.recs[r])
 
     def restore(self, records):
@@ -308,85 +579,255 @@ cdef class _Table:
         if r >= 0:
             self._remove(r)
 
+    # The filing.
+
     cdef int _file(self, object slot, double newest) except -1:
-        due = (newest + self.window) // _DUE_EVERY_SECONDS
-        keys = self._due.get(due)
-        if keys is None:
-            self._due[due] = {slot: None}
+        # Files ``slot`` by its newest time: now if it has a record, else when it gets one (a
+        # new key is filed before its record is made).
+        cdef int32_t r = self._lookup(slot, PyObject_Hash(slot))
+        if r >= 0:
+            return self._file_rec(r, newest)
+        self._pending = True
+        self._pending_newest = newest
+        return 0
+
+    cdef int _file_rec(self, int32_t r, double newest) except -1:
+        cdef double due = _floordiv(newest + self.window, _DUE_EVERY_SECONDS)
+        cdef int32_t m
+        cdef Minute* minute
+        cdef int32_t* grown
+        cdef Py_ssize_t cap
+        cdef Rec* rec
+        if self._last_minute >= 0 and due == self._last_due:
+            m = self._last_minute
         else:
-            (<dict>keys)[slot] = None
+            key = due
+            found = self._minutes.get(key)
+            if found is None:
+                m = self._open_minute()
+                self._minutes[key] = m
+            else:
+                m = found
+            self._last_due = due
+            self._last_minute = m
+        if self._files(r, m):
+            return 0
+        minute = &self.mins[m]
+        if minute.n == minute.cap:
+            cap = minute.cap * 2 if minute.cap else 4
+            grown = <int32_t*>realloc(minute.recs, cap * sizeof(int32_t))
+            if grown == NULL:
+                raise MemoryError()
+            minute.recs = grown
+            minute.cap = <int32_t>cap
+        minute.recs[minute.n] = r
+        minute.n += 1
+        rec = &self.recs[r]
+        if rec.filed:
+            more = self._more_filings.get(r)
+            if more is None:
+                self._more_filings[r] = [m]
+            else:
+                (<list>more).append(m)
+        else:
+            rec.due = m
+        rec.filed += 1
+        return 0
+
+    cdef bint _files(self, int32_t r, int32_t m) except -1:
+        # Whether record ``r`` is filed under minute ``m``.
+        cdef Rec* rec = &self.recs[r]
+        if rec.filed == 0:
+            return False
+        if rec.due == m:
+            return True
+        if rec.filed == 1:
+            return False
+        return m in <list>self._more_filings[r]
+
+    cdef int _unfile(self, int32_t r, int32_t m) except -1:
+        # Record ``r`` leaves minute ``m`` (whose array the caller updates); a ghost no minute
+        # holds any more goes.
+        cdef Rec* rec = &self.recs[r]
+        if rec.filed > 1:
+            more = <list>self._more_filings[r]
+            if rec.due == m:
+                rec.due = more.pop()
+            else:
+                more.remove(m)
+            if not more:
+                del self._more_filings[r]
+        rec.filed -= 1
+        if rec.filed == 0 and rec.flags & _GHOST:
+            self._free(r)
+        return 0
+
+    cdef int32_t _open_minute(self) except -1:
+        cdef int32_t m
+        cdef Minute* grown
+        cdef Py_ssize_t cap
+        if self._free_mins:
+            m = self._free_mins.pop()
+        else:
+            if self.nmins == self.capmins:
+                cap = self.capmins * 2 if self.capmins else 8
+                grown = <Minute*>realloc(self.mins, cap * sizeof(Minute))
+                if grown == NULL:
+                    raise MemoryError()
+                self.mins = grown
+                self.capmins = <int32_t>cap
+            m = self.nmins
+            self.nmins += 1
+        self.mins[m].recs = NULL
+        self.mins[m].n = 0
+        self.mins[m].cap = 0
+        return m
+
+    cdef void _close_minute(self, int32_t m) noexcept:
+        free(self.mins[m].recs)
+        self.mins[m].recs = NULL
+        self.mins[m].n = 0
+        self.mins[m].cap = 0
+        self._last_minute = -1
+
+    cdef int _swept_add(self, int32_t r) except -1:
+        cdef int32_t* grown
+        cdef Py_ssize_t cap
+        if self._nswept == self._capswept:
+            cap = self._capswept * 2 if self._capswept else 64
+            grown = <int32_t*>realloc(self._swept, cap * sizeof(int32_t))
+            if grown == NULL:
+                raise MemoryError()
+            self._swept = grown
+            self._capswept = cap
+        self._swept[self._nswept] = r
+        self._nswept += 1
         return 0
 
     def evict_idle(self, double watermark):
         """Forget keys whose every event has left the window ending at ``watermark``."""
         cdef double limit = watermark - self.window, newest
-        cdef int32_t r
-        now_due = watermark // _DUE_EVERY_SECONDS
-        passed = [self._due.pop(due) for due in [due for due in self._due if due <= now_due]]
+        cdef double now_due = _floordiv(watermark, _DUE_EVERY_SECONDS)
+        cdef int32_t r, m, n, i
+        cdef int32_t* filed
+        cdef Rec* rec
+        cdef uint8_t flags
+        cdef Py_ssize_t gone = 0
+        passed = [self._minutes.pop(due) for due in [due for due in self._minutes if due <= now_due]]
         if self._floors:
             for due in [due for due in self._floors if due <= now_due]:
                 del self._floors[due]
-        cdef list idle = []
-        cdef set filed_again = set()
-        for slots in passed:
-            for slot in <dict>slots:
-                r = self._find(slot, PyObject_Hash(slot))
-                if r < 0 or slot in filed_again:
-                    continue
-                newest = self._newest_of(&self.recs[r])
-                if newest <= limit:
-                    self._remove(r)
-                    idle.append(slot)
-                    continue
-                filed_again.add(slot)
-                self._file(slot, newest)
-        self._evicted(idle)
-        return len(idle)
+        if not passed:
+            return 0
+        self._last_minute = -1
+        cdef list idle = [] if self._keeps else None
+        self._nswept = 0
+        try:
+            for m in passed:
+                # Minutes filed again are new ones: these are closed, their ids not yet reused.
+                filed, n = self.mins[m].recs, self.mins[m].n
+                for i in range(n):
+                    r = filed[i]
+                    flags = self.recs[r].flags
+                    self._unfile(r, m)
+                    if flags & (_GHOST | _SWEPT):
+                        continue  # forgotten since it was filed, or filed twice
+                    rec = &self.recs[r]
+                    newest = self._newest_of(rec)
+                    if newest <= limit:
+                        if idle is not None:
+                            idle.append(self._slot(rec))
+                        self._remove(r)
+                        gone += 1
+                        continue
+                    rec.flags |= _SWEPT
+                    self._swept_add(r)
+                    self._file_rec(r, newest)
+        finally:
+            for i in range(self._nswept):
+                self.recs[self._swept[i]].flags &= ~_SWEPT
+            self._nswept = 0
+            for m in passed:
+                self._close_minute(m)
+                self._free_mins.append(m)
+        if idle is not None:
+            self._evicted(idle)
+        return gone
 
     def filed_minutes(self):
         """The slices of time keys are filed under, whose windows end in them."""
-        return list(self._due)
+        return list(self._minutes)
+
+    def _filed_under(self, minute):
+        """The keys filed under ``minute``, in the order filed (forgotten ones too)."""
+        found = self._minutes.get(minute)
+        if found is None:
+            return []
+        cdef Minute* filed = &self.mins[<int32_t>found]
+        return [self._slot(&self.recs[filed.recs[i]]) for i in range(filed.n)]
 
     def shed(self, minute, int rank, Py_ssize_t limit):
         """Forget up to ``limit`` keys of ``rank`` filed under ``minute``, the first filed first
         (see :meth:`lockoutd.decide.windows.Windows.shed`)."""
-        cdef int32_t r
+        cdef int32_t r, m, i, kept, stop
         cdef int found, lowest
+        cdef Py_ssize_t gone = 0
         cdef Rec* rec
-        filed = self._due.get(minute)
-        if not filed:
+        cdef Minute* filed
+        found_minute = self._minutes.get(minute)
+        if found_minute is None:
+            return 0
+        m = found_minute
+        filed = &self.mins[m]
+        if filed.n == 0:
             return 0
         known = self._floors.get(minute)
-        if known is not None and known[1] == len(filed) and known[0] > rank:
+        if known is not None and known[1] == filed.n and known[0] > rank:
             return 0
-        cdef list gone = [], dead = []
         lowest = _TIERS
-        for slot in <dict>filed:
-            r = self._find(slot, PyObject_Hash(slot))
-            if r < 0:
-                dead.append(slot)
+        stop = filed.n
+        for i in range(filed.n):
+            rec = &self.recs[filed.recs[i]]
+            if rec.flags & _GHOST:
+                rec.flags |= _SHED
                 continue
-            rec = &self.recs[r]
             found = _tier(self._kept_of(rec), self.threshold, rec.fired)
             if found == rank:
-                gone.append(slot)
-                if len(gone) == limit:
-                    lowest = rank
+                rec.flags |= _SHED
+                gone += 1
+                if gone == limit:
+                    lowest = rank  # the rest was not read
+                    stop = i + 1
                     break
             elif found < lowest:
                 lowest = found
-        for slot in gone:
-            del filed[slot]
-            self._remove(self._find(slot, PyObject_Hash(slot)))
-        for slot in dead:
-            del filed[slot]
-        self._evicted(gone)
-        if filed:
-            self._floors[minute] = (lowest, len(filed))
+        cdef list slots = [] if self._keeps else None
+        kept = 0
+        for i in range(stop):
+            r = filed.recs[i]
+            rec = &self.recs[r]
+            if not rec.flags & _SHED:
+                filed.recs[kept] = r
+                kept += 1
+                continue
+            rec.flags &= ~_SHED
+            if not rec.flags & _GHOST:
+                if slots is not None:
+                    slots.append(self._slot(rec))
+                self._remove(r)
+            self._unfile(r, m)
+        memmove(filed.recs + kept, filed.recs + stop, (filed.n - stop) * sizeof(int32_t))
+        filed.n -= stop - kept
+        if slots is not None:
+            self._evicted(slots)
+        if filed.n:
+            self._floors[minute] = (lowest, filed.n)
         else:
-            del self._due[minute]
+            del self._minutes[minute]
+            self._close_minute(m)
+            self._free_mins.append(m)
             self._floors.pop(minute, None)
-        return len(gone)
+        return gone
 
 
 cdef inline int64_t* _hashes(Rec* rec) noexcept:
@@ -526,10 +967,10 @@ cdef class EventWindows(_Table):
         return bool(rec.fired and not was_fired)
 
     cdef object _open(self, object slot, Py_ssize_t h, double at, int64_t hashed, object event):
-        self._file(slot, at)
         if self._keeps:
             self._keep_event(slot, event, 0, 0)
         cdef int32_t r = self._insert(slot, h)
+        self._file_rec(r, at)
         cdef Rec* rec = &self.recs[r]
         self._reserve(rec)
         rec.times[0] = at
@@ -580,7 +1021,7 @@ cdef class EventWindows(_Table):
         return tuple(self._events_by_slot.get(slot, ())) if self._keeps else ()
 
     cdef object _record_of(self, Rec* rec):
-        slot = <object>rec.key
+        slot = self._slot(rec)
         times = [rec.times[i] for i in range(rec.first, rec.first + rec.count)]
         hashes = [_hashes(rec)[i] for i in range(rec.first, rec.first + rec.count)]
         kept = self._events_by_slot.get(slot) if self._keeps else None
@@ -770,7 +1211,7 @@ cdef class _SmallDistinctWindows(_Table):
                 for i in range(rec.count)
                 if _evs(rec)[i] != NULL
             }
-        return DistinctRecord(<object>rec.key, seen, rec.newest, bool(rec.fired), events)
+        return DistinctRecord(self._slot(rec), seen, rec.newest, bool(rec.fired), events)
 
     cdef int _restore_one(self, object record) except -1:
         # lockoutd.decide.windows.DistinctWindows.restore, for one record.

@@ -278,6 +278,10 @@ class Windows(ABC, Generic[_State]):
         """The slices of time keys are filed under, whose windows end in them."""
         return list(self._due)
 
+    def _filed_under(self, minute: float) -> list[Slot]:
+        """The keys filed under ``minute``, in the order filed (forgotten ones too)."""
+        return list(self._due.get(minute, ()))
+
     def shed(self, minute: float, rank: int, limit: int) -> int:
         """Forget up to ``limit`` keys of ``rank`` filed under ``minute``, the first filed
         first, to make room; return how many.

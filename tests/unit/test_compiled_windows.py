@@ -35,6 +35,9 @@ WINDOW = 60.0
 _keys = st.one_of(
     st.sampled_from(["u1", "u2", "u3"]),
     st.tuples(st.just("o1"), st.sampled_from(["10.0.0.1", "10.0.0.2"])),
+    # Keys the compiled windows hold out of line, beyond ASCII, or alike but for where the
+    # fields of a key of several fields part.
+    st.sampled_from(["u" * 30, "Jürgen", "\ud800", ("ab", "c"), ("a", "bc"), ("o1", "x" * 200)]),
 )
 _add = st.tuples(
     st.just("add"),
@@ -65,7 +68,7 @@ def _state(windows: Any, distinct: bool) -> dict[str, Any]:
     for key in keys:
         held = list(windows.values(key).items()) if distinct else windows.times(key)
         per_key[key] = (held, windows.span(key), windows.contributors(key))
-    filing = [(minute, list(windows._due[minute])) for minute in windows.filed_minutes()]
+    filing = [(minute, windows._filed_under(minute)) for minute in windows.filed_minutes()]
     return {"len": len(windows), "keys": per_key, "filing": filing, "floors": windows._floors}
 
 
@@ -89,6 +92,18 @@ def _state(windows: Any, distinct: bool) -> dict[str, Any]:
     distinct=False,
     keep_events=True,
     batches=[[("add", "k", 0, "a"), ("add", "k", 1, "b"), ("add", "k", -1, "c")]],
+)
+# A key forgotten and counted again, in its first minute and in a later one, while still filed
+# under both: it keeps its place in each.
+@example(
+    threshold=3,
+    distinct=False,
+    keep_events=False,
+    batches=[
+        [("add", "k", 0, None), ("forget", "k"), ("add", "k", 61, None), ("forget", "k")],
+        [("add", "k", 0, None), ("add", "j", 0, None), ("add", "k", -5, None)],
+        [("shed", 0, 1), ("add", "k", 0, None), ("sweep", 0), ("sweep", 200)],
+    ],
 )
 def test_the_compiled_windows_decide_and_keep_what_the_reference_does(
     threshold: int, distinct: bool, keep_events: bool, batches: list[list[tuple[Any, ...]]]

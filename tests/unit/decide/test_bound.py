@@ -132,7 +132,7 @@ def test_evicted_keys_leave_the_sweep_filing() -> None:
     engine = Engine(ruleset(rule(threshold=5, window="1h")))
     _feed(engine, KeyBound(1_000), _flood(20_000, span=30), batch=500)
     (windows,) = (w for _, w in engine.rule_windows())
-    assert sum(len(keys) for keys in windows._due.values()) == len(windows)
+    assert sum(len(windows._filed_under(m)) for m in windows.filed_minutes()) == len(windows)
 
 
 def test_a_minute_read_before_is_read_again_once_a_key_is_filed_there() -> None:
