@@ -75,12 +75,13 @@ cdef uint8_t _GHOST = 2      # the key's window is gone but the key is still fil
 cdef uint8_t _TUPLE = 4      # the key is a tuple of str, its fields length-prefixed
 cdef uint8_t _SWEPT = 8      # filed again by the sweep under way
 cdef uint8_t _SHED = 16      # leaves the minute a shed round reads
+cdef uint8_t _ONE = 32       # events: the one time kept is ``newest``, its id hash in ``big``
 
 
 cdef struct Rec:
     double newest        # the newest time (distinct windows; events read it from the block)
-    double* times        # events: times[cap] then int64 hashes[cap]; distinct: see _DRec
     PyObject* big        # events: the set of id hashes of a large window, else NULL
+    double* times        # events: times[cap] then int64 hashes[cap]; distinct: see _DRec
     uint32_t hash        # the high half of the mixed key hash: the table place, a first check
     int32_t first        # events: index of the oldest kept time; a free record: the next free
     int32_t count
@@ -91,6 +92,11 @@ cdef struct Rec:
     uint8_t flags
     uint8_t klen         # the key's length in bytes when inline, else _KEY_OUT
     char key[_KEY_INLINE]  # the key's UTF-8 bytes, or a pointer to them (_KEY_OUT)
+
+
+cdef Rec _layout
+# A window of one time is the block [newest, big] inside its record (see EventWindows._open).
+assert <char*>&_layout.big - <char*>&_layout.newest == sizeof(double)
 
 
 cdef struct Minute:
@@ -266,9 +272,12 @@ cdef class _Table:
 
     cdef void _release(self, Rec* rec) noexcept:
         # Frees the window the record holds (the subclass's block), not its key.
-        Py_XDECREF(rec.big)
+        if rec.flags & _ONE:
+            rec.flags &= ~_ONE
+        else:
+            Py_XDECREF(rec.big)
+            PyMem_Free(rec.times)
         rec.big = NULL
-        PyMem_Free(rec.times)
         rec.times = NULL
 
     cdef void _drop_key(self, Rec* rec) noexcept:
@@ -474,6 +483,9 @@ cdef class _Table:
                     raise MemoryError()
                 self.recs = grown
                 self.caprecs = <int32_t>size
+                for r in range(self.nrecs):
+                    if grown[r].flags & _ONE:
+                        grown[r].times = &grown[r].newest
             r = self.nrecs
             self.nrecs += 1
         rec = &self.recs[r]
@@ -834,6 +846,11 @@ cdef inline int64_t* _hashes(Rec* rec) noexcept:
     return <int64_t*>(rec.times + rec.cap)
 
 
+cdef inline PyObject* _big(Rec* rec) noexcept:
+    # The set of id hashes of a large window (``big`` holds the id hash of a window of one).
+    return NULL if rec.flags & _ONE else rec.big
+
+
 cdef class EventWindows(_Table):
     """Windows that count events (:class:`lockoutd.decide.windows.EventWindows`)."""
 
@@ -869,7 +886,11 @@ cdef class EventWindows(_Table):
             raise MemoryError()
         memcpy(block, rec.times + rec.first, count * sizeof(double))
         memcpy(<int64_t*>(block + cap), _hashes(rec) + rec.first, count * sizeof(int64_t))
-        PyMem_Free(rec.times)
+        if rec.flags & _ONE:
+            rec.flags &= ~_ONE
+            rec.big = NULL
+        else:
+            PyMem_Free(rec.times)
         rec.times = block
         rec.cap = cap
         rec.first = 0
@@ -898,7 +919,7 @@ cdef class EventWindows(_Table):
         if at <= start:
             return False
         if hashed != _NO_ID:
-            if rec.big != NULL:
+            if _big(rec) != NULL:
                 if hashed in <set>rec.big:
                     return False
             else:
@@ -907,7 +928,7 @@ cdef class EventWindows(_Table):
                         return False
         if at >= newest and count == self.threshold and times[first] > start:
             # The steady state of a key under attack: the newest time pushes out the oldest.
-            if rec.big != NULL:
+            if _big(rec) != NULL:
                 if hashes[first] != _NO_ID:
                     (<set>rec.big).discard(hashes[first])
                 if hashed != _NO_ID:
@@ -940,7 +961,7 @@ cdef class EventWindows(_Table):
         times[first + index] = at
         hashes[first + index] = hashed
         count += 1
-        if rec.big != NULL and hashed != _NO_ID:
+        if _big(rec) != NULL and hashed != _NO_ID:
             (<set>rec.big).add(hashed)
         drop = 0
         while drop < count and times[first + drop] <= start:
@@ -948,7 +969,7 @@ cdef class EventWindows(_Table):
         if count - self.threshold > drop:
             drop = <int32_t>(count - self.threshold)
         if drop:
-            if rec.big != NULL:
+            if _big(rec) != NULL:
                 for i in range(first, first + drop):
                     if hashes[i] != _NO_ID:
                         (<set>rec.big).discard(hashes[i])
@@ -956,7 +977,7 @@ cdef class EventWindows(_Table):
             count -= drop
         rec.first = first if count else 0
         rec.count = count
-        if rec.big == NULL and count > _SET_AT:
+        if _big(rec) == NULL and count > _SET_AT:
             big = {hashes[i] for i in range(first, first + count) if hashes[i] != _NO_ID}
             Py_INCREF(big)
             rec.big = <PyObject*>big
@@ -972,7 +993,10 @@ cdef class EventWindows(_Table):
         cdef int32_t r = self._insert(slot, h)
         self._file_rec(r, at)
         cdef Rec* rec = &self.recs[r]
-        self._reserve(rec)
+        # Most keys see one event (a flood of made-up users, a typo): it stays in the record.
+        rec.times = &rec.newest
+        rec.cap = 1
+        rec.flags |= _ONE
         rec.times[0] = at
         _hashes(rec)[0] = hashed
         rec.count = 1
