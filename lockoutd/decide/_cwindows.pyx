@@ -43,6 +43,9 @@ cdef extern from "Python.h":
     int PyObject_RichCompareBool(PyObject* a, PyObject* b, int op) except -1
     int Py_EQ
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+    bint PyUnicode_IS_COMPACT_ASCII(object text)
+    void* PyUnicode_DATA(object text)
+    Py_ssize_t PyUnicode_GET_LENGTH(object text)
 
 cdef int64_t _NO_ID = -1
 cdef int _SET_AT = 64
@@ -327,6 +330,9 @@ cdef class _Table:
     cdef const char* _utf8(self, object text, Py_ssize_t* size) except NULL:
         # The UTF-8 of a str (a lone surrogate passed through, as the key's decoding takes it).
         cdef const char* data
+        if PyUnicode_IS_COMPACT_ASCII(text):  # most keys: their text is their UTF-8
+            size[0] = PyUnicode_GET_LENGTH(text)
+            return <const char*>PyUnicode_DATA(text)
         try:
             data = PyUnicode_AsUTF8AndSize(text, size)
         except UnicodeEncodeError:
