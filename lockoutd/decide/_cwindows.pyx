@@ -11,10 +11,10 @@ bound's ranks read a filing kept in C arrays in the order of the reference's (``
 same ``_floors``, so that keys are forgotten in the same order.
 
 Large windows: a window of events that keeps more than ``_SET_AT`` times keeps a set of its id
-hashes beside the block (a scan of thousands of hashes per event would be most of its cost); a
-distinct count with a threshold above ``_SMALL_DISTINCT`` is counted by the reference (such rules
-count per organisation or per network: few keys, each with thousands of values, where a heap and
-a dict are the right structures).
+hashes beside the block (a scan of thousands of hashes per event would be most of its cost). A
+distinct window keeps its values linked in the order they leave, and once it holds more than a
+few an index of their hashes: a spray keeps the window full, and each new value costs a probe,
+a link and the unlinking of the value seen longest ago, whatever the threshold.
 
 Checkpoints: ``export`` gives the reference's records (``EventRecord``, ``DistinctRecord``) and
 ``restore`` takes them through the reference's checks, so that a checkpoint written by either
@@ -49,7 +49,6 @@ cdef extern from "Python.h":
 
 cdef int64_t _NO_ID = -1
 cdef int _SET_AT = 64
-cdef int _SMALL_DISTINCT = 64
 cdef int32_t _EMPTY = -1
 cdef int32_t _TOMB = -2
 cdef double _DUE_EVERY_SECONDS = 60.0
@@ -1074,207 +1073,442 @@ cdef class EventWindows(_Table):
         return 0
 
 
-# A distinct window's block: times[cap], the hash of each value (compared before the value), the
-# values (PyObject*, owned) and, for rules that keep events, the event of each value's newest
-# sighting (PyObject*, owned or NULL), in the order the values were first seen since they last
-# left: the order the reference's heap breaks ties by.
+# A distinct window's block: a header, then per slot (a value's place, kept while it is counted)
+# when it was last seen, its order (how many values the key had counted when it came: of two
+# values seen at the same time, the lower order goes first, as in the reference's heap), its
+# hash, the value and, for rules that keep events, the event of its newest sighting (owned or
+# NULL), then the links of the list of values in the order they leave (seen longest ago first),
+# and last, once the window holds more than _SCAN_UP_TO values, an index from value hash to
+# slot (open addressing, linear probing, at most half full).
 
-cdef inline Py_ssize_t* _vhashes(Rec* rec) noexcept:
-    return <Py_ssize_t*>(rec.times + rec.cap)
-
-
-cdef inline PyObject** _values(Rec* rec) noexcept:
-    return <PyObject**>(rec.times + 2 * rec.cap)
+cdef int32_t _SCAN_UP_TO = 8
 
 
-cdef inline PyObject** _evs(Rec* rec) noexcept:
-    return <PyObject**>(rec.times + 2 * rec.cap) + rec.cap
+cdef struct _DHead:
+    int64_t orders   # the values ever counted: the next one's order
+    int32_t first    # the slot to leave first, -1 if none
+    int32_t last     # the slot seen last (by time, then order)
+    int32_t free     # the first free slot, the others chained through ``after``
+    int32_t indexed  # slots of the index; 0 while values are found by a scan
 
 
-cdef class _SmallDistinctWindows(_Table):
-    """Distinct counts of a threshold up to ``_SMALL_DISTINCT``: the values in the record's block,
-    found by a scan of their hashes (a few dozen at most)."""
+cdef struct _DView:
+    _DHead* head
+    double* times
+    int64_t* orders
+    Py_ssize_t* vhashes
+    PyObject** values
+    PyObject** evs     # NULL unless the rule keeps events
+    int32_t* before
+    int32_t* after
+    int32_t* index
+
+
+cdef inline Py_ssize_t _dbytes(Py_ssize_t cap, Py_ssize_t indexed, bint keeps) noexcept:
+    return sizeof(_DHead) + cap * (40 + (8 if keeps else 0)) + indexed * 4
+
+
+cdef inline int32_t _dindexed(int32_t cap) noexcept:
+    cdef int32_t size = 16
+    if cap <= _SCAN_UP_TO:
+        return 0
+    while size < 2 * cap:
+        size *= 2
+    return size
+
+
+cdef inline _DView _dview(double* block, Py_ssize_t cap, bint keeps) noexcept:
+    cdef _DView v
+    cdef char* at = <char*>block
+    v.head = <_DHead*>at
+    at += sizeof(_DHead)
+    v.times = <double*>at
+    at += cap * 8
+    v.orders = <int64_t*>at
+    at += cap * 8
+    v.vhashes = <Py_ssize_t*>at
+    at += cap * 8
+    v.values = <PyObject**>at
+    at += cap * 8
+    v.evs = NULL
+    if keeps:
+        v.evs = <PyObject**>at
+        at += cap * 8
+    v.before = <int32_t*>at
+    at += cap * 4
+    v.after = <int32_t*>at
+    at += cap * 4
+    v.index = <int32_t*>at
+    return v
+
+
+cdef inline Py_ssize_t _dhome(Py_ssize_t vh, int32_t indexed) noexcept:
+    return <Py_ssize_t>(_mix(vh) >> 32) & (indexed - 1)
+
+
+cdef inline void _dindex_add(_DView* v, int32_t s) noexcept:
+    cdef int32_t indexed = v.head.indexed
+    cdef Py_ssize_t j = _dhome(v.vhashes[s], indexed)
+    while v.index[j] >= 0:
+        j = (j + 1) & (indexed - 1)
+    v.index[j] = s
+
+
+cdef inline void _dindex_remove(_DView* v, int32_t s) noexcept:
+    # Backward-shift deletion: every slot after the hole that may sit there moves up, so that
+    # a probe never stops early and no tombstones pile up in a window that turns over all day.
+    cdef int32_t indexed = v.head.indexed, moved
+    cdef Py_ssize_t mask = indexed - 1
+    cdef Py_ssize_t i = _dhome(v.vhashes[s], indexed), j, home
+    while v.index[i] != s:
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        moved = v.index[j]
+        if moved < 0:
+            break
+        home = _dhome(v.vhashes[moved], indexed)
+        if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
+            v.index[i] = moved
+            i = j
+    v.index[i] = -1
+
+
+cdef inline void _dunlink(_DView* v, int32_t s) noexcept:
+    cdef int32_t before = v.before[s], after = v.after[s]
+    if before >= 0:
+        v.after[before] = after
+    else:
+        v.head.first = after
+    if after >= 0:
+        v.before[after] = before
+    else:
+        v.head.last = before
+
+
+cdef inline void _dplace(_DView* v, int32_t s) noexcept:
+    # Link ``s`` where it leaves: after every value seen before it, or at the same time with a
+    # lower order. Found from the newest end: events come about in order, so the walk is short.
+    cdef double at = v.times[s]
+    cdef int64_t order = v.orders[s]
+    cdef int32_t c = v.head.last, after
+    while c >= 0 and (v.times[c] > at or (v.times[c] == at and v.orders[c] > order)):
+        c = v.before[c]
+    v.before[s] = c
+    if c >= 0:
+        after = v.after[c]
+        v.after[c] = s
+    else:
+        after = v.head.first
+        v.head.first = s
+    v.after[s] = after
+    if after >= 0:
+        v.before[after] = s
+    else:
+        v.head.last = s
+
+
+cdef inline int32_t _dfind(_DView* v, Py_ssize_t cap, object value, Py_ssize_t vh) except -2:
+    cdef int32_t s, indexed = v.head.indexed
+    cdef Py_ssize_t j
+    cdef PyObject* held
+    if indexed == 0:
+        for s in range(cap):
+            held = v.values[s]
+            if held != NULL and v.vhashes[s] == vh and (
+                held == <PyObject*>value or PyObject_RichCompareBool(held, <PyObject*>value, Py_EQ)
+            ):
+                return s
+        return -1
+    j = _dhome(vh, indexed)
+    while True:
+        s = v.index[j]
+        if s < 0:
+            return -1
+        held = v.values[s]
+        if v.vhashes[s] == vh and (
+            held == <PyObject*>value or PyObject_RichCompareBool(held, <PyObject*>value, Py_EQ)
+        ):
+            return s
+        j = (j + 1) & (indexed - 1)
+
+
+cdef double* _dblock(Py_ssize_t cap, bint keeps) except NULL:
+    # An empty block of ``cap`` free slots.
+    cdef int32_t indexed = _dindexed(<int32_t>cap), s
+    cdef double* block = <double*>PyMem_Malloc(_dbytes(cap, indexed, keeps))
+    cdef _DView v
+    if block == NULL:
+        raise MemoryError()
+    v = _dview(block, cap, keeps)
+    v.head.orders = 0
+    v.head.first = -1
+    v.head.last = -1
+    v.head.free = 0 if cap else -1
+    v.head.indexed = indexed
+    for s in range(cap):
+        v.values[s] = NULL
+        if keeps:
+            v.evs[s] = NULL
+        v.after[s] = s + 1 if s + 1 < cap else -1
+    for s in range(indexed):
+        v.index[s] = -1
+    return block
+
+
+cdef class DistinctWindows(_Table):
+    """Windows that count the distinct values of one field
+    (:class:`lockoutd.decide.windows.DistinctWindows`), of any threshold: a value is found
+    through the index of its block, and the one to leave first is at the head of its list."""
+
+    cdef dict _unsettled
+
+    def __init__(self, threshold, window, *, keep_events=False):
+        _Table.__init__(self, threshold, window, keep_events=keep_events)
+        self._unsettled = {}
 
     cdef void _release(self, Rec* rec) noexcept:
-        cdef int32_t i
+        cdef int32_t s
+        cdef _DView v
         if rec.times != NULL:
-            for i in range(rec.count):
-                Py_XDECREF(_values(rec)[i])
-                if self._keeps:
-                    Py_XDECREF(_evs(rec)[i])
+            v = _dview(rec.times, rec.cap, self._keeps)
+            for s in range(rec.cap):
+                if v.values[s] != NULL:
+                    Py_XDECREF(v.values[s])
+                    if self._keeps:
+                        Py_XDECREF(v.evs[s])
         _Table._release(self, rec)
 
     cdef int _grow(self, Rec* rec) except -1:
-        cdef int32_t cap = rec.cap + 1 if rec.cap < 4 else rec.cap * 2, count = rec.count
-        cdef Py_ssize_t width = 32 if self._keeps else 24
+        # Room for one more value: a block twice as large (up to one more than the threshold,
+        # as many as a window holds before the value seen longest ago leaves), the same slots.
+        cdef Py_ssize_t cap = rec.cap * 2 if rec.cap else 1, old = rec.cap, s
         cdef double* block
+        cdef _DView v, was
         if cap > self.threshold + 1:
-            cap = <int32_t>(self.threshold + 1)
-        block = <double*>PyMem_Malloc(cap * width)
-        if block == NULL:
-            raise MemoryError()
-        memcpy(block, rec.times, count * sizeof(double))
-        memcpy(<Py_ssize_t*>(block + cap), _vhashes(rec), count * sizeof(Py_ssize_t))
-        memcpy(<PyObject**>(block + 2 * cap), _values(rec), count * sizeof(PyObject*))
+            cap = self.threshold + 1
+        block = _dblock(cap, self._keeps)
+        v = _dview(block, cap, self._keeps)
+        was = _dview(rec.times, old, self._keeps)
+        memcpy(v.times, was.times, old * sizeof(double))
+        memcpy(v.orders, was.orders, old * sizeof(int64_t))
+        memcpy(v.vhashes, was.vhashes, old * sizeof(Py_ssize_t))
+        memcpy(v.values, was.values, old * sizeof(PyObject*))
         if self._keeps:
-            memcpy(<PyObject**>(block + 2 * cap) + cap, _evs(rec), count * sizeof(PyObject*))
+            memcpy(v.evs, was.evs, old * sizeof(PyObject*))
+        memcpy(v.before, was.before, old * sizeof(int32_t))
+        memcpy(v.after, was.after, old * sizeof(int32_t))
+        v.head.orders = was.head.orders
+        v.head.first = was.head.first
+        v.head.last = was.head.last
+        v.head.free = <int32_t>old if old < cap else -1  # a full block had no free slot
+        if v.head.indexed:
+            for s in range(old):
+                if v.values[s] != NULL:
+                    _dindex_add(&v, <int32_t>s)
         PyMem_Free(rec.times)
         rec.times = block
-        rec.cap = cap
+        rec.cap = <int32_t>cap
         return 0
 
-    cdef void _drop(self, Rec* rec, int32_t i) noexcept:
-        # Forget the value at ``i``, keeping the others in order.
-        cdef int32_t after = rec.count - i - 1
-        Py_XDECREF(_values(rec)[i])
-        memmove(rec.times + i, rec.times + i + 1, after * sizeof(double))
-        memmove(_vhashes(rec) + i, _vhashes(rec) + i + 1, after * sizeof(Py_ssize_t))
-        memmove(_values(rec) + i, _values(rec) + i + 1, after * sizeof(PyObject*))
+    cdef void _drop(self, Rec* rec, _DView* v, int32_t s) noexcept:
+        # Forget the value in slot ``s``.
+        _dunlink(v, s)
+        if v.head.indexed:
+            _dindex_remove(v, s)
+        Py_XDECREF(v.values[s])
+        v.values[s] = NULL
         if self._keeps:
-            Py_XDECREF(_evs(rec)[i])
-            memmove(_evs(rec) + i, _evs(rec) + i + 1, after * sizeof(PyObject*))
+            Py_XDECREF(v.evs[s])
+            v.evs[s] = NULL
+        v.after[s] = v.head.free
+        v.head.free = s
         rec.count -= 1
 
     def add(self, slot, double at, value, event=None):
         """Count ``value`` seen at ``at`` for ``slot``; return True when this makes it fire."""
         cdef Py_ssize_t h = PyObject_Hash(slot), vh = PyObject_Hash(value)
-        cdef Py_ssize_t* vhashes
-        cdef int32_t r = self._find(slot, h), i, pos, oldest
+        cdef int32_t r = self._find(slot, h), s
         cdef Rec* rec
-        cdef double start, least
+        cdef _DView v
+        cdef double start
         cdef bint was_fired
         kept = event if self._keeps else None
         if r < 0:
             self._file(slot, at)
             r = self._insert(slot, h)
-            self.recs[r].newest = at
+            rec = &self.recs[r]
+            rec.newest = at
+            try:
+                rec.times = _dblock(1, self._keeps)
+            except MemoryError:
+                self._remove(r)
+                raise
+            rec.cap = 1
         rec = &self.recs[r]
         if at > rec.newest:
             rec.newest = at
         start = rec.newest - self.window
         if at <= start:
             return False
-        pos = -1
-        vhashes = _vhashes(rec)
-        for i in range(rec.count):
-            if vhashes[i] == vh and (
-                _values(rec)[i] == <PyObject*>value
-                or PyObject_RichCompareBool(_values(rec)[i], <PyObject*>value, Py_EQ)
-            ):
-                pos = i
-                break
-        if pos < 0:
+        v = _dview(rec.times, rec.cap, self._keeps)
+        s = _dfind(&v, rec.cap, value, vh)
+        if s < 0:
+            if not rec.fired and rec.count >= self.threshold:
+                self._unsettled.pop(slot, None)  # a new value settles it (see _restore_one)
             if rec.count == rec.cap:
                 self._grow(rec)
-            i = rec.count
-            rec.times[i] = at
-            _vhashes(rec)[i] = vh
+                v = _dview(rec.times, rec.cap, self._keeps)
+            s = v.head.free
+            v.head.free = v.after[s]
+            v.times[s] = at
+            v.head.orders += 1
+            v.orders[s] = v.head.orders
+            v.vhashes[s] = vh
             Py_INCREF(value)
-            _values(rec)[i] = <PyObject*>value
+            v.values[s] = <PyObject*>value
             if self._keeps:
                 if kept is not None:
                     Py_INCREF(kept)
-                    _evs(rec)[i] = <PyObject*>kept
+                    v.evs[s] = <PyObject*>kept
                 else:
-                    _evs(rec)[i] = NULL
+                    v.evs[s] = NULL
+            if v.head.indexed:
+                _dindex_add(&v, s)
+            _dplace(&v, s)
             rec.count += 1
-        elif at > rec.times[pos]:
-            rec.times[pos] = at
-            if self._keeps and kept is not None:
-                Py_INCREF(kept)
-                Py_XDECREF(_evs(rec)[pos])
-                _evs(rec)[pos] = <PyObject*>kept
-        if rec.count == 1 and pos >= 0:
-            return False  # one value, seen again: nothing else can change
-        # Values that left the window go, then the oldest beyond the threshold; of two seen at
-        # the same time, the one seen first goes first.
-        while rec.count:
-            oldest = 0
-            least = rec.times[0]
-            for i in range(1, rec.count):
-                if rec.times[i] < least:
-                    least = rec.times[i]
-                    oldest = i
-            if least > start and rec.count <= self.threshold:
-                break
-            self._drop(rec, oldest)
+        else:
+            if at > v.times[s]:
+                v.times[s] = at
+                _dunlink(&v, s)
+                _dplace(&v, s)
+                if self._keeps and kept is not None:
+                    Py_INCREF(kept)
+                    Py_XDECREF(v.evs[s])
+                    v.evs[s] = <PyObject*>kept
+            if not rec.fired and rec.count >= self.threshold:
+                # A restored window, full but not fired: the reference decides again only once
+                # a value it holds from the record may have left (see _restore_one).
+                floor = self._unsettled.get(slot)
+                if floor is not None and <double>floor > start:
+                    return False
+                self._unsettled.pop(slot, None)
+        # Values that left the window go, then the one seen longest ago beyond the threshold.
+        while v.head.first >= 0 and v.times[v.head.first] <= start:
+            self._drop(rec, &v, v.head.first)
+        while rec.count > self.threshold:
+            self._drop(rec, &v, v.head.first)
         was_fired = rec.fired
         rec.fired = rec.count >= self.threshold
         return bool(rec.fired and not was_fired)
 
+    cdef list _slots(self, Rec* rec):
+        # The slots of the values, in the order they were first counted (the reference's dict).
+        cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
+        cdef int32_t s = v.head.first
+        cdef list held = []
+        while s >= 0:
+            held.append((v.orders[s], s))
+            s = v.after[s]
+        held.sort()
+        return [s for _, s in held]
+
+    cdef Rec* _tracked(self, object slot) except? NULL:
+        cdef int32_t r = self._find(slot, PyObject_Hash(slot))
+        return &self.recs[r] if r >= 0 else NULL
+
     def values(self, slot):
         """Each value counted for ``slot``, with when it was last seen (empty if not tracked)."""
-        cdef int32_t r = self._find(slot, PyObject_Hash(slot)), i
-        if r < 0:
+        cdef Rec* rec = self._tracked(slot)
+        if rec == NULL:
             return {}
-        cdef Rec* rec = &self.recs[r]
-        return {<object>_values(rec)[i]: rec.times[i] for i in range(rec.count)}
+        cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
+        return {<object>v.values[s]: v.times[s] for s in self._slots(rec)}
 
     def span(self, slot):
         """``(count, oldest, newest)`` of the sightings counted for ``slot``, which is tracked."""
-        cdef int32_t r = self._find(slot, PyObject_Hash(slot)), i
-        if r < 0:
+        cdef Rec* rec = self._tracked(slot)
+        if rec == NULL:
             raise KeyError(slot)
-        cdef Rec* rec = &self.recs[r]
-        cdef double least = rec.times[0]
-        for i in range(1, rec.count):
-            if rec.times[i] < least:
-                least = rec.times[i]
-        return rec.count, least, rec.newest
+        cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
+        return rec.count, v.times[v.head.first], rec.newest
 
     def contributors(self, slot):
         """The event of each value's latest sighting (only for windows that keep them)."""
-        cdef int32_t r = self._find(slot, PyObject_Hash(slot)), i
-        if r < 0 or not self._keeps:
+        if not self._keeps:
             return ()
-        cdef Rec* rec = &self.recs[r]
-        return tuple(
-            [<object>_evs(rec)[i] for i in range(rec.count) if _evs(rec)[i] != NULL]
-        )
+        cdef Rec* rec = self._tracked(slot)
+        if rec == NULL:
+            return ()
+        cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
+        return tuple([<object>v.evs[s] for s in self._slots(rec) if v.evs[s] != NULL])
 
     cdef object _record_of(self, Rec* rec):
-        seen = [(<object>_values(rec)[i], rec.times[i]) for i in range(rec.count)]
+        cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
+        cdef list slots = self._slots(rec)
+        seen = [(<object>v.values[s], v.times[s]) for s in slots]
         events = None
         if self._keeps:
-            events = {
-                <object>_values(rec)[i]: <object>_evs(rec)[i]
-                for i in range(rec.count)
-                if _evs(rec)[i] != NULL
-            }
+            events = {<object>v.values[s]: <object>v.evs[s] for s in slots if v.evs[s] != NULL}
         return DistinctRecord(self._slot(rec), seen, rec.newest, bool(rec.fired), events)
 
     cdef int _restore_one(self, object record) except -1:
-        # lockoutd.decide.windows.DistinctWindows.restore, for one record.
-        cdef int32_t i, size
+        # lockoutd.decide.windows.DistinctWindows.restore, for one record. The values take the
+        # orders 1.. in the record's order, as the reference's heap numbers them.
+        cdef int32_t s, size
         cdef Rec* rec
-        cdef Py_ssize_t width = 32 if self._keeps else 24
+        cdef _DView v
+        cdef double* block
         slot, seen, newest, fired, events = checked_distinct_record(record, self.threshold)
         size = <int32_t>len(seen)
         values = list(seen)
+        times = [<double>seen[value] for value in values]
         hashes = [PyObject_Hash(value) for value in values]
         kept = [events.get(value) for value in values] if self._keeps else None
-        times = [seen[value] for value in values]
-        rec = self._install(slot, _block(times, None, width), size, fired)
-        for i in range(size):  # nothing here raises: the record is never seen half filled
-            value = values[i]
-            _vhashes(rec)[i] = hashes[i]
+        leaving = sorted(range(size), key=times.__getitem__)  # stable: ties by order
+        block = _dblock(size, self._keeps)
+        rec = self._install(slot, block, size, fired)
+        v = _dview(block, size, self._keeps)
+        for s in range(size):  # nothing here raises: the record is never seen half filled
+            value = values[s]
+            v.times[s] = times[s]
+            v.orders[s] = s + 1
+            v.vhashes[s] = hashes[s]
             Py_INCREF(value)
-            _values(rec)[i] = <PyObject*>value
+            v.values[s] = <PyObject*>value
             if self._keeps:
-                event = kept[i]
-                if event is None:
-                    _evs(rec)[i] = NULL
-                else:
+                event = kept[s]
+                if event is not None:
                     Py_INCREF(event)
-                    _evs(rec)[i] = <PyObject*>event
+                    v.evs[s] = <PyObject*>event
+            if v.head.indexed:
+                _dindex_add(&v, s)
+        v.head.orders = size
+        v.head.free = -1
+        v.head.first = leaving[0]
+        v.head.last = leaving[size - 1]
+        for s in range(size):
+            v.before[<int32_t>leaving[s]] = leaving[s - 1] if s > 0 else -1
+            v.after[<int32_t>leaving[s]] = leaving[s + 1] if s + 1 < size else -1
         rec.newest = newest
+        # A window restored full but not fired (its threshold lowered since it was written)
+        # fires on its next new value, or once a sighting it holds from the record may have
+        # left the window: until then a value seen again does not decide anew, as in the
+        # reference, whose heap then still shows the record's oldest time.
+        if not fired and size >= self.threshold:
+            self._unsettled[slot] = min(times)
+        else:
+            self._unsettled.pop(slot, None)
         self._file(slot, newest)
         return 0
 
+    def forget(self, slot):
+        _Table.forget(self, slot)
+        self._unsettled.pop(slot, None)
 
-def DistinctWindows(threshold, window, *, keep_events=False):
-    """Windows that count the distinct values of one field
-    (:class:`lockoutd.decide.windows.DistinctWindows`): compiled up to ``_SMALL_DISTINCT``."""
-    if threshold <= _SMALL_DISTINCT:
-        return _SmallDistinctWindows(threshold, window, keep_events=keep_events)
-    return _reference.DistinctWindows(threshold, window, keep_events=keep_events)
+    cdef int _evicted(self, list slots) except -1:
+        if self._unsettled:
+            for slot in slots:
+                self._unsettled.pop(slot, None)
+        return 0

@@ -32,9 +32,7 @@ def _offers(compiled: type, like: type) -> bool:
 def choose(compiled: Any, *, no_extensions: bool) -> tuple[Any, Any, str]:
     """``(EventWindows, DistinctWindows, which)`` given the compiled module (None if not built)."""
     if compiled is not None and not no_extensions:
-        events = compiled.EventWindows
-        # DistinctWindows is a factory in the core: its compiled class is the small one.
-        distinct = getattr(compiled, "_SmallDistinctWindows", compiled.DistinctWindows)
+        events, distinct = compiled.EventWindows, compiled.DistinctWindows
         if _offers(events, reference.EventWindows) and _offers(distinct, reference.DistinctWindows):
             return compiled.EventWindows, compiled.DistinctWindows, COMPILED
     return reference.EventWindows, reference.DistinctWindows, PURE_PYTHON

@@ -225,3 +225,99 @@ def test_thousands_of_keys_coming_and_going_agree(distinct: bool) -> None:
             assert _state(fast, distinct) == _state(pure, distinct)
     assert len(fast) > 300
     assert _state(fast, distinct) == _state(pure, distinct)
+
+
+# Distinct windows kept full: a spray brings a new value with nearly every event, with ties,
+# late sightings and values seen again, so the value seen longest ago leaves all the time.
+_sighting = st.tuples(
+    st.sampled_from(["k", "k", "k", ("o1", "10.0.0.1")]),
+    st.sampled_from([-61, -59, -30, -2, -1, -1, 0, 0, 0, 0, 0, 1, 1, 2, 61]),
+    st.integers(0, 1_000_000),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    threshold=st.sampled_from([1, 2, 3, 7, 8, 9, 16, 17, 20, 50, 64, 65, 200, 1_000, 10_000]),
+    keep_events=st.booleans(),
+    pool=st.integers(1, 400),
+    batches=st.lists(st.lists(_sighting, max_size=150), min_size=1, max_size=5),
+    round_trips=st.lists(st.sampled_from(["none", "pure", "fast"]), min_size=5, max_size=5),
+)
+def test_full_distinct_windows_agree_through_sightings_ties_and_checkpoints(
+    threshold: int,
+    keep_events: bool,
+    pool: int,
+    batches: list[list[tuple[Any, float, int]]],
+    round_trips: list[str],
+) -> None:
+    """Values come from a pool larger or smaller than the threshold; after a batch, both windows
+    may be replaced by the restored checkpoint of one of them, and counting goes on from there."""
+    pure, fast = _pair(threshold, True, keep_events)
+    clock = 0.0
+    for batch, source in zip(batches, round_trips, strict=False):
+        steps = [("add", key, offset, f"v{n % pool}") for key, offset, n in batch]
+        clock, outcomes = _play(steps, (pure, fast), True, clock)
+        assert outcomes[1] == outcomes[0]
+        assert _state(fast, True) == _state(pure, True)
+        assert _exported(fast) == _exported(pure)
+        if source != "none":
+            records = list((pure if source == "pure" else fast).export())
+            pure, fast = _pair(threshold, True, keep_events)
+            pure.restore(records)
+            fast.restore(records)
+            assert _exported(fast) == _exported(pure)
+
+
+@pytest.mark.parametrize("threshold", [1_000, 10_000])
+def test_thousands_of_distinct_values_leave_in_the_same_order(threshold: int) -> None:
+    """A window of thousands of values, kept full by a stream of new ones and by values seen
+    again, late and at the same time as others: both keep the same values, fire alike, and
+    restore each other's checkpoint midway."""
+    rng = random.Random(threshold)  # noqa: S311 - a reproducible test stream, no secret
+    pure, fast = _pair(threshold, True, True)
+    clock = 0.0
+    for n in range(3 * threshold + 2_000):
+        clock += rng.choice([0.0, 0.0, 0.0, 0.001, 0.01])
+        at = clock - rng.choice([0.0, 0.0, 0.0, 0.002, 0.5])
+        value = f"v{rng.randrange(threshold + threshold // 2)}"
+        event = ("event", n)
+        outcomes = [windows.add("k", at, value, event) for windows in (pure, fast)]
+        assert outcomes[0] == outcomes[1], n
+        if n == 2 * threshold:
+            records = list(fast.export())
+            pure, fast = _pair(threshold, True, True)
+            pure.restore(records)
+            fast.restore(records)
+    assert len(fast.values("k")) == threshold
+    assert _state(fast, True) == _state(pure, True)
+    assert _exported(fast) == _exported(pure)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    threshold=st.integers(1, 8),
+    lowered_by=st.integers(0, 4),
+    keep_events=st.booleans(),
+    before=st.lists(_add, max_size=60),
+    after=st.lists(_add, max_size=40),
+)
+def test_a_distinct_checkpoint_restored_under_a_lower_threshold_fires_alike(
+    threshold: int,
+    lowered_by: int,
+    keep_events: bool,
+    before: list[tuple[Any, ...]],
+    after: list[tuple[Any, ...]],
+) -> None:
+    """A rule's threshold lowered across a restart: windows restored full but not fired fire
+    at the same event in both, whether a new value comes or a value held leaves."""
+    pure, fast = _pair(threshold + lowered_by, True, keep_events)
+    clock, _ = _play(before, (pure, fast), True, 0.0)
+    records = [r for r in pure.export() if len(r.seen) <= threshold]
+    into_pure, into_fast = _pair(threshold, True, keep_events)
+    into_pure.restore(records)
+    into_fast.restore(records)
+    _, outcomes = _play(after, (into_pure, into_fast), True, clock)
+    assert outcomes[1] == outcomes[0]
+    assert _state(into_fast, True) == _state(into_pure, True)
+    assert _exported(into_fast) == _exported(into_pure)
