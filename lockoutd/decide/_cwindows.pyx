@@ -1281,9 +1281,10 @@ cdef class DistinctWindows(_Table):
         _Table._release(self, rec)
 
     cdef int _grow(self, Rec* rec) except -1:
-        # Room for one more value: a block twice as large (up to one more than the threshold,
-        # as many as a window holds before the value seen longest ago leaves), the same slots.
-        cdef Py_ssize_t cap = rec.cap * 2 if rec.cap else 1, old = rec.cap, s
+        # Room for one more value: a block one slot larger while small (most keys, an address,
+        # hold a few values), twice as large beyond, up to one more than the threshold (as many
+        # as a window holds before the value seen longest ago leaves); the same slots.
+        cdef Py_ssize_t cap = rec.cap + 1 if rec.cap < 4 else rec.cap * 2, old = rec.cap, s
         cdef double* block
         cdef _DView v, was
         if cap > self.threshold + 1:
