@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from lockoutd.decode.event import CANONICAL_IPV4, STANDARD_FIELDS, Event
+from lockoutd.decode.event import STANDARD_FIELDS, Event, canonical_ipv4_prefix
 from lockoutd.decode.limits import (
     BOUNDED_OBJECT,
     EARLIEST_EVENT_TIME,
@@ -142,13 +142,15 @@ def _event(wire: _Wire, extra: dict[str, Any], horizon: Horizon) -> Event:
     if not user_id and not login_name:
         raise InvalidEvent("missing_subject", "neither user_id nor login_name is given")
     ip = wire.ip
+    if ip and canonical_ipv4_prefix(ip) is None:
+        ip = _NORMALIZED.get(ip) or _normalize_new_ip(ip)
     return Event(
         wire.type,
         at,
         user_id or None,
         login_name or None,
         wire.org_id or None,
-        (_NORMALIZED.get(ip) or _normalize_new_ip(ip)) if ip else None,
+        ip or None,
         wire.reason,
         wire.event_id or None,
         wire.user_agent,
@@ -172,7 +174,9 @@ def _check_time(at: float, horizon: Horizon) -> None:
 _NORMALIZED: dict[str, str] = {}
 """Addresses normalised lately: the same few keep coming back (an attacker's, a proxy's).
 
-Looked up before :func:`_normalize_new_ip` is called, so that the common hit costs no call.
+Only spellings other than ipaddress's own IPv4 one (:func:`canonical_ipv4_prefix` passes those
+without a table of addresses, which a million distinct ones would overflow). Looked up before
+:func:`_normalize_new_ip` is called, so that the common hit costs no call.
 """
 _NORMALIZED_MAX = 65_536
 
@@ -189,8 +193,6 @@ def _normalize_new_ip(text: str) -> str:
 def _normalized(text: str) -> str:
     # One address has one spelling in rule keys: "2001:DB8::1" and "2001:db8:0::1" count together,
     # and so do "::ffff:10.0.0.1" (an IPv4 client of a dual-stack server) and "10.0.0.1".
-    if CANONICAL_IPV4.fullmatch(text):
-        return text  # already spelled as ipaddress would: the common case, without parsing
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

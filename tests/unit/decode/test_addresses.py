@@ -131,6 +131,7 @@ def _decoded_ip(text: str) -> tuple[str, str | None]:
 @example("198.18.7.1")
 @example("198.18.7.01")
 @example("::FFFF:198.18.7.1")
+@example("198.18.7.256")
 @example("1.2.3.4 ")
 def test_the_decoder_spells_every_address_as_ipaddress_does(text: str) -> None:
     """The decoded ``ip`` is the address's one spelling; text that is no address is ``bad_ip``.
