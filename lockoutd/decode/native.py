@@ -82,9 +82,16 @@ def native_decoder(*, max_bytes: int, horizon: Horizon = WALL_CLOCK) -> Callable
     """:func:`decode_native` for records of at most ``max_bytes``, as a one-argument function."""
 
     # A closure, not functools.partial: a partial holding a keyword copies its keywords into a
-    # new dict on every call, which costs a tenth of the whole decode.
+    # new dict on every call, which costs a tenth of the whole decode. It takes decode_native's
+    # shortcut itself rather than calling it: one call fewer per record.
     def decode(raw: bytes) -> Event:
-        return decode_native(raw, max_bytes=max_bytes, horizon=horizon)
+        if len(raw) <= max_bytes:
+            try:
+                wire = _decode_standard(raw)
+            except msgspec.MsgspecError:
+                return event_from_mapping(decode_object(raw, max_bytes=max_bytes), horizon)
+            return _event(wire, {}, horizon)
+        return decode_native(raw, max_bytes=max_bytes, horizon=horizon)  # refused: too large
 
     return decode
 
