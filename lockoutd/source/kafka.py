@@ -463,8 +463,11 @@ class Batch:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutgoingRecord:
+    """A record to publish. Not frozen: one is made per forwarded event, and a frozen
+    dataclass's ``__init__`` costs three times as much; nothing changes one once made."""
+
     topic: str
     value: bytes
     key: bytes | None = None
