@@ -3,7 +3,8 @@
 - ``engine``: pyinstrument over the engine loop of ``bench.engine`` (decode, 5 rules, decide),
   as text and HTML, and py-spy's sampled stacks of the same loop in a child process;
 - ``daemon``: py-spy attached to a real ``lockoutd run`` while it consumes a topic of the local
-  broker (the stack of ``bench.e2e``).
+  broker (the stack of ``bench.e2e``), its safety cap raised so that every attacked user is
+  locked, or left at the default with ``--capped``.
 
 Each py-spy profile is summarised as the functions with the most samples, on their own (self)
 and with what they call (total).
@@ -23,9 +24,10 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import RESULTS, RULE_SETS
+from bench.e2e import DEFAULT_LOCK_CAP
 from bench.engine import engine_run, events_for
 from bench.generate import Workload, arguments, attacked_users, workload, write
-from bench.stack import Stack, produce_lines
+from bench.stack import RAISED_LOCK_CAP, Stack, produce_lines
 
 
 def summarise(raw: Path, top: int = 30) -> str:
@@ -101,7 +103,8 @@ def profile_daemon(args: argparse.Namespace, label: str) -> None:
         produced, _ = asyncio.run(
             produce_lines(stack.bootstrap, stack.topics.events, directory / "events.jsonl")
         )
-        with stack.daemon(RULE_SETS[5]) as daemon:
+        cap = DEFAULT_LOCK_CAP if args.capped else RAISED_LOCK_CAP
+        with stack.daemon(RULE_SETS[5], max_locks_per_minute=cap) as daemon:
             daemon.wait_ready()
             pid = daemon._process.pid if daemon._process else 0
             spy = subprocess.Popen(  # noqa: S603 - py-spy from this venv
@@ -142,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     daemon = sub.add_parser("daemon")
     arguments(daemon, events=300_000, users=20_000)
     daemon.add_argument("--timeout", type=float, default=300.0)
+    daemon.add_argument(
+        "--capped",
+        action="store_true",
+        help="keep the default safety cap (most locks suppressed), as the e2e target is judged",
+    )
     daemon.add_argument("--label", default="profile-daemon")
     args = parser.parse_args(argv)
     if args.what == "engine":

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import (
+    KafkaConnectionError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     NotLeaderForPartitionError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 from structlog.testing import capture_logs
 
 from lockoutd.daemon import Daemon
@@ -45,6 +47,62 @@ class FakeProducer:
         else:
             answer.set_result(None)
             self.delivered.append(OutgoingRecord(topic, value, key=key, headers=headers))
+        return answer
+
+
+class FakeBuilder:
+    """A batch of at most ``room`` records."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.records: list[tuple[bytes, bytes]] = []
+        self.closed = False
+
+    def append(self, *, timestamp: None, key: bytes, value: bytes, headers: Any) -> object:
+        assert not self.closed
+        if len(self.records) >= self.room:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class BatchingProducer(FakeProducer):
+    """Also takes whole batches for a partition; ``batch_error`` answers every batch of more
+    than one record (a topic whose record size limit a batch exceeds, say)."""
+
+    def __init__(
+        self,
+        errors: dict[bytes, Exception],
+        *,
+        partitions: int = 3,
+        room: int = 2,
+        batch_error: Exception | None = None,
+    ) -> None:
+        super().__init__(errors)
+        self.partitions = set(range(partitions))
+        self.room = room
+        self.batch_error = batch_error
+        self.by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return self.partitions
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder(self.room)
+
+    async def send_batch(
+        self, batch: FakeBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
+        assert batch.closed  # sent at once, not left to linger
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.batch_error is not None and len(batch.records) > 1:
+            answer.set_exception(self.batch_error)
+        else:
+            answer.set_result(None)
+            self.by_partition.setdefault((topic, partition), []).extend(batch.records)
         return answer
 
 
@@ -118,3 +176,44 @@ async def test_the_daemon_logs_counts_and_skips_a_refused_record() -> None:
     assert (line["log_level"], line["topic"]) == ("error", "decisions")
     sample = daemon.metrics.registry.get_sample_value
     assert sample("lockoutd_publish_refused_total", {"topic": "decisions"}) == 1
+
+
+def _keyed(count: int) -> list[OutgoingRecord]:
+    return [
+        OutgoingRecord("internal", f"event {n}".encode(), key=f"10.0.0.{n % 7}".encode())
+        for n in range(count)
+    ]
+
+
+async def test_keyed_records_go_where_the_default_partitioner_puts_them_in_order() -> None:
+    """Internal records must land in their key's partition, as any member of the group puts
+    them, and a key's records in the order they were given."""
+    producer = BatchingProducer({})
+    records = _keyed(40)
+    await _sink(producer).publish(records)
+    expected: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+    for r in records:
+        partition = DefaultPartitioner()(r.key, [0, 1, 2], [0, 1, 2])
+        expected.setdefault((r.topic, partition), []).append((r.key or b"", r.value))
+    assert producer.by_partition == expected
+
+
+async def test_a_batch_refused_as_too_large_is_sent_again_record_by_record() -> None:
+    """Only the record refused on its own is reported; the others of its batch are delivered."""
+    producer = BatchingProducer(
+        {b"event 3": MessageSizeTooLargeError()}, batch_error=MessageSizeTooLargeError()
+    )
+    records = _keyed(8)
+    with pytest.raises(KafkaRefused) as refused:
+        await _sink(producer).publish(records)
+    assert [record for record, _ in refused.value.refused] == [records[3]]
+    delivered = [r.value for r in producer.delivered]
+    delivered += [value for batch in producer.by_partition.values() for _, value in batch]
+    assert sorted(delivered) == sorted(r.value for r in records if r.value != b"event 3")
+
+
+async def test_an_outage_answering_a_batch_is_unavailable_for_the_caller_to_retry() -> None:
+    producer = BatchingProducer({}, batch_error=KafkaConnectionError())
+    with pytest.raises(KafkaUnavailable) as raised:
+        await _sink(producer).publish(_keyed(8))
+    assert not isinstance(raised.value, KafkaRefused)

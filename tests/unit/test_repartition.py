@@ -4,6 +4,7 @@ topic, the records that carry events there, and the pipeline counting each rule 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hypothesis
@@ -24,6 +25,7 @@ from lockoutd.repartition import (
     internal_topic,
     is_repartitioned,
     topic_prefix,
+    utc_time,
 )
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import load_rules
@@ -311,6 +313,39 @@ def test_any_decodable_event_reads_back_from_its_internal_record_unchanged(
         return  # refused at the source: never repartitioned
     decoded = decode_native(encode_event(original, event_id="e"), max_bytes=1 << 20)
     assert decoded == Event(**{**_fields(original), "event_id": "e"})
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    at=st.one_of(
+        st.floats(min_value=-2_000_000_000, max_value=4_000_000_000),
+        # Whole milliseconds and microseconds, and fractions just short of the next second.
+        st.integers(0, 4_000_000_000_000).map(lambda ms: ms / 1000),
+        st.integers(0, 4_000_000_000_000_000).map(lambda us: us / 1_000_000),
+        st.integers(0, 4_000_000_000).map(lambda s: s + 0.9999995),
+    )
+)
+def test_an_internal_record_writes_the_time_as_datetime_does(at: float) -> None:
+    """The time of an internal record is the one ``datetime`` writes, to the character."""
+    assert utc_time(at) == datetime.fromtimestamp(at, UTC).isoformat()
+
+
+def test_an_internal_record_is_the_same_with_extra_fields_or_without() -> None:
+    """Every field an event has is written, in one order, the absent ones left out."""
+    plain = Event("auth.login.failed", T0 + 0.25, user_id="u1", ip="10.0.0.1", user_agent="")
+    extra = Event(**{**_fields(plain), "extra": {"attempt": 3}})
+    assert json.loads(encode_event(extra, event_id="e")) == {
+        **json.loads(encode_event(plain, event_id="e")),
+        "attempt": 3,
+    }
+    assert list(json.loads(encode_event(plain, event_id="e"))) == [
+        "type",
+        "occurred_at",
+        "user_id",
+        "ip",
+        "user_agent",
+        "event_id",
+    ]
 
 
 def test_a_prefix_kafka_cannot_name_a_topic_with_is_refused() -> None:
