@@ -43,7 +43,10 @@ def _extensions() -> list[Extension]:
         print("lockoutd: Cython is not installed; the pure-Python windows will run")
         return []
     core = Extension("lockoutd.decide._cwindows", ["lockoutd/decide/_cwindows.pyx"], optional=True)
-    return list(cythonize([core], language_level=3, quiet=True))
+    dispatch = Extension(
+        "lockoutd.decide._cdispatch", ["lockoutd/decide/_cdispatch.pyx"], optional=True
+    )
+    return list(cythonize([core, dispatch], language_level=3, quiet=True))
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": _OptionalBuildExt})
