@@ -14,11 +14,14 @@ read in a small array for the length of one call. The windows are called through
 ``add`` alone, so that either implementation of them may sit behind a rule.
 """
 
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 
+from types import MemberDescriptorType
+
 from lockoutd.decode.event import STANDARD_FIELDS
+from lockoutd.decode.event import Event as _Event
 from lockoutd.decode.event import ip_prefix as _ip_prefix
 
 cdef extern from "Python.h":
@@ -27,6 +30,12 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     object PyUnicode_FromStringAndSize(const char* s, Py_ssize_t size)
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    int T_OBJECT_EX
 
 cdef enum:
     _USER = 0      # user_id, or the login name when it is empty
@@ -37,12 +46,26 @@ cdef enum:
 # Every field a rule of this process reads, by number: a plan's array of read values is indexed
 # by it. Rules name a handful of fields, so the table stays small.
 cdef dict _field_ids = {}
-cdef list _field_kinds = []
 cdef list _field_names = []
+cdef int* _field_kinds = NULL
+cdef Py_ssize_t* _field_offsets = NULL
 cdef frozenset _standard = frozenset(STANDARD_FIELDS)
 
 
+cdef Py_ssize_t _offset(str name) except -2:
+    # Where an Event holds the field (msgspec keeps a struct's fields as members, as __slots__
+    # does): read there, a field costs a load instead of an attribute lookup. -1 where it is not
+    # such a member (another msgspec), read then by getattr.
+    descriptor = _Event.__dict__.get(name)
+    if type(descriptor) is not MemberDescriptorType:
+        return -1
+    cdef PyMemberDef* member = (<PyMemberDescrObject*><PyObject*>descriptor).d_member
+    return member.offset if member.type == T_OBJECT_EX else -1
+
+
 cdef int _field_id(str name) except -1:
+    global _field_kinds, _field_offsets
+    cdef int kind, number
     found = _field_ids.get(name)
     if found is not None:
         return found
@@ -55,8 +78,17 @@ cdef int _field_id(str name) except -1:
     else:
         kind = _EXTRA
     number = len(_field_names)
+    kinds = <int*>PyMem_Realloc(_field_kinds, (number + 1) * sizeof(int))
+    if kinds == NULL:
+        raise MemoryError()
+    _field_kinds = kinds
+    offsets = <Py_ssize_t*>PyMem_Realloc(_field_offsets, (number + 1) * sizeof(Py_ssize_t))
+    if offsets == NULL:
+        raise MemoryError()
+    _field_offsets = offsets
+    _field_kinds[number] = kind
+    _field_offsets[number] = _offset(name) if kind == _STANDARD else -1
     _field_ids[name] = number
-    _field_kinds.append(kind)
     _field_names.append(name)
     return number
 
@@ -64,6 +96,19 @@ cdef int _field_id(str name) except -1:
 cdef int _IP = _field_id("ip")
 cdef int _AT = _field_id("occurred_at")
 cdef int _ID = _field_id("event_id")
+cdef int _LOGIN_NAME = _field_id("login_name")
+cdef Py_ssize_t _USER_ID_AT = _offset("user_id")
+cdef Py_ssize_t _EXTRA_AT = _offset("extra")
+
+
+cdef inline object _attr(object event, Py_ssize_t offset, str name):
+    # getattr(event, name), from where an Event holds it when that is known.
+    cdef PyObject* value
+    if offset >= 0 and type(event) is _Event:
+        value = (<PyObject**>((<char*><PyObject*>event) + offset))[0]
+        if value != NULL:
+            return <object>value
+    return getattr(event, name)
 
 
 cdef inline int _octet(const char* s, Py_ssize_t start, Py_ssize_t end) noexcept:
@@ -114,11 +159,13 @@ cdef object _canonical_prefix(str ip):
 cdef object _read(object event, int field):
     # What lockoutd.decode.event.field_reader's function for this field returns.
     cdef int kind = _field_kinds[field]
+    if kind == _STANDARD:
+        return _attr(event, _field_offsets[field], <str>_field_names[field])
     if kind == _USER:
-        user = event.user_id
-        return user if user else event.login_name
+        user = _attr(event, _USER_ID_AT, "user_id")
+        return user if user else _attr(event, _field_offsets[_LOGIN_NAME], "login_name")
     if kind == _PREFIX:
-        ip = event.ip
+        ip = _attr(event, _field_offsets[_IP], "ip")
         if not ip:
             return None
         if ip.__class__ is str:
@@ -126,9 +173,7 @@ cdef object _read(object event, int field):
             if prefix is not None:
                 return prefix
         return _ip_prefix(ip)
-    if kind == _STANDARD:
-        return getattr(event, _field_names[field])
-    extra = event.extra
+    extra = _attr(event, _EXTRA_AT, "extra")
     if extra.__class__ is dict:
         found = PyDict_GetItemWithError(extra, _field_names[field])
         return None if found == NULL else <object>found
