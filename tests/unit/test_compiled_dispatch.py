@@ -35,6 +35,13 @@ pytestmark = pytest.mark.skipif(
     dispatch is None, reason="the compiled loop is not built here (no C compiler at install)"
 )
 
+
+class _TaggedEvent(Event, frozen=True, gc=False):
+    """An event of another class: the compiled loop reads its fields by attribute lookup."""
+
+    tag: str = ""
+
+
 _REPORT = {"report": {}}
 _CONTRIBUTORS = {"lock": {"targets": "contributors"}}
 
@@ -103,6 +110,7 @@ _events = st.builds(
     tenant=st.sampled_from(["absent", None, "", "t1", "t2", 7, 7.5, True, ["x"]]),
 )
 _steps = st.tuples(
+    st.sampled_from([Event, Event, Event, _TaggedEvent]),
     _events,
     st.sampled_from([None, None, b"u1", b"10.0.0.1", b"\xff"]),
     st.booleans(),  # whether the event's record is replayed
@@ -154,10 +162,10 @@ def test_the_compiled_loop_fires_as_the_python_loop(
     fast, slow = _engines(ruleset(*rules))
     clock = T0
     for batch in batches:
-        for (kind, seconds, fields, tenant), record_key, replayed in batch:
+        for cls, (kind, seconds, fields, tenant), record_key, replayed in batch:
             clock += max(seconds, 0) / 10
             extra = {} if tenant == "absent" else {"tenant": tenant}
-            event = Event(type=kind, occurred_at=clock + seconds, extra=extra, **fields)
+            event = cls(type=kind, occurred_at=clock + seconds, extra=extra, **fields)
             now = clock + 60
             got = fast.process(event, now, record_key=record_key, replayed=replayed)
             want = slow.process(event, now, record_key=record_key, replayed=replayed)
