@@ -259,8 +259,7 @@ cdef class RuleCounter:
 
 
 cdef class Plan:
-    """The rules an event of one kind meets, in rule order: called with ``(event, record_key)``,
-    it counts the event in each and returns the firings (``Engine._count_each``)."""
+    """The rules an event of one kind meets, in rule order (``Engine._count_each``)."""
 
     cdef tuple counters
     cdef Py_ssize_t nfields
@@ -311,7 +310,9 @@ cdef class Plan:
         self.nread += 1
         return value
 
-    def __call__(self, event, key):
+    def count_each(self, event, key):
+        """Count ``event`` (with its record's key, or None) in each rule; the firings, in order.
+        Engines keep this bound method as the plan: called so, it takes no tuple of arguments."""
         cdef list firings = []
         cdef RuleCounter counter
         try:

@@ -367,7 +367,7 @@ class Engine:
         states = [state for state in self._states if state.match.admits(*kind)]
         plan: Plan
         if core.DISPATCH is not None and all(state.counter is not None for state in states):
-            plan = core.DISPATCH.Plan([state.counter for state in states])
+            plan = core.DISPATCH.Plan([state.counter for state in states]).count_each
         else:
             plan = functools.partial(_count_each, tuple(state.counts for state in states))
         self._plans[kind] = plan
