@@ -17,12 +17,13 @@ read in a small array for the length of one call. The windows are called through
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
 from types import MemberDescriptorType
 
 from lockoutd.decode.event import STANDARD_FIELDS
-from lockoutd.decode.event import Event as _Event
-from lockoutd.decode.event import ip_prefix as _ip_prefix
+from lockoutd.decode.event import Event
+from lockoutd.decode.event import ip_prefix
 
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
@@ -36,6 +37,10 @@ cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
     int T_OBJECT_EX
+
+# C globals: no lookup in the module's dict per event.
+cdef object _Event = Event
+cdef object _ip_prefix = ip_prefix
 
 cdef enum:
     _USER = 0      # user_id, or the login name when it is empty
@@ -168,13 +173,13 @@ cdef object _read(object event, int field):
         ip = _attr(event, _field_offsets[_IP], "ip")
         if not ip:
             return None
-        if ip.__class__ is str:
+        if type(ip) is str:
             prefix = _canonical_prefix(ip)
             if prefix is not None:
                 return prefix
         return _ip_prefix(ip)
     extra = _attr(event, _EXTRA_AT, "extra")
-    if extra.__class__ is dict:
+    if type(extra) is dict:
         found = PyDict_GetItemWithError(extra, _field_names[field])
         return None if found == NULL else <object>found
     return extra.get(_field_names[field])
@@ -218,19 +223,26 @@ cdef class RuleCounter:
         cdef int i
         value = plan.field(event, self.key0)
         if self.nkey == 1:
-            if value.__class__ is str:
+            if type(value) is str:
                 return value if value else None
             if value is None or value == "":
                 return None
             return value if isinstance(value, tuple) else str(value)
-        values = []
+        cdef tuple values = PyTuple_New(self.nkey)
         for i in range(self.nkey):
             if i:
                 value = plan.field(event, <int>self.key_fields[i])
-            if value is None or value == "":
-                return None
-            values.append(value if isinstance(value, str) else str(value))
-        return tuple(values)
+            if type(value) is str:
+                if not value:
+                    return None
+            else:
+                if value is None or value == "":
+                    return None
+                if not isinstance(value, str):
+                    value = str(value)
+            Py_INCREF(value)  # the tuple takes this reference
+            PyTuple_SET_ITEM(values, i, value)
+        return values
 
     cdef int count(self, Plan plan, object event, object key, list firings) except -1:
         if self.others is not None and not self.others(event):
@@ -246,7 +258,7 @@ cdef class RuleCounter:
             fired = self.add(slot, plan.field(event, _AT), plan.field(event, _ID), event)
         else:
             value = plan.field(event, self.distinct)
-            if value.__class__ is not str:
+            if type(value) is not str:
                 if value is None:
                     return 0
                 value = str(value)
