@@ -26,14 +26,17 @@ class _OptionalBuildExt(build_ext):
             return
 
     def build_extension(self, ext: Any) -> None:
+        what, fallback = _WHAT.get(ext.name, ("windows", "the pure-Python windows"))
         try:
             super().build_extension(ext)
         except Exception as error:
-            print(
-                f"lockoutd: compiled windows not built ({error}); the pure-Python windows will run"
-            )
+            print(f"lockoutd: compiled {what} not built ({error}); {fallback} will run")
             return
-        print("lockoutd: compiled windows built")
+        print(f"lockoutd: compiled {what} built")
+
+
+_WHAT = {"lockoutd.decide._cdispatch": ("rule loop", "the engine's Python loop")}
+"""What each extension other than the windows is called in the build's one line about it."""
 
 
 def _extensions() -> list[Extension]:
@@ -43,7 +46,10 @@ def _extensions() -> list[Extension]:
         print("lockoutd: Cython is not installed; the pure-Python windows will run")
         return []
     core = Extension("lockoutd.decide._cwindows", ["lockoutd/decide/_cwindows.pyx"], optional=True)
-    return list(cythonize([core], language_level=3, quiet=True))
+    dispatch = Extension(
+        "lockoutd.decide._cdispatch", ["lockoutd/decide/_cdispatch.pyx"], optional=True
+    )
+    return list(cythonize([core, dispatch], language_level=3, quiet=True))
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": _OptionalBuildExt})

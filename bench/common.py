@@ -161,6 +161,7 @@ def use_windows(kind: str) -> None:
     """
     from lockoutd.decide import core, windows
 
+    core.DISPATCH = core.dispatch_for(kind)
     if kind == core.PURE_PYTHON:
         core.EventWindows, core.DistinctWindows = windows.EventWindows, windows.DistinctWindows
         return

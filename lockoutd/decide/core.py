@@ -38,11 +38,18 @@ def choose(compiled: Any, *, no_extensions: bool) -> tuple[Any, Any, str]:
     return reference.EventWindows, reference.DistinctWindows, PURE_PYTHON
 
 
-def _compiled_module() -> Any:
+def _compiled_module(name: str = "_cwindows") -> Any:
     try:
-        return importlib.import_module("lockoutd.decide._cwindows")
+        return importlib.import_module(f"lockoutd.decide.{name}")
     except ImportError:  # built without a compiler
         return None
+
+
+def dispatch_for(which: str) -> Any:
+    """The compiled per-event loop over the rules (``lockoutd.decide._cdispatch``) to run with
+    the windows ``which`` says run, or None for the engine's Python loop: the compiled loop goes
+    with the compiled windows, the reference with the reference."""
+    return _compiled_module("_cdispatch") if which == COMPILED else None
 
 
 if TYPE_CHECKING:
@@ -54,5 +61,16 @@ else:
         _compiled_module(),
         no_extensions=os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0"),
     )
+DISPATCH: Any = dispatch_for(WINDOWS)
+"""The compiled loop of ``Engine.process`` over a plan's rules, or None: the Python loop."""
 
-__all__ = ["COMPILED", "PURE_PYTHON", "WINDOWS", "DistinctWindows", "EventWindows", "choose"]
+__all__ = [
+    "COMPILED",
+    "DISPATCH",
+    "PURE_PYTHON",
+    "WINDOWS",
+    "DistinctWindows",
+    "EventWindows",
+    "choose",
+    "dispatch_for",
+]

@@ -60,6 +60,9 @@ Counts = Callable[[Event, str | None], "Firing | None"]
 second argument is the Kafka record's key: when it is not the rule's key, the key's events may be
 spread over partitions (and instances), each of which sees only its share."""
 
+Plan = Callable[[Event, str | None], list[Firing]]
+"""Counts an event in every rule its type and reason meet, in rule order; the firings."""
+
 
 class RuleState:
     """The windows of one rule, by key."""
@@ -73,6 +76,7 @@ class RuleState:
         "_read_distinct",
         "_read_key",
         "allowed",
+        "counter",
         "counts",
         "key_mismatches",
         "match",
@@ -110,6 +114,18 @@ class RuleState:
             self._counts = self._count_distinct
         self.counts: Counts = self._counts if self._others is None else self._count_if_others_hold
         """Counts an event whose type and reason this rule matches (see ``Engine.process``)."""
+        self.counter: Any = None
+        """The same counting compiled (``lockoutd.decide._cdispatch``), where it is chosen."""
+        if core.DISPATCH is not None:
+            self.counter = core.DISPATCH.RuleCounter(
+                self,
+                rule.key,
+                rule.distinct,
+                self.windows.add,
+                self._firing,
+                self._others,
+                self.allowed.has_ip if self._checks_ips else None,
+            )
         self.replayed: dict[Slot, list[float] | dict[str, float]] = {}
         """Per key, the times of the replayed events it counted: the newest ``threshold`` times,
         or for a distinct count each value's newest replayed sighting (of the ``threshold``
@@ -261,6 +277,14 @@ class RuleState:
         )
 
 
+def _count_each(counters: tuple[Counts, ...], event: Event, key: str | None) -> list[Firing]:
+    firings: list[Firing] = []
+    for counts in counters:
+        if (firing := counts(event, key)) is not None:
+            firings.append(firing)
+    return firings
+
+
 def _key_values(readers: tuple[Callable[[Event], Any], ...], event: Event) -> KeyValues | None:
     values = []
     for read in readers:
@@ -293,7 +317,7 @@ class Engine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self._states = [RuleState(rule) for rule in rules.rules]
-        self._plans: dict[tuple[str, Any], tuple[Counts, ...]] = {}
+        self._plans: dict[tuple[str, Any], Plan] = {}
         self._watermark = float("-inf")
         self._next_sweep = float("-inf")
         self._allowlists_ips = bool(rules.allowed.networks)
@@ -333,20 +357,20 @@ class Engine:
                 if state.match.admits(*kind):
                     state.note_replayed(event)
         key = record_key.decode(errors="replace") if record_key is not None else None
-        firings: list[Firing] = []
-        for counts in plan:
-            if (firing := counts(event, key)) is not None:
-                firings.append(firing)
-        return firings
+        return plan(event, key)
 
-    def _plan(self, kind: tuple[str, Any]) -> tuple[Counts, ...]:
+    def _plan(self, kind: tuple[str, Any]) -> Plan:
         # The rules whose type and reason conditions an event of this kind meets, in rule order
         # (the order of the firings): one dict lookup per event instead of a matcher per rule.
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
-        plan = self._plans[kind] = tuple(
-            state.counts for state in self._states if state.match.admits(*kind)
-        )
+        states = [state for state in self._states if state.match.admits(*kind)]
+        plan: Plan
+        if core.DISPATCH is not None and all(state.counter is not None for state in states):
+            plan = core.DISPATCH.Plan([state.counter for state in states]).count_each
+        else:
+            plan = functools.partial(_count_each, tuple(state.counts for state in states))
+        self._plans[kind] = plan
         return plan
 
     def _reset(self, event: Event) -> None:

@@ -19,11 +19,13 @@ except ImportError:  # built without a compiler: the reference alone
 
 @pytest.fixture(autouse=True, params=[core.COMPILED, core.PURE_PYTHON])
 def windows_implementation(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Which windows the engine builds (``core.EventWindows`` and ``core.DistinctWindows``)."""
+    """Which windows the engine builds (``core.EventWindows`` and ``core.DistinctWindows``), and
+    the loop over the rules that goes with them (``core.DISPATCH``)."""
     chosen = reference if request.param == core.PURE_PYTHON else compiled
     if chosen is None:
         pytest.skip("the compiled windows are not built here (no C compiler at install)")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(core, "EventWindows", chosen.EventWindows)
         patch.setattr(core, "DistinctWindows", chosen.DistinctWindows)
+        patch.setattr(core, "DISPATCH", core.dispatch_for(request.param))
         yield request.param

@@ -1,0 +1,338 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""The engine's per-event loop over the rules an event's kind meets, compiled.
+
+The same steps as ``Engine._count_each`` and ``RuleState``'s counting in
+:mod:`lockoutd.decide.engine` (the reference, and the fallback without a compiler), in the same
+order: a rule's other conditions, its ip allowlist, the key (``user_id`` falling back to the login
+name, ``ip_prefix``, extra fields, keys of several fields as tuples), the record-key mismatch, the
+distinct value, and the windows' ``add``. Python is called back only for what is Python's: the
+other conditions, ip allowlists, an ``ip_prefix`` of an address not in canonical IPv4 spelling,
+and the ``Firing`` of a crossing.
+
+An event's fields are read once per event, however many rules read them: a plan keeps what it
+read in a small array for the length of one call. The windows are called through their public
+``add`` alone, so that either implementation of them may sit behind a rule.
+"""
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+
+from types import MemberDescriptorType
+
+from lockoutd.decode.event import STANDARD_FIELDS
+from lockoutd.decode.event import Event
+from lockoutd.decode.event import ip_prefix
+
+cdef extern from "Python.h":
+    PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    object PyUnicode_FromStringAndSize(const char* s, Py_ssize_t size)
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    int T_OBJECT_EX
+
+# C globals: no lookup in the module's dict per event.
+cdef object _Event = Event
+cdef object _ip_prefix = ip_prefix
+
+cdef enum:
+    _USER = 0      # user_id, or the login name when it is empty
+    _PREFIX = 1    # ip_prefix
+    _STANDARD = 2  # an attribute of the event
+    _EXTRA = 3     # event.extra.get(name)
+
+# Every field a rule of this process reads, by number: a plan's array of read values is indexed
+# by it. Rules name a handful of fields, so the table stays small.
+cdef dict _field_ids = {}
+cdef list _field_names = []
+cdef int* _field_kinds = NULL
+cdef Py_ssize_t* _field_offsets = NULL
+cdef frozenset _standard = frozenset(STANDARD_FIELDS)
+
+
+cdef Py_ssize_t _offset(str name) except -2:
+    # Where an Event holds the field (msgspec keeps a struct's fields as members, as __slots__
+    # does): read there, a field costs a load instead of an attribute lookup. -1 where it is not
+    # such a member (another msgspec), read then by getattr.
+    descriptor = _Event.__dict__.get(name)
+    if type(descriptor) is not MemberDescriptorType:
+        return -1
+    cdef PyMemberDef* member = (<PyMemberDescrObject*><PyObject*>descriptor).d_member
+    return member.offset if member.type == T_OBJECT_EX else -1
+
+
+cdef int _field_id(str name) except -1:
+    global _field_kinds, _field_offsets
+    cdef int kind, number
+    found = _field_ids.get(name)
+    if found is not None:
+        return found
+    if name == "user_id":
+        kind = _USER
+    elif name == "ip_prefix":
+        kind = _PREFIX
+    elif name in _standard:
+        kind = _STANDARD
+    else:
+        kind = _EXTRA
+    number = len(_field_names)
+    kinds = <int*>PyMem_Realloc(_field_kinds, (number + 1) * sizeof(int))
+    if kinds == NULL:
+        raise MemoryError()
+    _field_kinds = kinds
+    offsets = <Py_ssize_t*>PyMem_Realloc(_field_offsets, (number + 1) * sizeof(Py_ssize_t))
+    if offsets == NULL:
+        raise MemoryError()
+    _field_offsets = offsets
+    _field_kinds[number] = kind
+    _field_offsets[number] = _offset(name) if kind == _STANDARD else -1
+    _field_ids[name] = number
+    _field_names.append(name)
+    return number
+
+
+cdef int _IP = _field_id("ip")
+cdef int _AT = _field_id("occurred_at")
+cdef int _ID = _field_id("event_id")
+cdef int _LOGIN_NAME = _field_id("login_name")
+cdef Py_ssize_t _USER_ID_AT = _offset("user_id")
+cdef Py_ssize_t _EXTRA_AT = _offset("extra")
+
+
+cdef inline object _attr(object event, Py_ssize_t offset, str name):
+    # getattr(event, name), from where an Event holds it when that is known.
+    cdef PyObject* value
+    if offset >= 0 and type(event) is _Event:
+        value = (<PyObject**>((<char*><PyObject*>event) + offset))[0]
+        if value != NULL:
+            return <object>value
+    return getattr(event, name)
+
+
+cdef inline int _octet(const char* s, Py_ssize_t start, Py_ssize_t end) noexcept:
+    # An octet as CANONICAL_IPV4 spells it (0 to 255, no leading zero): its value, else -1.
+    cdef Py_ssize_t n = end - start, i
+    cdef int value = 0
+    if n < 1 or n > 3 or (n > 1 and s[start] == c'0'):
+        return -1
+    for i in range(start, end):
+        if s[i] < c'0' or s[i] > c'9':
+            return -1
+        value = value * 10 + (s[i] - c'0')
+    return value if value <= 255 else -1
+
+
+cdef object _canonical_prefix(str ip):
+    # lockoutd.decode.event.ip_prefix for an address spelled as CANONICAL_IPV4 matches; None for
+    # any other spelling, which the reference function reads.
+    cdef Py_ssize_t n, i, start = 0, dots = 0, last = 0
+    cdef const char* s
+    cdef char out[24]
+    if not PyUnicode_IS_COMPACT_ASCII(ip):
+        return None
+    n = PyUnicode_GET_LENGTH(ip)
+    if n > 15:
+        return None
+    s = <const char*>PyUnicode_DATA(ip)
+    for i in range(n + 1):
+        if i == n or s[i] == c'.':
+            if _octet(s, start, i) < 0:
+                return None
+            if i < n:
+                dots += 1
+                last = i
+            start = i + 1
+    if dots != 3:
+        return None
+    for i in range(last):
+        out[i] = s[i]
+    out[last] = c'.'
+    out[last + 1] = c'0'
+    out[last + 2] = c'/'
+    out[last + 3] = c'2'
+    out[last + 4] = c'4'
+    return PyUnicode_FromStringAndSize(out, last + 5)
+
+
+cdef object _read(object event, int field):
+    # What lockoutd.decode.event.field_reader's function for this field returns.
+    cdef int kind = _field_kinds[field]
+    if kind == _STANDARD:
+        return _attr(event, _field_offsets[field], <str>_field_names[field])
+    if kind == _USER:
+        user = _attr(event, _USER_ID_AT, "user_id")
+        return user if user else _attr(event, _field_offsets[_LOGIN_NAME], "login_name")
+    if kind == _PREFIX:
+        ip = _attr(event, _field_offsets[_IP], "ip")
+        if not ip:
+            return None
+        if type(ip) is str:
+            prefix = _canonical_prefix(ip)
+            if prefix is not None:
+                return prefix
+        return _ip_prefix(ip)
+    extra = _attr(event, _EXTRA_AT, "extra")
+    if type(extra) is dict:
+        found = PyDict_GetItemWithError(extra, _field_names[field])
+        return None if found == NULL else <object>found
+    return extra.get(_field_names[field])
+
+
+cdef class RuleCounter:
+    """Counts the events of one rule (``RuleState.counts`` of the reference)."""
+
+    cdef object state
+    cdef object firing
+    cdef object others
+    cdef object has_ip
+    cdef object add
+    cdef int nkey
+    cdef int key0
+    cdef tuple key_fields
+    cdef int distinct
+    cdef readonly int fields
+    """One more than the highest field number this rule reads."""
+
+    def __init__(self, state, key, distinct, add, firing, others=None, has_ip=None):
+        """``state`` (whose ``key_mismatches`` this counts), the names of the key's fields, the
+        field whose distinct values are counted (None to count events), the windows' ``add``,
+        the function that makes a ``Firing`` of ``(event, slot)``, the rule's other conditions
+        and its allowlist's ``has_ip`` (None for none)."""
+        self.state = state
+        self.firing = firing
+        self.others = others
+        self.has_ip = has_ip
+        self.add = add
+        self.key_fields = tuple([_field_id(name) for name in key])
+        self.nkey = len(self.key_fields)
+        if self.nkey < 1:
+            raise ValueError("a rule's key names at least one field")
+        self.key0 = self.key_fields[0]
+        self.distinct = -1 if distinct is None else _field_id(distinct)
+        self.fields = max(max(self.key_fields), self.distinct, _IP, _AT, _ID) + 1
+
+    cdef object _slot(self, Plan plan, object event):
+        # The key as RuleState reads it (engine._slot, engine._key_values); None if it lacks one.
+        cdef int i
+        value = plan.field(event, self.key0)
+        if self.nkey == 1:
+            if type(value) is str:
+                return value if value else None
+            if value is None or value == "":
+                return None
+            return value if isinstance(value, tuple) else str(value)
+        cdef tuple values = PyTuple_New(self.nkey)
+        for i in range(self.nkey):
+            if i:
+                value = plan.field(event, <int>self.key_fields[i])
+            if type(value) is str:
+                if not value:
+                    return None
+            else:
+                if value is None or value == "":
+                    return None
+                if not isinstance(value, str):
+                    value = str(value)
+            Py_INCREF(value)  # the tuple takes this reference
+            PyTuple_SET_ITEM(values, i, value)
+        return values
+
+    cdef int count(self, Plan plan, object event, object key, list firings) except -1:
+        if self.others is not None and not self.others(event):
+            return 0
+        if self.has_ip is not None and self.has_ip(plan.field(event, _IP)):
+            return 0
+        slot = self._slot(plan, event)
+        if slot is None:
+            return 0
+        if key is not None and slot != key:
+            self.state.key_mismatches += 1  # a tuple (a key of several fields) never equals a str
+        if self.distinct < 0:
+            fired = self.add(slot, plan.field(event, _AT), plan.field(event, _ID), event)
+        else:
+            value = plan.field(event, self.distinct)
+            if type(value) is not str:
+                if value is None:
+                    return 0
+                value = str(value)
+            if not value:
+                return 0
+            fired = self.add(slot, plan.field(event, _AT), value, event)
+        if fired:
+            firings.append(self.firing(event, slot))
+        return 0
+
+
+cdef class Plan:
+    """The rules an event of one kind meets, in rule order (``Engine._count_each``)."""
+
+    cdef tuple counters
+    cdef Py_ssize_t nfields
+    cdef PyObject** values
+    cdef int* read
+    cdef Py_ssize_t nread
+
+    def __cinit__(self, counters):
+        cdef RuleCounter counter
+        self.counters = tuple(counters)
+        self.nfields = _AT + 1
+        for counter in self.counters:
+            if counter.fields > self.nfields:
+                self.nfields = counter.fields
+        self.values = <PyObject**>PyMem_Malloc(self.nfields * sizeof(PyObject*))
+        self.read = <int*>PyMem_Malloc(self.nfields * sizeof(int))
+        if self.values == NULL or self.read == NULL:
+            raise MemoryError()
+        for i in range(self.nfields):
+            self.values[i] = NULL
+        self.nread = 0
+
+    def __dealloc__(self):
+        self._clear()
+        PyMem_Free(self.values)
+        PyMem_Free(self.read)
+
+    cdef void _clear(self) noexcept:
+        cdef Py_ssize_t i
+        cdef int field
+        if self.values == NULL or self.read == NULL:
+            return
+        for i in range(self.nread):
+            field = self.read[i]
+            Py_XDECREF(self.values[field])
+            self.values[field] = NULL
+        self.nread = 0
+
+    cdef inline object field(self, object event, int field):
+        # The field's value for the event being counted, read once per call.
+        cdef PyObject* known = self.values[field]
+        if known != NULL:
+            return <object>known
+        value = _read(event, field)
+        Py_INCREF(value)
+        self.values[field] = <PyObject*>value
+        self.read[self.nread] = field
+        self.nread += 1
+        return value
+
+    def count_each(self, event, key):
+        """Count ``event`` (with its record's key, or None) in each rule; the firings, in order.
+        Engines keep this bound method as the plan: called so, it takes no tuple of arguments."""
+        cdef list firings = []
+        cdef RuleCounter counter
+        try:
+            for counter in self.counters:
+                counter.count(self, event, key, firings)
+        finally:
+            self._clear()
+        return firings
+
+    def __len__(self):
+        return len(self.counters)
