@@ -745,12 +745,14 @@ cdef inline int32_t _dfind(_DView* v, Py_ssize_t cap, object value, Py_ssize_t v
     cdef Py_ssize_t j
     cdef PyObject* held
     if indexed == 0:
-        for s in range(cap):
-            held = v.values[s]
-            if held != NULL and v.vhashes[s] == vh and (
-                held == <PyObject*>value or PyObject_RichCompareBool(held, <PyObject*>value, Py_EQ)
-            ):
-                return s
+        for s in range(cap):  # a free slot's hash is stale: it is free if its value is NULL
+            if v.vhashes[s] == vh:
+                held = v.values[s]
+                if held != NULL and (
+                    held == <PyObject*>value
+                    or PyObject_RichCompareBool(held, <PyObject*>value, Py_EQ)
+                ):
+                    return s
         return -1
     j = _dhome(vh, indexed)
     while True:
