@@ -12,9 +12,11 @@ same ``_floors``, so that keys are forgotten in the same order.
 
 Large windows: a window of events that keeps more than ``_SET_AT`` times keeps a set of its id
 hashes beside the block (a scan of thousands of hashes per event would be most of its cost). A
-distinct window keeps its values linked in the order they leave, and once it holds more than a
-few an index of their hashes: a spray keeps the window full, and each new value costs a probe,
-a link and the unlinking of the value seen longest ago, whatever the threshold.
+distinct window keeps its values linked in the order they leave, and once it has room for more
+than ``_SCAN_UP_TO`` an index of their hashes (fewer are found by a scan of the hashes, which
+costs less than an index's memory at a million keys): a spray keeps the window full, and each
+new value costs a probe, a link and the unlinking of the value seen longest ago, whatever the
+threshold.
 
 Checkpoints: ``export`` gives the reference's records (``EventRecord``, ``DistinctRecord``) and
 ``restore`` takes them through the reference's checks, so that a checkpoint written by either
@@ -1081,7 +1083,7 @@ cdef class EventWindows(_Table):
 # and last, once the window holds more than _SCAN_UP_TO values, an index from value hash to
 # slot (open addressing, linear probing, at most half full).
 
-cdef int32_t _SCAN_UP_TO = 8
+cdef int32_t _SCAN_UP_TO = 32
 
 
 cdef struct _DHead:
@@ -1214,12 +1216,14 @@ cdef inline int32_t _dfind(_DView* v, Py_ssize_t cap, object value, Py_ssize_t v
     cdef Py_ssize_t j
     cdef PyObject* held
     if indexed == 0:
-        for s in range(cap):
-            held = v.values[s]
-            if held != NULL and v.vhashes[s] == vh and (
-                held == <PyObject*>value or PyObject_RichCompareBool(held, <PyObject*>value, Py_EQ)
-            ):
-                return s
+        for s in range(cap):  # a free slot's hash is stale: it is free if its value is NULL
+            if v.vhashes[s] == vh:
+                held = v.values[s]
+                if held != NULL and (
+                    held == <PyObject*>value
+                    or PyObject_RichCompareBool(held, <PyObject*>value, Py_EQ)
+                ):
+                    return s
         return -1
     j = _dhome(vh, indexed)
     while True:
