@@ -1145,7 +1145,7 @@ cdef inline _DView _dview(double* block, Py_ssize_t cap, bint keeps) noexcept:
 
 
 cdef inline Py_ssize_t _dhome(Py_ssize_t vh, int32_t indexed) noexcept:
-    return <Py_ssize_t>(_mix(vh) >> 32) & (indexed - 1)
+    return <Py_ssize_t>_mix(vh) & (indexed - 1)  # _mix gives the product's upper 32 bits
 
 
 cdef inline void _dindex_add(_DView* v, int32_t s) noexcept:
