@@ -1080,14 +1080,14 @@ cdef class EventWindows(_Table):
 # values seen at the same time, the lower order goes first, as in the reference's heap), its
 # hash, the value and, for rules that keep events, the event of its newest sighting (owned or
 # NULL), then the links of the list of values in the order they leave (seen longest ago first),
-# and last, once the window holds more than _SCAN_UP_TO values, an index from value hash to
+# and last, once the block has room for more than _SCAN_UP_TO values, an index from value hash to
 # slot (open addressing, linear probing, at most half full).
 
 cdef int32_t _SCAN_UP_TO = 32
 
 
 cdef struct _DHead:
-    int64_t orders   # the values ever counted: the next one's order
+    int64_t orders   # the values ever counted: the order of the last one
     int32_t first    # the slot to leave first, -1 if none
     int32_t last     # the slot seen last (by time, then order)
     int32_t free     # the first free slot, the others chained through ``after``
