@@ -10,8 +10,10 @@ object; a key becomes a str again only where the API gives keys out. The idle sw
 bound's ranks read a filing kept in C arrays in the order of the reference's (``_due``), and the
 same ``_floors``, so that keys are forgotten in the same order.
 
-Large windows: a window of events that keeps more than ``_SET_AT`` times keeps a set of its id
-hashes beside the block (a scan of thousands of hashes per event would be most of its cost). A
+Large windows: a window of events that keeps more than ``_SET_AT`` times keeps a hash set of its
+id hashes beside the block (a scan of thousands of hashes per event would be most of its cost),
+in C memory: a full window checks, drops and adds an id with every event, and a Python set of
+ints costs an int object and a call for each. A
 distinct window keeps its values linked in the order they leave, and once it has room for more
 than ``_SCAN_UP_TO`` an index of their hashes (fewer are found by a scan of the hashes, which
 costs less than an index's memory at a million keys): a spray keeps the window full, and each
@@ -30,7 +32,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.math cimport copysign, floor, fmod
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcmp, memcpy, memmove
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 from lockoutd.decide import windows as _reference
 from lockoutd.decide.windows import (
@@ -84,7 +86,7 @@ cdef uint8_t _ONE = 32       # events: the one time kept is ``newest``, its id h
 
 cdef struct Rec:
     double newest        # the newest time (distinct windows; events read it from the block)
-    PyObject* big        # events: the set of id hashes of a large window, else NULL
+    _IdSet* big          # events: the id hashes of a large window (see _IdSet), else NULL
     double* times        # events: times[cap] then int64 hashes[cap]; distinct: see _DRec
     uint32_t hash        # the high half of the mixed key hash: the table place, a first check
     int32_t first        # events: index of the oldest kept time; a free record: the next free
@@ -98,9 +100,100 @@ cdef struct Rec:
     char key[_KEY_INLINE]  # the key's UTF-8 bytes, or a pointer to them (_KEY_OUT)
 
 
+# The id hashes of a large window of events: open addressing with linear probing, at least half
+# free, so that a probe ends soon; a free slot holds _NO_ID (never held: such times have no id).
+# Each id hash is held once, as a set (times of one id are refused while one is kept; a restored
+# record that repeats one is taken as the reference's set takes it). Deletion shifts the entries
+# after the deleted one back instead of leaving a tombstone: a full window deletes with every
+# event, and tombstones would fill the table.
+cdef struct _IdSet:
+    int64_t mask     # slots - 1 (a power of two)
+    int64_t held
+
+
+cdef inline int64_t* _ids(_IdSet* s) noexcept:
+    return <int64_t*>(s + 1)
+
+
+cdef _IdSet* _idset_new(Py_ssize_t room) noexcept:
+    # A set with room for ``room`` id hashes at most half full; NULL without memory.
+    cdef Py_ssize_t size = 16
+    while size < 2 * room:
+        size <<= 1
+    cdef _IdSet* s = <_IdSet*>PyMem_Malloc(sizeof(_IdSet) + size * sizeof(int64_t))
+    if s == NULL:
+        return NULL
+    s.mask = size - 1
+    s.held = 0
+    memset(_ids(s), 0xFF, size * sizeof(int64_t))  # every slot _NO_ID (all bits set)
+    return s
+
+
+cdef inline bint _idset_has(_IdSet* s, int64_t hashed) noexcept:
+    cdef int64_t* ids = _ids(s)
+    cdef int64_t i = _mix(hashed) & s.mask  # _mix gives the product's upper 32 bits
+    while ids[i] != hashed:
+        if ids[i] == _NO_ID:
+            return False
+        i = (i + 1) & s.mask
+    return True
+
+
+cdef inline void _idset_put(_IdSet* s, int64_t hashed) noexcept:
+    # Adds ``hashed`` (not _NO_ID) if absent; the caller keeps the set at most half full.
+    cdef int64_t* ids = _ids(s)
+    cdef int64_t i = _mix(hashed) & s.mask
+    while ids[i] != _NO_ID:
+        if ids[i] == hashed:
+            return
+        i = (i + 1) & s.mask
+    ids[i] = hashed
+    s.held += 1
+
+
+cdef _IdSet* _idset_grown(_IdSet* s, Py_ssize_t room) noexcept:
+    # ``s`` (freed) as a set with room for ``room``; NULL without memory (``s`` kept then).
+    cdef _IdSet* grown = _idset_new(room)
+    cdef int64_t i
+    if grown == NULL:
+        return NULL
+    for i in range(s.mask + 1):
+        if _ids(s)[i] != _NO_ID:
+            _idset_put(grown, _ids(s)[i])
+    PyMem_Free(s)
+    return grown
+
+
+cdef inline void _idset_discard(_IdSet* s, int64_t hashed) noexcept:
+    cdef int64_t* ids = _ids(s)
+    cdef int64_t mask = s.mask
+    cdef int64_t hole = _mix(hashed) & mask, j, home
+    while ids[hole] != hashed:
+        if ids[hole] == _NO_ID:
+            return
+        hole = (hole + 1) & mask
+    # Later entries of the run that may sit in the hole (their home is not between the hole and
+    # them) move back into it, so that no probe for them meets a free slot before them.
+    j = hole
+    while True:
+        j = (j + 1) & mask
+        if ids[j] == _NO_ID:
+            break
+        home = _mix(ids[j]) & mask
+        if ((j - home) & mask) >= ((j - hole) & mask):
+            ids[hole] = ids[j]
+            hole = j
+    ids[hole] = _NO_ID
+    s.held -= 1
+
+
 cdef Rec _layout
 # A window of one time is the block [newest, big] inside its record (see EventWindows._open).
 assert <char*>&_layout.big - <char*>&_layout.newest == sizeof(double)
+
+
+cdef inline uint32_t _mix(Py_ssize_t h) noexcept:
+    return <uint32_t>(((<uint64_t>h) * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32)
 
 
 cdef struct Minute:
@@ -126,10 +219,6 @@ cdef double* _block(object times, object hashes, Py_ssize_t width) except NULL:
         PyMem_Free(block)
         raise
     return block
-
-
-cdef inline uint32_t _mix(Py_ssize_t h) noexcept:
-    return <uint32_t>(((<uint64_t>h) * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32)
 
 
 cdef inline double _floordiv(double vx, double wx) noexcept:
@@ -279,7 +368,7 @@ cdef class _Table:
         if rec.flags & _ONE:
             rec.flags &= ~_ONE
         else:
-            Py_XDECREF(rec.big)
+            PyMem_Free(rec.big)
             PyMem_Free(rec.times)
         rec.big = NULL
         rec.times = NULL
@@ -853,9 +942,21 @@ cdef inline int64_t* _hashes(Rec* rec) noexcept:
     return <int64_t*>(rec.times + rec.cap)
 
 
-cdef inline PyObject* _big(Rec* rec) noexcept:
-    # The set of id hashes of a large window (``big`` holds the id hash of a window of one).
+cdef inline _IdSet* _big(Rec* rec) noexcept:
+    # The id hashes of a large window (``big`` holds the id hash of a window of one).
     return NULL if rec.flags & _ONE else rec.big
+
+
+cdef _IdSet* _ids_of(int64_t* hashes, int32_t count, int32_t room) except NULL:
+    # The set of the ``count`` id hashes from ``hashes``, with room for ``room``.
+    cdef _IdSet* s = _idset_new(room)
+    cdef int32_t i
+    if s == NULL:
+        raise MemoryError()
+    for i in range(count):
+        if hashes[i] != _NO_ID:
+            _idset_put(s, hashes[i])
+    return s
 
 
 cdef class EventWindows(_Table):
@@ -878,6 +979,7 @@ cdef class EventWindows(_Table):
         # Room for one more time after the kept ones: move them to the front, or grow the block.
         cdef int32_t cap, count = rec.count
         cdef double* block
+        cdef _IdSet* ids
         if rec.first + count < rec.cap:
             return 0
         if rec.first > 0 and rec.first >= count:
@@ -888,6 +990,13 @@ cdef class EventWindows(_Table):
             rec.first = 0
             return 0
         cap = rec.cap + 1 if rec.cap < 4 else rec.cap * 2  # most keys keep one to three times
+        ids = _big(rec)
+        if ids != NULL and 2 * cap > ids.mask + 1:
+            # The set stays at most half full however full the block gets.
+            ids = _idset_grown(ids, cap)
+            if ids == NULL:
+                raise MemoryError()
+            rec.big = ids
         block = <double*>PyMem_Malloc(cap * 16)
         if block == NULL:
             raise MemoryError()
@@ -927,7 +1036,7 @@ cdef class EventWindows(_Table):
             return False
         if hashed != _NO_ID:
             if _big(rec) != NULL:
-                if hashed in <set>rec.big:
+                if _idset_has(rec.big, hashed):
                     return False
             else:
                 for i in range(first, first + count):
@@ -937,9 +1046,9 @@ cdef class EventWindows(_Table):
             # The steady state of a key under attack: the newest time pushes out the oldest.
             if _big(rec) != NULL:
                 if hashes[first] != _NO_ID:
-                    (<set>rec.big).discard(hashes[first])
+                    _idset_discard(rec.big, hashes[first])
                 if hashed != _NO_ID:
-                    (<set>rec.big).add(hashed)
+                    _idset_put(rec.big, hashed)
             rec.first = first + 1
             rec.count = count - 1
             self._reserve(rec)
@@ -969,7 +1078,7 @@ cdef class EventWindows(_Table):
         hashes[first + index] = hashed
         count += 1
         if _big(rec) != NULL and hashed != _NO_ID:
-            (<set>rec.big).add(hashed)
+            _idset_put(rec.big, hashed)
         drop = 0
         while drop < count and times[first + drop] <= start:
             drop += 1
@@ -979,15 +1088,13 @@ cdef class EventWindows(_Table):
             if _big(rec) != NULL:
                 for i in range(first, first + drop):
                     if hashes[i] != _NO_ID:
-                        (<set>rec.big).discard(hashes[i])
+                        _idset_discard(rec.big, hashes[i])
             first += drop
             count -= drop
         rec.first = first if count else 0
         rec.count = count
         if _big(rec) == NULL and count > _SET_AT:
-            big = {hashes[i] for i in range(first, first + count) if hashes[i] != _NO_ID}
-            Py_INCREF(big)
-            rec.big = <PyObject*>big
+            rec.big = _ids_of(hashes + first, count, rec.cap)
         if self._keeps:
             self._keep_event(slot, event, index, drop)
         was_fired = rec.fired
@@ -1066,9 +1173,7 @@ cdef class EventWindows(_Table):
         size = <int32_t>len(times)
         rec = self._install(slot, _block(times, hashes, 16), size, fired)
         if size > _SET_AT:
-            big = {hashed for hashed in hashes if hashed != _NO_ID}
-            Py_INCREF(big)
-            rec.big = <PyObject*>big
+            rec.big = _ids_of(_hashes(rec), size, size)
         self._file(slot, rec.times[size - 1])
         if self._keeps:
             self._events_by_slot[slot] = list(record.events or ())[-size:]

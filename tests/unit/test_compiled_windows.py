@@ -321,3 +321,32 @@ def test_a_distinct_checkpoint_restored_under_a_lower_threshold_fires_alike(
     assert outcomes[1] == outcomes[0]
     assert _state(into_fast, True) == _state(into_pure, True)
     assert _exported(into_fast) == _exported(into_pure)
+
+
+@pytest.mark.parametrize("threshold", [65, 100, 1_000, 10_000])
+def test_large_windows_of_events_refuse_the_ids_they_keep_while_full(threshold: int) -> None:
+    """A window of more than 64 times kept full by a stream of ids from a pool larger than the
+    threshold: an id it keeps is refused, one that left is counted again, late events go in
+    between, and now and then the clock jumps so that many times leave at once. Both keep the
+    same times, fire alike, and restore each other's checkpoint midway."""
+    rng = random.Random(threshold + 1)  # noqa: S311 - a reproducible test stream, no secret
+    pure, fast = _pair(threshold, False, False)
+    clock = 0.0
+    events = 5 * threshold + 3_000
+    for n in range(events):
+        roll = rng.random()
+        clock += rng.choice([30.0, 59.99]) if roll < 0.0001 else rng.choice([0.0, 0.001, 0.002])
+        at = clock - rng.choice([0.0, 0.0, 0.0, 0.003, 0.5, 61.0])
+        ident = None if roll > 0.9 else f"e{rng.randrange(2 * threshold)}"
+        outcomes = [windows.add("k", at, ident) for windows in (pure, fast)]
+        assert outcomes[0] == outcomes[1], n
+        if n % 997 == 0 or n == events - 1:
+            assert fast.times("k") == pure.times("k"), n
+        if n == 2 * threshold:
+            records = list((pure if threshold % 2 else fast).export())
+            pure, fast = _pair(threshold, False, False)
+            pure.restore(records)
+            fast.restore(records)
+    assert fast.span("k")[0] > 64
+    assert _state(fast, False) == _state(pure, False)
+    assert _exported(fast) == _exported(pure)
