@@ -12,13 +12,12 @@ same ``_floors``, so that keys are forgotten in the same order.
 
 Large windows: a window of events that keeps more than ``_SET_AT`` times keeps a hash set of its
 id hashes beside the block (a scan of thousands of hashes per event would be most of its cost),
-in C memory: a full window checks, drops and adds an id with every event, and a Python set of
-ints costs an int object and a call for each. A
-distinct window keeps its values linked in the order they leave, and once it has room for more
-than ``_SCAN_UP_TO`` an index of their hashes (fewer are found by a scan of the hashes, which
-costs less than an index's memory at a million keys): a spray keeps the window full, and each
-new value costs a probe, a link and the unlinking of the value seen longest ago, whatever the
-threshold.
+in C memory (``_IdSet``): a full window checks, drops and adds an id with every event, and a
+Python set of ints costs an int object and a call for each. A distinct window keeps its values
+linked in the order they leave, and once it has room for more than ``_SCAN_UP_TO`` an index of
+their hashes (fewer are found by a scan of the hashes, which costs less than an index's memory
+at a million keys): a spray keeps the window full, and each new value costs a probe, a link and
+the unlinking of the value seen longest ago, whatever the threshold.
 
 Checkpoints: ``export`` gives the reference's records (``EventRecord``, ``DistinctRecord``) and
 ``restore`` takes them through the reference's checks, so that a checkpoint written by either
@@ -98,6 +97,10 @@ cdef struct Rec:
     uint8_t flags
     uint8_t klen         # the key's length in bytes when inline, else _KEY_OUT
     char key[_KEY_INLINE]  # the key's UTF-8 bytes, or a pointer to them (_KEY_OUT)
+
+
+cdef inline uint32_t _mix(Py_ssize_t h) noexcept:
+    return <uint32_t>(((<uint64_t>h) * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32)
 
 
 # The id hashes of a large window of events: open addressing with linear probing, at least half
@@ -190,10 +193,6 @@ cdef inline void _idset_discard(_IdSet* s, int64_t hashed) noexcept:
 cdef Rec _layout
 # A window of one time is the block [newest, big] inside its record (see EventWindows._open).
 assert <char*>&_layout.big - <char*>&_layout.newest == sizeof(double)
-
-
-cdef inline uint32_t _mix(Py_ssize_t h) noexcept:
-    return <uint32_t>(((<uint64_t>h) * <uint64_t>0x9E3779B97F4A7C15ULL) >> 32)
 
 
 cdef struct Minute:
