@@ -84,6 +84,8 @@ def engine_run(
         for line in handle:
             count += 1
             if not count & 4095 and time.perf_counter() > deadline:
+                # This line is not read: the other side's locks are compared up to `count`.
+                count -= 1
                 complete = False
                 break
             try:
