@@ -15,6 +15,7 @@ from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event
 from lockoutd.decode.limits import WALL_CLOCK, Horizon
 from lockoutd.decode.native import (
     InvalidEvent,
+    bounded_decoder,
     decode_object,
     event_from_mapping,
     native_decoder,
@@ -190,6 +191,7 @@ def decoder_for(name: FormatName, *, max_bytes: int, horizon: Horizon = WALL_CLO
     Every format refuses what the native one does: records nested too deep, times outside the
     sane range and times past ``horizon`` (README, "Events").
     """
+    bounded_decoder()  # made at start, not while the first batch with an odd record waits
     if name == "native":
         return native_decoder(max_bytes=max_bytes, horizon=horizon)
     mapper = _MAPPERS[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from datetime import datetime
@@ -55,8 +56,20 @@ class _StandardOnly(_Wire, forbid_unknown_fields=True):
 
 
 _decode_json = msgspec.json.Decoder().decode
-# Any JSON object, but nested no deeper than a login event can be (see lockoutd.decode.limits).
-_decode_bounded = msgspec.json.Decoder(BOUNDED_OBJECT).decode
+
+
+@functools.cache
+def bounded_decoder() -> Callable[[bytes], Any]:
+    """Decodes any JSON object nested no deeper than a login event can be (see
+    :mod:`lockoutd.decode.limits`); raises ``msgspec.ValidationError`` for one nested deeper.
+
+    Made on first use, not on import: msgspec expands the bounded type level by level into tens
+    of thousands of type nodes, a second of work that every ``lockoutd`` command (``--version``,
+    ``check``) would otherwise pay without decoding a record.
+    """
+    return msgspec.json.Decoder(BOUNDED_OBJECT).decode
+
+
 _decode_standard = msgspec.json.Decoder(_StandardOnly).decode
 _STANDARD = frozenset(STANDARD_FIELDS)
 
@@ -105,7 +118,7 @@ def decode_object(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"record of {len(raw)} bytes exceeds {max_bytes}")
     try:
-        document: dict[str, Any] = _decode_bounded(raw)
+        document: dict[str, Any] = bounded_decoder()(raw)
     except msgspec.ValidationError:
         pass  # not an object, a number out of range, or nested too deep: told apart below
     except msgspec.DecodeError as exc:
