@@ -70,7 +70,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from heapq import heapify, heappop, heappush, heapreplace
 from struct import Struct
 from typing import Generic, TypeVar
@@ -160,9 +160,14 @@ def _check_times(times: Iterable[float]) -> None:
         previous = at
 
 
-def _check_hashes(hashes: Iterable[int]) -> None:
+def _check_hashes(hashes: Sequence[int]) -> None:
     if not all(-(1 << 63) <= hashed < 1 << 63 for hashed in hashes):
         raise InvalidRecord("id hashes must be 64-bit signed numbers")
+    # A window never keeps one event id twice (a repeat is not counted): a record that does could
+    # only be corrupt, and the two implementations would not agree on when to count it again.
+    ids = [hashed for hashed in hashes if hashed != _NO_ID]
+    if len(set(ids)) != len(ids):
+        raise InvalidRecord("a window keeps each event id once")
 
 
 def checked_event_record(

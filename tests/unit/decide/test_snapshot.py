@@ -184,6 +184,7 @@ def _fingerprints() -> dict[str, str]:
         ["", [T0], [1], False, None],  # no key
         ["42", [float("nan")], [1], False, None],
         ["42", [T0], [1 << 63], False, None],  # a hash no 64-bit slot holds
+        ["42", [T0, T0 + 1], [7, 7], False, None],  # one event id kept twice
     ],
 )
 def test_a_forged_window_is_refused(window: list[Any]) -> None:
