@@ -514,6 +514,8 @@ class KafkaSink:
             **connection_options(settings),
         )
         self._hashes: dict[bytes, int] = {}
+        self._refusing_batches: set[str] = set()
+        """Topics that refused a batch, each named once in a warning."""
 
     async def __aenter__(self) -> Self:
         try:
@@ -579,11 +581,19 @@ class KafkaSink:
                 # A batch refused for good (too large for the topic, say) may hold records the
                 # broker takes on their own: each is sent alone and answered for alone.
                 one_by_one += sent
+                self._warn_batches_refused(sent[0].topic, error)
             else:
                 refused += [(record, str(error)) for record in sent]
         if one_by_one:
             refused += await self._send(one_by_one, batched=False)
         return refused
+
+    def _warn_batches_refused(self, topic: str, error: BaseException) -> None:
+        # Every publish to such a topic pays the record-by-record path, several times the cost:
+        # said once, so that the operator raises the topic's max.message.bytes (256 KiB or more).
+        if topic not in self._refusing_batches:
+            self._refusing_batches.add(topic)
+            log.warning("publish_batch_refused", topic=topic, error=str(error))
 
     async def _send_one(self, r: OutgoingRecord) -> BaseException | asyncio.Future[Any]:
         try:

@@ -217,3 +217,15 @@ async def test_an_outage_answering_a_batch_is_unavailable_for_the_caller_to_retr
     with pytest.raises(KafkaUnavailable) as raised:
         await _sink(producer).publish(_keyed(8))
     assert not isinstance(raised.value, KafkaRefused)
+
+
+async def test_a_topic_that_refuses_batches_is_named_once_in_a_warning() -> None:
+    """Sending record by record costs several times more: an operator must learn that the topic
+    takes no batch (its max.message.bytes below lockoutd's batches), once, not per publish."""
+    producer = BatchingProducer({}, batch_error=MessageSizeTooLargeError())
+    sink = _sink(producer)
+    with capture_logs() as logs:
+        await sink.publish(_keyed(8))
+        await sink.publish(_keyed(8))
+    lines = [entry for entry in logs if entry["event"] == "publish_batch_refused"]
+    assert [(line["log_level"], line["topic"]) for line in lines] == [("warning", "internal")]
