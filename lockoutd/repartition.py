@@ -12,6 +12,12 @@ its internal topic, held by one instance, which decides each crossing once (READ
 Which rules need it follows from their key alone: the record key is the user (the user id, or
 the login name of an event without one, which is what a ``user_id`` key reads), so only a rule
 keyed on ``[user_id]`` and nothing else is counted where the event arrives.
+
+A key whose value determines another's needs no topic of its own when that other key has one:
+an address lies in one network, so the partition holding a network's events holds every event
+of each of its addresses, and a rule keyed on ``[ip]`` (or ``[user_id, ip]``) is counted on the
+``[ip_prefix]`` topic. One internal copy of an event then serves both, where each key's own topic
+would cost a copy per key.
 """
 
 from __future__ import annotations
@@ -48,6 +54,35 @@ _MAX_TOPIC_NAME = 249
 def is_repartitioned(rule: Rule) -> bool:
     """True for a rule whose key is not the record key: it is counted on an internal topic."""
     return tuple(rule.key) != LOCAL_KEY
+
+
+_DERIVED_FROM = {"ip_prefix": "ip"}
+"""Fields whose value is a function of another's: equal addresses have equal networks."""
+
+
+def determines(key: Sequence[str], coarser: Sequence[str]) -> bool:
+    """True when events with equal values of ``key`` always have equal values of ``coarser``
+    (and an event with a value of ``key`` has one of ``coarser``): each field of ``coarser`` is
+    in ``key``, or is computed from a field that is."""
+    return all(field in key or _DERIVED_FROM.get(field, field) in key for field in coarser)
+
+
+def partition_keys(keys: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """For each of ``keys``, the key whose internal topic counts it: of the coarsest keys that
+    it determines, the first in sorted order, so that the order of the rules never moves a rule
+    to another topic. A coarsest key is one that determines no key not also determining it; of
+    keys that determine each other, the first in sorted order."""
+
+    def coarser(a: tuple[str, ...], b: tuple[str, ...]) -> bool:  # b is strictly coarser than a
+        return determines(a, b) and not determines(b, a)
+
+    coarsest: list[tuple[str, ...]] = []
+    for key in sorted(keys):
+        if any(coarser(key, other) for other in keys):
+            continue
+        if not any(determines(key, kept) for kept in coarsest):
+            coarsest.append(key)
+    return {key: next(c for c in coarsest if determines(key, c)) for key in keys}
 
 
 def topic_prefix(settings: KafkaSettings) -> str:
@@ -167,10 +202,12 @@ def record_key(slot: Slot) -> bytes:
 
 @dataclasses.dataclass(slots=True)
 class Route:
-    """The rules sharing one key, and the internal topic they are counted on."""
+    """An internal topic and the rules counted on it: those of its key, and those of the keys
+    that determine it (see :func:`partition_keys`)."""
 
     topic: str
     key: tuple[str, ...]
+    """What the topic's records are keyed (partitioned) by."""
     rules: RuleSet
     read_key: Callable[[Event], Slot | None]
     resets: bool
@@ -203,10 +240,12 @@ class Repartitioning:
 
     def __init__(self, rules: RuleSet, prefix: str) -> None:
         self.prefix = prefix
+        keys = list(dict.fromkeys(tuple(r.key) for r in rules.rules if is_repartitioned(r)))
+        counted_on = partition_keys(keys)
         by_key: dict[tuple[str, ...], list[Rule]] = {}
         for rule in rules.rules:
             if is_repartitioned(rule):
-                by_key.setdefault(tuple(rule.key), []).append(rule)
+                by_key.setdefault(counted_on[tuple(rule.key)], []).append(rule)
         self.local = dataclasses.replace(
             rules, rules=tuple(rule for rule in rules.rules if not is_repartitioned(rule))
         )

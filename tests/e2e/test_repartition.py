@@ -44,6 +44,16 @@ RULES = {
             "window": "30m",
             "action": {"lock": {"targets": "contributors"}},
         },
+        {
+            # Never fires here; with it, the address rules are counted on the network's topic,
+            # as with the shipped rules (README, Operations: "Scaling out").
+            "name": "spray-from-network",
+            "key": ["ip_prefix"],
+            "distinct": "user_id",
+            "threshold": 1000,
+            "window": "30m",
+            "action": {"report": {}},
+        },
     ]
 }
 
@@ -112,7 +122,7 @@ def spray(stack: Stack, users: list[str], start: int) -> None:
 
 
 def internal_topic(stack: Stack) -> str:
-    return f"{stack.config.group_id}.repartition.ip"
+    return f"{stack.config.group_id}.repartition.ip_prefix"
 
 
 def settle(stack: Stack) -> None:

@@ -3,6 +3,7 @@ topic, the records that carry events there, and the pipeline counting each rule 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from lockoutd.daemon import Daemon
 from lockoutd.decide.decision import rfc3339
+from lockoutd.decide.engine import key_reader
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
 from lockoutd.decode.native import InvalidEvent, decode_native
 from lockoutd.pipeline import Pipeline
@@ -72,6 +74,91 @@ def test_rules_sharing_a_key_share_one_internal_topic_named_after_the_group() ->
     assert route.retention_seconds(3600) == 86_400 + 3600  # the longest window, then late
     assert topic_prefix(KafkaSettings(repartition_prefix="sec.lockoutd")) == "sec.lockoutd"
     assert topic_prefix(KafkaSettings(group_id="team a/lockoutd")) == "team_a_lockoutd.repartition"
+
+
+PER_NETWORK = rule(
+    "per-network",
+    match={"type": "auth.login.failed"},
+    key=["ip_prefix"],
+    distinct="user_id",
+    threshold=3,
+    action={"report": {}},
+)
+
+
+def test_a_key_that_determines_a_coarser_one_is_counted_on_the_coarser_keys_topic() -> None:
+    """An address lies in one network, so the partition that holds a network's events holds
+    every event of each of its addresses: one internal copy of an event serves both keys."""
+    pair = rule("pair", key=["user_id", "ip"], action={"report": {}})
+    per_org = rule("per-org", key=["org_id"], action={"report": {}})
+    plan = Repartitioning(ruleset(BRUTEFORCE, SPRAY, pair, PER_NETWORK, per_org), "p")
+    assert list(plan.topics) == ["p.ip_prefix", "p.org_id"]
+    assert [r.name for r in plan.rules_for("p.ip_prefix").rules] == ["spray", "pair", "per-network"]
+    [to_network, to_org] = plan.forward(event(ip="10.0.0.1", org_id="300"), "auth.events", 0, 1)
+    assert (to_network.topic, to_network.key) == ("p.ip_prefix", b"10.0.0.0/24")
+    assert (to_org.topic, to_org.key) == ("p.org_id", b"300")
+    # Without the coarser key's rules, each key keeps a topic of its own.
+    assert list(Repartitioning(ruleset(SPRAY, pair), "p").topics) == ["p.ip"]
+    assert list(Repartitioning(ruleset(pair), "p").topics) == ["p.user_id.ip"]
+
+
+def test_the_coarser_topic_carries_what_any_of_its_rules_counts_or_resets_on() -> None:
+    plan = Repartitioning(
+        ruleset(
+            PER_IP,
+            rule(
+                "otp-net",
+                match={"type": "auth.login.failed", "reason": ["otp"]},
+                key=["ip_prefix"],
+                action={"report": {}},
+            ),
+        ),
+        "p",
+    )
+    for sent in (
+        plan.forward(event(ip="10.0.0.1"), "auth.events", 0, 1),  # counted by per-ip
+        plan.forward(event(type=LOGIN_SUCCEEDED, ip="10.0.0.1"), "auth.events", 0, 2),  # resets it
+        plan.forward(event(reason="otp", ip="10.0.0.1"), "auth.events", 0, 3),  # counted by otp-net
+    ):
+        assert [r.topic for r in sent] == ["p.ip_prefix"]
+
+
+_FIELDS = ["ip", "ip_prefix", "user_id", "login_name", "org_id"]
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    keys=st.lists(st.lists(st.sampled_from(_FIELDS), min_size=1, max_size=3, unique=True)),
+    ips=st.lists(st.ip_addresses().map(str), min_size=2, max_size=6),
+    users=st.lists(st.sampled_from(["u1", "u2", None]), min_size=6, max_size=6),
+)
+def test_events_that_share_a_rules_key_share_the_record_key_of_its_topic(
+    keys: list[list[str]], ips: list[str], users: list[str | None]
+) -> None:
+    """Whatever keys the rules have, every event of one key value reaches one partition of the
+    topic its rule is counted on, and each rule is counted on exactly one topic."""
+    rules = [
+        rule(f"r{n}", key=key, action={"report": {}})
+        for n, key in enumerate(keys)
+        if key != ["user_id"]
+    ]
+    plan = Repartitioning(ruleset(*rules), "p")
+    assert sorted(r.name for route in plan.routes for r in route.rules.rules) == sorted(
+        r.name for r in rules
+    )
+    events = [
+        event(ip=str(ipaddress.ip_address(ip)), user_id=user, login_name="name", org_id="o")
+        for ip, user in zip(ips * 3, users, strict=False)
+    ]
+    for route in plan.routes:
+        for counted in route.rules.rules:
+            read = key_reader(counted.key)
+            where: dict[object, set[bytes]] = {}
+            for e in events:
+                if (value := read(e)) is not None:
+                    [sent] = [r for r in plan.forward(e, "t", 0, 1) if r.topic == route.topic]
+                    where.setdefault(value, set()).add(sent.key or b"")
+            assert all(len(keys) == 1 for keys in where.values()), (counted.key, route.key)
 
 
 def test_keys_kafka_cannot_spell_get_distinct_valid_topic_names() -> None:
@@ -182,6 +269,32 @@ async def test_a_rule_keyed_on_an_address_counts_on_its_internal_topic_and_nowhe
     await pipeline.process(forwarded)  # type: ignore[arg-type]
     assert sorted(store.lock_calls) == [("1", "300"), ("2", "300"), ("3", "300")]
     assert metrics.key_mismatches.labels(rule="per-ip")._value.get() == 0
+
+
+async def test_an_address_rule_counted_on_the_network_topic_counts_each_address_apart() -> None:
+    """Two addresses of one /24 share a partition of the network's topic, not a window: the
+    per-address rule fires for the address that failed three times, not for the network."""
+    store = FakeStore()
+    settings = Settings(kafka={"decisions_topic": "decisions", "group_id": "g"})
+    pipeline = Pipeline(
+        settings,
+        ruleset(PER_IP, PER_NETWORK),
+        store=store,
+        metrics=Metrics(),
+        clock=lambda: T0 + 600,
+        repartition=True,
+    )
+    addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2", "10.0.0.1"]
+    source = [
+        record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
+        for n, ip in enumerate(addresses)
+    ]
+    outgoing = await pipeline.process(source)  # type: ignore[arg-type]
+    assert {r.topic for r in outgoing} == {"g.repartition.ip_prefix"}
+    await pipeline.process(_internal(outgoing, "g.repartition.ip_prefix"))  # type: ignore[arg-type]
+    # 10.0.0.1 failed for u0, u2 and u4; its contributors are locked, 10.0.0.2's are not.
+    assert sorted(store.lock_calls) == [("u0", "300"), ("u2", "300"), ("u4", "300")]
+    assert pipeline.outcomes["reported"] == 1  # the network: three distinct users
 
 
 async def test_an_event_is_counted_once_in_the_events_metric_however_many_topics_carry_it() -> None:
