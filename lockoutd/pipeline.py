@@ -9,6 +9,7 @@ state with it (rebuilt there from the topic) instead of leaving a stale copy beh
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,10 +27,10 @@ from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES, Event
 from lockoutd.decode.formats import decoder_for
 from lockoutd.decode.limits import Horizon
-from lockoutd.decode.native import InvalidEvent
+from lockoutd.decode.native import InvalidEvent, RefusedElement, bundle_decoder
 from lockoutd.decode.rejects import Rejects
 from lockoutd.errors import reported_error
-from lockoutd.repartition import Repartitioning, topic_prefix
+from lockoutd.repartition import Repartitioning, encode_event, topic_prefix
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet
@@ -39,6 +40,10 @@ from lockoutd.source.kafka import OutgoingRecord, Record
 
 _ID_ROOM = 1024
 """Room on an internal record for the event id lockoutd adds to an event that had none."""
+
+_Bundled = tuple[Record, Event]
+"""Where an event of a bundle came from: the internal record, and the event (its dead letter's
+value, should judging it fail)."""
 
 _Pending = tuple[Decision, float, LockAction | None, AllowedSet]
 """A decision, its newest event's time, the rule's lock and the users the rule never locks."""
@@ -103,12 +108,11 @@ class Pipeline:
             Repartitioning(rules, topic_prefix(settings.kafka)) if repartition else None
         )
         """Where each rule is counted; None when every rule is counted in place."""
-        # Internal records are native events, re-encoded with an event id they may have lacked.
-        internal = decoder_for(
-            "native", max_bytes=settings.kafka.max_event_bytes + _ID_ROOM, horizon=horizon
+        # Internal records are native events, re-encoded with an event id they may have lacked,
+        # alone or bundled.
+        self._internal_decoder = bundle_decoder(
+            max_bytes=settings.kafka.max_event_bytes + _ID_ROOM, horizon=horizon
         )
-        for topic in self.repartitioning.topics if self.repartitioning else ():
-            self._decoders[topic] = internal
         self._rejects = Rejects(
             settings.kafka.dead_letter_topic,
             metrics=metrics,
@@ -169,8 +173,11 @@ class Pipeline:
         """
         dead_letters: list[OutgoingRecord] = []
 
-        def failed(record: Record, error: Exception) -> None:
-            if (dead := self._rejects.fail(record, error)) is not None:
+        def failed(origin: Record | _Bundled, error: Exception) -> None:
+            if isinstance(origin, tuple):  # an event of a bundle: its dead letter holds it alone
+                bundle, event = origin
+                origin = dataclasses.replace(bundle, value=encode_event(event))
+            if (dead := self._rejects.fail(origin, error)) is not None:
                 dead_letters.append(dead)
 
         forwarded: list[OutgoingRecord] = []
@@ -184,7 +191,7 @@ class Pipeline:
         rebuild_until: Mapping[TopicPartition, int],
         dead_letters: list[OutgoingRecord],
         forwarded: list[OutgoingRecord],
-    ) -> Iterator[Judged[Record]]:
+    ) -> Iterator[Judged[Record | _Bundled]]:
         now = self._clock()
         decoders = self._decoders
         plan = self.repartitioning
@@ -203,6 +210,9 @@ class Pipeline:
                 is_internal = topic in internal
                 forwards = plan is not None and bool(plan.routes) and not is_internal
             acts = record.offset >= rebuild_below
+            if is_internal:
+                yield from self._internal_events(record, tp, now, acts, dead_letters)
+                continue
             try:
                 event = decoders[record.topic](record.value or b"")
                 if forwards and acts:
@@ -218,8 +228,37 @@ class Pipeline:
                 if acts and (dead := self._rejects.fail(record, error)) is not None:
                     dead_letters.append(dead)
                 continue
-            # An internal record's key is the rule's own: no key mismatch to count.
-            yield tp, None if is_internal else record.key, event, now, acts, record
+            yield tp, record.key, event, now, acts, record
+
+    def _internal_events(
+        self,
+        record: Record,
+        tp: TopicPartition,
+        now: float,
+        acts: bool,
+        dead_letters: list[OutgoingRecord],
+    ) -> Iterator[Judged[Record | _Bundled]]:
+        # An internal record's key is the rule's own: no key mismatch to count (None below).
+        try:
+            decoded = self._internal_decoder(record.value or b"")
+        except InvalidEvent as error:
+            if acts and (dead := self._rejects.reject(record, error)) is not None:
+                dead_letters.append(dead)
+            return
+        except Exception as error:  # one record's bug must not stop the daemon
+            if acts and (dead := self._rejects.fail(record, error)) is not None:
+                dead_letters.append(dead)
+            return
+        if len(decoded) == 1 and isinstance(event := decoded[0], Event):
+            yield tp, None, event, now, acts, record
+            return
+        for item in decoded:
+            if isinstance(item, RefusedElement):
+                element = dataclasses.replace(record, value=item.raw)
+                if acts and (dead := self._rejects.reject(element, item.error)) is not None:
+                    dead_letters.append(dead)
+                continue
+            yield tp, None, item, now, acts, (record, item)
 
     async def judge(
         self, batch: Iterable[Judged[Origin]], failed: Callable[[Origin, Exception], None]

@@ -294,5 +294,5 @@ class Repartitioning:
                 # The id is made only for an event without one of its own.
                 made = None if event.event_id else derived_event_id(topic, partition, offset)
                 value = encode_event(event, event_id=made)
-            records.append(OutgoingRecord(route.topic, value, key=record_key(slot)))
+            records.append(OutgoingRecord(route.topic, value, key=record_key(slot), bundled=True))
         return records

@@ -6,7 +6,7 @@ import functools
 import ipaddress
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -105,6 +105,54 @@ def native_decoder(*, max_bytes: int, horizon: Horizon = WALL_CLOCK) -> Callable
                 return event_from_mapping(decode_object(raw, max_bytes=max_bytes), horizon)
             return _event(wire, {}, horizon)
         return decode_native(raw, max_bytes=max_bytes, horizon=horizon)  # refused: too large
+
+    return decode
+
+
+class RefusedElement(NamedTuple):
+    """An element of a bundle that is no event: why, and its bytes (its dead letter's value)."""
+
+    error: InvalidEvent
+    raw: bytes
+
+
+_decode_standard_bundle = msgspec.json.Decoder(list[_StandardOnly]).decode
+_split_bundle = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+def bundle_decoder(
+    *, max_bytes: int, horizon: Horizon = WALL_CLOCK
+) -> Callable[[bytes], list[Event | RefusedElement]]:
+    """Decodes an internal record: one native event, or a bundle of them (a JSON array of native
+    records, as lockoutd publishes internal records; README, Operations: "Scaling out").
+
+    Each element of a bundle is decoded as a record of its own would be, so one that is no
+    event is refused alone. Raises :class:`InvalidEvent` for a record that is neither an event
+    nor an array.
+    """
+    decode_one = native_decoder(max_bytes=max_bytes, horizon=horizon)
+
+    def decode(raw: bytes) -> list[Event | RefusedElement]:
+        if raw[:1] != b"[":
+            return [decode_one(raw)]
+        try:  # the common case: every element an event of standard fields only
+            return [_event(wire, {}, horizon) for wire in _decode_standard_bundle(raw)]
+        except (msgspec.MsgspecError, InvalidEvent):
+            pass
+        try:
+            elements = _split_bundle(raw)
+        except RecursionError:
+            raise InvalidEvent("too_deep", "the bundle nests arrays or objects too deep") from None
+        except msgspec.MsgspecError as exc:
+            raise InvalidEvent("invalid_json", f"not a valid JSON array: {exc}") from None
+        decoded: list[Event | RefusedElement] = []
+        for element in elements:
+            one = bytes(element)
+            try:
+                decoded.append(decode_one(one))
+            except InvalidEvent as error:
+                decoded.append(RefusedElement(error, one))
+        return decoded
 
     return decode
 

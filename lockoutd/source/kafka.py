@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -475,6 +475,11 @@ class OutgoingRecord:
     fallback: OutgoingRecord | None = None
     """What to publish instead when Kafka refuses this record for good (a dead letter without
     its value when the broker finds it too large)."""
+    bundled: bool = False
+    """May travel in one Kafka record with the other bundled records of its partition: the
+    value of that record is the JSON array of theirs (each a JSON value), and it has no key.
+    Internal records are: the record overhead of Kafka and aiokafka, paid per record on both
+    sides, cost more than the events themselves (README, Operations: "Scaling out")."""
 
 
 _Outcome: TypeAlias = tuple[tuple[OutgoingRecord, ...], "BaseException | asyncio.Future[Any]"]
@@ -484,6 +489,10 @@ _BATCH_BYTES = 256 * 1024
 """The producer's batch size: a batch of a partition waits for the one before it to be answered,
 so a larger batch means fewer round trips for what a daemon batch publishes. Well under the
 1 MiB a broker takes by default; a batch refused as too large is sent again record by record."""
+
+_BUNDLE_BYTES = _BATCH_BYTES // 4
+"""The largest bundle: a producer batch holds several, and a topic with Kafka's default record
+size limit (1 MiB) takes any."""
 
 _MAX_HASHES = 65_536
 """Bound on the cached partitioner hashes of record keys."""
@@ -577,9 +586,10 @@ class KafkaSink:
                 if isinstance(error, KafkaError):
                     raise KafkaUnavailable(f"publishing to Kafka failed: {error}") from error
                 raise error
-            if len(sent) > 1:
-                # A batch refused for good (too large for the topic, say) may hold records the
-                # broker takes on their own: each is sent alone and answered for alone.
+            if len(sent) > 1 or sent[0].bundled:
+                # A batch or a bundle refused for good (too large for the topic, say) may hold
+                # records the broker takes on their own: each is sent alone, under its own key,
+                # and answered for alone.
                 one_by_one += sent
                 self._warn_batches_refused(sent[0].topic, error)
             else:
@@ -619,16 +629,17 @@ class KafkaSink:
         rounds: list[list[tuple[int, Any, tuple[OutgoingRecord, ...]]]] = []
         for partition, share in by_partition.items():
             builder = self._producer.create_batch()
-            start = 0
+            in_batch: list[OutgoingRecord] = []
             batches = 0
-            for at, r in enumerate(share):
-                if builder.append(timestamp=None, key=r.key, value=r.value, headers=[]) is None:
-                    _add(rounds, batches, (partition, builder, tuple(share[start:at])))
+            for key, value, carried in _kafka_records(share):
+                if builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+                    _add(rounds, batches, (partition, builder, tuple(in_batch)))
                     batches += 1
                     builder = self._producer.create_batch()
-                    builder.append(timestamp=None, key=r.key, value=r.value, headers=[])
-                    start = at
-            _add(rounds, batches, (partition, builder, tuple(share[start:])))
+                    builder.append(timestamp=None, key=key, value=value, headers=[])
+                    in_batch = []
+                in_batch += carried
+            _add(rounds, batches, (partition, builder, tuple(in_batch)))
         outcomes: list[_Outcome] = []
         # The first batch of every partition, then the second: the producer takes a partition's
         # next batch only once the one before is on its way.
@@ -653,10 +664,38 @@ class KafkaSink:
         return hashed
 
 
+def _kafka_records(
+    share: list[OutgoingRecord],
+) -> Iterator[tuple[bytes | None, bytes, list[OutgoingRecord]]]:
+    """The key and value of each Kafka record that carries ``share`` (one partition's records,
+    in order), and the records each carries: a run of bundled records goes in bundles of at most
+    :data:`_BUNDLE_BYTES`, any other record alone."""
+    run: list[OutgoingRecord] = []
+    size = 2  # the brackets
+    for r in share:
+        if r.bundled:
+            if run and size + len(r.value) + 1 > _BUNDLE_BYTES:
+                yield None, _bundle(run), run
+                run, size = [], 2
+            run.append(r)
+            size += len(r.value) + 1
+            continue
+        if run:
+            yield None, _bundle(run), run
+            run, size = [], 2
+        yield r.key, r.value, [r]
+    if run:
+        yield None, _bundle(run), run
+
+
+def _bundle(records: list[OutgoingRecord]) -> bytes:
+    return b"[" + b",".join([r.value for r in records]) + b"]"
+
+
 def _fits(record: OutgoingRecord) -> bool:
     """A record small enough to share a batch; larger ones go alone, through the producer's own
     size check."""
-    return len(record.value) + len(record.key or b"") <= _BATCH_BYTES // 4
+    return len(record.value) + len(record.key or b"") + 2 <= _BUNDLE_BYTES  # 2: a bundle's [ ]
 
 
 def _add(rounds: list[list[Any]], index: int, batch: Any) -> None:

@@ -5,6 +5,7 @@ fall back once (a dead letter without its value) and are then reported, never re
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -80,11 +81,14 @@ class BatchingProducer(FakeProducer):
         partitions: int = 3,
         room: int = 2,
         batch_error: Exception | None = None,
+        bundle_error: Exception | None = None,
     ) -> None:
         super().__init__(errors)
         self.partitions = set(range(partitions))
         self.room = room
         self.batch_error = batch_error
+        self.bundle_error = bundle_error
+        """Answers every batch holding a bundle (a topic whose record size limit it exceeds)."""
         self.by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -100,6 +104,8 @@ class BatchingProducer(FakeProducer):
         answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.batch_error is not None and len(batch.records) > 1:
             answer.set_exception(self.batch_error)
+        elif self.bundle_error is not None and any(v[:1] == b"[" for _, v in batch.records):
+            answer.set_exception(self.bundle_error)
         else:
             answer.set_result(None)
             self.by_partition.setdefault((topic, partition), []).extend(batch.records)
@@ -229,3 +235,65 @@ async def test_a_topic_that_refuses_batches_is_named_once_in_a_warning() -> None
         await sink.publish(_keyed(8))
     lines = [entry for entry in logs if entry["event"] == "publish_batch_refused"]
     assert [(line["log_level"], line["topic"]) for line in lines] == [("warning", "internal")]
+
+
+def _bundled(count: int, *, size: int = 10) -> list[OutgoingRecord]:
+    return [
+        OutgoingRecord(
+            "internal",
+            json.dumps({"n": n, "pad": "x" * size}).encode(),
+            key=f"10.0.0.{n % 7}".encode(),
+            bundled=True,
+        )
+        for n in range(count)
+    ]
+
+
+def _unbundled(producer: BatchingProducer) -> dict[tuple[str, int], list[bytes]]:
+    """Each partition's values, every bundle split back into the records it carries."""
+    return {
+        where: [
+            json.dumps(element).encode() for _, value in records for element in json.loads(value)
+        ]
+        for where, records in producer.by_partition.items()
+    }
+
+
+async def test_bundled_records_of_a_partition_share_one_record_each_keys_in_order() -> None:
+    """Records for an internal topic travel as one Kafka record per partition (a JSON array of
+    their values): each still lands in its key's partition, a key's records in order."""
+    producer = BatchingProducer({}, room=1)
+    records = _bundled(40)
+    await _sink(producer).publish(records)
+    expected: dict[tuple[str, int], list[bytes]] = {}
+    for r in records:
+        partition = DefaultPartitioner()(r.key, [0, 1, 2], [0, 1, 2])
+        expected.setdefault((r.topic, partition), []).append(r.value)
+    assert _unbundled(producer) == expected
+    assert all(len(batch) == 1 for batch in producer.by_partition.values())
+
+
+async def test_a_bundle_holds_at_most_64_kib() -> None:
+    producer = BatchingProducer({}, partitions=1, room=100)
+    records = _bundled(30, size=10_000)
+    await _sink(producer).publish(records)
+    [(_, bundles)] = producer.by_partition.items()
+    assert len(bundles) > 1
+    assert all(len(value) <= 64 * 1024 for _, value in bundles)
+    assert _unbundled(producer) == {("internal", 0): [r.value for r in records]}
+
+
+async def test_a_bundle_refused_as_too_large_is_sent_again_record_by_record() -> None:
+    """A topic whose records may not be as large as a bundle still gets every record, alone and
+    under its own key; the warning names the topic."""
+    producer = BatchingProducer({}, bundle_error=MessageSizeTooLargeError())
+    records = _bundled(8)
+    with capture_logs() as logs:
+        await _sink(producer).publish(records)
+    delivered = [(r.key, r.value) for r in producer.delivered]
+    assert sorted(delivered) == sorted((r.key, r.value) for r in records)
+    for key in {r.key for r in records}:  # each key's records in order
+        assert [v for k, v in delivered if k == key] == [r.value for r in records if r.key == key]
+    assert [line["topic"] for line in logs if line["event"] == "publish_batch_refused"] == [
+        "internal"
+    ]

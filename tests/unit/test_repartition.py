@@ -7,6 +7,7 @@ import ipaddress
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import pytest
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 
 from lockoutd.daemon import Daemon
 from lockoutd.decide.decision import rfc3339
-from lockoutd.decide.engine import key_reader
+from lockoutd.decide.engine import Engine, Firing, key_reader
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
 from lockoutd.decode.native import InvalidEvent, decode_native
 from lockoutd.pipeline import Pipeline
@@ -295,6 +296,99 @@ async def test_an_address_rule_counted_on_the_network_topic_counts_each_address_
     # 10.0.0.1 failed for u0, u2 and u4; its contributors are locked, 10.0.0.2's are not.
     assert sorted(store.lock_calls) == [("u0", "300"), ("u2", "300"), ("u4", "300")]
     assert pipeline.outcomes["reported"] == 1  # the network: three distinct users
+
+
+def _bundle(values: list[bytes], topic: str = "g.repartition.ip", offset: int = 0) -> object:
+    """One internal record carrying ``values``, as the sink publishes them (a JSON array)."""
+    return record(offset, b"[" + b",".join(values) + b"]", topic=topic, partition=0, key=None)
+
+
+async def test_events_bundled_in_one_internal_record_count_as_if_each_came_alone() -> None:
+    store = FakeStore()
+    pipeline, _ = _pipeline(store, repartition=True)
+    outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
+    forwarded = [r.value for r in outgoing if r.topic == "g.repartition.ip"]
+    assert len(forwarded) == 3
+    await pipeline.process([_bundle(forwarded)])  # type: ignore[list-item]
+    assert sorted(store.lock_calls) == [("1", "300"), ("2", "300"), ("3", "300")]
+
+
+async def test_a_bad_event_in_a_bundle_is_dead_lettered_alone_and_the_others_count() -> None:
+    store = FakeStore()
+    settings = Settings(kafka={"dead_letter_topic": "dlq", "group_id": "g"})
+    metrics = Metrics()
+    pipeline = Pipeline(
+        settings,
+        ruleset(PER_IP),
+        store=store,
+        metrics=metrics,
+        clock=lambda: T0 + 600,
+        repartition=True,
+    )
+    outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
+    good = [r.value for r in outgoing if r.topic == "g.repartition.ip"]
+    bad = [b'{"type": "auth.login.failed"}', b'{"nested": ' + b"[" * 40 + b"]" * 40 + b"}"]
+    published = await pipeline.process([_bundle([good[0], bad[0], good[1], bad[1], good[2]])])  # type: ignore[list-item]
+    dead = [r for r in published if r.topic == "dlq"]
+    assert sorted(store.lock_calls) == [("1", "300"), ("2", "300"), ("3", "300")]
+    assert [(r.topic, r.value) for r in dead] == [("dlq", bad[0]), ("dlq", bad[1])]
+    reasons = [dict(r.headers)["lockoutd.reason"] for r in dead]
+    assert reasons == [b"missing_field", b"too_deep"]
+
+
+async def test_an_event_of_a_bundle_whose_counting_fails_is_dead_lettered_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug met by one event of a bundle costs that event, not the bundle: its dead letter holds
+    it alone, and the events around it count."""
+    process = Engine.process
+
+    def failing(self: Engine, e: Event, now: float, **kwargs: Any) -> list[Firing]:
+        if e.user_id == "666":
+            raise RuntimeError("a bug")
+        return process(self, e, now, **kwargs)
+
+    store = FakeStore()
+    settings = Settings(kafka={"dead_letter_topic": "dlq", "group_id": "g"})
+    pipeline = Pipeline(
+        settings,
+        ruleset(PER_IP),
+        store=store,
+        metrics=Metrics(),
+        clock=lambda: T0 + 600,
+        repartition=True,
+    )
+    outgoing = await pipeline.process(_failures(["1", "666", "2", "3"]))  # type: ignore[arg-type]
+    forwarded = [r.value for r in outgoing if r.topic == "g.repartition.ip"]
+    monkeypatch.setattr(Engine, "process", failing)
+    published = await pipeline.process([_bundle(forwarded, offset=9)])  # type: ignore[list-item]
+    assert sorted(store.lock_calls) == [("1", "300"), ("2", "300"), ("3", "300")]
+    [dead] = [r for r in published if r.topic == "dlq"]
+    assert decode_native(dead.value, max_bytes=1 << 20).user_id == "666"
+    assert dict(dead.headers)["lockoutd.source"] == b"g.repartition.ip/0/9"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"[{}, ", b"invalid_json"),
+        (b"[" * 100_000 + b"]" * 100_000, b"too_deep"),
+        (b"[1, 2]", b"not_an_object"),
+    ],
+)
+async def test_an_internal_record_that_is_no_bundle_of_objects_is_dead_lettered_whole(
+    value: bytes, reason: bytes
+) -> None:
+    settings = Settings(kafka={"dead_letter_topic": "dlq", "group_id": "g"})
+    pipeline = Pipeline(
+        settings, ruleset(PER_IP), store=FakeStore(), metrics=Metrics(), repartition=True
+    )
+    internal = record(7, value, topic="g.repartition.ip", partition=0, key=None)
+    dead = await pipeline.process([internal])  # type: ignore[list-item]
+    if reason == b"not_an_object":  # each element is refused on its own
+        assert [dict(r.headers)["lockoutd.reason"] for r in dead] == [reason, reason]
+    else:
+        assert [(r.value, dict(r.headers)["lockoutd.reason"]) for r in dead] == [(value, reason)]
 
 
 async def test_an_event_is_counted_once_in_the_events_metric_however_many_topics_carry_it() -> None:
