@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ import msgspec
 from lockoutd.decide.engine import key_reader
 from lockoutd.decide.windows import Slot
 from lockoutd.decode.event import KNOWN_TYPES, LOGIN_SUCCEEDED, Event
+from lockoutd.decode.native import bundle_element
 from lockoutd.rules.model import Rule, RuleSet
 from lockoutd.settings import KafkaSettings
 from lockoutd.source.kafka import OutgoingRecord
@@ -117,82 +117,23 @@ _encode = msgspec.json.Encoder().encode
 _OPTIONAL_FIELDS = ("user_id", "login_name", "org_id", "ip", "reason", "user_agent")
 
 
-class _Internal(msgspec.Struct, omit_defaults=True, gc=False):
-    """An event without extra fields as its internal record: the fields in the order
-    :func:`encode_event` writes them, the absent ones left out."""
-
-    type: str
-    occurred_at: str
-    user_id: str | None = None
-    login_name: str | None = None
-    org_id: str | None = None
-    ip: str | None = None
-    reason: str | None = None
-    user_agent: str | None = None
-    event_id: str | None = None
-
-
 def encode_event(event: Event, *, event_id: str | None = None) -> bytes:
-    """``event`` as a native record (README, "Events"), with ``event_id`` if it has none.
+    """``event`` as a native record (README, "Events"), with ``event_id`` if it has none: the
+    dead letter of an event of a bundle whose handling failed, readable and fit to produce again.
 
     Decoding the result gives the same event: the time is written to the microsecond, which is
     all a decoded time holds, and every other field as it was decoded (already normalised).
     """
-    at = utc_time(event.occurred_at)
-    known = event.event_id or event_id
-    if not event.extra:  # most events: encoded without a dict made for them
-        return _encode(
-            _Internal(
-                event.type,
-                at,
-                event.user_id,
-                event.login_name,
-                event.org_id,
-                event.ip,
-                event.reason,
-                event.user_agent,
-                known,
-            )
-        )
     document: dict[str, Any] = dict(event.extra)
     document["type"] = event.type
-    document["occurred_at"] = at
+    document["occurred_at"] = datetime.fromtimestamp(event.occurred_at, UTC).isoformat()
     for name in _OPTIONAL_FIELDS:
         value = getattr(event, name)
         if value is not None:
             document[name] = value
-    if known is not None:
+    if (known := event.event_id or event_id) is not None:
         document["event_id"] = known
     return _encode(document)
-
-
-_MAX_SECONDS = 8_192
-"""Bound on the cached text of whole seconds (an internal record's events span a few)."""
-_seconds: dict[float, str] = {}
-
-
-def utc_time(at: float) -> str:
-    """``datetime.fromtimestamp(at, UTC).isoformat()``, character for character.
-
-    One such call per forwarded event cost more than the rest of its encoding: the text of the
-    whole second is kept, and the microseconds are rounded as ``datetime`` rounds them (half to
-    even, carried into the second).
-    """
-    fraction, whole = math.modf(at)
-    micro = round(fraction * 1e6)
-    if micro >= 1_000_000:
-        whole += 1
-        micro -= 1_000_000
-    elif micro < 0:
-        whole -= 1
-        micro += 1_000_000
-    second = _seconds.get(whole)
-    if second is None:
-        if len(_seconds) >= _MAX_SECONDS:
-            _seconds.clear()
-        # "+00:00" cut off: a UTC time's isoformat always ends with it.
-        second = _seconds[whole] = datetime.fromtimestamp(whole, UTC).isoformat()[:-6]
-    return f"{second}.{micro:06d}+00:00" if micro else f"{second}+00:00"
 
 
 def record_key(slot: Slot) -> bytes:
@@ -293,6 +234,6 @@ class Repartitioning:
             if value is None:
                 # The id is made only for an event without one of its own.
                 made = None if event.event_id else derived_event_id(topic, partition, offset)
-                value = encode_event(event, event_id=made)
+                value = _encode(bundle_element(event, event_id=made))
             records.append(OutgoingRecord(route.topic, value, key=record_key(slot), bundled=True))
         return records

@@ -55,6 +55,22 @@ class _StandardOnly(_Wire, forbid_unknown_fields=True):
     pass
 
 
+class _Element(msgspec.Struct, array_like=True, gc=False):
+    # An event in a bundle: its fields in Event's order, as a JSON array, the time in seconds
+    # since the epoch (exactly the float the event held: no date text to write or parse).
+    type: str
+    occurred_at: float
+    user_id: str | None
+    login_name: str | None
+    org_id: str | None
+    ip: str | None
+    reason: str | None
+    event_id: str | None
+    user_agent: str | None
+    extra: msgspec.Raw
+    """Decoded only when not empty, with the depth bound of any record."""
+
+
 _decode_json = msgspec.json.Decoder().decode
 
 
@@ -116,40 +132,71 @@ class RefusedElement(NamedTuple):
     raw: bytes
 
 
-_decode_standard_bundle = msgspec.json.Decoder(list[_StandardOnly]).decode
+_EMPTY_EXTRA = b"{}"
+_decode_bundle = msgspec.json.Decoder(list[_Element]).decode
 _split_bundle = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_decode_element = msgspec.json.Decoder(_Element).decode
+
+
+def bundle_element(event: Event, *, event_id: str | None = None) -> tuple[Any, ...]:
+    """``event`` as an element of a bundle (encoded as a JSON array), with ``event_id`` if it
+    has none: what :func:`bundle_decoder` reads back into the same event."""
+    return (
+        event.type,
+        event.occurred_at,
+        event.user_id,
+        event.login_name,
+        event.org_id,
+        event.ip,
+        event.reason,
+        event.event_id or event_id,
+        event.user_agent,
+        event.extra,
+    )
 
 
 def bundle_decoder(
     *, max_bytes: int, horizon: Horizon = WALL_CLOCK
 ) -> Callable[[bytes], list[Event | RefusedElement]]:
-    """Decodes an internal record: one native event, or a bundle of them (a JSON array of native
-    records, as lockoutd publishes internal records; README, Operations: "Scaling out").
+    """Decodes an internal record: a bundle (a JSON array of events, each an array of its fields,
+    see :func:`bundle_element`; README, Operations: "Scaling out"), or one native record.
 
-    Each element of a bundle is decoded as a record of its own would be, so one that is no
-    event is refused alone. Raises :class:`InvalidEvent` for a record that is neither an event
-    nor an array.
+    Each element of a bundle is checked as a native record is, and one that is no event is
+    refused alone. Raises :class:`InvalidEvent` for a record that is neither an array nor a
+    native event.
     """
     decode_one = native_decoder(max_bytes=max_bytes, horizon=horizon)
+
+    def element_event(element: _Element) -> Event:
+        raw_extra = element.extra
+        if raw_extra == _EMPTY_EXTRA:
+            extra: dict[str, Any] = {}
+        else:
+            extra = decode_object(bytes(raw_extra), max_bytes=max_bytes)
+            if not _STANDARD.isdisjoint(extra):
+                raise InvalidEvent("bad_field", "an extra field has a standard field's name")
+        return _validated(element, element.occurred_at, extra, horizon)
 
     def decode(raw: bytes) -> list[Event | RefusedElement]:
         if raw[:1] != b"[":
             return [decode_one(raw)]
-        try:  # the common case: every element an event of standard fields only
-            return [_event(wire, {}, horizon) for wire in _decode_standard_bundle(raw)]
-        except (msgspec.MsgspecError, InvalidEvent):
-            pass
+        try:  # the common case: every element an event
+            return [element_event(element) for element in _decode_bundle(raw)]
+        except (msgspec.MsgspecError, InvalidEvent, RecursionError):
+            pass  # told apart element by element below
         try:
             elements = _split_bundle(raw)
         except RecursionError:
             raise InvalidEvent("too_deep", "the bundle nests arrays or objects too deep") from None
         except msgspec.MsgspecError as exc:
-            raise InvalidEvent("invalid_json", f"not a valid JSON array: {exc}") from None
+            raise InvalidEvent("invalid_json", f"not a JSON array: {exc}") from None
         decoded: list[Event | RefusedElement] = []
         for element in elements:
             one = bytes(element)
             try:
-                decoded.append(decode_one(one))
+                decoded.append(element_event(_decode_element(one)))
+            except msgspec.MsgspecError as exc:
+                decoded.append(RefusedElement(InvalidEvent("bad_field", str(exc)), one))
             except InvalidEvent as error:
                 decoded.append(RefusedElement(error, one))
         return decoded
@@ -201,7 +248,11 @@ def _event(wire: _Wire, extra: dict[str, Any], horizon: Horizon) -> Event:
     occurred_at = wire.occurred_at
     if occurred_at.tzinfo is None:
         raise InvalidEvent("bad_time", "occurred_at has no UTC offset (RFC 3339 needs one)")
-    at = occurred_at.timestamp()
+    return _validated(wire, occurred_at.timestamp(), extra, horizon)
+
+
+def _validated(wire: _Wire | _Element, at: float, extra: dict[str, Any], horizon: Horizon) -> Event:
+    # What every native event must be, however its time was written.
     if at >= horizon.latest or at < EARLIEST_EVENT_TIME:  # rare: checked at length apart
         _check_time(at, horizon)
     user_id = wire.user_id

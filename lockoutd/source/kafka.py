@@ -606,8 +606,9 @@ class KafkaSink:
             log.warning("publish_batch_refused", topic=topic, error=str(error))
 
     async def _send_one(self, r: OutgoingRecord) -> BaseException | asyncio.Future[Any]:
+        value = _bundle([r]) if r.bundled else r.value  # a bundle of one, under its own key
         try:
-            delivery = await self._producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+            delivery = await self._producer.send(r.topic, value, key=r.key, headers=r.headers)
         except KafkaError as exc:  # the producer's own checks: too large, closed, no metadata
             error: BaseException = exc
             return error
