@@ -11,7 +11,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -471,7 +471,7 @@ class OutgoingRecord:
     topic: str
     value: bytes
     key: bytes | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: Sequence[tuple[str, bytes]] = ()
     fallback: OutgoingRecord | None = None
     """What to publish instead when Kafka refuses this record for good (a dead letter without
     its value when the broker finds it too large)."""
