@@ -10,8 +10,16 @@ other conditions, ip allowlists, an ``ip_prefix`` of an address not in canonical
 and the ``Firing`` of a crossing.
 
 An event's fields are read once per event, however many rules read them: a plan keeps what it
-read in a small array for the length of one call. The windows are called through their public
-``add`` alone, so that either implementation of them may sit behind a rule.
+read in a small array for the length of one call. The compiled windows are counted through their
+C entry points (``count_event``, ``count_value``: ``add`` without a Python call per rule); any
+other windows through their public ``add``, so that either implementation may sit behind a rule.
+
+With many rules, most of the time went in cache misses, one after another: each rule looks its
+key up in its own table (the entry, then the record, then the window's block). A plan therefore
+reads the key of every rule first and asks each table for that memory in three rounds, so that
+the misses of all the rules overlap; then it counts, in rule order, exactly as before. Only keys
+read without calling Python are read ahead (see ``Plan.quiet``), so that nothing a rule would
+not have read, or would have read later, can be seen to happen.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc

@@ -91,7 +91,8 @@ cdef inline uint32_t _mix(Py_ssize_t h) noexcept:
 # Each id hash is held once, as a set (times of one id are refused while one is kept; a restored
 # record that repeats one is taken as the reference's set takes it). Deletion shifts the entries
 # after the deleted one back instead of leaving a tombstone: a full window deletes with every
-# event, and tombstones would fill the table.
+# event, and tombstones would fill the table. (The struct, as Rec and the classes' fields, is
+# declared in _cwindows.pxd, where the compiled rule loop reads it.)
 cdef inline int64_t* _ids(_IdSet* s) noexcept:
     return <int64_t*>(s + 1)
 
