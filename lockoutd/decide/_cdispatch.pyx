@@ -10,14 +10,24 @@ other conditions, ip allowlists, an ``ip_prefix`` of an address not in canonical
 and the ``Firing`` of a crossing.
 
 An event's fields are read once per event, however many rules read them: a plan keeps what it
-read in a small array for the length of one call. The windows are called through their public
-``add`` alone, so that either implementation of them may sit behind a rule.
+read in a small array for the length of one call. The compiled windows are counted through their
+C entry points (``count_event``, ``count_value``: ``add`` without a Python call per rule); any
+other windows through their public ``add``, so that either implementation may sit behind a rule.
+
+With many rules, most of the time went in cache misses, one after another: each rule looks its
+key up in its own table (the entry, then the record, then the window's block). A plan therefore
+reads the key of every rule first and asks each table for that memory in three rounds, so that
+the misses of all the rules overlap; then it counts, in rule order, exactly as before. Only keys
+read without calling Python are read ahead (see ``Plan.quiet``), so that nothing a rule would
+not have read, or would have read later, can be seen to happen.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+
+from lockoutd.decide._cwindows cimport DistinctWindows, EventWindows, _Table
 
 from types import MemberDescriptorType
 
@@ -27,6 +37,7 @@ from lockoutd.decode.event import ip_prefix
 
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
+    Py_ssize_t PyObject_Hash(object o) except -1
     bint PyUnicode_IS_COMPACT_ASCII(object o)
     void* PyUnicode_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
@@ -193,6 +204,16 @@ cdef class RuleCounter:
     cdef object others
     cdef object has_ip
     cdef object add
+    # The compiled windows behind ``add``, when it is theirs: counted through their C entry point
+    # (the same steps as ``add``), without a Python call per rule. None for other windows.
+    cdef EventWindows events
+    cdef DistinctWindows values
+    cdef _Table windows
+    # The key read ahead of the counting (see Plan.count_each), and its hash.
+    cdef bint aimed
+    cdef object aimed_slot
+    cdef Py_ssize_t aimed_hash
+    cdef bint quiet_key
     cdef int nkey
     cdef int key0
     cdef tuple key_fields
@@ -210,11 +231,20 @@ cdef class RuleCounter:
         self.others = others
         self.has_ip = has_ip
         self.add = add
+        windows = getattr(add, "__self__", None)
+        if type(windows) is EventWindows and add == windows.add:
+            self.events = windows
+        elif type(windows) is DistinctWindows and add == windows.add:
+            self.values = windows
+        self.windows = self.events if self.events is not None else self.values
         self.key_fields = tuple([_field_id(name) for name in key])
         self.nkey = len(self.key_fields)
         if self.nkey < 1:
             raise ValueError("a rule's key names at least one field")
         self.key0 = self.key_fields[0]
+        self.quiet_key = self.windows is not None and all(
+            [_field_kinds[field] != _EXTRA for field in self.key_fields]
+        )
         self.distinct = -1 if distinct is None else _field_id(distinct)
         self.fields = max(max(self.key_fields), self.distinct, _IP, _AT, _ID) + 1
 
@@ -244,18 +274,61 @@ cdef class RuleCounter:
             PyTuple_SET_ITEM(values, i, value)
         return values
 
+    cdef int aim(self, Plan plan, object event) except -1:
+        # Reads the key ahead and asks the windows to bring its table entry into cache; only a
+        # key whose fields are read without calling Python (the read itself is then the same,
+        # earlier): a rule that does not count the event has read nothing anyone can see.
+        cdef int i
+        self.aimed = False
+        if not self.quiet_key:
+            return 0
+        for i in range(self.nkey):
+            if plan.quiet(event, <int>self.key_fields[i]) == NULL:
+                return 0
+        slot = self._slot(plan, event)
+        self.aimed = True
+        self.aimed_slot = slot
+        if slot is not None:
+            self.aimed_hash = PyObject_Hash(slot)
+            self.windows.prefetch_place(self.aimed_hash)
+        return 0
+
     cdef int count(self, Plan plan, object event, object key, list firings) except -1:
+        cdef bint aimed = self.aimed
+        cdef Py_ssize_t h = self.aimed_hash
+        slot = self.aimed_slot
+        if aimed:
+            self.aimed = False
+            self.aimed_slot = None
         if self.others is not None and not self.others(event):
             return 0
         if self.has_ip is not None and self.has_ip(plan.field(event, _IP)):
             return 0
-        slot = self._slot(plan, event)
+        if not aimed:
+            slot = self._slot(plan, event)
         if slot is None:
             return 0
+        if not aimed and self.windows is not None:
+            h = PyObject_Hash(slot)
         if key is not None and slot != key:
             self.state.key_mismatches += 1  # a tuple (a key of several fields) never equals a str
+        cdef double at
+        cdef bint fired
         if self.distinct < 0:
-            fired = self.add(slot, plan.field(event, _AT), plan.field(event, _ID), event)
+            if self.events is not None:
+                # add(slot, at, event_id, event), in its order: the time read as a float, then
+                # the key's hash, then the id's.
+                at = plan.field(event, _AT)
+                event_id = plan.field(event, _ID)
+                fired = self.events.count_event(
+                    slot,
+                    h,
+                    at,
+                    -1 if event_id is None else PyObject_Hash(event_id),
+                    event,
+                )
+            else:
+                fired = self.add(slot, plan.field(event, _AT), plan.field(event, _ID), event)
         else:
             value = plan.field(event, self.distinct)
             if type(value) is not str:
@@ -264,7 +337,13 @@ cdef class RuleCounter:
                 value = str(value)
             if not value:
                 return 0
-            fired = self.add(slot, plan.field(event, _AT), value, event)
+            if self.values is not None:
+                at = plan.field(event, _AT)
+                fired = self.values.count_value(
+                    slot, h, at, value, PyObject_Hash(value), event
+                )
+            else:
+                fired = self.add(slot, plan.field(event, _AT), value, event)
         if fired:
             firings.append(self.firing(event, slot))
         return 0
@@ -322,12 +401,43 @@ cdef class Plan:
         self.nread += 1
         return value
 
+    cdef PyObject* quiet(self, object event, int field) except? NULL:
+        # The field's value (as ``field``) when it is a str or None read without calling Python
+        # (a key made of it calls none either); else NULL. For an Event only (another class may
+        # read a field through its own code).
+        cdef PyObject* known = self.values[field]
+        cdef int kind = _field_kinds[field]
+        if known == NULL:
+            if kind == _PREFIX:
+                ip = self.field(event, _IP)
+                if ip and (type(ip) is not str or _canonical_prefix(ip) is None):
+                    return NULL  # read by ip_prefix, which may refuse it: left to the counting
+            elif kind == _EXTRA:
+                return NULL
+            self.field(event, field)
+            known = self.values[field]  # held by the plan until the call ends
+        if known != <PyObject*>None and type(<object>known) is not str:
+            return NULL
+        return known
+
     def count_each(self, event, key):
         """Count ``event`` (with its record's key, or None) in each rule; the firings, in order.
         Engines keep this bound method as the plan: called so, it takes no tuple of arguments."""
         cdef list firings = []
         cdef RuleCounter counter
         try:
+            if type(event) is _Event:
+                # Every rule's key first, and the memory of its window brought into cache in
+                # three rounds (table entry, record, block), so that the misses of the rules'
+                # tables overlap; then the counting, in rule order, as without this.
+                for counter in self.counters:
+                    counter.aim(self, event)
+                for counter in self.counters:
+                    if counter.aimed and counter.aimed_slot is not None:
+                        counter.windows.prefetch_record(counter.aimed_hash)
+                for counter in self.counters:
+                    if counter.aimed and counter.aimed_slot is not None:
+                        counter.windows.prefetch_window(counter.aimed_hash)
             for counter in self.counters:
                 counter.count(self, event, key, firings)
         finally:

@@ -50,6 +50,9 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object text)
     Py_ssize_t PyUnicode_GET_LENGTH(object text)
 
+cdef extern from *:
+    void __builtin_prefetch(const void* address) noexcept nogil
+
 cdef int64_t _NO_ID = -1
 cdef int _SET_AT = 64
 cdef int32_t _EMPTY = -1
@@ -69,10 +72,6 @@ cdef inline int _tier(Py_ssize_t kept, Py_ssize_t threshold, bint fired):
     return <int>(rank if rank < _TIERS - 2 else _TIERS - 2)
 
 
-cdef enum:
-    _KEY_INLINE = 21     # a key of up to this many bytes is kept in its record
-
-
 cdef uint8_t _KEY_OUT = 255  # klen of a key kept out of line: [Py_ssize_t length][bytes]
 # Rec.flags
 cdef uint8_t _USED = 1       # the record holds a key (a live window, or a ghost)
@@ -81,22 +80,6 @@ cdef uint8_t _TUPLE = 4      # the key is a tuple of str, its fields length-pref
 cdef uint8_t _SWEPT = 8      # filed again by the sweep under way
 cdef uint8_t _SHED = 16      # leaves the minute a shed round reads
 cdef uint8_t _ONE = 32       # events: the one time kept is ``newest``, its id hash in ``big``
-
-
-cdef struct Rec:
-    double newest        # the newest time (distinct windows; events read it from the block)
-    _IdSet* big          # events: the id hashes of a large window (see _IdSet), else NULL
-    double* times        # events: times[cap] then int64 hashes[cap]; distinct: see _DRec
-    uint32_t hash        # the high half of the mixed key hash: the table place, a first check
-    int32_t first        # events: index of the oldest kept time; a free record: the next free
-    int32_t count
-    int32_t cap
-    int32_t due          # a filing minute the key is filed under, when ``filed`` (see _filings)
-    int32_t filed        # how many filing minutes hold the key
-    uint8_t fired
-    uint8_t flags
-    uint8_t klen         # the key's length in bytes when inline, else _KEY_OUT
-    char key[_KEY_INLINE]  # the key's UTF-8 bytes, or a pointer to them (_KEY_OUT)
 
 
 cdef inline uint32_t _mix(Py_ssize_t h) noexcept:
@@ -108,12 +91,8 @@ cdef inline uint32_t _mix(Py_ssize_t h) noexcept:
 # Each id hash is held once, as a set (times of one id are refused while one is kept; a restored
 # record that repeats one is taken as the reference's set takes it). Deletion shifts the entries
 # after the deleted one back instead of leaving a tombstone: a full window deletes with every
-# event, and tombstones would fill the table.
-cdef struct _IdSet:
-    int64_t mask     # slots - 1 (a power of two)
-    int64_t held
-
-
+# event, and tombstones would fill the table. (The struct, as Rec and the classes' fields, is
+# declared in _cwindows.pxd, where the compiled rule loop reads it.)
 cdef inline int64_t* _ids(_IdSet* s) noexcept:
     return <int64_t*>(s + 1)
 
@@ -193,13 +172,6 @@ cdef inline void _idset_discard(_IdSet* s, int64_t hashed) noexcept:
 cdef Rec _layout
 # A window of one time is the block [newest, big] inside its record (see EventWindows._open).
 assert <char*>&_layout.big - <char*>&_layout.newest == sizeof(double)
-
-
-cdef struct Minute:
-    # The records filed under one minute, in the order filed (the reference's dict of keys).
-    int32_t* recs
-    int32_t n
-    int32_t cap
 
 
 cdef double* _block(object times, object hashes, Py_ssize_t width) except NULL:
@@ -283,34 +255,6 @@ cdef class _Table:
     window, so that the key counted again is the one filed there, in its place; the ghost goes
     when no minute holds it any more."""
 
-    cdef Rec* recs
-    cdef int32_t nrecs, caprecs, free_head
-    cdef int32_t* table
-    cdef Py_ssize_t mask, used, live, held
-    cdef public Py_ssize_t threshold
-    cdef public double window
-    cdef public dict _floors
-    cdef bint _keeps
-    # The filing: minute -> index into ``mins``, in the order the reference's ``_due`` has.
-    cdef dict _minutes
-    cdef Minute* mins
-    cdef int32_t nmins, capmins
-    cdef list _free_mins
-    cdef double _last_due
-    cdef int32_t _last_minute
-    cdef dict _more_filings      # record -> the minutes beyond ``due`` it is filed under (rare)
-    cdef bint _pending
-    cdef double _pending_newest
-    # The key being looked up, encoded (see _encode).
-    cdef const char* _kp
-    cdef Py_ssize_t _kn
-    cdef uint8_t _ktag
-    cdef char* _scratch
-    cdef Py_ssize_t _scratch_cap
-    cdef object _kheld
-    cdef int32_t* _swept
-    cdef Py_ssize_t _nswept, _capswept
-
     def __init__(self, threshold, window, *, keep_events=False):
         self.threshold = threshold
         self.window = window
@@ -379,6 +323,42 @@ cdef class _Table:
             PyMem_Free(held)
         rec.klen = 0
         rec.flags = 0
+
+    # Prefetching: the compiled rule loop (_cdispatch.pyx) asks for the memory of every rule's
+    # key before it counts the event in any of them, so that the cache misses of a dozen tables
+    # overlap instead of following one another. A hint only: nothing is read that may be stale.
+
+    cdef void prefetch_place(self, Py_ssize_t h) noexcept:
+        # The table entry where a key of hash ``h`` is looked up first.
+        __builtin_prefetch(&self.table[_mix(h) & self.mask])
+
+    cdef void prefetch_record(self, Py_ssize_t h) noexcept:
+        # The record that entry names (most keys are found there), once the entry is in cache.
+        cdef int32_t r = self.table[_mix(h) & self.mask]
+        cdef char* rec
+        if r >= 0:
+            rec = <char*>&self.recs[r]
+            __builtin_prefetch(rec)
+            __builtin_prefetch(rec + sizeof(Rec) - 1)
+
+    cdef void prefetch_window(self, Py_ssize_t h) noexcept:
+        # What counting reads beyond that record, once the record is in cache: its key when
+        # kept out of line, and its window's block (the subclass's ``_prefetch_block``).
+        cdef int32_t r = self.table[_mix(h) & self.mask]
+        cdef Rec* rec
+        cdef char* held
+        if r >= 0:
+            rec = &self.recs[r]
+            if rec.hash != _mix(h):
+                return
+            if rec.klen == _KEY_OUT:
+                memcpy(&held, rec.key, sizeof(char*))
+                __builtin_prefetch(held)
+            if rec.times != NULL:
+                self._prefetch_block(rec)
+
+    cdef void _prefetch_block(self, Rec* rec) noexcept:
+        pass
 
     # Keys as bytes.
 
@@ -453,7 +433,7 @@ cdef class _Table:
             at += n
         return tuple(fields)
 
-    cdef inline bint _holds(self, Rec* rec, uint32_t mixed) noexcept:
+    cdef bint _holds(self, Rec* rec, uint32_t mixed) noexcept:
         # Whether ``rec`` holds the key last encoded, whose mixed hash is ``mixed``.
         cdef Py_ssize_t size
         cdef char* data
@@ -598,7 +578,7 @@ cdef class _Table:
             self._file_rec(r, self._pending_newest)
         return r
 
-    cdef inline void _clear(self, Rec* rec) noexcept:
+    cdef void _clear(self, Rec* rec) noexcept:
         rec.newest = 0.0
         rec.times = NULL
         rec.big = NULL
@@ -961,8 +941,6 @@ cdef _IdSet* _ids_of(int64_t* hashes, int32_t count, int32_t room) except NULL:
 cdef class EventWindows(_Table):
     """Windows that count events (:class:`lockoutd.decide.windows.EventWindows`)."""
 
-    cdef dict _events_by_slot
-
     def __init__(self, threshold, window, *, keep_events=False):
         _Table.__init__(self, threshold, window, keep_events=keep_events)
         self._events_by_slot = {} if self._keeps else None
@@ -973,6 +951,15 @@ cdef class EventWindows(_Table):
 
     cdef double _newest_of(self, Rec* rec) noexcept:
         return rec.times[rec.first + rec.count - 1]
+
+    cdef void _prefetch_block(self, Rec* rec) noexcept:
+        # The oldest and newest times kept and the oldest id hash (a window of one time is its
+        # record); the id hashes of a large window are probed at random, and not asked for.
+        if rec.flags & _ONE:
+            return
+        __builtin_prefetch(rec.times + rec.first)
+        __builtin_prefetch(rec.times + rec.first + rec.count - 1)
+        __builtin_prefetch(_hashes(rec) + rec.first)
 
     cdef int _reserve(self, Rec* rec) except -1:
         # Room for one more time after the kept ones: move them to the front, or grow the block.
@@ -1015,6 +1002,13 @@ cdef class EventWindows(_Table):
         """Count an event of ``slot`` at ``at``; return True when it makes the window fire."""
         cdef Py_ssize_t h = PyObject_Hash(slot)
         cdef int64_t hashed = _NO_ID if event_id is None else PyObject_Hash(event_id)
+        return self.count_event(slot, h, at, hashed, event) == 1
+
+    cdef int count_event(
+        self, object slot, Py_ssize_t h, double at, int64_t hashed, object event
+    ) except -1:
+        # ``add``, given the key's hash and the id's (_NO_ID for none): 1 when the window fires.
+        # The compiled rule loop counts here, without a Python call per rule.
         cdef int32_t r = self._find(slot, h)
         cdef Rec* rec
         cdef double* times
@@ -1023,7 +1017,7 @@ cdef class EventWindows(_Table):
         cdef double newest, start
         cdef bint was_fired
         if r < 0:
-            return self._open(slot, h, at, hashed, event)
+            return 1 if self._open(slot, h, at, hashed, event) else 0
         rec = &self.recs[r]
         first = rec.first
         count = rec.count
@@ -1032,15 +1026,15 @@ cdef class EventWindows(_Table):
         newest = times[first + count - 1]
         start = (newest if newest > at else at) - self.window
         if at <= start:
-            return False
+            return 0
         if hashed != _NO_ID:
             if _big(rec) != NULL:
                 if _idset_has(rec.big, hashed):
-                    return False
+                    return 0
             else:
                 for i in range(first, first + count):
                     if hashes[i] == hashed:
-                        return False
+                        return 0
         if at >= newest and count == self.threshold and times[first] > start:
             # The steady state of a key under attack: the newest time pushes out the oldest.
             if _big(rec) != NULL:
@@ -1057,7 +1051,7 @@ cdef class EventWindows(_Table):
             rec.count += 1
             if self._keeps:
                 self._keep_event(slot, event, self.threshold, 1)
-            return False
+            return 0
         self._reserve(rec)
         first, times, hashes = rec.first, rec.times, _hashes(rec)
         if at >= newest:
@@ -1098,7 +1092,7 @@ cdef class EventWindows(_Table):
             self._keep_event(slot, event, index, drop)
         was_fired = rec.fired
         rec.fired = count >= self.threshold
-        return bool(rec.fired and not was_fired)
+        return 1 if rec.fired and not was_fired else 0
 
     cdef object _open(self, object slot, Py_ssize_t h, double at, int64_t hashed, object event):
         if self._keeps:
@@ -1188,26 +1182,6 @@ cdef class EventWindows(_Table):
 # slot (open addressing, linear probing, at most half full).
 
 cdef int32_t _SCAN_UP_TO = 32
-
-
-cdef struct _DHead:
-    int64_t orders   # the values ever counted: the order of the last one
-    int32_t first    # the slot to leave first, -1 if none
-    int32_t last     # the slot seen last (by time, then order)
-    int32_t free     # the first free slot, the others chained through ``after``
-    int32_t indexed  # slots of the index; 0 while values are found by a scan
-
-
-cdef struct _DView:
-    _DHead* head
-    double* times
-    int64_t* orders
-    Py_ssize_t* vhashes
-    PyObject** values
-    PyObject** evs     # NULL unless the rule keeps events
-    int32_t* before
-    int32_t* after
-    int32_t* index
 
 
 cdef inline Py_ssize_t _dbytes(Py_ssize_t cap, Py_ssize_t indexed, bint keeps) noexcept:
@@ -1370,8 +1344,6 @@ cdef class DistinctWindows(_Table):
     (:class:`lockoutd.decide.windows.DistinctWindows`), of any threshold: a value is found
     through the index of its block, and the one to leave first is at the head of its list."""
 
-    cdef dict _unsettled
-
     def __init__(self, threshold, window, *, keep_events=False):
         _Table.__init__(self, threshold, window, keep_events=keep_events)
         self._unsettled = {}
@@ -1387,6 +1359,14 @@ cdef class DistinctWindows(_Table):
                     if self._keeps:
                         Py_XDECREF(v.evs[s])
         _Table._release(self, rec)
+
+    cdef void _prefetch_block(self, Rec* rec) noexcept:
+        # The head and the first times, and the value hashes and values a small window scans.
+        cdef _DView v = _dview(rec.times, rec.cap, self._keeps)  # reads no memory of the block
+        __builtin_prefetch(v.head)
+        if rec.cap <= _SCAN_UP_TO:  # no index (see _dindexed)
+            __builtin_prefetch(v.vhashes)
+            __builtin_prefetch(v.values)
 
     cdef int _grow(self, Rec* rec) except -1:
         # Room for one more value: a block one slot larger while small (most keys, an address,
@@ -1438,6 +1418,12 @@ cdef class DistinctWindows(_Table):
     def add(self, slot, double at, value, event=None):
         """Count ``value`` seen at ``at`` for ``slot``; return True when this makes it fire."""
         cdef Py_ssize_t h = PyObject_Hash(slot), vh = PyObject_Hash(value)
+        return self.count_value(slot, h, at, value, vh, event) == 1
+
+    cdef int count_value(
+        self, object slot, Py_ssize_t h, double at, object value, Py_ssize_t vh, object event
+    ) except -1:
+        # ``add``, given the key's hash and the value's: 1 when the window fires (see count_event).
         cdef int32_t r = self._find(slot, h), s
         cdef Rec* rec
         cdef _DView v
@@ -1460,7 +1446,7 @@ cdef class DistinctWindows(_Table):
             rec.newest = at
         start = rec.newest - self.window
         if at <= start:
-            return False
+            return 0
         v = _dview(rec.times, rec.cap, self._keeps)
         s = _dfind(&v, rec.cap, value, vh)
         if s < 0:
@@ -1501,7 +1487,7 @@ cdef class DistinctWindows(_Table):
                 # a value it holds from the record may have left (see _restore_one).
                 floor = self._unsettled.get(slot)
                 if floor is not None and <double>floor > start:
-                    return False
+                    return 0
                 self._unsettled.pop(slot, None)
         # Values that left the window go, then the one seen longest ago beyond the threshold.
         while v.head.first >= 0 and v.times[v.head.first] <= start:
@@ -1510,7 +1496,7 @@ cdef class DistinctWindows(_Table):
             self._drop(rec, &v, v.head.first)
         was_fired = rec.fired
         rec.fired = rec.count >= self.threshold
-        return bool(rec.fired and not was_fired)
+        return 1 if rec.fired and not was_fired else 0
 
     cdef list _slots(self, Rec* rec):
         # The slots of the values, in the order they were first counted (the reference's dict).
