@@ -45,9 +45,20 @@ def _extensions() -> list[Extension]:
     except ImportError:
         print("lockoutd: Cython is not installed; the pure-Python windows will run")
         return []
-    core = Extension("lockoutd.decide._cwindows", ["lockoutd/decide/_cwindows.pyx"], optional=True)
+    # The windows' layout is declared once, in the .pxd both modules compile against: a change
+    # to it rebuilds both, and a source distribution carries it.
+    layout = ["lockoutd/decide/_cwindows.pxd"]
+    core = Extension(
+        "lockoutd.decide._cwindows",
+        ["lockoutd/decide/_cwindows.pyx"],
+        depends=layout,
+        optional=True,
+    )
     dispatch = Extension(
-        "lockoutd.decide._cdispatch", ["lockoutd/decide/_cdispatch.pyx"], optional=True
+        "lockoutd.decide._cdispatch",
+        ["lockoutd/decide/_cdispatch.pyx"],
+        depends=layout,
+        optional=True,
     )
     return list(cythonize([core, dispatch], language_level=3, quiet=True))
 
