@@ -523,6 +523,8 @@ class KafkaSink:
             **connection_options(settings),
         )
         self._hashes: dict[bytes, int] = {}
+        self._tracked: set[str] = set()
+        """Topics the producer asks the broker about in each metadata request."""
         self._refusing_batches: set[str] = set()
         """Topics that refused a batch, each named once in a warning."""
 
@@ -561,6 +563,7 @@ class KafkaSink:
     async def _send(
         self, records: Sequence[OutgoingRecord], *, batched: bool = True
     ) -> list[tuple[OutgoingRecord, str]]:
+        await self._track({r.topic for r in records})
         # Every send is awaited before anything is raised: no delivery is left unobserved.
         outcomes: list[_Outcome] = []
         keyed: dict[str, list[OutgoingRecord]] = {}
@@ -597,6 +600,16 @@ class KafkaSink:
         if one_by_one:
             refused += await self._send(one_by_one, batched=False)
         return refused
+
+    async def _track(self, topics: set[str]) -> None:
+        # aiokafka's first metadata answer names every topic; once its client tracks any, it asks
+        # about those only, and a topic it merely knew drops out of its view. A record already
+        # waiting for such a topic (a dead letter sent with a decision for a topic asked about
+        # for the first time) then waits for a leader until its delivery times out, 40 s with
+        # its batch uncommitted. So every topic is tracked before its first record is sent.
+        for topic in topics - self._tracked:
+            await self._producer.client.add_topic(topic)
+            self._tracked.add(topic)
 
     def _warn_batches_refused(self, topic: str, error: BaseException) -> None:
         # Every publish to such a topic pays the record-by-record path, several times the cost:

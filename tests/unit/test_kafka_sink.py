@@ -27,6 +27,17 @@ from lockoutd.source.kafka import KafkaSink, OutgoingRecord
 from tests.unit.test_pipeline import REPO
 
 
+class FakeClient:
+    """The producer's client: the topics it was asked to track."""
+
+    def __init__(self) -> None:
+        self.topics: set[str] = set()
+
+    async def add_topic(self, topic: str) -> bool:
+        self.topics.add(topic)
+        return True
+
+
 class FakeProducer:
     """Answers each send with the error named for its value (raised by ``send`` itself when
     ``early``, like the producer's own size check), and delivers the rest."""
@@ -35,6 +46,7 @@ class FakeProducer:
         self.errors = errors
         self.early = early
         self.delivered: list[OutgoingRecord] = []
+        self.client = FakeClient()
 
     async def send(
         self, topic: str, value: bytes, *, key: Any, headers: Any
