@@ -49,7 +49,7 @@ cdef struct _DView:
     _DHead* head
     double* times
     int64_t* orders
-    Py_ssize_t* vhashes
+    uint32_t* vhashes  # each value's mixed hash (see _mix)
     char* cells        # each value's cell: its UTF-8 bytes (inline or out of line), see _cell_*
     PyObject** evs     # NULL unless the rule keeps events
     int32_t* before

@@ -1176,10 +1176,11 @@ cdef class EventWindows(_Table):
 # A distinct window's block: a header, then per slot (a value's place, kept while it is counted)
 # when it was last seen, its order (how many values the key had counted when it came: of two
 # values seen at the same time, the lower order goes first, as in the reference's heap), its
-# hash, the value's cell (below) and, for rules that keep events, the event of its newest sighting
-# (owned or NULL), then the links of the list of values in the order they leave (seen longest ago first),
-# and last, once the block has room for more than _SCAN_UP_TO values, an index from value hash to
-# slot (open addressing, linear probing, at most half full).
+# mixed hash (the 32 bits ``_mix`` keeps: the index's place, and a first check before the bytes),
+# the value's cell (below) and, for rules that keep events, the event of its newest sighting
+# (owned or NULL), then the links of the list of values in the order they leave (seen longest
+# ago first), and last, once the block has room for more than _SCAN_UP_TO values, an index from
+# value hash to slot (open addressing, linear probing, at most half full).
 
 cdef int32_t _SCAN_UP_TO = 32
 
@@ -1189,16 +1190,17 @@ cdef int32_t _SCAN_UP_TO = 32
 # when they fit, else a tag: out of line ([Py_ssize_t length][bytes], the pointer at byte 8), a
 # value that is no str (an owned object, at byte 8: the API takes any value), or a free slot.
 # Two str are equal exactly when their bytes are, so a str value is found by its bytes; the
-# value becomes a str again only where the API gives values out.
-DEF _CELL = 24
-cdef uint8_t _CELL_INLINE = 23
+# value becomes a str again only where the API gives values out. 19 bytes hold a user id (18
+# digits); the cell and the hash then make 24 bytes, so the events after them stay aligned.
+DEF _CELL = 20
+cdef uint8_t _CELL_INLINE = 19
 cdef uint8_t _CELL_OUT = 255
 cdef uint8_t _CELL_OBJECT = 254
 cdef uint8_t _CELL_FREE = 253
 
 
 cdef inline Py_ssize_t _dbytes(Py_ssize_t cap, Py_ssize_t indexed, bint keeps) noexcept:
-    return sizeof(_DHead) + cap * (32 + _CELL + (8 if keeps else 0)) + indexed * 4
+    return sizeof(_DHead) + cap * (28 + _CELL + (8 if keeps else 0)) + indexed * 4
 
 
 cdef inline char* _cell(_DView* v, Py_ssize_t s) noexcept:
@@ -1303,8 +1305,8 @@ cdef inline _DView _dview(double* block, Py_ssize_t cap, bint keeps) noexcept:
     at += cap * 8
     v.orders = <int64_t*>at
     at += cap * 8
-    v.vhashes = <Py_ssize_t*>at
-    at += cap * 8
+    v.vhashes = <uint32_t*>at
+    at += cap * 4
     v.cells = at
     at += cap * _CELL
     v.evs = NULL
@@ -1319,8 +1321,8 @@ cdef inline _DView _dview(double* block, Py_ssize_t cap, bint keeps) noexcept:
     return v
 
 
-cdef inline Py_ssize_t _dhome(Py_ssize_t vh, int32_t indexed) noexcept:
-    return <Py_ssize_t>_mix(vh) & (indexed - 1)  # _mix gives the product's upper 32 bits
+cdef inline Py_ssize_t _dhome(uint32_t mixed, int32_t indexed) noexcept:
+    return <Py_ssize_t>(mixed & <uint32_t>(indexed - 1))
 
 
 cdef inline void _dindex_add(_DView* v, int32_t s) noexcept:
@@ -1391,21 +1393,22 @@ cdef inline int32_t _dfind(
 ) except -2:
     # The slot holding ``value`` (``data``: its UTF-8 when it is a str, else NULL); -1 if none.
     cdef int32_t s, indexed = v.head.indexed
+    cdef uint32_t mixed = _mix(vh)
     cdef Py_ssize_t j
     cdef char* cell
     if indexed == 0:
         for s in range(cap):  # a free slot's hash is stale: it is free if its cell says so
-            if v.vhashes[s] == vh:
+            if v.vhashes[s] == mixed:
                 cell = _cell(v, s)
                 if not _cell_free(cell) and _cell_equals(cell, value, data, size):
                     return s
         return -1
-    j = _dhome(vh, indexed)
+    j = _dhome(mixed, indexed)
     while True:
         s = v.index[j]
         if s < 0:
             return -1
-        if v.vhashes[s] == vh and _cell_equals(_cell(v, s), value, data, size):
+        if v.vhashes[s] == mixed and _cell_equals(_cell(v, s), value, data, size):
             return s
         j = (j + 1) & (indexed - 1)
 
@@ -1476,7 +1479,7 @@ cdef class DistinctWindows(_Table):
         was = _dview(rec.times, old, self._keeps)
         memcpy(v.times, was.times, old * sizeof(double))
         memcpy(v.orders, was.orders, old * sizeof(int64_t))
-        memcpy(v.vhashes, was.vhashes, old * sizeof(Py_ssize_t))
+        memcpy(v.vhashes, was.vhashes, old * sizeof(uint32_t))
         memcpy(v.cells, was.cells, old * _CELL)  # out-of-line bytes move with their cells
         if self._keeps:
             memcpy(v.evs, was.evs, old * sizeof(PyObject*))
@@ -1557,7 +1560,7 @@ cdef class DistinctWindows(_Table):
             v.times[s] = at
             v.head.orders += 1
             v.orders[s] = v.head.orders
-            v.vhashes[s] = vh
+            v.vhashes[s] = _mix(vh)
             if self._keeps:
                 if kept is not None:
                     Py_INCREF(kept)
@@ -1703,7 +1706,7 @@ cdef class DistinctWindows(_Table):
         for s in range(size):  # nothing here raises: the record is never seen half filled
             v.times[s] = times[s]
             v.orders[s] = s + 1
-            v.vhashes[s] = hashes[s]
+            v.vhashes[s] = _mix(<Py_ssize_t>hashes[s])
             if self._keeps:
                 event = kept[s]
                 if event is not None:
