@@ -49,8 +49,8 @@ cdef struct _DView:
     _DHead* head
     double* times
     int64_t* orders
-    Py_ssize_t* vhashes
-    PyObject** values
+    uint32_t* vhashes  # each value's mixed hash (see _mix)
+    char* cells        # each value's cell: its UTF-8 bytes (inline or out of line), see _cell_*
     PyObject** evs     # NULL unless the rule keeps events
     int32_t* before
     int32_t* after
@@ -134,10 +134,12 @@ cdef class EventWindows(_Table):
 
 cdef class DistinctWindows(_Table):
     cdef dict _unsettled
+    cdef object _vheld   # the UTF-8 of the value being counted, when it is no str's own UTF-8
 
     cdef void _prefetch_block(self, Rec* rec) noexcept
     cdef int _grow(self, Rec* rec) except -1
     cdef void _drop(self, Rec* rec, _DView* v, int32_t s) noexcept
+    cdef const char* _value_utf8(self, object value, Py_ssize_t* size) except? NULL
     cdef int count_value(
         self, object slot, Py_ssize_t h, double at, object value, Py_ssize_t vh, object event
     ) except -1

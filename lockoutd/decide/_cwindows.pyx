@@ -1176,16 +1176,115 @@ cdef class EventWindows(_Table):
 # A distinct window's block: a header, then per slot (a value's place, kept while it is counted)
 # when it was last seen, its order (how many values the key had counted when it came: of two
 # values seen at the same time, the lower order goes first, as in the reference's heap), its
-# hash, the value and, for rules that keep events, the event of its newest sighting (owned or
-# NULL), then the links of the list of values in the order they leave (seen longest ago first),
-# and last, once the block has room for more than _SCAN_UP_TO values, an index from value hash to
-# slot (open addressing, linear probing, at most half full).
+# mixed hash (the 32 bits ``_mix`` keeps: the index's place, and a first check before the bytes),
+# the value's cell (below) and, for rules that keep events, the event of its newest sighting
+# (owned or NULL), then the links of the list of values in the order they leave (seen longest
+# ago first), and last, once the block has room for more than _SCAN_UP_TO values, an index from
+# value hash to slot (open addressing, linear probing, at most half full).
 
 cdef int32_t _SCAN_UP_TO = 32
 
+# A value's cell: a str value as its UTF-8 bytes (a lone surrogate passed through, as keys are
+# kept), no Python object: a spray keeps a window full of values that no event holds any more,
+# and a str of a user id costs twice its cell. Byte 0 is the length of the bytes that follow it
+# when they fit, else a tag: out of line ([Py_ssize_t length][bytes], the pointer at byte 8), a
+# value that is no str (an owned object, at byte 8: the API takes any value), or a free slot.
+# Two str are equal exactly when their bytes are, so a str value is found by its bytes; the
+# value becomes a str again only where the API gives values out. 19 bytes hold a user id (18
+# digits); the cell and the hash then make 24 bytes, so the events after them stay aligned.
+DEF _CELL = 20
+cdef uint8_t _CELL_INLINE = 19
+cdef uint8_t _CELL_OUT = 255
+cdef uint8_t _CELL_OBJECT = 254
+cdef uint8_t _CELL_FREE = 253
+
 
 cdef inline Py_ssize_t _dbytes(Py_ssize_t cap, Py_ssize_t indexed, bint keeps) noexcept:
-    return sizeof(_DHead) + cap * (40 + (8 if keeps else 0)) + indexed * 4
+    return sizeof(_DHead) + cap * (28 + _CELL + (8 if keeps else 0)) + indexed * 4
+
+
+cdef inline char* _cell(_DView* v, Py_ssize_t s) noexcept:
+    return v.cells + s * _CELL
+
+
+cdef inline bint _cell_free(char* cell) noexcept:
+    return <uint8_t>cell[0] == _CELL_FREE
+
+
+cdef inline const char* _cell_bytes(char* cell, Py_ssize_t* size) noexcept:
+    # The bytes of a str value's cell (inline or out of line).
+    cdef char* held
+    if <uint8_t>cell[0] <= _CELL_INLINE:
+        size[0] = <uint8_t>cell[0]
+        return cell + 1
+    memcpy(&held, cell + 8, sizeof(char*))
+    size[0] = (<Py_ssize_t*>held)[0]
+    return held + sizeof(Py_ssize_t)
+
+
+cdef inline PyObject* _cell_object(char* cell) noexcept:
+    cdef PyObject* held
+    memcpy(&held, cell + 8, sizeof(PyObject*))
+    return held
+
+
+cdef int _cell_set(char* cell, object value, const char* data, Py_ssize_t size) except -1:
+    # Fill a free cell with ``value``: its UTF-8 ``data`` when it is a str, else the object.
+    cdef char* held
+    cdef PyObject* obj
+    if data == NULL:
+        obj = <PyObject*>value
+        Py_INCREF(value)
+        memcpy(cell + 8, &obj, sizeof(PyObject*))
+        cell[0] = <char>_CELL_OBJECT
+    elif size <= _CELL_INLINE:
+        memcpy(cell + 1, data, size)
+        cell[0] = <char>size
+    else:
+        held = <char*>PyMem_Malloc(sizeof(Py_ssize_t) + size)
+        if held == NULL:
+            raise MemoryError()
+        (<Py_ssize_t*>held)[0] = size
+        memcpy(held + sizeof(Py_ssize_t), data, size)
+        memcpy(cell + 8, &held, sizeof(char*))
+        cell[0] = <char>_CELL_OUT
+    return 0
+
+
+cdef inline void _cell_clear(char* cell) noexcept:
+    cdef char* held
+    cdef uint8_t tag = <uint8_t>cell[0]
+    if tag == _CELL_OUT:
+        memcpy(&held, cell + 8, sizeof(char*))
+        PyMem_Free(held)
+    elif tag == _CELL_OBJECT:
+        Py_XDECREF(_cell_object(cell))
+    cell[0] = <char>_CELL_FREE
+
+
+cdef object _cell_value(char* cell):
+    # The value a cell holds, as the API gives it.
+    cdef Py_ssize_t size
+    cdef const char* data
+    if <uint8_t>cell[0] == _CELL_OBJECT:
+        return <object>_cell_object(cell)
+    data = _cell_bytes(cell, &size)
+    return PyUnicode_DecodeUTF8(data, size, "surrogatepass")
+
+
+cdef inline int _cell_equals(char* cell, object value, const char* data, Py_ssize_t size) except -1:
+    # Whether a held cell holds ``value`` (``data``: its UTF-8 when it is a str, else NULL).
+    cdef Py_ssize_t held_size
+    cdef const char* held
+    cdef PyObject* obj
+    if <uint8_t>cell[0] == _CELL_OBJECT:
+        obj = _cell_object(cell)
+        return obj == <PyObject*>value or PyObject_RichCompareBool(obj, <PyObject*>value, Py_EQ)
+    if data == NULL:  # no str, against a str: rare, and as Python compares them
+        text = _cell_value(cell)
+        return PyObject_RichCompareBool(<PyObject*>text, <PyObject*>value, Py_EQ)
+    held = _cell_bytes(cell, &held_size)
+    return held_size == size and memcmp(held, data, size) == 0
 
 
 cdef inline int32_t _dindexed(int32_t cap) noexcept:
@@ -1206,10 +1305,10 @@ cdef inline _DView _dview(double* block, Py_ssize_t cap, bint keeps) noexcept:
     at += cap * 8
     v.orders = <int64_t*>at
     at += cap * 8
-    v.vhashes = <Py_ssize_t*>at
-    at += cap * 8
-    v.values = <PyObject**>at
-    at += cap * 8
+    v.vhashes = <uint32_t*>at
+    at += cap * 4
+    v.cells = at
+    at += cap * _CELL
     v.evs = NULL
     if keeps:
         v.evs = <PyObject**>at
@@ -1222,8 +1321,8 @@ cdef inline _DView _dview(double* block, Py_ssize_t cap, bint keeps) noexcept:
     return v
 
 
-cdef inline Py_ssize_t _dhome(Py_ssize_t vh, int32_t indexed) noexcept:
-    return <Py_ssize_t>_mix(vh) & (indexed - 1)  # _mix gives the product's upper 32 bits
+cdef inline Py_ssize_t _dhome(uint32_t mixed, int32_t indexed) noexcept:
+    return <Py_ssize_t>(mixed & <uint32_t>(indexed - 1))
 
 
 cdef inline void _dindex_add(_DView* v, int32_t s) noexcept:
@@ -1289,29 +1388,27 @@ cdef inline void _dplace(_DView* v, int32_t s) noexcept:
         v.head.last = s
 
 
-cdef inline int32_t _dfind(_DView* v, Py_ssize_t cap, object value, Py_ssize_t vh) except -2:
+cdef inline int32_t _dfind(
+    _DView* v, Py_ssize_t cap, object value, Py_ssize_t vh, const char* data, Py_ssize_t size
+) except -2:
+    # The slot holding ``value`` (``data``: its UTF-8 when it is a str, else NULL); -1 if none.
     cdef int32_t s, indexed = v.head.indexed
+    cdef uint32_t mixed = _mix(vh)
     cdef Py_ssize_t j
-    cdef PyObject* held
+    cdef char* cell
     if indexed == 0:
-        for s in range(cap):  # a free slot's hash is stale: it is free if its value is NULL
-            if v.vhashes[s] == vh:
-                held = v.values[s]
-                if held != NULL and (
-                    held == <PyObject*>value
-                    or PyObject_RichCompareBool(held, <PyObject*>value, Py_EQ)
-                ):
+        for s in range(cap):  # a free slot's hash is stale: it is free if its cell says so
+            if v.vhashes[s] == mixed:
+                cell = _cell(v, s)
+                if not _cell_free(cell) and _cell_equals(cell, value, data, size):
                     return s
         return -1
-    j = _dhome(vh, indexed)
+    j = _dhome(mixed, indexed)
     while True:
         s = v.index[j]
         if s < 0:
             return -1
-        held = v.values[s]
-        if v.vhashes[s] == vh and (
-            held == <PyObject*>value or PyObject_RichCompareBool(held, <PyObject*>value, Py_EQ)
-        ):
+        if v.vhashes[s] == mixed and _cell_equals(_cell(v, s), value, data, size):
             return s
         j = (j + 1) & (indexed - 1)
 
@@ -1330,7 +1427,7 @@ cdef double* _dblock(Py_ssize_t cap, bint keeps) except NULL:
     v.head.free = 0 if cap else -1
     v.head.indexed = indexed
     for s in range(cap):
-        v.values[s] = NULL
+        _cell(&v, s)[0] = <char>_CELL_FREE
         if keeps:
             v.evs[s] = NULL
         v.after[s] = s + 1 if s + 1 < cap else -1
@@ -1354,8 +1451,8 @@ cdef class DistinctWindows(_Table):
         if rec.times != NULL:
             v = _dview(rec.times, rec.cap, self._keeps)
             for s in range(rec.cap):
-                if v.values[s] != NULL:
-                    Py_XDECREF(v.values[s])
+                if not _cell_free(_cell(&v, s)):
+                    _cell_clear(_cell(&v, s))
                     if self._keeps:
                         Py_XDECREF(v.evs[s])
         _Table._release(self, rec)
@@ -1366,7 +1463,7 @@ cdef class DistinctWindows(_Table):
         __builtin_prefetch(v.head)
         if rec.cap <= _SCAN_UP_TO:  # no index (see _dindexed)
             __builtin_prefetch(v.vhashes)
-            __builtin_prefetch(v.values)
+            __builtin_prefetch(v.cells)
 
     cdef int _grow(self, Rec* rec) except -1:
         # Room for one more value: a block one slot larger while small (most keys, an address,
@@ -1382,8 +1479,8 @@ cdef class DistinctWindows(_Table):
         was = _dview(rec.times, old, self._keeps)
         memcpy(v.times, was.times, old * sizeof(double))
         memcpy(v.orders, was.orders, old * sizeof(int64_t))
-        memcpy(v.vhashes, was.vhashes, old * sizeof(Py_ssize_t))
-        memcpy(v.values, was.values, old * sizeof(PyObject*))
+        memcpy(v.vhashes, was.vhashes, old * sizeof(uint32_t))
+        memcpy(v.cells, was.cells, old * _CELL)  # out-of-line bytes move with their cells
         if self._keeps:
             memcpy(v.evs, was.evs, old * sizeof(PyObject*))
         memcpy(v.before, was.before, old * sizeof(int32_t))
@@ -1394,7 +1491,7 @@ cdef class DistinctWindows(_Table):
         v.head.free = <int32_t>old if old < cap else -1  # a full block had no free slot
         if v.head.indexed:
             for s in range(old):
-                if v.values[s] != NULL:
+                if not _cell_free(_cell(&v, s)):
                     _dindex_add(&v, <int32_t>s)
         PyMem_Free(rec.times)
         rec.times = block
@@ -1406,8 +1503,7 @@ cdef class DistinctWindows(_Table):
         _dunlink(v, s)
         if v.head.indexed:
             _dindex_remove(v, s)
-        Py_XDECREF(v.values[s])
-        v.values[s] = NULL
+        _cell_clear(_cell(v, s))
         if self._keeps:
             Py_XDECREF(v.evs[s])
             v.evs[s] = NULL
@@ -1429,6 +1525,8 @@ cdef class DistinctWindows(_Table):
         cdef _DView v
         cdef double start
         cdef bint was_fired
+        cdef const char* data
+        cdef Py_ssize_t size
         kept = event if self._keeps else None
         if r < 0:
             self._file(slot, at)
@@ -1448,7 +1546,8 @@ cdef class DistinctWindows(_Table):
         if at <= start:
             return 0
         v = _dview(rec.times, rec.cap, self._keeps)
-        s = _dfind(&v, rec.cap, value, vh)
+        data = self._value_utf8(value, &size)
+        s = _dfind(&v, rec.cap, value, vh, data, size)
         if s < 0:
             if not rec.fired and rec.count >= self.threshold:
                 self._unsettled.pop(slot, None)  # a new value settles it (see _restore_one)
@@ -1456,13 +1555,12 @@ cdef class DistinctWindows(_Table):
                 self._grow(rec)
                 v = _dview(rec.times, rec.cap, self._keeps)
             s = v.head.free
+            _cell_set(_cell(&v, s), value, data, size)  # first: it may raise MemoryError
             v.head.free = v.after[s]
             v.times[s] = at
             v.head.orders += 1
             v.orders[s] = v.head.orders
-            v.vhashes[s] = vh
-            Py_INCREF(value)
-            v.values[s] = <PyObject*>value
+            v.vhashes[s] = _mix(vh)
             if self._keeps:
                 if kept is not None:
                     Py_INCREF(kept)
@@ -1498,6 +1596,22 @@ cdef class DistinctWindows(_Table):
         rec.fired = rec.count >= self.threshold
         return 1 if rec.fired and not was_fired else 0
 
+    cdef const char* _value_utf8(self, object value, Py_ssize_t* size) except? NULL:
+        # The UTF-8 of a str value (see _cell_set), NULL for a value that is no str.
+        cdef const char* data
+        if not isinstance(value, str):
+            return NULL
+        if PyUnicode_IS_COMPACT_ASCII(value):  # most values: their text is their UTF-8
+            size[0] = PyUnicode_GET_LENGTH(value)
+            return <const char*>PyUnicode_DATA(value)
+        try:
+            data = PyUnicode_AsUTF8AndSize(value, size)
+        except UnicodeEncodeError:
+            self._vheld = (<str>value).encode("utf-8", "surrogatepass")
+            size[0] = len(<bytes>self._vheld)
+            data = <bytes>self._vheld
+        return data
+
     cdef list _slots(self, Rec* rec):
         # The slots of the values, in the order they were first counted (the reference's dict).
         cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
@@ -1519,7 +1633,7 @@ cdef class DistinctWindows(_Table):
         if rec == NULL:
             return {}
         cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
-        return {<object>v.values[s]: v.times[s] for s in self._slots(rec)}
+        return {_cell_value(_cell(&v, s)): v.times[s] for s in self._slots(rec)}
 
     def span(self, slot):
         """``(count, oldest, newest)`` of the sightings counted for ``slot``, which is tracked."""
@@ -1542,10 +1656,13 @@ cdef class DistinctWindows(_Table):
     cdef object _record_of(self, Rec* rec):
         cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
         cdef list slots = self._slots(rec)
-        seen = [(<object>v.values[s], v.times[s]) for s in slots]
+        values = [_cell_value(_cell(&v, s)) for s in slots]
+        seen = [(values[i], v.times[s]) for i, s in enumerate(slots)]
         events = None
         if self._keeps:
-            events = {<object>v.values[s]: <object>v.evs[s] for s in slots if v.evs[s] != NULL}
+            events = {
+                values[i]: <object>v.evs[s] for i, s in enumerate(slots) if v.evs[s] != NULL
+            }
         return DistinctRecord(self._slot(rec), seen, rec.newest, bool(rec.fired), events)
 
     cdef int _restore_one(self, object record) except -1:
@@ -1555,6 +1672,9 @@ cdef class DistinctWindows(_Table):
         cdef Rec* rec
         cdef _DView v
         cdef double* block
+        cdef char* cells
+        cdef const char* data
+        cdef Py_ssize_t n, filled = 0
         slot, seen, newest, fired, events = checked_distinct_record(record, self.threshold)
         size = <int32_t>len(seen)
         values = list(seen)
@@ -1562,16 +1682,31 @@ cdef class DistinctWindows(_Table):
         hashes = [PyObject_Hash(value) for value in values]
         kept = [events.get(value) for value in values] if self._keeps else None
         leaving = sorted(range(size), key=times.__getitem__)  # stable: ties by order
-        block = _dblock(size, self._keeps)
-        rec = self._install(slot, block, size, fired)
+        # The cells are filled aside first (out-of-line bytes may want memory): a record that
+        # fails leaves the key's window as it was.
+        cells = <char*>PyMem_Malloc(size * _CELL)
+        if cells == NULL:
+            raise MemoryError()
+        try:
+            while filled < size:
+                value = values[filled]
+                data = self._value_utf8(value, &n)
+                _cell_set(cells + filled * _CELL, value, data, n)
+                filled += 1
+            block = _dblock(size, self._keeps)
+            rec = self._install(slot, block, size, fired)
+        except BaseException:
+            for s in range(filled):
+                _cell_clear(cells + s * _CELL)
+            PyMem_Free(cells)
+            raise
         v = _dview(block, size, self._keeps)
+        memcpy(v.cells, cells, size * _CELL)
+        PyMem_Free(cells)
         for s in range(size):  # nothing here raises: the record is never seen half filled
-            value = values[s]
             v.times[s] = times[s]
             v.orders[s] = s + 1
-            v.vhashes[s] = hashes[s]
-            Py_INCREF(value)
-            v.values[s] = <PyObject*>value
+            v.vhashes[s] = _mix(<Py_ssize_t>hashes[s])
             if self._keeps:
                 event = kept[s]
                 if event is not None:

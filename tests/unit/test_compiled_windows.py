@@ -44,7 +44,14 @@ _add = st.tuples(
     _keys,
     # Seconds after the stream's clock: late, tied or new, now and then past the window.
     st.sampled_from([-70, -30, -5, -1, 0, 0, 0, 1, 2, 5, 30, 61, 120]),
-    st.one_of(st.none(), st.sampled_from([f"e{n}" for n in range(8)])),
+    st.one_of(
+        st.none(),
+        st.sampled_from([f"e{n}" for n in range(8)]),
+        # Values the compiled distinct windows keep as bytes out of line, or beyond ASCII, or as
+        # lone surrogates (a pair of them is no character: it is another value than the one
+        # the pair would make).
+        st.sampled_from(["x" * 19, "x" * 20, "ü" * 10, "Jürgen", "\ud800", "\ud83d\ude00", "😀"]),
+    ),
 )
 # Mostly events; now and then a reset, a sweep, a round of the bound.
 _step = st.one_of(
@@ -243,11 +250,16 @@ _sighting = st.tuples(
     pool=st.integers(1, 400),
     batches=st.lists(st.lists(_sighting, max_size=150), min_size=1, max_size=5),
     round_trips=st.lists(st.sampled_from(["none", "pure", "fast"]), min_size=5, max_size=5),
+    # Short values kept in their cells, long ones out of line, beyond ASCII, lone surrogates.
+    prefix=st.sampled_from(
+        ["v", "28000000000000000", "user-0000000000000000-", "Jürgen-", "\udcff"]
+    ),
 )
 def test_full_distinct_windows_agree_through_sightings_ties_and_checkpoints(
     threshold: int,
     keep_events: bool,
     pool: int,
+    prefix: str,
     batches: list[list[tuple[Any, float, int]]],
     round_trips: list[str],
 ) -> None:
@@ -256,7 +268,7 @@ def test_full_distinct_windows_agree_through_sightings_ties_and_checkpoints(
     pure, fast = _pair(threshold, True, keep_events)
     clock = 0.0
     for batch, source in zip(batches, round_trips, strict=False):
-        steps = [("add", key, offset, f"v{n % pool}") for key, offset, n in batch]
+        steps = [("add", key, offset, f"{prefix}{n % pool}") for key, offset, n in batch]
         clock, outcomes = _play(steps, (pure, fast), True, clock)
         assert outcomes[1] == outcomes[0]
         assert _state(fast, True) == _state(pure, True)
@@ -267,6 +279,56 @@ def test_full_distinct_windows_agree_through_sightings_ties_and_checkpoints(
             pure.restore(records)
             fast.restore(records)
             assert _exported(fast) == _exported(pure)
+
+
+# Values as the compiled windows keep them: the UTF-8 of a str in its cell (up to 19 bytes) or out
+# of line, a lone surrogate passed through; and values that are no str, which the API also takes:
+# an int and a float equal to it, and bytes, whose hash is that of the str of the same letters.
+_VALUES = [
+    "a",
+    "x" * 19,
+    "x" * 20,
+    "ü" * 9 + "x",
+    "ü" * 10,
+    "280000000000491668",
+    "Jürgen",
+    "a\x00b",
+    "\ud800",
+    "\udcff" * 50,
+    "\ud83d\ude00",
+    "😀",
+    "漢字" * 40,
+]
+_OTHERS = [7, 7.0, b"a", b"x" * 20, ("t", 1)]
+
+
+@pytest.mark.parametrize("threshold", [3, 40])  # 40: values found through an index
+@pytest.mark.parametrize("others", [False, True])
+def test_values_come_back_as_the_values_counted(threshold: int, others: bool) -> None:
+    """Every value the API gives out (values, export) is the str counted, and a str counted
+    again, or restored from a checkpoint, is found as the same value, whatever its letters."""
+    values = _VALUES + (_OTHERS if others else [])
+    pure, fast = _pair(threshold, True, True)
+    for n, value in enumerate(values + values[::-1]):
+        at = float(n // 3)
+        outcomes = [windows.add("k", at, value, ("event", n)) for windows in (pure, fast)]
+        assert outcomes[0] == outcomes[1], value
+        held = list(fast.values("k"))
+        assert held == list(pure.values("k"))
+        assert [type(v) for v in held] == [type(v) for v in pure.values("k")]
+        assert _state(fast, True) == _state(pure, True)
+        assert _exported(fast) == _exported(pure)
+    records = list(fast.export())
+    for source in (records, list(pure.export())):
+        pure, fast = _pair(threshold, True, True)
+        pure.restore(source)
+        fast.restore(source)
+        assert _exported(fast) == _exported(pure) == {r.slot: r for r in records}
+        for n, value in enumerate(values):
+            at = 100.0 + n
+            outcomes = [windows.add("k", at, value, ("again", n)) for windows in (pure, fast)]
+            assert outcomes[0] == outcomes[1], value
+            assert _state(fast, True) == _state(pure, True)
 
 
 @pytest.mark.parametrize("threshold", [1_000, 10_000])
