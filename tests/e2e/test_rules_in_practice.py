@@ -125,7 +125,11 @@ def test_a_temporary_lock_is_undone_after_a_restart(
         stack.daemon = launch(stack.config, tmp_path, log_name="second.log")
         stack.daemon.wait_ready()
         wait_until(lambda: stack.emulator.state_of("2003") is UserState.ACTIVE, what="the unlock")
-        assert [e for e in stack.daemon.logs() if e.get("event") == "user_unlocked"]
+        # ZITADEL's state changes before its answer reaches lockoutd, which logs after it.
+        wait_until(
+            lambda: [e for e in stack.daemon.logs() if e.get("event") == "user_unlocked"],
+            what="the unlock logged",
+        )
         assert stack.emulator.lock_calls("2003")[-1].status == 200
         assert len(stack.emulator.lock_calls("2003")) == 1  # the restart locked nobody again
     finally:
