@@ -328,9 +328,7 @@ class Daemon:
             if not batch.records:
                 continue
             rebuild_until = dict(source.rebuild_until)
-            # Not paused here: the consumer fetches the next records while this batch is
-            # worked on, which is most of the throughput of a busy topic. A batch that waits
-            # long (on ZITADEL, say) pauses every partition at its first membership poll.
+            source.pause()
             try:
                 work = asyncio.ensure_future(
                     self._process_and_publish(pipeline, sink, batch.records, rebuild_until)
