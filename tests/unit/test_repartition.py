@@ -32,6 +32,7 @@ from lockoutd.repartition import (
 )
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import load_rules
+from lockoutd.rules.model import Rule
 from lockoutd.settings import KafkaSettings, Settings
 from lockoutd.source.kafka import OutgoingRecord
 from lockoutd.source.schedule_seal import schedule_seal
@@ -232,13 +233,22 @@ def test_a_key_of_several_fields_is_one_record_key() -> None:
     assert (sent.topic, sent.key) == ("p.user_id.ip", b"42|10.0.0.1")
 
 
-def _pipeline(store: FakeStore, *, repartition: bool) -> tuple[Pipeline, Metrics]:
-    settings = Settings(kafka={"decisions_topic": "decisions", "group_id": "g"})
+def _pipeline(
+    store: FakeStore, *, repartition: bool, rules: tuple[Rule, ...] = (BRUTEFORCE, PER_IP)
+) -> tuple[Pipeline, Metrics]:
+    """The pipeline of group ``g``, dead letters to ``dlq``, ten minutes after :data:`T0`."""
+    settings = Settings(
+        kafka={"decisions_topic": "decisions", "dead_letter_topic": "dlq", "group_id": "g"}
+    )
     metrics = Metrics()
-    rules = ruleset(BRUTEFORCE, PER_IP)
     clock = lambda: T0 + 600  # noqa: E731
     pipeline = Pipeline(
-        settings, rules, store=store, metrics=metrics, clock=clock, repartition=repartition
+        settings,
+        ruleset(*rules),
+        store=store,
+        metrics=metrics,
+        clock=clock,
+        repartition=repartition,
     )
     return pipeline, metrics
 
@@ -280,15 +290,7 @@ async def test_an_address_rule_counted_on_the_network_topic_counts_each_address_
     """Two addresses of one /24 share a partition of the network's topic, not a window: the
     per-address rule fires for the address that failed three times, not for the network."""
     store = FakeStore()
-    settings = Settings(kafka={"decisions_topic": "decisions", "group_id": "g"})
-    pipeline = Pipeline(
-        settings,
-        ruleset(PER_IP, PER_NETWORK),
-        store=store,
-        metrics=Metrics(),
-        clock=lambda: T0 + 600,
-        repartition=True,
-    )
+    pipeline, _ = _pipeline(store, repartition=True, rules=(PER_IP, PER_NETWORK))
     addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2", "10.0.0.1"]
     source = [
         record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
@@ -319,16 +321,7 @@ async def test_events_bundled_in_one_internal_record_count_as_if_each_came_alone
 
 async def test_a_bad_event_in_a_bundle_is_dead_lettered_alone_and_the_others_count() -> None:
     store = FakeStore()
-    settings = Settings(kafka={"dead_letter_topic": "dlq", "group_id": "g"})
-    metrics = Metrics()
-    pipeline = Pipeline(
-        settings,
-        ruleset(PER_IP),
-        store=store,
-        metrics=metrics,
-        clock=lambda: T0 + 600,
-        repartition=True,
-    )
+    pipeline, _ = _pipeline(store, repartition=True, rules=(PER_IP,))
     outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
     good = [r.value for r in outgoing if r.topic == "g.repartition.ip"]
     at = T0 + 60
@@ -364,15 +357,7 @@ async def test_an_event_of_a_bundle_whose_counting_fails_is_dead_lettered_alone(
         return process(self, e, now, **kwargs)
 
     store = FakeStore()
-    settings = Settings(kafka={"dead_letter_topic": "dlq", "group_id": "g"})
-    pipeline = Pipeline(
-        settings,
-        ruleset(PER_IP),
-        store=store,
-        metrics=Metrics(),
-        clock=lambda: T0 + 600,
-        repartition=True,
-    )
+    pipeline, _ = _pipeline(store, repartition=True, rules=(PER_IP,))
     outgoing = await pipeline.process(_failures(["1", "666", "2", "3"]))  # type: ignore[arg-type]
     forwarded = [r.value for r in outgoing if r.topic == "g.repartition.ip"]
     monkeypatch.setattr(Engine, "process", failing)
@@ -394,10 +379,7 @@ async def test_an_event_of_a_bundle_whose_counting_fails_is_dead_lettered_alone(
 async def test_an_internal_record_that_is_no_bundle_of_objects_is_dead_lettered_whole(
     value: bytes, reason: bytes
 ) -> None:
-    settings = Settings(kafka={"dead_letter_topic": "dlq", "group_id": "g"})
-    pipeline = Pipeline(
-        settings, ruleset(PER_IP), store=FakeStore(), metrics=Metrics(), repartition=True
-    )
+    pipeline, _ = _pipeline(FakeStore(), repartition=True, rules=(PER_IP,))
     internal = record(7, value, topic="g.repartition.ip", partition=0, key=None)
     dead = await pipeline.process([internal])  # type: ignore[list-item]
     if reason == b"bad_field":  # each element is refused on its own
