@@ -108,8 +108,8 @@ class Pipeline:
             Repartitioning(rules, topic_prefix(settings.kafka)) if repartition else None
         )
         """Where each rule is counted; None when every rule is counted in place."""
-        # Internal records are native events, re-encoded with an event id they may have lacked,
-        # alone or bundled.
+        # Internal records are bundles of events (README, Operations: "Scaling out"), each with
+        # the event id lockoutd gave it if it had none; a native record alone is read too.
         self._internal_decoder = bundle_decoder(
             max_bytes=settings.kafka.max_event_bytes + _ID_ROOM, horizon=horizon
         )
