@@ -27,7 +27,7 @@ from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES, Event
 from lockoutd.decode.formats import decoder_for
 from lockoutd.decode.limits import Horizon
-from lockoutd.decode.native import InvalidEvent, RefusedElement, bundle_decoder
+from lockoutd.decode.native import RefusedElement, bundle_decoder
 from lockoutd.decode.rejects import Rejects
 from lockoutd.errors import reported_error
 from lockoutd.repartition import Repartitioning, encode_event, topic_prefix
@@ -177,8 +177,7 @@ class Pipeline:
             if isinstance(origin, tuple):  # an event of a bundle: its dead letter holds it alone
                 bundle, event = origin
                 origin = dataclasses.replace(bundle, value=encode_event(event))
-            if (dead := self._rejects.fail(origin, error)) is not None:
-                dead_letters.append(dead)
+            self._refuse(origin, error, dead_letters)
 
         forwarded: list[OutgoingRecord] = []
         decoded = self._decoded(records, rebuild_until or {}, dead_letters, forwarded)
@@ -220,13 +219,9 @@ class Pipeline:
                     # to rebuild windows was written before its offset was committed.
                     assert plan is not None
                     forwarded += plan.forward(event, topic, partition, record.offset)
-            except InvalidEvent as error:
-                if acts and (dead := self._rejects.reject(record, error)) is not None:
-                    dead_letters.append(dead)
-                continue
-            except Exception as error:  # one record's bug must not stop the daemon
-                if acts and (dead := self._rejects.fail(record, error)) is not None:
-                    dead_letters.append(dead)
+            except Exception as error:  # invalid, or a bug: neither may stop the daemon
+                if acts:
+                    self._refuse(record, error, dead_letters)
                 continue
             yield tp, record.key, event, now, acts, record
 
@@ -241,24 +236,24 @@ class Pipeline:
         # An internal record's key is the rule's own: no key mismatch to count (None below).
         try:
             decoded = self._internal_decoder(record.value or b"")
-        except InvalidEvent as error:
-            if acts and (dead := self._rejects.reject(record, error)) is not None:
-                dead_letters.append(dead)
-            return
-        except Exception as error:  # one record's bug must not stop the daemon
-            if acts and (dead := self._rejects.fail(record, error)) is not None:
-                dead_letters.append(dead)
+        except Exception as error:  # invalid, or a bug: neither may stop the daemon
+            if acts:
+                self._refuse(record, error, dead_letters)
             return
         if len(decoded) == 1 and isinstance(event := decoded[0], Event):
             yield tp, None, event, now, acts, record
             return
         for item in decoded:
             if isinstance(item, RefusedElement):
-                element = dataclasses.replace(record, value=item.raw)
-                if acts and (dead := self._rejects.reject(element, item.error)) is not None:
-                    dead_letters.append(dead)
+                if acts:
+                    element = dataclasses.replace(record, value=item.raw)
+                    self._refuse(element, item.error, dead_letters)
                 continue
             yield tp, None, item, now, acts, (record, item)
+
+    def _refuse(self, record: Record, error: Exception, dead_letters: list[OutgoingRecord]) -> None:
+        if (dead := self._rejects.refuse(record, error)) is not None:
+            dead_letters.append(dead)
 
     async def judge(
         self, batch: Iterable[Judged[Origin]], failed: Callable[[Origin, Exception], None]

@@ -68,6 +68,12 @@ class Rejects:
         )
         return self._forward(record, error)
 
+    def refuse(self, record: Record, error: Exception) -> OutgoingRecord | None:
+        """:meth:`reject` for an :class:`InvalidEvent`, :meth:`fail` for anything else."""
+        if isinstance(error, InvalidEvent):
+            return self.reject(record, error)
+        return self.fail(record, error)
+
     def fail(self, record: Record, error: Exception) -> OutgoingRecord | None:
         """:meth:`reject` for a record whose handling raised what nobody foresaw.
 
