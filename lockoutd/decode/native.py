@@ -132,7 +132,8 @@ class RefusedElement(NamedTuple):
     raw: bytes
 
 
-_EMPTY_EXTRA = b"{}"
+_EMPTY_EXTRA = msgspec.Raw(b"{}")
+"""A Raw equals another Raw only, never bytes."""
 _decode_bundle = msgspec.json.Decoder(list[_Element]).decode
 _split_bundle = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _decode_element = msgspec.json.Decoder(_Element).decode
