@@ -1,5 +1,5 @@
 import sys
 
-from lockoutd.cli import main
+from lockoutd.cli import program
 
-sys.exit(main())
+sys.exit(program())

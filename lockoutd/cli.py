@@ -20,6 +20,7 @@ import structlog
 import yaml
 
 from lockoutd import __version__, words
+from lockoutd.collector import settle_after_startup
 from lockoutd.decide.core import WINDOWS
 from lockoutd.decode.formats import FormatName
 from lockoutd.errors import ConfigError, KafkaUnavailable, LockoutdError
@@ -43,9 +44,18 @@ PROGRESS_EVERY = 100_000
 """Without a terminal, replay writes a progress line every this many records."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def program() -> int:
+    """The ``lockoutd`` executable: :func:`main` in a process of its own, whose garbage collector
+    the long-running commands set for a stream of records (see :mod:`lockoutd.collector`)."""
+    return main(own_process=True)
+
+
+def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int:
+    """Run the command ``argv`` names; return the exit code. ``own_process`` is False for a
+    caller that runs a command in its own process (a test), whose collector is left alone."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.own_process = own_process
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -161,6 +171,12 @@ def _print_problems(error: ConfigError) -> int:
     return EXIT_FAILED
 
 
+def _settle(args: argparse.Namespace) -> None:
+    # Once the configuration and the rules are loaded, before the first record.
+    if args.own_process:
+        settle_after_startup()
+
+
 def _run(args: argparse.Namespace) -> int:
     from lockoutd.daemon import Daemon  # the daemon's imports are only paid for by `run`
 
@@ -176,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         log.info("configuration_note", note=note)
     for warning in rules.warnings:
         log.warning("rules_warning", warning=warning)
+    _settle(args)
     try:
         asyncio.run(Daemon(settings, rules).run())
     except ConfigError as error:
@@ -268,6 +285,7 @@ def _ingest(args: argparse.Namespace) -> int:
         return _print_problems(error)
     configure_logging(settings.log.level, settings.log.format)
     log = structlog.get_logger("lockoutd.ingest")
+    _settle(args)
     try:
         asyncio.run(IngestService(settings).run())
     except ConfigError as error:
@@ -315,6 +333,7 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"{args.events}: no such events file", file=sys.stderr)
         return EXIT_FAILED
     _log_problems_to_stderr()
+    _settle(args)
     try:
         size = Path(args.events).stat().st_size if args.events not in (None, "-") else None
         stats = asyncio.run(_replay_events(args, settings, rules, bounds[0], bounds[1], size))
