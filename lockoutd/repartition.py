@@ -203,6 +203,7 @@ class Repartitioning:
         )
         self.topics = {route.topic: route for route in self.routes}
         self._allowed = rules.allowed
+        self._allowlists_ips = bool(rules.allowed.networks)
         self._wanting: dict[tuple[str, Any], tuple[Route, ...]] = {}
         """Per ``(type, reason)``, the routes that may count (or reset on) such an event."""
 
@@ -217,7 +218,11 @@ class Repartitioning:
     ) -> list[OutgoingRecord]:
         """The internal records that carry ``event`` (read at ``topic/partition/offset``) to
         the rules of other keys; none for an event no such rule would count or reset on."""
-        if event.type not in KNOWN_TYPES or self._allowed.has_ip(event.ip):
+        # Runs for every event the daemon reads: what is known per rule set is looked up once
+        # (the routes per kind of event, whether any address is allowlisted).
+        if event.type not in KNOWN_TYPES:
+            return []
+        if self._allowlists_ips and self._allowed.has_ip(event.ip):
             return []
         kind = (event.type, event.reason)
         routes = self._wanting.get(kind)
@@ -234,7 +239,7 @@ class Repartitioning:
             if value is None:
                 # The id is made only for an event without one of its own.
                 made = None if event.event_id else derived_event_id(topic, partition, offset)
-                value = _encode(bundle_element(event, event_id=made))
+                value = _encode(bundle_element(event, made))
             # By position: a keyword costs as much again, and one is made per forwarded event.
             records.append(OutgoingRecord(route.topic, value, record_key(slot), (), None, True))
         return records

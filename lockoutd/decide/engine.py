@@ -442,5 +442,7 @@ def key_reader(fields: Sequence[str]) -> Callable[[Event], Slot | None]:
     readers = tuple(field_reader(name) for name in fields)
     if len(readers) == 1:
         [read] = readers
+        if tuple(fields) == ("ip_prefix",):
+            return read  # a network, or None: already a slot (the key of every forwarded event)
         return lambda event: _slot(read(event))
     return functools.partial(_key_values, readers)

@@ -139,7 +139,7 @@ _split_bundle = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _decode_element = msgspec.json.Decoder(_Element).decode
 
 
-def bundle_element(event: Event, *, event_id: str | None = None) -> tuple[Any, ...]:
+def bundle_element(event: Event, event_id: str | None = None) -> tuple[Any, ...]:
     """``event`` as an element of a bundle (encoded as a JSON array), with ``event_id`` if it
     has none: what :func:`bundle_decoder` reads back into the same event."""
     return (
