@@ -326,7 +326,6 @@ class Engine:
         self,
         event: Event,
         now: float,
-        *,
         record_key: bytes | None = None,
         replayed: bool = False,
     ) -> list[Firing]:
@@ -356,7 +355,7 @@ class Engine:
             for state in self._states:
                 if state.match.admits(*kind):
                     state.note_replayed(event)
-        key = record_key.decode(errors="replace") if record_key is not None else None
+        key = record_key.decode("utf-8", "replace") if record_key is not None else None
         return plan(event, key)
 
     def _plan(self, kind: tuple[str, Any]) -> Plan:
