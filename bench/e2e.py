@@ -55,7 +55,7 @@ async def _floor(bootstrap: str, topic: str, count: int, limit: float) -> dict[s
     )
     await consumer.start()
     seen = first_batch = 0
-    first = last = 0.0
+    first = last = cpu_first = cpu_last = 0.0
     deadline = time.monotonic() + limit
     try:
         while seen < count and time.monotonic() < deadline:
@@ -66,10 +66,16 @@ async def _floor(bootstrap: str, topic: str, count: int, limit: float) -> dict[s
                 seen += len(records)
                 if not first and records:
                     first, first_batch = time.perf_counter(), len(records)
-            last = time.perf_counter()
+                    cpu_first = time.process_time()
+            last, cpu_last = time.perf_counter(), time.process_time()
     finally:
         await consumer.stop()
-    return {"count": seen, "measured": seen - first_batch, "seconds": last - first}
+    return {
+        "count": seen,
+        "measured": seen - first_batch,
+        "seconds": last - first,
+        "cpu_seconds": cpu_last - cpu_first,
+    }
 
 
 def consume_floor(bootstrap: str, topic: str, count: int, timeout: float) -> dict[str, float]:
@@ -185,13 +191,24 @@ def main(argv: list[str] | None = None) -> int:
         f" ({rate:,.0f}); >= 0.6 of the floor with the default safety cap: "
         f"{'met' if capped_ratio >= 0.6 else 'missed'} ({capped_ratio:.2f})"
     )
+    floor_cpu = _cpu_per_event(floor["cpu_seconds"], floor)
     rows = [
-        ["aiokafka getmany + json.loads (floor)", int(floor["count"]), floor_rate, 1.0, "", "", ""],
+        [
+            "aiokafka getmany + json.loads (floor)",
+            int(floor["count"]),
+            floor_rate,
+            1.0,
+            f"{floor_cpu:.1f}",
+            "",
+            "",
+            "",
+        ],
         [
             "lockoutd run, 5 rules, locks to the emulator",
             int(float(daemon["accepted"] or 0)),
             rate,
             round(ratio, 2),
+            _cpu_cell(daemon, floor_cpu),
             f"{daemon['locked']:,} of {len(expected):,}",
             "yes" if daemon["same_users"] else "NO",
             _mib(daemon["peak_rss"]),
@@ -201,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             int(float(capped["accepted"] or 0)),
             capped_rate,
             round(capped_ratio, 2),
+            _cpu_cell(capped, floor_cpu),
             f"{capped['lock_calls']:,} lock calls, {int(capped['suppressed']):,} suppressed",
             "n/a (capped)",
             _mib(capped["peak_rss"]),
@@ -209,7 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     report(
         args.name,
         "End to end: Kafka topic -> lockoutd -> ZITADEL emulator",
-        ["consumer", "events", "events/s", "ratio", "locked", "same users", "peak RSS"],
+        [
+            "consumer",
+            "events",
+            "events/s",
+            "ratio",
+            "CPU µs/event (floor's / this)",
+            "locked",
+            "same users",
+            "peak RSS",
+        ],
         rows,
         notes=[
             f"{work.events:,} events over {work.users:,} users, "
@@ -218,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             "the first lockoutd row raises the safety cap so that every attacked user is locked; "
             "the capped row is the same pipeline with hardly any lock calls",
             "broker, emulator, daemon and floor share the machine's cores (loopback only)",
+            "CPU µs/event: the consumer's own CPU time over the measured events (the daemon's "
+            "from the sampled share of a core); the ratio of the floor's to it is steadier than "
+            "the ratio of rates when the machine's speed drifts between runs",
             *(
                 f"CPU while lockoutd consumed{label} (share of one core, 2 cores in all): "
                 + (
@@ -235,6 +265,19 @@ def _rate(run: dict[str, Any], floor_rate: float) -> tuple[float, float]:
     seconds = float(run["seconds"] or 0.0)
     rate = float(run["measured"] or 0.0) / seconds if seconds else 0.0
     return rate, rate / floor_rate
+
+
+def _cpu_per_event(cpu_seconds: float, run: dict[str, Any]) -> float:
+    measured = float(run["measured"] or 0.0)
+    return cpu_seconds / measured * 1e6 if measured else 0.0
+
+
+def _cpu_cell(run: dict[str, Any], floor_cpu: float) -> str:
+    share = run["cpu"].get("lockoutd")
+    if not share:
+        return "?"
+    cpu = _cpu_per_event(share * float(run["seconds"] or 0.0), run)
+    return f"{cpu:.1f} ({floor_cpu / cpu:.2f})" if cpu else "?"
 
 
 def _mib(rss: object) -> str:
