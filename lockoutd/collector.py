@@ -5,9 +5,10 @@ of lockoutd holds a few objects per record until it is committed (the consumer's
 decoded tuples, the records to publish), so most young collections find nothing to free and
 move the whole batch a generation up, and every few batches a full collection walks every
 object of the process, the imported modules and validated settings included: about 12 % of the
-daemon's CPU at 70,000 events/s, in pauses of up to 50 ms (bench/README.md, "Garbage
-collection"). Nearly all of lockoutd's garbage is freed by reference counting the moment a batch
-ends; the cycle collector is kept for the few cycles there are, and run less often.
+daemon's CPU at 70,000 events/s, in pauses of about 50 ms (bench/README.md, "The garbage
+collector, and end to end again"). Nearly all of lockoutd's garbage is freed by reference
+counting the moment a batch ends; the cycle collector is kept for the few cycles there are, and
+run less often.
 """
 
 from __future__ import annotations
