@@ -51,8 +51,9 @@ def program() -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int:
-    """Run the command ``argv`` names; return the exit code. ``own_process`` is False for a
-    caller that runs a command in its own process (a test), whose collector is left alone."""
+    """Run the command ``argv`` names; return the exit code. Only the executable passes
+    ``own_process`` (:func:`program`): a program that calls this inside its own process (a test)
+    keeps its garbage collector as it was."""
     parser = _parser()
     args = parser.parse_args(argv)
     args.own_process = own_process

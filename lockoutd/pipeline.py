@@ -289,7 +289,7 @@ class Pipeline:
                     if acts and counts:
                         ignored += 1
                     continue
-                # By position: keywords cost a tenth of the call, made twice per event.
+                # By position: keywords make each call dearer, and this one is made twice per event.
                 firings = engine.process(event, now, key, not acts)
                 for firing in firings:
                     if firing.replayed_only:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import subprocess
+import sys
 import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lockoutd.cli import main
+from lockoutd.collector import YOUNG_COLLECTION_EVERY
 from lockoutd.replay.lines import read_lines
 from lockoutd.replay.topic import Bound
 
@@ -341,3 +345,29 @@ def test_the_report_counts_one_firing_in_the_singular(
     html = report.read_text(encoding="utf-8")
     assert "Fired 1 time for 1 key." in html
     assert "3 events accepted" in html
+
+
+def test_the_executable_sets_the_collector_and_a_caller_in_process_keeps_its_own(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lockoutd`` runs its long commands with fewer collections and start-up frozen
+    (bench/README.md, "The garbage collector, and end to end again"); a program that calls
+    :func:`main` in its own process keeps its collector as it was."""
+    events = write_events(tmp_path, *(failure(m) for m in range(3)))
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    assert main(["replay", str(events), "-c", str(config)]) == 0
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    capsys.readouterr()
+
+    # The executable, in a process of its own: what it set is printed once it has replayed.
+    probe = (
+        "import gc, sys\n"
+        "from lockoutd.cli import program\n"
+        f"sys.argv = ['lockoutd', 'replay', {str(events)!r}, '-c', {str(config)!r}]\n"
+        "code = program()\n"
+        "print(code, gc.get_threshold()[0], gc.get_freeze_count() > 0, file=sys.stderr)\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our interpreter, our package
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stderr.splitlines()[-1] == f"0 {YOUNG_COLLECTION_EVERY} True"
