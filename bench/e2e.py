@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             "the capped row is the same pipeline with hardly any lock calls",
             "broker, emulator, daemon and floor share the machine's cores (loopback only)",
             "CPU µs/event: the consumer's own CPU time over the measured events (the daemon's "
-            "from the sampled share of a core); the ratio of the floor's to it is steadier than "
-            "the ratio of rates when the machine's speed drifts between runs",
+            "from the sampled share of a core); the floor's share of it is the work the daemon "
+            "adds, whether or not either process waited",
             *(
                 f"CPU while lockoutd consumed{label} (share of one core, 2 cores in all): "
                 + (
