@@ -289,8 +289,7 @@ class Pipeline:
                     if acts and counts:
                         ignored += 1
                     continue
-                # By position: keywords make each call dearer, and this one is made twice per event.
-                firings = engine.process(event, now, key, not acts)
+                firings = engine.process(event, now, record_key=key, replayed=not acts)
                 for firing in firings:
                     if firing.replayed_only:
                         continue  # a crossing that acted before the partition was rebuilt

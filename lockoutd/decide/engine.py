@@ -326,6 +326,7 @@ class Engine:
         self,
         event: Event,
         now: float,
+        *,
         record_key: bytes | None = None,
         replayed: bool = False,
     ) -> list[Firing]:
