@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def floor() -> dict[str, float]:
             measured = consume_floor(stack.bootstrap, stack.topics.events, produced, args.timeout)
-            print(f"floor: {_floor_rate(measured):,.0f} records/s", file=sys.stderr)
+            print(f"floor: {_events_per_second(measured):,.0f} records/s", file=sys.stderr)
             return measured
 
         # The machine's speed drifts by a third within minutes: each lockoutd run is compared
@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         floors.append(floor())
         capped = run_daemon(stack, RULE_SETS[5], produced, expected, args.timeout, capped=True)
         floors.append(floor())
-    floor_rate = sum(map(_floor_rate, floors)) / len(floors)
-    rate, ratio = _rate(daemon, _around(_floor_rate, floors[0], floors[1]))
-    capped_rate, capped_ratio = _rate(capped, _around(_floor_rate, floors[1], floors[2]))
+    floor_rate = sum(map(_events_per_second, floors)) / len(floors)
+    rate, ratio = _rate(daemon, _around(_events_per_second, floors[0], floors[1]))
+    capped_rate, capped_ratio = _rate(capped, _around(_events_per_second, floors[1], floors[2]))
     # Each target on the row it is about: the rate with every attacked user locked (the lock
     # calls included), the ratio to the floor with the default safety cap.
     verdict = (
@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(expected):,} attacked; {produced:,} produced in {produce_s:.1f}s",
             f"targets: {verdict}",
             "floors, before, between and after the lockoutd runs: "
-            + ", ".join(f"{_floor_rate(f):,.0f} ev/s ({_floor_cpu(f):.1f} µs)" for f in floors)
+            + ", ".join(
+                f"{_events_per_second(f):,.0f} ev/s ({_floor_cpu(f):.1f} µs)" for f in floors
+            )
             + "; each lockoutd row's ratios are to the mean of the two floors around it",
             "the first lockoutd row raises the safety cap so that every attacked user is locked; "
             "the capped row is the same pipeline with hardly any lock calls",
@@ -277,13 +279,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rate(run: dict[str, Any], floor_rate: float) -> tuple[float, float]:
-    seconds = float(run["seconds"] or 0.0)
-    rate = float(run["measured"] or 0.0) / seconds if seconds else 0.0
+    rate = _events_per_second(run)
     return rate, rate / floor_rate
 
 
-def _floor_rate(floor: dict[str, float]) -> float:
-    return floor["measured"] / floor["seconds"]
+def _events_per_second(run: dict[str, Any]) -> float:
+    """Over the measured span of a floor's or a daemon's run; 0 for a run that never started."""
+    seconds = float(run["seconds"] or 0.0)
+    return float(run["measured"] or 0.0) / seconds if seconds else 0.0
 
 
 def _floor_cpu(floor: dict[str, float]) -> float:
@@ -291,7 +294,7 @@ def _floor_cpu(floor: dict[str, float]) -> float:
 
 
 def _around(
-    measure: Callable[[dict[str, float]], float],
+    measure: Callable[[dict[str, Any]], float],
     before: dict[str, float],
     after: dict[str, float],
 ) -> float:
