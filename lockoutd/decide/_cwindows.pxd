@@ -48,10 +48,10 @@ cdef struct _DHead:
 cdef struct _DView:
     _DHead* head
     double* times
-    int64_t* orders
+    int32_t* orders    # see _renumber
     uint32_t* vhashes  # each value's mixed hash (see _mix)
-    char* cells        # each value's cell: its UTF-8 bytes (inline or out of line), see _cell_*
     PyObject** evs     # NULL unless the rule keeps events
+    char* cells        # each value's cell: its bytes, its number or a pointer, see _cell_*
     int32_t* before
     int32_t* after
     int32_t* index

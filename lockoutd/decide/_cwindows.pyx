@@ -1174,33 +1174,43 @@ cdef class EventWindows(_Table):
 
 
 # A distinct window's block: a header, then per slot (a value's place, kept while it is counted)
-# when it was last seen, its order (how many values the key had counted when it came: of two
-# values seen at the same time, the lower order goes first, as in the reference's heap), its
-# mixed hash (the 32 bits ``_mix`` keeps: the index's place, and a first check before the bytes),
-# the value's cell (below) and, for rules that keep events, the event of its newest sighting
-# (owned or NULL), then the links of the list of values in the order they leave (seen longest
-# ago first), and last, once the block has room for more than _SCAN_UP_TO values, an index from
-# value hash to slot (open addressing, linear probing, at most half full).
+# when it was last seen, for rules that keep events the event of its newest sighting (owned or
+# NULL), its order (how many values the key had counted when it came: of two values seen at the
+# same time, the lower order goes first, as in the reference's heap), its mixed hash (the 32 bits
+# ``_mix`` keeps: the index's place, and a first check before the value), the links of the list
+# of values in the order they leave (seen longest ago first), the values' cells (below), and
+# last, once the block has room for more than _SCAN_UP_TO values, an index from value hash to
+# slot (open addressing, linear probing, at most half full).
 
 cdef int32_t _SCAN_UP_TO = 32
 
-# A value's cell: a str value as its UTF-8 bytes (a lone surrogate passed through, as keys are
-# kept), no Python object: a spray keeps a window full of values that no event holds any more,
-# and a str of a user id costs twice its cell. Byte 0 is the length of the bytes that follow it
-# when they fit, else a tag: out of line ([Py_ssize_t length][bytes], the pointer at byte 8), a
-# value that is no str (an owned object, at byte 8: the API takes any value), or a free slot.
-# Two str are equal exactly when their bytes are, so a str value is found by its bytes; the
-# value becomes a str again only where the API gives values out. 19 bytes hold a user id (18
-# digits); the cell and the hash then make 24 bytes, so the events after them stay aligned.
-DEF _CELL = 20
-cdef uint8_t _CELL_INLINE = 19
+# Orders are 32 bits: a key that has counted 2**31 values since its window opened has its
+# values numbered again from 1 in the same order (``_renumber``), which no ordering can tell.
+cdef int64_t _order_limit = 2147483647
+
+# A value's cell, 12 bytes: a str value as its UTF-8 bytes or as its number, no Python object:
+# a spray keeps a window full of values that no event holds any more, and a str of a user id
+# costs eight times its number. Byte 0 says what the cell holds:
+# - 0 to 11: that many UTF-8 bytes (a lone surrogate passed through, as keys are kept) follow,
+#   the rest of the cell zero;
+# - _CELL_NUMBER: a str of one to 19 ASCII digits without a leading zero (a ZITADEL user id is
+#   18), as its unsigned 64-bit number at byte 4: its text is that number's decimal, and only it;
+# - _CELL_OUT: a longer str, out of line ([Py_ssize_t length][bytes], the pointer at byte 4);
+# - _CELL_OBJECT: a value that is no str (an owned object at byte 4: the API takes any value);
+# - _CELL_FREE: a free slot.
+# A str has exactly one short cell or none, so two short cells are equal exactly when their str
+# are: a value is found by comparing 12 bytes, and becomes a str again only where the API gives
+# values out.
+DEF _CELL = 12
+cdef uint8_t _CELL_INLINE = 11
 cdef uint8_t _CELL_OUT = 255
 cdef uint8_t _CELL_OBJECT = 254
 cdef uint8_t _CELL_FREE = 253
+cdef uint8_t _CELL_NUMBER = 252
 
 
 cdef inline Py_ssize_t _dbytes(Py_ssize_t cap, Py_ssize_t indexed, bint keeps) noexcept:
-    return sizeof(_DHead) + cap * (28 + _CELL + (8 if keeps else 0)) + indexed * 4
+    return sizeof(_DHead) + cap * (24 + _CELL + (8 if keeps else 0)) + indexed * 4
 
 
 cdef inline char* _cell(_DView* v, Py_ssize_t s) noexcept:
@@ -1211,42 +1221,68 @@ cdef inline bint _cell_free(char* cell) noexcept:
     return <uint8_t>cell[0] == _CELL_FREE
 
 
-cdef inline const char* _cell_bytes(char* cell, Py_ssize_t* size) noexcept:
-    # The bytes of a str value's cell (inline or out of line).
+cdef inline bint _cell_short(char* cell, const char* data, Py_ssize_t size) noexcept:
+    # Fill ``cell`` with the short cell of the str whose UTF-8 is ``data``; False when it has
+    # none (it is kept out of line), the cell then tagged _CELL_OUT without a pointer.
+    cdef uint64_t number = 0
+    cdef uint8_t digit
+    cdef Py_ssize_t i
+    memset(cell, 0, _CELL)
+    if 0 < size <= 19 and (data[0] != b'0' or size == 1):
+        for i in range(size):
+            digit = <uint8_t>data[i] - 48
+            if digit > 9:
+                break
+            number = number * 10 + digit
+        else:
+            cell[0] = <char>_CELL_NUMBER
+            memcpy(cell + 4, &number, sizeof(uint64_t))
+            return True
+    if size <= _CELL_INLINE:
+        memcpy(cell + 1, data, size)
+        cell[0] = <char>size
+        return True
+    cell[0] = <char>_CELL_OUT
+    return False
+
+
+cdef inline const char* _cell_held(char* cell, Py_ssize_t* size) noexcept:
+    # The bytes of an out-of-line cell.
     cdef char* held
-    if <uint8_t>cell[0] <= _CELL_INLINE:
-        size[0] = <uint8_t>cell[0]
-        return cell + 1
-    memcpy(&held, cell + 8, sizeof(char*))
+    memcpy(&held, cell + 4, sizeof(char*))
     size[0] = (<Py_ssize_t*>held)[0]
     return held + sizeof(Py_ssize_t)
 
 
 cdef inline PyObject* _cell_object(char* cell) noexcept:
     cdef PyObject* held
-    memcpy(&held, cell + 8, sizeof(PyObject*))
+    memcpy(&held, cell + 4, sizeof(PyObject*))
     return held
 
 
-cdef int _cell_set(char* cell, object value, const char* data, Py_ssize_t size) except -1:
-    # Fill a free cell with ``value``: its UTF-8 ``data`` when it is a str, else the object.
+cdef int _cell_set(
+    char* cell, object value, const char* data, Py_ssize_t size, const char* probe
+) except -1:
+    # Fill a free cell with ``value``: its ``probe`` (see _cell_short) when it is a short str,
+    # its UTF-8 ``data`` out of line when a long one, else the object (``data`` NULL).
     cdef char* held
     cdef PyObject* obj
     if data == NULL:
         obj = <PyObject*>value
         Py_INCREF(value)
-        memcpy(cell + 8, &obj, sizeof(PyObject*))
+        memset(cell, 0, _CELL)
+        memcpy(cell + 4, &obj, sizeof(PyObject*))
         cell[0] = <char>_CELL_OBJECT
-    elif size <= _CELL_INLINE:
-        memcpy(cell + 1, data, size)
-        cell[0] = <char>size
+    elif <uint8_t>probe[0] != _CELL_OUT:
+        memcpy(cell, probe, _CELL)
     else:
         held = <char*>PyMem_Malloc(sizeof(Py_ssize_t) + size)
         if held == NULL:
             raise MemoryError()
         (<Py_ssize_t*>held)[0] = size
         memcpy(held + sizeof(Py_ssize_t), data, size)
-        memcpy(cell + 8, &held, sizeof(char*))
+        memset(cell, 0, _CELL)
+        memcpy(cell + 4, &held, sizeof(char*))
         cell[0] = <char>_CELL_OUT
     return 0
 
@@ -1255,7 +1291,7 @@ cdef inline void _cell_clear(char* cell) noexcept:
     cdef char* held
     cdef uint8_t tag = <uint8_t>cell[0]
     if tag == _CELL_OUT:
-        memcpy(&held, cell + 8, sizeof(char*))
+        memcpy(&held, cell + 4, sizeof(char*))
         PyMem_Free(held)
     elif tag == _CELL_OBJECT:
         Py_XDECREF(_cell_object(cell))
@@ -1266,24 +1302,41 @@ cdef object _cell_value(char* cell):
     # The value a cell holds, as the API gives it.
     cdef Py_ssize_t size
     cdef const char* data
-    if <uint8_t>cell[0] == _CELL_OBJECT:
+    cdef uint64_t number
+    cdef uint8_t tag = <uint8_t>cell[0]
+    if tag == _CELL_OBJECT:
         return <object>_cell_object(cell)
-    data = _cell_bytes(cell, &size)
+    if tag == _CELL_NUMBER:
+        memcpy(&number, cell + 4, sizeof(uint64_t))
+        return str(number)
+    if tag == _CELL_OUT:
+        data = _cell_held(cell, &size)
+    else:
+        data = cell + 1
+        size = tag
     return PyUnicode_DecodeUTF8(data, size, "surrogatepass")
 
 
-cdef inline int _cell_equals(char* cell, object value, const char* data, Py_ssize_t size) except -1:
-    # Whether a held cell holds ``value`` (``data``: its UTF-8 when it is a str, else NULL).
+cdef inline int _cell_equals(
+    char* cell, object value, const char* data, Py_ssize_t size, const char* probe
+) except -1:
+    # Whether a held cell holds ``value`` (``data``: its UTF-8 when it is a str, else NULL;
+    # ``probe``: then its cell as _cell_short makes it).
     cdef Py_ssize_t held_size
     cdef const char* held
     cdef PyObject* obj
-    if <uint8_t>cell[0] == _CELL_OBJECT:
+    cdef uint8_t tag = <uint8_t>cell[0]
+    if tag == _CELL_OBJECT:
         obj = _cell_object(cell)
         return obj == <PyObject*>value or PyObject_RichCompareBool(obj, <PyObject*>value, Py_EQ)
     if data == NULL:  # no str, against a str: rare, and as Python compares them
         text = _cell_value(cell)
         return PyObject_RichCompareBool(<PyObject*>text, <PyObject*>value, Py_EQ)
-    held = _cell_bytes(cell, &held_size)
+    if tag != _CELL_OUT:
+        return memcmp(cell, probe, _CELL) == 0
+    if <uint8_t>probe[0] != _CELL_OUT:
+        return False
+    held = _cell_held(cell, &held_size)
     return held_size == size and memcmp(held, data, size) == 0
 
 
@@ -1303,20 +1356,20 @@ cdef inline _DView _dview(double* block, Py_ssize_t cap, bint keeps) noexcept:
     at += sizeof(_DHead)
     v.times = <double*>at
     at += cap * 8
-    v.orders = <int64_t*>at
-    at += cap * 8
-    v.vhashes = <uint32_t*>at
-    at += cap * 4
-    v.cells = at
-    at += cap * _CELL
     v.evs = NULL
     if keeps:
         v.evs = <PyObject**>at
         at += cap * 8
+    v.orders = <int32_t*>at
+    at += cap * 4
+    v.vhashes = <uint32_t*>at
+    at += cap * 4
     v.before = <int32_t*>at
     at += cap * 4
     v.after = <int32_t*>at
     at += cap * 4
+    v.cells = at
+    at += cap * _CELL
     v.index = <int32_t*>at
     return v
 
@@ -1370,7 +1423,7 @@ cdef inline void _dplace(_DView* v, int32_t s) noexcept:
     # Link ``s`` where it leaves: after every value seen before it, or at the same time with a
     # lower order. Found from the newest end: events come about in order, so the walk is short.
     cdef double at = v.times[s]
-    cdef int64_t order = v.orders[s]
+    cdef int32_t order = v.orders[s]
     cdef int32_t c = v.head.last, after
     while c >= 0 and (v.times[c] > at or (v.times[c] == at and v.orders[c] > order)):
         c = v.before[c]
@@ -1389,9 +1442,16 @@ cdef inline void _dplace(_DView* v, int32_t s) noexcept:
 
 
 cdef inline int32_t _dfind(
-    _DView* v, Py_ssize_t cap, object value, Py_ssize_t vh, const char* data, Py_ssize_t size
+    _DView* v,
+    Py_ssize_t cap,
+    object value,
+    Py_ssize_t vh,
+    const char* data,
+    Py_ssize_t size,
+    const char* probe,
 ) except -2:
-    # The slot holding ``value`` (``data``: its UTF-8 when it is a str, else NULL); -1 if none.
+    # The slot holding ``value`` (``data``: its UTF-8 when it is a str, else NULL; ``probe``:
+    # then its cell, see _cell_short); -1 if none.
     cdef int32_t s, indexed = v.head.indexed
     cdef uint32_t mixed = _mix(vh)
     cdef Py_ssize_t j
@@ -1400,7 +1460,7 @@ cdef inline int32_t _dfind(
         for s in range(cap):  # a free slot's hash is stale: it is free if its cell says so
             if v.vhashes[s] == mixed:
                 cell = _cell(v, s)
-                if not _cell_free(cell) and _cell_equals(cell, value, data, size):
+                if not _cell_free(cell) and _cell_equals(cell, value, data, size, probe):
                     return s
         return -1
     j = _dhome(mixed, indexed)
@@ -1408,9 +1468,33 @@ cdef inline int32_t _dfind(
         s = v.index[j]
         if s < 0:
             return -1
-        if v.vhashes[s] == mixed and _cell_equals(_cell(v, s), value, data, size):
+        if v.vhashes[s] == mixed and _cell_equals(_cell(v, s), value, data, size, probe):
             return s
         j = (j + 1) & (indexed - 1)
+
+
+cdef int _renumber(_DView* v) except -1:
+    # Number the values held 1.. in the order they have (see _order_limit).
+    cdef int32_t s = v.head.first
+    cdef list held = []
+    while s >= 0:
+        held.append((v.orders[s], s))
+        s = v.after[s]
+    held.sort()
+    for n, (_, s) in enumerate(held):
+        v.orders[s] = n + 1
+    v.head.orders = len(held)
+    return 0
+
+
+def _limit_orders(int64_t limit):
+    """Number the values again once a key's orders reach ``limit`` (2**31 - 1, the most 32 bits
+    hold, unless changed here): lets a test see the renumbering of a key that counted 2**31
+    values. Returns the limit it replaces."""
+    global _order_limit
+    previous = _order_limit
+    _order_limit = limit
+    return previous
 
 
 cdef double* _dblock(Py_ssize_t cap, bint keeps) except NULL:
@@ -1478,7 +1562,7 @@ cdef class DistinctWindows(_Table):
         v = _dview(block, cap, self._keeps)
         was = _dview(rec.times, old, self._keeps)
         memcpy(v.times, was.times, old * sizeof(double))
-        memcpy(v.orders, was.orders, old * sizeof(int64_t))
+        memcpy(v.orders, was.orders, old * sizeof(int32_t))
         memcpy(v.vhashes, was.vhashes, old * sizeof(uint32_t))
         memcpy(v.cells, was.cells, old * _CELL)  # out-of-line bytes move with their cells
         if self._keeps:
@@ -1527,6 +1611,7 @@ cdef class DistinctWindows(_Table):
         cdef bint was_fired
         cdef const char* data
         cdef Py_ssize_t size
+        cdef char probe[_CELL]
         kept = event if self._keeps else None
         if r < 0:
             self._file(slot, at)
@@ -1547,7 +1632,9 @@ cdef class DistinctWindows(_Table):
             return 0
         v = _dview(rec.times, rec.cap, self._keeps)
         data = self._value_utf8(value, &size)
-        s = _dfind(&v, rec.cap, value, vh, data, size)
+        if data != NULL:
+            _cell_short(probe, data, size)
+        s = _dfind(&v, rec.cap, value, vh, data, size, probe)
         if s < 0:
             if not rec.fired and rec.count >= self.threshold:
                 self._unsettled.pop(slot, None)  # a new value settles it (see _restore_one)
@@ -1555,9 +1642,11 @@ cdef class DistinctWindows(_Table):
                 self._grow(rec)
                 v = _dview(rec.times, rec.cap, self._keeps)
             s = v.head.free
-            _cell_set(_cell(&v, s), value, data, size)  # first: it may raise MemoryError
+            _cell_set(_cell(&v, s), value, data, size, probe)  # first: it may raise MemoryError
             v.head.free = v.after[s]
             v.times[s] = at
+            if v.head.orders >= _order_limit:
+                _renumber(&v)
             v.head.orders += 1
             v.orders[s] = v.head.orders
             v.vhashes[s] = _mix(vh)
@@ -1674,6 +1763,7 @@ cdef class DistinctWindows(_Table):
         cdef double* block
         cdef char* cells
         cdef const char* data
+        cdef char probe[_CELL]
         cdef Py_ssize_t n, filled = 0
         slot, seen, newest, fired, events = checked_distinct_record(record, self.threshold)
         size = <int32_t>len(seen)
@@ -1691,7 +1781,9 @@ cdef class DistinctWindows(_Table):
             while filled < size:
                 value = values[filled]
                 data = self._value_utf8(value, &n)
-                _cell_set(cells + filled * _CELL, value, data, n)
+                if data != NULL:
+                    _cell_short(probe, data, n)
+                _cell_set(cells + filled * _CELL, value, data, n, probe)
                 filled += 1
             block = _dblock(size, self._keeps)
             rec = self._install(slot, block, size, fired)

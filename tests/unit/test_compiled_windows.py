@@ -47,10 +47,16 @@ _add = st.tuples(
     st.one_of(
         st.none(),
         st.sampled_from([f"e{n}" for n in range(8)]),
-        # Values the compiled distinct windows keep as bytes out of line, or beyond ASCII, or as
-        # lone surrogates (a pair of them is no character: it is another value than the one
-        # the pair would make).
-        st.sampled_from(["x" * 19, "x" * 20, "ü" * 10, "Jürgen", "\ud800", "\ud83d\ude00", "😀"]),
+        # Values the compiled distinct windows keep in their cell (as bytes, or as a number when
+        # they are digits without a leading zero), out of line, beyond ASCII, or as lone
+        # surrogates (a pair of them is no character: it is another value than the one the pair
+        # would make).
+        st.sampled_from(
+            [
+                *("x" * 11, "x" * 12, "ü" * 10, "Jürgen", "\ud800", "\ud83d\ude00", "😀"),
+                *("0", "00", "7", "07", "9" * 19, "1" + "0" * 19, "280000000000491668"),
+            ]
+        ),
     ),
 )
 # Mostly events; now and then a reset, a sweep, a round of the bound.
@@ -281,16 +287,31 @@ def test_full_distinct_windows_agree_through_sightings_ties_and_checkpoints(
             assert _exported(fast) == _exported(pure)
 
 
-# Values as the compiled windows keep them: the UTF-8 of a str in its cell (up to 19 bytes) or out
-# of line, a lone surrogate passed through; and values that are no str, which the API also takes:
-# an int and a float equal to it, and bytes, whose hash is that of the str of the same letters.
+# Values as the compiled windows keep them: a str of digits as its number in its cell (without a
+# leading zero, at most 19 of them; the others are text), the UTF-8 of a str in its cell (up to 11
+# bytes) or out of line, a lone surrogate passed through; and values that are no str, which the
+# API also takes: an int and a float equal to it, and bytes, whose hash is that of the str of the
+# same letters.
 _VALUES = [
     "a",
-    "x" * 19,
-    "x" * 20,
-    "ü" * 9 + "x",
-    "ü" * 10,
+    "x" * 11,
+    "x" * 12,
+    "ü" * 5 + "x",
+    "ü" * 6,
     "280000000000491668",
+    "0",
+    "00",
+    "7",
+    "07",
+    "-7",
+    "+7",
+    "7 ",
+    "\u0667",  # ARABIC-INDIC DIGIT SEVEN: a digit, but not an ASCII one
+    "9" * 19,
+    "1" + "0" * 19,
+    "18446744073709551615",
+    "1" * 11,
+    "1" * 12,
     "Jürgen",
     "a\x00b",
     "\ud800",
@@ -299,7 +320,7 @@ _VALUES = [
     "😀",
     "漢字" * 40,
 ]
-_OTHERS = [7, 7.0, b"a", b"x" * 20, ("t", 1)]
+_OTHERS = [7, 7.0, 280000000000491668, b"a", b"7", b"x" * 20, ("t", 1)]
 
 
 @pytest.mark.parametrize("threshold", [3, 40])  # 40: values found through an index
@@ -353,6 +374,33 @@ def test_thousands_of_distinct_values_leave_in_the_same_order(threshold: int) ->
             fast.restore(records)
     assert len(fast.values("k")) == threshold
     assert _state(fast, True) == _state(pure, True)
+    assert _exported(fast) == _exported(pure)
+
+
+@pytest.fixture
+def orders_limited_to_three() -> Any:
+    previous = compiled._limit_orders(3)
+    yield
+    compiled._limit_orders(previous)
+
+
+@pytest.mark.parametrize("threshold", [2, 5, 40])
+def test_values_numbered_again_keep_their_order(
+    threshold: int, orders_limited_to_three: Any
+) -> None:
+    """A key whose values' orders run out (2**31 of them counted; here three) numbers them again
+    in the order they had: ties, the order values come back in and checkpoints stay the
+    reference's."""
+    rng = random.Random(threshold)  # noqa: S311 - a reproducible test stream, no secret
+    pure, fast = _pair(threshold, True, True)
+    clock = 0.0
+    for n in range(40 * threshold):
+        clock += rng.choice([0.0, 0.0, 0.0, 1.0])
+        at = clock - rng.choice([0.0, 0.0, 1.0])
+        value = str(rng.randrange(2 * threshold))
+        outcomes = [windows.add("k", at, value, ("event", n)) for windows in (pure, fast)]
+        assert outcomes[0] == outcomes[1], n
+        assert _state(fast, True) == _state(pure, True), n
     assert _exported(fast) == _exported(pure)
 
 
