@@ -11,6 +11,17 @@ records with reasons of their own, what no login event can be:
 - ``future_time``: a time further ahead of the wall clock than ``engine.max_clock_skew``. Event
   time drives the windows; one event from next year would make a key's window look ahead of
   every real failure.
+- ``field_too_long``: a user id, organization, address, event id, type or reason longer than
+  any identity server writes (:data:`MAX_ID_CHARACTERS` and the others below), or a login name
+  over :data:`MAX_LOGIN_NAME_CHARACTERS` without a user id. Each can become a window's key or a
+  distinct value, kept for the length of the window: a record of a 600 KB user id would be kept
+  three times over (the user's key, and a value in each spray rule's window), and a few hundred
+  such records would exhaust the memory of any daemon. The identity server sets these fields of
+  a real login, so refusing them hides no real failure.
+
+What a client types or sends itself is never a reason to refuse an event: an attacker would
+hide every failure behind it. A login name too long beside a user id is dropped (the user id
+names the user), and the user agent is cut to :data:`MAX_USER_AGENT_CHARACTERS`.
 """
 
 from __future__ import annotations
@@ -28,6 +39,28 @@ EARLIEST_EVENT_TIME: Final = 946_684_800.0
 
 LATEST_EVENT_TIME: Final = 4_102_444_800.0
 """2100-01-01T00:00:00Z, excluded: a bound that holds whatever the clock skew is set to."""
+
+MAX_ID_CHARACTERS: Final = 200
+"""The longest ``user_id`` and ``org_id``: ZITADEL's are 18 digits, and it takes no custom id
+longer than 200 characters."""
+
+MAX_LOGIN_NAME_CHARACTERS: Final = 512
+"""The longest ``login_name``, trimmed and lower-cased: a ZITADEL user name (at most 200
+characters), ``@`` and a domain."""
+
+MAX_EVENT_ID_CHARACTERS: Final = 512
+"""The longest ``event_id``: room for a UUID, a ULID or lockoutd's own
+``lockoutd:<topic>/<partition>/<offset>`` (a topic name is at most 249 characters)."""
+
+MAX_IP_CHARACTERS: Final = 64
+"""The longest ``ip``: an IPv6 address with an IPv4 tail is 45 characters, and a zone id (an
+interface name) adds a few more."""
+
+MAX_NAME_CHARACTERS: Final = 128
+"""The longest ``type`` and ``reason``: short names a rule matches."""
+
+MAX_USER_AGENT_CHARACTERS: Final = 512
+"""Where a longer ``user_agent`` is cut (see the module's docstring: it is never refused)."""
 
 DEFAULT_MAX_CLOCK_SKEW: Final = 300.0
 """How far ahead of the wall clock an event may be stamped unless configured otherwise."""

@@ -6,7 +6,7 @@ import functools
 import ipaddress
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -15,7 +15,13 @@ from lockoutd.decode.limits import (
     BOUNDED_OBJECT,
     EARLIEST_EVENT_TIME,
     LATEST_EVENT_TIME,
+    MAX_EVENT_ID_CHARACTERS,
+    MAX_ID_CHARACTERS,
+    MAX_IP_CHARACTERS,
+    MAX_LOGIN_NAME_CHARACTERS,
+    MAX_NAME_CHARACTERS,
     MAX_NESTING,
+    MAX_USER_AGENT_CHARACTERS,
     WALL_CLOCK,
     Horizon,
 )
@@ -34,19 +40,27 @@ class InvalidEvent(ValueError):
         super().__init__(message)
 
 
+# The standard fields' lengths, checked by msgspec as it decodes (``field_too_long``, see
+# :mod:`lockoutd.decode.limits`): each may become a window's key or value.
+_Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARACTERS)]
+_Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARACTERS)]
+_Ip = Annotated[str, msgspec.Meta(max_length=MAX_IP_CHARACTERS)]
+_EventId = Annotated[str, msgspec.Meta(max_length=MAX_EVENT_ID_CHARACTERS)]
+
+
 class _Wire(msgspec.Struct, gc=False):
     # The JSON as producers write it; ``Event`` is what the engine sees. Untracked by the garbage
     # collector (it holds strings and a datetime, never a cycle): one less object per record for
     # the collector to count.
-    type: str
+    type: _Name
     occurred_at: datetime
-    user_id: str | None = None
-    login_name: str | None = None
-    org_id: str | None = None
-    ip: str | None = None
-    reason: str | None = None
-    event_id: str | None = None
-    user_agent: str | None = None
+    user_id: _Id | None = None
+    login_name: str | None = None  # checked once normalised (see _validated)
+    org_id: _Id | None = None
+    ip: _Ip | None = None
+    reason: _Name | None = None
+    event_id: _EventId | None = None
+    user_agent: str | None = None  # cut, never refused (see _validated)
 
 
 class _StandardOnly(_Wire, forbid_unknown_fields=True):
@@ -58,14 +72,14 @@ class _StandardOnly(_Wire, forbid_unknown_fields=True):
 class _Element(msgspec.Struct, array_like=True, gc=False):
     # An event in a bundle: its fields in Event's order, as a JSON array, the time in seconds
     # since the epoch (exactly the float the event held: no date text to write or parse).
-    type: str
+    type: _Name
     occurred_at: float
-    user_id: str | None
+    user_id: _Id | None
     login_name: str | None
-    org_id: str | None
-    ip: str | None
-    reason: str | None
-    event_id: str | None
+    org_id: _Id | None
+    ip: _Ip | None
+    reason: _Name | None
+    event_id: _EventId | None
     user_agent: str | None
     extra: msgspec.Raw
     """Decoded only when not empty, with the depth bound of any record."""
@@ -197,7 +211,7 @@ def bundle_decoder(
             try:
                 decoded.append(element_event(_decode_element(one)))
             except msgspec.MsgspecError as exc:
-                decoded.append(RefusedElement(InvalidEvent("bad_field", str(exc)), one))
+                decoded.append(RefusedElement(InvalidEvent(_reason_for(str(exc)), str(exc)), one))
             except InvalidEvent as error:
                 decoded.append(RefusedElement(error, one))
         return decoded
@@ -259,11 +273,23 @@ def _validated(wire: _Wire | _Element, at: float, extra: dict[str, Any], horizon
     user_id = wire.user_id
     # One spelling per name (README, "Rules"): " Alice@X" and "alice@x" are one user everywhere.
     login_name = normalize_login_name(wire.login_name) if wire.login_name else None
+    if login_name and len(login_name) > MAX_LOGIN_NAME_CHARACTERS:
+        # The one identity field the client types: beside a user id it names no one the event
+        # needs (dropping it hides no failure); alone it names no account that can exist.
+        if not user_id:
+            limit = MAX_LOGIN_NAME_CHARACTERS
+            raise InvalidEvent(
+                "field_too_long", f"login_name is over {limit} characters, and no user_id"
+            )
+        login_name = None
     if not user_id and not login_name:
         raise InvalidEvent("missing_subject", "neither user_id nor login_name is given")
     ip = wire.ip
     if ip and canonical_ipv4_prefix(ip) is None:
         ip = _NORMALIZED.get(ip) or _normalize_new_ip(ip)
+    user_agent = wire.user_agent
+    if user_agent and len(user_agent) > MAX_USER_AGENT_CHARACTERS:
+        user_agent = user_agent[:MAX_USER_AGENT_CHARACTERS]
     return Event(
         wire.type,
         at,
@@ -273,7 +299,7 @@ def _validated(wire: _Wire | _Element, at: float, extra: dict[str, Any], horizon
         ip or None,
         wire.reason,
         wire.event_id or None,
-        wire.user_agent,
+        user_agent,
         extra,
     )
 
@@ -325,6 +351,8 @@ def _normalized(text: str) -> str:
 def _reason_for(message: str) -> str:
     if "Object missing required field" in message:
         return "missing_field"
+    if "of length <=" in message:
+        return "field_too_long"
     if "occurred_at" in message:
         return "bad_time"
     return "bad_field"

@@ -152,3 +152,65 @@ def test_replay_reports_hostile_records_as_invalid_and_goes_on(tmp_path: Path) -
     assert [(d["rule"], d["user_id"], d["outcome"]) for d in decisions] == [
         ("password-bruteforce", "7303", "dry_run")
     ]
+
+
+HUGE = 600_000
+"""Characters of a user id or login name no identity server issues (a record holds one)."""
+
+
+def resident_bytes(stack: Stack) -> int:
+    pid = stack.daemon.pid
+    assert pid is not None
+    status = Path(f"/proc/{pid}/status").read_text()
+    return (
+        int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+        * 1024
+    )
+
+
+def test_user_ids_and_login_names_of_hundreds_of_kilobytes_are_dead_lettered_and_hold_nothing(
+    own_stack: Stack,
+) -> None:
+    """Counted, each of these records would keep its 600 KB user id or login name for ten
+    minutes, as a window's key and as a value in both spray rules' windows: 40 of them, about
+    70 MB of a daemon whose memory limit is a few hundred. They are refused as no login event
+    (``field_too_long``) and cost nothing once dead-lettered; an attack after them still locks,
+    and an attacker's user agent of the same length hides none of their failures."""
+    stack = own_stack
+    stack.emulator.add_user("7301", org_id=ORG_ID)
+    stack.emulator.add_user("7302", org_id=ORG_ID)
+    wait_until(lambda: stack.daemon.metric("lockoutd_tracked_keys_limit"), what="metrics")
+    before = resident_bytes(stack)
+    poison = [
+        json.dumps(failure(f"{n:02d}{'7' * HUGE}", 5, org_id=ORG_ID, ip=f"198.18.9.{n + 1}"))
+        for n in range(20)
+    ]
+    poison += [
+        json.dumps(
+            {
+                "type": "auth.login.failed",
+                "occurred_at": failure("", 5)["occurred_at"],
+                "login_name": f"{n:02d}{'x' * HUGE}@example.com",
+                "reason": "unknown_user",
+                "ip": f"198.18.8.{n + 1}",
+            }
+        )
+        for n in range(20)
+    ]
+    produce(stack.bootstrap, stack.events_topic, [p.encode() for p in poison])
+
+    attack_locks(stack, "7301")
+    long_agent = "Mozilla/5.0 " + "A" * HUGE
+    produce(
+        stack.bootstrap,
+        stack.events_topic,
+        [failure("7302", m, org_id=ORG_ID, user_agent=long_agent) for m in range(5)],
+    )
+    wait_until(lambda: stack.emulator.state_of("7302") is UserState.LOCKED, what="7302 locked")
+
+    grown = resident_bytes(stack) - before
+    # Kept, they would take three times their size; gone, less than their size is left, in
+    # buffers the records went through.
+    assert grown < len(poison) * HUGE
+    assert dead_letter_reasons(stack) == [b"field_too_long"] * 40
+    assert stack.daemon.metric("lockoutd_dead_lettered_total", reason="field_too_long") == 40

@@ -1,5 +1,6 @@
 """What cannot be a real login event is refused at decoding, in every input format (README,
-"Events"): nesting beyond a small depth, times outside a sane range, times from the future."""
+"Events"): nesting beyond a small depth, times outside a sane range, times from the future,
+identity fields longer than an identity server writes (and a user agent is cut, not refused)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from lockoutd.decode.limits import (
     EARLIEST_EVENT_TIME,
     LATEST_EVENT_TIME,
     MAX_NESTING,
+    MAX_USER_AGENT_CHARACTERS,
     Horizon,
 )
-from lockoutd.decode.native import InvalidEvent
+from lockoutd.decode.native import InvalidEvent, RefusedElement, bundle_decoder, bundle_element
 from tests.unit.decode.test_formats import CLOUD_EVENT, KEYCLOAK_EVENT, ZITADEL_BODY
 from tests.unit.helpers import Clock
 
@@ -223,3 +225,75 @@ def test_a_time_now_is_accepted_with_the_wall_clock() -> None:
     """The default horizon reads the real wall clock."""
     now = rfc3339(datetime.now(UTC).timestamp())
     assert decoder_for("native", max_bytes=MAX_BYTES)(json.dumps(_native(occurred_at=now)).encode())
+
+
+# Lengths
+
+# The longest each standard field may be, and a value of that length (an address cannot be 64
+# characters long: only the one past the limit is tried).
+_LONGEST: list[tuple[str, int]] = [
+    ("user_id", 200),
+    ("org_id", 200),
+    ("event_id", 512),
+    ("type", 128),
+    ("reason", 128),
+    ("ip", 64),
+]
+
+
+@pytest.mark.parametrize(("field", "longest"), _LONGEST)
+@pytest.mark.parametrize("extra", [False, True], ids=["standard fields only", "with an extra"])
+def test_a_field_longer_than_any_identity_server_writes_is_refused(
+    field: str, longest: int, extra: bool
+) -> None:
+    """One character more than the limit is ``field_too_long``, on both of the native decoder's
+    paths; the limit itself is a field like any other."""
+    more = {"x": 1} if extra else {}
+    assert _reason("native", _native(**{field: "7" * (longest + 1)}, **more)) == "field_too_long"
+    if field != "ip":
+        event = _decode("native", _native(**{field: "7" * longest}, **more))
+        assert len(event.value_of(field)) == longest
+
+
+def test_a_long_login_name_without_a_user_id_is_refused_and_beside_one_is_dropped() -> None:
+    """The client types its login name: a long one beside a user id cannot hide the failure,
+    which counts for the user id; alone it names no account that can exist. The limit is on
+    the name as kept, trimmed and lower-cased."""
+    alone = {k: v for k, v in _native(login_name="A" * 513).items() if k != "user_id"}
+    assert _reason("native", alone) == "field_too_long"
+    assert _decode("native", {**alone, "login_name": " " + "A" * 512 + " "}).login_name == "a" * 512
+    beside = _decode("native", _native(login_name="a" * 600_000))
+    assert (beside.user_id, beside.login_name) == ("42", None)
+
+
+def test_other_formats_refuse_a_long_login_name_too() -> None:
+    """A Keycloak user name becomes the login name, and is held to its limit."""
+    long_name = {**KEYCLOAK_EVENT, "details": {**KEYCLOAK_EVENT["details"], "username": "a" * 513}}
+    assert _reason("keycloak", long_name) == "field_too_long"
+    data = {**CLOUD_EVENT["data"], "user_id": "7" * 201}
+    assert _reason("cloudevents", {**CLOUD_EVENT, "data": data}) == "field_too_long"
+
+
+def test_an_element_of_a_bundle_with_a_long_user_id_is_refused_alone() -> None:
+    """An internal record is held to the limits of a source record, element by element."""
+    good = _decode("native", _native())
+    element = list(bundle_element(good, "e1"))
+    long_id = [*element[:2], "7" * 201, *element[3:]]
+    raw = json.dumps([element, long_id]).encode()
+    decoded = bundle_decoder(max_bytes=MAX_BYTES, horizon=Horizon(clock=lambda: NOW))(raw)
+    assert isinstance(decoded[0], Event)
+    assert decoded[0].user_id == "42"
+    assert isinstance(decoded[1], RefusedElement)
+    assert decoded[1].error.reason == "field_too_long"
+
+
+@pytest.mark.parametrize(
+    "length", [MAX_USER_AGENT_CHARACTERS, MAX_USER_AGENT_CHARACTERS + 1, 600_000]
+)
+def test_a_long_user_agent_is_cut_and_the_failure_counts(length: int) -> None:
+    """The client writes its user agent: refusing a long one would let an attacker hide every
+    failure behind it. It is kept up to the limit, and the event is decoded."""
+    agent = "Mozilla/5.0 " + "A" * (length - 12)
+    event = _decode("native", _native(user_agent=agent))
+    assert event.user_id == "42"
+    assert event.user_agent == agent[:MAX_USER_AGENT_CHARACTERS]
