@@ -33,7 +33,8 @@ from types import MemberDescriptorType
 
 from lockoutd.decode.event import STANDARD_FIELDS
 from lockoutd.decode.event import Event
-from lockoutd.decode.event import ip_prefix
+from lockoutd.decode.event import extra_value, ip_prefix
+from lockoutd.decode.limits import MAX_EXTRA_TEXT_CHARACTERS
 
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
@@ -115,6 +116,7 @@ cdef int _ID = _field_id("event_id")
 cdef int _LOGIN_NAME = _field_id("login_name")
 cdef Py_ssize_t _USER_ID_AT = _offset("user_id")
 cdef Py_ssize_t _EXTRA_AT = _offset("extra")
+cdef Py_ssize_t _MAX_EXTRA_TEXT = MAX_EXTRA_TEXT_CHARACTERS
 
 
 cdef inline object _attr(object event, Py_ssize_t offset, str name):
@@ -192,14 +194,21 @@ cdef object _read(object event, int field):
     extra = _attr(event, _EXTRA_AT, "extra")
     if type(extra) is dict:
         found = PyDict_GetItemWithError(extra, _field_names[field])
-        return None if found == NULL else <object>found
-    return extra.get(_field_names[field])
+        if found == NULL:
+            return None
+        value = <object>found
+    else:
+        value = extra.get(_field_names[field])
+    if type(value) is str and PyUnicode_GET_LENGTH(value) <= _MAX_EXTRA_TEXT:
+        return value
+    return extra_value(value)  # anything else, as the reference reads it
 
 
 cdef class RuleCounter:
     """Counts the events of one rule (``RuleState.counts`` of the reference)."""
 
     cdef object state
+    cdef bint keeps_evidence  # pass Event.as_evidence to the windows, which keep it
     cdef object firing
     cdef object others
     cdef object has_ip
@@ -227,6 +236,7 @@ cdef class RuleCounter:
         the function that makes a ``Firing`` of ``(event, slot)``, the rule's other conditions
         and its allowlist's ``has_ip`` (None for none)."""
         self.state = state
+        self.keeps_evidence = bool(getattr(state, "keeps_evidence", False))
         self.firing = firing
         self.others = others
         self.has_ip = has_ip
@@ -314,6 +324,7 @@ cdef class RuleCounter:
             self.state.key_mismatches += 1  # a tuple (a key of several fields) never equals a str
         cdef double at
         cdef bint fired
+        kept = event.as_evidence() if self.keeps_evidence else event
         if self.distinct < 0:
             if self.events is not None:
                 # add(slot, at, event_id, event), in its order: the time read as a float, then
@@ -325,10 +336,10 @@ cdef class RuleCounter:
                     h,
                     at,
                     -1 if event_id is None else PyObject_Hash(event_id),
-                    event,
+                    kept,
                 )
             else:
-                fired = self.add(slot, plan.field(event, _AT), plan.field(event, _ID), event)
+                fired = self.add(slot, plan.field(event, _AT), plan.field(event, _ID), kept)
         else:
             value = plan.field(event, self.distinct)
             if type(value) is not str:
@@ -340,10 +351,10 @@ cdef class RuleCounter:
             if self.values is not None:
                 at = plan.field(event, _AT)
                 fired = self.values.count_value(
-                    slot, h, at, value, PyObject_Hash(value), event
+                    slot, h, at, value, PyObject_Hash(value), kept
                 )
             else:
-                fired = self.add(slot, plan.field(event, _AT), value, event)
+                fired = self.add(slot, plan.field(event, _AT), value, kept)
         if fired:
             firings.append(self.firing(event, slot))
         return 0

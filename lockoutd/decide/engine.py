@@ -78,6 +78,7 @@ class RuleState:
         "allowed",
         "counter",
         "counts",
+        "keeps_evidence",
         "key_mismatches",
         "match",
         "replayed",
@@ -92,6 +93,8 @@ class RuleState:
         self.allowed = AllowedSet.of([rule.allowlist])
         lock = rule.action.lock
         keep_events = lock is not None and lock.targets == "contributors"
+        self.keeps_evidence = keep_events
+        """The windows keep each counted event (as :meth:`Event.as_evidence`) to lock its user."""
         self.key_mismatches = 0
         """Events counted under a key other than their record's key, since last taken."""
         readers = tuple(field_reader(name) for name in rule.key)
@@ -238,7 +241,8 @@ class RuleState:
                 return None
         if record_key is not None and slot != record_key:
             self.key_mismatches += 1  # a tuple (a key of several fields) never equals a str
-        if self._add_event(slot, event.occurred_at, event.event_id, event):
+        kept = event.as_evidence() if self.keeps_evidence else event
+        if self._add_event(slot, event.occurred_at, event.event_id, kept):
             return self._firing(event, slot)
         return None
 
@@ -259,7 +263,8 @@ class RuleState:
             value = str(value)
         if not value:
             return None
-        if self._add_value(slot, event.occurred_at, value, event):
+        kept = event.as_evidence() if self.keeps_evidence else event
+        if self._add_value(slot, event.occurred_at, value, kept):
             return self._firing(event, slot)
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import operator
 import re
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
+
+from lockoutd.decode.limits import MAX_EXTRA_TEXT_CHARACTERS
 
 LOGIN_FAILED: Final = "auth.login.failed"
 LOGIN_SUCCEEDED: Final = "auth.login.succeeded"
@@ -47,6 +50,14 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     user_agent: str | None = None
     extra: dict[str, Any] = {}
 
+    def as_evidence(self) -> Event:
+        """The event as a window keeps it to name the users it locks (``targets: contributors``):
+        who, where and when, without the user agent and the extra fields. Only the record's size
+        bounds those, and a window keeps its evidence for its whole length (README, "Events")."""
+        if self.extra or self.user_agent is not None:
+            return msgspec.structs.replace(self, user_agent=None, extra={})
+        return self
+
     @property
     def subject(self) -> str:
         """Who the attempt was for: the user id, or the login name when the id is unknown."""
@@ -64,7 +75,7 @@ class Event(msgspec.Struct, frozen=True, gc=False):
             return ip_prefix(self.ip) if self.ip else None
         if field in _STANDARD_SET:
             return getattr(self, field)
-        return self.extra.get(field)
+        return extra_value(self.extra.get(field))
 
 
 _STANDARD_SET: Final = frozenset(STANDARD_FIELDS)
@@ -82,7 +93,28 @@ def field_reader(field: str) -> Callable[[Event], Any]:
         return _ip_prefix_of
     if field in _STANDARD_SET:
         return operator.attrgetter(field)
-    return lambda event: event.extra.get(field)
+    return lambda event: extra_value(event.extra.get(field))
+
+
+def extra_value(value: Any) -> Any:
+    """An extra field's value as rules read it: as it came, except a text longer than
+    :data:`~lockoutd.decode.limits.MAX_EXTRA_TEXT_CHARACTERS` (a JSON list or object counts as
+    its text), which is read as ``sha256:`` and the hex digest of its UTF-8.
+
+    A rule may count by any field, and a window keeps its key and values for its whole length;
+    only the record's size bounds an extra field. A digest keeps two texts apart as well as they
+    were, in a bounded size (README, "Events").
+    """
+    if value.__class__ is str:
+        if len(value) <= MAX_EXTRA_TEXT_CHARACTERS:
+            return value
+    elif isinstance(value, (list, dict)):
+        value = str(value)  # what a key or a distinct value of it was counted as
+        if len(value) <= MAX_EXTRA_TEXT_CHARACTERS:
+            return value
+    else:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _user_or_login_name(event: Event) -> str | None:

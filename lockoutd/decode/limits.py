@@ -21,7 +21,9 @@ records with reasons of their own, what no login event can be:
 
 What a client types or sends itself is never a reason to refuse an event: an attacker would
 hide every failure behind it. A login name too long beside a user id is dropped (the user id
-names the user), and the user agent is cut to :data:`MAX_USER_AGENT_CHARACTERS`.
+names the user), and the user agent is cut to :data:`MAX_USER_AGENT_CHARACTERS`. Extra fields
+are kept as they came (only the record's size bounds them); a rule that counts by one reads a
+long text as its digest, and windows keep no extra fields of the events they keep.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ interface name) adds a few more."""
 
 MAX_NAME_CHARACTERS: Final = 128
 """The longest ``type`` and ``reason``: short names a rule matches."""
+
+MAX_EXTRA_TEXT_CHARACTERS: Final = 256
+"""The longest text of an extra field a rule reads as it is; a longer one is read as its digest
+(see :func:`lockoutd.decode.event.extra_value`)."""
 
 MAX_USER_AGENT_CHARACTERS: Final = 512
 """Where a longer ``user_agent`` is cut (see the module's docstring: it is never refused)."""

@@ -44,12 +44,14 @@ def start_stack(
     event_format: str = "native",
     front: Callable[[str], str] | None = None,
     partitions: int = 3,
+    env: dict[str, str] | None = None,
     **overrides: object,
 ) -> Stack:
     """Fresh topics (of ``partitions`` each) and group, an emulator with one org and a PAT, a
     schedule signing key (``schedule_signing_key_file=None`` runs without one), and a ready daemon.
 
     ``front``, given the emulator's URL, returns the URL the daemon calls instead (a proxy).
+    ``env`` adds to the daemon's environment.
     """
     suffix = uuid.uuid4().hex[:8]
     config = DaemonConfig(
@@ -92,6 +94,7 @@ def start_stack(
         config.write(tmp / "lockoutd.yaml"),
         metrics_port=config.metrics_port,
         log_path=tmp / "daemon.log",
+        env=env,
     )
     daemon.start()
     try:

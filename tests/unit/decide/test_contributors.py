@@ -54,6 +54,25 @@ def test_the_firing_carries_the_counted_events() -> None:
     assert firing.contributors == tuple(events)
 
 
+def test_the_windows_keep_who_and_when_of_an_event_not_its_free_text() -> None:
+    """A window keeps its contributors' events for its whole length: without their user agent
+    and extra fields, which only the record's size bounds. The decisions need only the user."""
+    agent, payload = "A" * 512, "p" * 300_000
+    events = [
+        event(n, user_id=u, ip=IP, org_id="7", user_agent=agent, payload=payload)
+        for n, u in enumerate("abcde")
+    ]
+    rules = ruleset(_address_rule())
+    firing = _fire(rules, events)
+    assert firing.contributors == tuple(e.as_evidence() for e in events)
+    assert all(c.extra == {} and c.user_agent is None for c in firing.contributors)
+    assert [(c.user_id, c.org_id, c.ip, c.occurred_at) for c in firing.contributors] == [
+        (e.user_id, e.org_id, e.ip, e.occurred_at) for e in events
+    ]
+    assert firing.event == events[-1]  # the event that crossed, whole
+    assert [d.user_id for d in _decide(rules, firing)] == list("abcde")
+
+
 def test_only_events_still_in_the_window_contribute() -> None:
     """A failure that has left the window no longer names a contributor."""
     # threshold 3, window 10m

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -60,6 +61,35 @@ def test_an_extra_field_can_be_part_of_a_key() -> None:
     events = [event(n, client_id="console" if n % 2 else "api") for n in range(5)]
     [firing] = _firings(engine, events)
     assert firing.key == ("42", "api")
+
+
+def test_a_long_extra_field_is_counted_by_its_digest() -> None:
+    """Only the record's size bounds an extra field: a rule keyed on one, or counting its
+    distinct values, reads a text over 256 characters (a list or an object as its text) as its
+    SHA-256, which keeps long texts apart as well as they were, and the windows small."""
+    long_a, long_b = "a" * 300_000, "a" * 299_999 + "b"
+    engine = Engine(
+        ruleset(
+            rule(key=["tenant"], threshold=2, action={"report": {}}),
+            rule("spray", key=["ip"], distinct="tenant", threshold=3, action={"report": {}}),
+        )
+    )
+    events = [
+        event(0, tenant=long_a, ip="203.0.113.7"),
+        event(1, tenant=long_b, ip="203.0.113.7"),
+        event(2, tenant=["x" * 300], ip="203.0.113.7"),
+        event(3, tenant=long_a, ip="203.0.113.7"),
+    ]
+    firings = _firings(engine, events)
+    assert [(f.rule.name, f.key_text) for f in firings] == [
+        ("spray", "203.0.113.7"),
+        ("password-bruteforce", "sha256:" + hashlib.sha256(long_a.encode()).hexdigest()),
+    ]
+    assert dict(engine.tracked_keys()) == {"password-bruteforce": 3, "spray": 1}
+    [(_, spray)] = [(n, w) for n, w in engine.rule_windows() if n == "spray"]
+    assert all(len(value) == 71 for value in spray.values("203.0.113.7"))
+    short = "t" * 256
+    assert event(0, tenant=short).value_of("tenant") == short
 
 
 @pytest.mark.parametrize(
