@@ -27,7 +27,7 @@ from lockoutd.decide.engine import Engine
 from lockoutd.decode.event import KNOWN_TYPES, Event
 from lockoutd.decode.formats import decoder_for
 from lockoutd.decode.limits import Horizon
-from lockoutd.decode.native import RefusedElement, bundle_decoder
+from lockoutd.decode.native import UNPARSED_IP, RefusedElement, bundle_decoder
 from lockoutd.decode.rejects import Rejects
 from lockoutd.errors import reported_error
 from lockoutd.repartition import Repartitioning, encode_event, topic_prefix
@@ -214,6 +214,8 @@ class Pipeline:
                 continue
             try:
                 event = decoders[record.topic](record.value or b"")
+                if event.ip is None and acts and UNPARSED_IP in event.extra:
+                    self._metrics.unparsed_addresses.inc()
                 if forwards and acts:
                     # Written once, by the instance that read it first: a record read again only
                     # to rebuild windows was written before its offset was committed.

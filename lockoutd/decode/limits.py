@@ -21,7 +21,9 @@ records with reasons of their own, what no login event can be:
 
 What a client types or sends itself is never a reason to refuse an event: an attacker would
 hide every failure behind it. A login name too long beside a user id is dropped (the user id
-names the user), and the user agent is cut to :data:`MAX_USER_AGENT_CHARACTERS`. Extra fields
+names the user), the user agent is cut to :data:`MAX_USER_AGENT_CHARACTERS`, and an ``ip`` that is
+no address (a proxy may pass a client's X-Forwarded-For on as it came) is kept aside as an extra
+field while the event counts without an address (:mod:`lockoutd.decode.native`). Extra fields
 are kept as they came (only the record's size bounds them); a rule that counts by one reads a
 long text as its digest, and windows keep no extra fields of the events they keep.
 """

@@ -6,7 +6,7 @@ import functools
 import ipaddress
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 
@@ -26,6 +26,9 @@ from lockoutd.decode.limits import (
     Horizon,
 )
 from lockoutd.decode.login_name import normalize_login_name
+
+UNPARSED_IP: Final = "ip_unparsed"
+"""The extra field that keeps an ``ip`` that is no address: the event counts without an address."""
 
 
 class InvalidEvent(ValueError):
@@ -286,7 +289,14 @@ def _validated(wire: _Wire | _Element, at: float, extra: dict[str, Any], horizon
         raise InvalidEvent("missing_subject", "neither user_id nor login_name is given")
     ip = wire.ip
     if ip and canonical_ipv4_prefix(ip) is None:
-        ip = _NORMALIZED.get(ip) or _normalize_new_ip(ip)
+        written = ip
+        ip = _NORMALIZED.get(written)
+        if ip is None:
+            ip = _normalize_new_ip(written)
+        if not ip:
+            # No address. A client can write it (a proxy's X-Forwarded-For passed on as it came),
+            # so it refuses nothing: the failure counts for its user, and the text stays in sight.
+            extra = {**extra, UNPARSED_IP: written}
     user_agent = wire.user_agent
     if user_agent and len(user_agent) > MAX_USER_AGENT_CHARACTERS:
         user_agent = user_agent[:MAX_USER_AGENT_CHARACTERS]
@@ -321,14 +331,16 @@ _NORMALIZED: dict[str, str] = {}
 """Addresses normalised lately: the same few keep coming back (an attacker's, a proxy's).
 
 Only spellings other than ipaddress's own IPv4 one (:func:`canonical_ipv4_prefix` passes those
-without a table of addresses, which a million distinct ones would overflow). Looked up before
-:func:`_normalize_new_ip` is called, so that the common hit costs no call.
+without a table of addresses, which a million distinct ones would overflow), and ``""`` for text
+that is no address. Looked up before :func:`_normalize_new_ip` is called, so that the common hit
+costs no call.
 """
 _NORMALIZED_MAX = 65_536
 
 
 def _normalize_new_ip(text: str) -> str:
-    # Only for an address not in _NORMALIZED: parse it and remember its spelling.
+    # Only for an address not in _NORMALIZED: parse it and remember its spelling ("" for text that
+    # is no address).
     normal = _normalized(text)
     if len(_NORMALIZED) >= _NORMALIZED_MAX:
         _NORMALIZED.clear()  # bounded, and far cheaper than keeping an LRU order
@@ -342,7 +354,7 @@ def _normalized(text: str) -> str:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        raise InvalidEvent("bad_ip", f"ip {text!r} is not an IPv4 or IPv6 address") from None
+        return ""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)

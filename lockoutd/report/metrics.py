@@ -67,6 +67,11 @@ class Metrics:
         self.events = Counter(
             "lockoutd_events", "Records consumed, by what became of them.", ["result"], registry=r
         )
+        self.unparsed_addresses = Counter(
+            "lockoutd_unparsed_addresses",
+            "Events counted without their ip, which was no address (kept as ip_unparsed).",
+            registry=r,
+        )
         self.rule_fired = Counter(
             "lockoutd_rule_fired", "Threshold crossings, by rule.", ["rule"], registry=r
         )

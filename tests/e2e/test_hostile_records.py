@@ -298,3 +298,21 @@ def test_extra_fields_of_hundreds_of_kilobytes_are_not_kept_by_the_windows(
     # Kept, the fields would take more than the records' own size; gone, less is left, in
     # buffers the records went through.
     assert grown < len(flood) * 2 * size
+
+
+def test_failures_whose_address_is_none_still_lock_their_user(own_stack: Stack) -> None:
+    """A client can write the address a producer passes on (a proxy's X-Forwarded-For taken as it
+    came). Five wrong passwords whose ``ip`` is no address lock their user all the same: the
+    events count without an address, are counted as such, and none is dead-lettered."""
+    stack = own_stack
+    stack.emulator.add_user("7501", org_id=ORG_ID)
+    forged = ["unknown", "127.0.0.1.evil", "::g", "<script>", "' OR 1=1"]
+    produce(
+        stack.bootstrap,
+        stack.events_topic,
+        [failure("7501", m, org_id=ORG_ID, ip=ip) for m, ip in enumerate(forged)],
+    )
+
+    wait_until(lambda: stack.emulator.state_of("7501") is UserState.LOCKED, what="7501 locked")
+    assert stack.daemon.metric("lockoutd_unparsed_addresses_total") == 5
+    assert dead_letter_reasons(stack) == []
