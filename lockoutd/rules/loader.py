@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from lockoutd.decode.event import DERIVED_FIELDS, STANDARD_FIELDS
 from lockoutd.decode.formats import MAPPED_EXTRA_FIELDS
+from lockoutd.decode.native import UNPARSED_IP
 from lockoutd.errors import ConfigError
 from lockoutd.rules.model import RuleFile, RuleSet
 from lockoutd.yamlfile import LineMap, YamlFileError, load_yaml, validation_problems
@@ -75,7 +76,7 @@ def load_rules(paths: Iterable[Path]) -> RuleSet:
     return RuleSet.build(loaded, warnings=warnings)
 
 
-KNOWN_FIELDS = frozenset(STANDARD_FIELDS) | DERIVED_FIELDS | MAPPED_EXTRA_FIELDS
+KNOWN_FIELDS = frozenset(STANDARD_FIELDS) | DERIVED_FIELDS | MAPPED_EXTRA_FIELDS | {UNPARSED_IP}
 """The fields that some input format gives an event; producers may add others of their own."""
 
 

@@ -402,6 +402,23 @@ def test_a_match_on_a_field_no_format_produces_is_a_warning(
     ]
 
 
+def test_a_match_on_the_field_that_keeps_an_unparsed_address_is_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every input format gives ``ip_unparsed`` to an event whose ip is no address."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: forged-forwarding\n    match:\n      ip_unparsed: [unknown]\n"
+        "    key: [user_id]\n    threshold: 3\n    window: 5m\n    action: {report: {}}\n",
+        encoding="utf-8",
+    )
+    config = _config(
+        tmp_path, f"zitadel:\n  pat_file: {_pat_file(tmp_path)}\nengine:\n  rule_paths: [{rules}]\n"
+    )
+    assert main(["check", "-c", str(config)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 # Small things an operator notices.
 
 
