@@ -1473,17 +1473,23 @@ cdef inline int32_t _dfind(
         j = (j + 1) & (indexed - 1)
 
 
-cdef int _renumber(_DView* v) except -1:
-    # Number the values held 1.. in the order they have (see _order_limit).
+cdef list _by_order(_DView* v):
+    # The slots of the values held, in the order they were first counted (the reference's dict).
     cdef int32_t s = v.head.first
     cdef list held = []
     while s >= 0:
         held.append((v.orders[s], s))
         s = v.after[s]
     held.sort()
-    for n, (_, s) in enumerate(held):
-        v.orders[s] = n + 1
-    v.head.orders = len(held)
+    return [s for _, s in held]
+
+
+cdef int _renumber(_DView* v) except -1:
+    # Number the values held 1.. in the order they have (see _order_limit).
+    cdef list slots = _by_order(v)
+    for n, s in enumerate(slots):
+        v.orders[<int32_t>s] = n + 1
+    v.head.orders = len(slots)
     return 0
 
 
@@ -1704,13 +1710,7 @@ cdef class DistinctWindows(_Table):
     cdef list _slots(self, Rec* rec):
         # The slots of the values, in the order they were first counted (the reference's dict).
         cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
-        cdef int32_t s = v.head.first
-        cdef list held = []
-        while s >= 0:
-            held.append((v.orders[s], s))
-            s = v.after[s]
-        held.sort()
-        return [s for _, s in held]
+        return _by_order(&v)
 
     cdef Rec* _tracked(self, object slot) except? NULL:
         cdef int32_t r = self._find(slot, PyObject_Hash(slot))
