@@ -328,11 +328,9 @@ class ZitadelClient:
         self._settings = settings
         self._api = _APIS[settings.api]
         self._metrics = metrics
-        self._wait = {
-            "wait_initial": wait_initial,
-            "wait_max": wait_max,
-            "wait_jitter": wait_jitter,
-        }
+        self._wait_initial = wait_initial
+        self._wait_max = wait_max
+        self._wait_jitter = wait_jitter
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._healthy = True
         # Read the credentials first: a missing file must stop the start before any network.
@@ -755,7 +753,9 @@ class ZitadelClient:
                 on=_backoff_hook(deadline),
                 attempts=self._settings.retry_attempts,
                 timeout=remaining,
-                **self._wait,
+                wait_initial=self._wait_initial,
+                wait_max=self._wait_max,
+                wait_jitter=self._wait_jitter,
             ):
                 # A failed attempt leaves this block through stamina, which waits and loops.
                 with attempt:
@@ -869,10 +869,10 @@ def _details_version(response: httpx.Response) -> Version | None:
     return read_version(body.get("details")) if isinstance(body, dict) else None
 
 
-def _backoff_hook(deadline: float) -> Callable[[Exception], bool | float]:
+def _backoff_hook(deadline: float) -> Callable[[BaseException], bool | float]:
     """Retry only :class:`_Retryable`; a ``Retry-After`` sets the wait unless it overruns."""
 
-    def hook(exc: Exception) -> bool | float:
+    def hook(exc: BaseException) -> bool | float:
         if not isinstance(exc, _Retryable):
             return False
         if exc.retry_after is None:
