@@ -199,7 +199,7 @@ cdef object _read(object event, int field):
         value = <object>found
     else:
         value = extra.get(_field_names[field])
-    if type(value) is str and PyUnicode_GET_LENGTH(value) <= _MAX_EXTRA_TEXT:
+    if value is None or (type(value) is str and PyUnicode_GET_LENGTH(value) <= _MAX_EXTRA_TEXT):
         return value
     return extra_value(value)  # anything else, as the reference reads it
 
@@ -231,12 +231,13 @@ cdef class RuleCounter:
     """One more than the highest field number this rule reads."""
 
     def __init__(self, state, key, distinct, add, firing, others=None, has_ip=None):
-        """``state`` (whose ``key_mismatches`` this counts), the names of the key's fields, the
+        """``state`` (whose ``key_mismatches`` this counts, and whose ``keeps_evidence`` says
+        whether the windows keep the events they count), the names of the key's fields, the
         field whose distinct values are counted (None to count events), the windows' ``add``,
         the function that makes a ``Firing`` of ``(event, slot)``, the rule's other conditions
         and its allowlist's ``has_ip`` (None for none)."""
         self.state = state
-        self.keeps_evidence = bool(getattr(state, "keeps_evidence", False))
+        self.keeps_evidence = state.keeps_evidence
         self.firing = firing
         self.others = others
         self.has_ip = has_ip
