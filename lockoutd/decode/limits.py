@@ -11,7 +11,7 @@ records with reasons of their own, what no login event can be:
 - ``future_time``: a time further ahead of the wall clock than ``engine.max_clock_skew``. Event
   time drives the windows; one event from next year would make a key's window look ahead of
   every real failure.
-- ``field_too_long``: a user id, organization, address, event id, type or reason longer than
+- ``field_too_long``: a user id, organization, event id, type or reason longer than
   any identity server writes (:data:`MAX_ID_CHARACTERS` and the others below), or a login name
   over :data:`MAX_LOGIN_NAME_CHARACTERS` without a user id. Each can become a window's key or a
   distinct value, kept for the length of the window: a record of a 600 KB user id would be kept
@@ -57,8 +57,8 @@ MAX_EVENT_ID_CHARACTERS: Final = 512
 ``lockoutd:<topic>/<partition>/<offset>`` (a topic name is at most 249 characters)."""
 
 MAX_IP_CHARACTERS: Final = 64
-"""The longest ``ip``: an IPv6 address with an IPv4 tail is 45 characters, and a zone id (an
-interface name) adds a few more."""
+"""The longest ``ip`` that may be an address (an IPv6 address with an IPv4 tail is 45 characters,
+and a zone id, an interface name, adds a few more); also how much of one that is not is kept."""
 
 MAX_NAME_CHARACTERS: Final = 128
 """The longest ``type`` and ``reason``: short names a rule matches."""

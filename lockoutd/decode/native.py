@@ -47,7 +47,6 @@ class InvalidEvent(ValueError):
 # :mod:`lockoutd.decode.limits`): each may become a window's key or value.
 _Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARACTERS)]
 _Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARACTERS)]
-_Ip = Annotated[str, msgspec.Meta(max_length=MAX_IP_CHARACTERS)]
 _EventId = Annotated[str, msgspec.Meta(max_length=MAX_EVENT_ID_CHARACTERS)]
 
 
@@ -60,7 +59,7 @@ class _Wire(msgspec.Struct, gc=False):
     user_id: _Id | None = None
     login_name: str | None = None  # checked once normalised (see _validated)
     org_id: _Id | None = None
-    ip: _Ip | None = None
+    ip: str | None = None  # kept aside when it is no address, never refused (see _validated)
     reason: _Name | None = None
     event_id: _EventId | None = None
     user_agent: str | None = None  # cut, never refused (see _validated)
@@ -80,7 +79,7 @@ class _Element(msgspec.Struct, array_like=True, gc=False):
     user_id: _Id | None
     login_name: str | None
     org_id: _Id | None
-    ip: _Ip | None
+    ip: str | None
     reason: _Name | None
     event_id: _EventId | None
     user_agent: str | None
@@ -290,13 +289,14 @@ def _validated(wire: _Wire | _Element, at: float, extra: dict[str, Any], horizon
     ip = wire.ip
     if ip and canonical_ipv4_prefix(ip) is None:
         written = ip
-        ip = _NORMALIZED.get(written)
+        # Longer text is no address, and must not become a key of the table of spellings.
+        ip = _NORMALIZED.get(written) if len(written) <= MAX_IP_CHARACTERS else ""
         if ip is None:
             ip = _normalize_new_ip(written)
         if not ip:
             # No address. A client can write it (a proxy's X-Forwarded-For passed on as it came),
             # so it refuses nothing: the failure counts for its user, and the text stays in sight.
-            extra = {**extra, UNPARSED_IP: written}
+            extra = {**extra, UNPARSED_IP: written[:MAX_IP_CHARACTERS]}
     user_agent = wire.user_agent
     if user_agent and len(user_agent) > MAX_USER_AGENT_CHARACTERS:
         user_agent = user_agent[:MAX_USER_AGENT_CHARACTERS]

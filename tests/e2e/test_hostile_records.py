@@ -302,11 +302,12 @@ def test_extra_fields_of_hundreds_of_kilobytes_are_not_kept_by_the_windows(
 
 def test_failures_whose_address_is_none_still_lock_their_user(own_stack: Stack) -> None:
     """A client can write the address a producer passes on (a proxy's X-Forwarded-For taken as it
-    came). Five wrong passwords whose ``ip`` is no address lock their user all the same: the
-    events count without an address, are counted as such, and none is dead-lettered."""
+    came). Five wrong passwords whose ``ip`` is no address, one of them 600 KB long, lock their
+    user all the same: the events count without an address, are counted as such, and none is
+    dead-lettered."""
     stack = own_stack
     stack.emulator.add_user("7501", org_id=ORG_ID)
-    forged = ["unknown", "127.0.0.1.evil", "::g", "<script>", "' OR 1=1"]
+    forged = ["unknown", "127.0.0.1.evil", "::g", "<script>", "9" * HUGE]
     produce(
         stack.bootstrap,
         stack.events_topic,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from lockoutd.decide.decision import rfc3339
+from lockoutd.decode import native
 from lockoutd.decode.event import Event
 from lockoutd.decode.formats import FormatName, decoder_for
 from lockoutd.decode.limits import (
@@ -229,15 +230,13 @@ def test_a_time_now_is_accepted_with_the_wall_clock() -> None:
 
 # Lengths
 
-# The longest each standard field may be, and a value of that length (an address cannot be 64
-# characters long: only the one past the limit is tried).
+# The longest each standard field may be.
 _LONGEST: list[tuple[str, int]] = [
     ("user_id", 200),
     ("org_id", 200),
     ("event_id", 512),
     ("type", 128),
     ("reason", 128),
-    ("ip", 64),
 ]
 
 
@@ -250,9 +249,18 @@ def test_a_field_longer_than_any_identity_server_writes_is_refused(
     paths; the limit itself is a field like any other."""
     more = {"x": 1} if extra else {}
     assert _reason("native", _native(**{field: "7" * (longest + 1)}, **more)) == "field_too_long"
-    if field != "ip":
-        event = _decode("native", _native(**{field: "7" * longest}, **more))
-        assert len(event.value_of(field)) == longest
+    event = _decode("native", _native(**{field: "7" * longest}, **more))
+    assert len(event.value_of(field)) == longest
+
+
+@pytest.mark.parametrize("length", [65, 600_000])
+def test_an_ip_of_any_length_refuses_nothing(length: int) -> None:
+    """A client may write the ip (X-Forwarded-For): however long, it is no address and hides no
+    failure. Its first 64 characters are kept aside, and it is remembered nowhere else."""
+    event = _decode("native", _native(ip="9" * length))
+    assert (event.user_id, event.ip) == ("42", None)
+    assert event.extra["ip_unparsed"] == "9" * 64
+    assert "9" * length not in native._NORMALIZED
 
 
 def test_a_long_login_name_without_a_user_id_is_refused_and_beside_one_is_dropped() -> None:
