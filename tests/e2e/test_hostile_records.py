@@ -178,8 +178,8 @@ def test_user_ids_and_login_names_of_hundreds_of_kilobytes_are_dead_lettered_and
     own_stack: Stack,
 ) -> None:
     """Counted, each of these records would keep its 600 KB user id or login name for ten
-    minutes, as a window's key and as a value in both spray rules' windows: 40 of them, about
-    70 MB of a daemon whose memory limit is a few hundred. They are refused as no login event
+    minutes, as a window's key and as a value in both spray rules' windows: 40 of them grew the
+    daemon by 77 MB, whose memory limit is a few hundred. They are refused as no login event
     (``field_too_long``) and cost nothing once dead-lettered; an attack after them still locks,
     and an attacker's user agent of the same length hides none of their failures."""
     stack = own_stack
