@@ -62,6 +62,7 @@ cdef class _Table:
     cdef int32_t nrecs, caprecs, free_head
     cdef int32_t* table
     cdef Py_ssize_t mask, used, live, held
+    cdef Py_ssize_t nbytes       # the blocks, id sets, out-of-line keys and values, kept events
     cdef public Py_ssize_t threshold
     cdef public double window
     cdef public dict _floors
@@ -91,6 +92,7 @@ cdef class _Table:
     cdef void prefetch_window(self, Py_ssize_t h) noexcept
     cdef void _prefetch_block(self, Rec* rec) noexcept
     cdef void _release(self, Rec* rec) noexcept
+    cdef Py_ssize_t _block_bytes(self, Rec* rec) noexcept
     cdef void _drop_key(self, Rec* rec) noexcept
     cdef int _encode(self, object slot) except -1
     cdef const char* _utf8(self, object text, Py_ssize_t* size) except NULL
@@ -130,6 +132,7 @@ cdef class EventWindows(_Table):
     ) except -1
     cdef object _open(self, object slot, Py_ssize_t h, double at, int64_t hashed, object event)
     cdef int _keep_event(self, object slot, object event, Py_ssize_t index, Py_ssize_t drop) except -1
+    cdef int _drop_events(self, object slot) except -1
 
 
 cdef class DistinctWindows(_Table):
@@ -137,6 +140,7 @@ cdef class DistinctWindows(_Table):
     cdef object _vheld   # the UTF-8 of the value being counted, when it is no str's own UTF-8
 
     cdef void _prefetch_block(self, Rec* rec) noexcept
+    cdef Py_ssize_t _block_bytes(self, Rec* rec) noexcept
     cdef int _grow(self, Rec* rec) except -1
     cdef void _drop(self, Rec* rec, _DView* v, int32_t s) noexcept
     cdef const char* _value_utf8(self, object value, Py_ssize_t* size) except? NULL

@@ -35,10 +35,12 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 
 from lockoutd.decide import windows as _reference
 from lockoutd.decide.windows import (
+    KEPT_EVENTS_BYTES,
     DistinctRecord,
     EventRecord,
     checked_distinct_record,
     checked_event_record,
+    evidence_bytes,
 )
 
 cdef extern from "Python.h":
@@ -131,6 +133,10 @@ cdef inline void _idset_put(_IdSet* s, int64_t hashed) noexcept:
         i = (i + 1) & s.mask
     ids[i] = hashed
     s.held += 1
+
+
+cdef inline Py_ssize_t _idset_bytes(_IdSet* s) noexcept:
+    return 0 if s == NULL else <Py_ssize_t>sizeof(_IdSet) + (s.mask + 1) * <Py_ssize_t>sizeof(int64_t)
 
 
 cdef _IdSet* _idset_grown(_IdSet* s, Py_ssize_t room) noexcept:
@@ -275,6 +281,7 @@ cdef class _Table:
         self.used = 0
         self.live = 0
         self.held = 0
+        self.nbytes = 0
         self._minutes = {}
         self.mins = NULL
         self.nmins = 0
@@ -311,15 +318,37 @@ cdef class _Table:
         if rec.flags & _ONE:
             rec.flags &= ~_ONE
         else:
+            if rec.times != NULL:
+                self.nbytes -= self._block_bytes(rec) + _idset_bytes(rec.big)
             PyMem_Free(rec.big)
             PyMem_Free(rec.times)
         rec.big = NULL
         rec.times = NULL
 
+    cdef Py_ssize_t _block_bytes(self, Rec* rec) noexcept:
+        # The bytes of the record's block (a window of events': times and id hashes).
+        return rec.cap * 16
+
+    def held_bytes(self):
+        """About how many bytes the windows hold: each key's record and table places, its
+        filings, its block, its key and values kept out of line, and its kept events
+        (:meth:`lockoutd.decide.windows.Windows.held_bytes`).
+
+        What keys hold, not what the arrays have room for: the array of records and the table
+        keep the size of the most keys they held (as an allocator keeps memory it was given
+        back), and forgetting keys cannot make them smaller, so a bound that counted their room
+        would forget every key after a flood had passed."""
+        cdef Py_ssize_t total = self.nbytes, m
+        total += self.held * <Py_ssize_t>(sizeof(Rec) + 2 * sizeof(int32_t))
+        for m in range(self.nmins):
+            total += self.mins[m].n * <Py_ssize_t>sizeof(int32_t)
+        return total
+
     cdef void _drop_key(self, Rec* rec) noexcept:
         cdef char* held
         if rec.klen == _KEY_OUT:
             memcpy(&held, rec.key, sizeof(char*))
+            self.nbytes -= <Py_ssize_t>sizeof(Py_ssize_t) + (<Py_ssize_t*>held)[0]
             PyMem_Free(held)
         rec.klen = 0
         rec.flags = 0
@@ -455,6 +484,7 @@ cdef class _Table:
         memcpy(held + sizeof(Py_ssize_t), self._kp, self._kn)
         memcpy(rec.key, &held, sizeof(char*))
         rec.klen = _KEY_OUT
+        self.nbytes += <Py_ssize_t>sizeof(Py_ssize_t) + self._kn
         return 0
 
     def __len__(self):
@@ -979,10 +1009,12 @@ cdef class EventWindows(_Table):
         ids = _big(rec)
         if ids != NULL and 2 * cap > ids.mask + 1:
             # The set stays at most half full however full the block gets.
+            self.nbytes -= _idset_bytes(ids)
             ids = _idset_grown(ids, cap)
             if ids == NULL:
                 raise MemoryError()
             rec.big = ids
+            self.nbytes += _idset_bytes(ids)
         block = <double*>PyMem_Malloc(cap * 16)
         if block == NULL:
             raise MemoryError()
@@ -992,7 +1024,9 @@ cdef class EventWindows(_Table):
             rec.flags &= ~_ONE
             rec.big = NULL
         else:
+            self.nbytes -= rec.cap * 16
             PyMem_Free(rec.times)
+        self.nbytes += cap * 16
         rec.times = block
         rec.cap = cap
         rec.first = 0
@@ -1088,6 +1122,7 @@ cdef class EventWindows(_Table):
         rec.count = count
         if _big(rec) == NULL and count > _SET_AT:
             rec.big = _ids_of(hashes + first, count, rec.cap)
+            self.nbytes += _idset_bytes(rec.big)
         if self._keeps:
             self._keep_event(slot, event, index, drop)
         was_fired = rec.fired
@@ -1114,21 +1149,32 @@ cdef class EventWindows(_Table):
         cdef list events = self._events_by_slot.get(slot)
         if events is None:
             events = self._events_by_slot[slot] = []
+            self.nbytes += KEPT_EVENTS_BYTES
         if event is not None:
             events.insert(index, event)
+            self.nbytes += evidence_bytes(event)
         if drop:
+            for gone in events[:drop]:
+                self.nbytes -= evidence_bytes(gone)
             del events[:drop]
+        return 0
+
+    cdef int _drop_events(self, object slot) except -1:
+        # The kept events of a key whose window went.
+        events = self._events_by_slot.pop(slot, None)
+        if events is not None:
+            self.nbytes -= KEPT_EVENTS_BYTES + sum([evidence_bytes(event) for event in events])
         return 0
 
     def forget(self, slot):
         _Table.forget(self, slot)
         if self._keeps:
-            self._events_by_slot.pop(slot, None)
+            self._drop_events(slot)
 
     cdef int _evicted(self, list slots) except -1:
         if self._keeps:
             for slot in slots:
-                self._events_by_slot.pop(slot, None)
+                self._drop_events(slot)
         return 0
 
     def times(self, slot):
@@ -1165,11 +1211,15 @@ cdef class EventWindows(_Table):
         slot, times, hashes, fired = checked_event_record(record, self.threshold)
         size = <int32_t>len(times)
         rec = self._install(slot, _block(times, hashes, 16), size, fired)
+        self.nbytes += size * 16
         if size > _SET_AT:
             rec.big = _ids_of(_hashes(rec), size, size)
+            self.nbytes += _idset_bytes(rec.big)
         self._file(slot, rec.times[size - 1])
         if self._keeps:
-            self._events_by_slot[slot] = list(record.events or ())[-size:]
+            self._drop_events(slot)
+            events = self._events_by_slot[slot] = list(record.events or ())[-size:]
+            self.nbytes += KEPT_EVENTS_BYTES + sum([evidence_bytes(event) for event in events])
         return 0
 
 
@@ -1260,11 +1310,12 @@ cdef inline PyObject* _cell_object(char* cell) noexcept:
     return held
 
 
-cdef int _cell_set(
+cdef Py_ssize_t _cell_set(
     char* cell, object value, const char* data, Py_ssize_t size, const char* probe
 ) except -1:
     # Fill a free cell with ``value``: its ``probe`` (see _cell_short) when it is a short str,
-    # its UTF-8 ``data`` out of line when a long one, else the object (``data`` NULL).
+    # its UTF-8 ``data`` out of line when a long one, else the object (``data`` NULL). Returns
+    # the bytes it took out of line.
     cdef char* held
     cdef PyObject* obj
     if data == NULL:
@@ -1284,18 +1335,33 @@ cdef int _cell_set(
         memset(cell, 0, _CELL)
         memcpy(cell + 4, &held, sizeof(char*))
         cell[0] = <char>_CELL_OUT
+        return <Py_ssize_t>sizeof(Py_ssize_t) + size
     return 0
 
 
-cdef inline void _cell_clear(char* cell) noexcept:
+cdef inline Py_ssize_t _cell_clear(char* cell) noexcept:
+    # Empty a held cell; returns the bytes it gave back from out of line.
     cdef char* held
+    cdef Py_ssize_t freed = 0
     cdef uint8_t tag = <uint8_t>cell[0]
     if tag == _CELL_OUT:
         memcpy(&held, cell + 4, sizeof(char*))
+        freed = <Py_ssize_t>sizeof(Py_ssize_t) + (<Py_ssize_t*>held)[0]
         PyMem_Free(held)
     elif tag == _CELL_OBJECT:
         Py_XDECREF(_cell_object(cell))
     cell[0] = <char>_CELL_FREE
+    return freed
+
+
+cdef Py_ssize_t _evidence(PyObject* event) noexcept:
+    # The bytes a kept event takes, as the reference counts them (0 for none).
+    if event == NULL:
+        return 0
+    try:
+        return evidence_bytes(<object>event)
+    except Exception:  # an event is a decoded Event: this cannot fail, and must not stop a sweep
+        return 0
 
 
 cdef object _cell_value(char* cell):
@@ -1542,10 +1608,15 @@ cdef class DistinctWindows(_Table):
             v = _dview(rec.times, rec.cap, self._keeps)
             for s in range(rec.cap):
                 if not _cell_free(_cell(&v, s)):
-                    _cell_clear(_cell(&v, s))
+                    self.nbytes -= _cell_clear(_cell(&v, s))
                     if self._keeps:
+                        self.nbytes -= _evidence(v.evs[s])
                         Py_XDECREF(v.evs[s])
         _Table._release(self, rec)
+
+    cdef Py_ssize_t _block_bytes(self, Rec* rec) noexcept:
+        cdef _DView v = _dview(rec.times, rec.cap, self._keeps)
+        return _dbytes(rec.cap, v.head.indexed, self._keeps)
 
     cdef void _prefetch_block(self, Rec* rec) noexcept:
         # The head and the first times, and the value hashes and values a small window scans.
@@ -1583,6 +1654,7 @@ cdef class DistinctWindows(_Table):
             for s in range(old):
                 if not _cell_free(_cell(&v, s)):
                     _dindex_add(&v, <int32_t>s)
+        self.nbytes += _dbytes(cap, v.head.indexed, self._keeps) - self._block_bytes(rec)
         PyMem_Free(rec.times)
         rec.times = block
         rec.cap = <int32_t>cap
@@ -1593,8 +1665,9 @@ cdef class DistinctWindows(_Table):
         _dunlink(v, s)
         if v.head.indexed:
             _dindex_remove(v, s)
-        _cell_clear(_cell(v, s))
+        self.nbytes -= _cell_clear(_cell(v, s))
         if self._keeps:
+            self.nbytes -= _evidence(v.evs[s])
             Py_XDECREF(v.evs[s])
             v.evs[s] = NULL
         v.after[s] = v.head.free
@@ -1630,6 +1703,7 @@ cdef class DistinctWindows(_Table):
                 self._remove(r)
                 raise
             rec.cap = 1
+            self.nbytes += self._block_bytes(rec)
         rec = &self.recs[r]
         if at > rec.newest:
             rec.newest = at
@@ -1648,7 +1722,8 @@ cdef class DistinctWindows(_Table):
                 self._grow(rec)
                 v = _dview(rec.times, rec.cap, self._keeps)
             s = v.head.free
-            _cell_set(_cell(&v, s), value, data, size, probe)  # first: it may raise MemoryError
+            # First: it may raise MemoryError.
+            self.nbytes += _cell_set(_cell(&v, s), value, data, size, probe)
             v.head.free = v.after[s]
             v.times[s] = at
             if v.head.orders >= _order_limit:
@@ -1660,6 +1735,7 @@ cdef class DistinctWindows(_Table):
                 if kept is not None:
                     Py_INCREF(kept)
                     v.evs[s] = <PyObject*>kept
+                    self.nbytes += evidence_bytes(kept)
                 else:
                     v.evs[s] = NULL
             if v.head.indexed:
@@ -1672,6 +1748,7 @@ cdef class DistinctWindows(_Table):
                 _dunlink(&v, s)
                 _dplace(&v, s)
                 if self._keeps and kept is not None:
+                    self.nbytes += evidence_bytes(kept) - _evidence(v.evs[s])
                     Py_INCREF(kept)
                     Py_XDECREF(v.evs[s])
                     v.evs[s] = <PyObject*>kept
@@ -1764,7 +1841,7 @@ cdef class DistinctWindows(_Table):
         cdef char* cells
         cdef const char* data
         cdef char probe[_CELL]
-        cdef Py_ssize_t n, filled = 0
+        cdef Py_ssize_t n, filled = 0, out = 0
         slot, seen, newest, fired, events = checked_distinct_record(record, self.threshold)
         size = <int32_t>len(seen)
         values = list(seen)
@@ -1783,7 +1860,7 @@ cdef class DistinctWindows(_Table):
                 data = self._value_utf8(value, &n)
                 if data != NULL:
                     _cell_short(probe, data, n)
-                _cell_set(cells + filled * _CELL, value, data, n, probe)
+                out += _cell_set(cells + filled * _CELL, value, data, n, probe)
                 filled += 1
             block = _dblock(size, self._keeps)
             rec = self._install(slot, block, size, fired)
@@ -1795,6 +1872,7 @@ cdef class DistinctWindows(_Table):
         v = _dview(block, size, self._keeps)
         memcpy(v.cells, cells, size * _CELL)
         PyMem_Free(cells)
+        self.nbytes += _dbytes(size, v.head.indexed, self._keeps) + out
         for s in range(size):  # nothing here raises: the record is never seen half filled
             v.times[s] = times[s]
             v.orders[s] = s + 1
@@ -1804,6 +1882,7 @@ cdef class DistinctWindows(_Table):
                 if event is not None:
                     Py_INCREF(event)
                     v.evs[s] = <PyObject*>event
+                    self.nbytes += _evidence(<PyObject*>event)
             if v.head.indexed:
                 _dindex_add(&v, s)
         v.head.orders = size

@@ -105,6 +105,65 @@ TIERS = 6
 made-up keys leaves) through 1-4 (a quarter of the threshold each) to 5 (fired)."""
 
 
+# What the windows hold, in bytes (``Windows.held_bytes``), for the bound on memory
+# (:mod:`lockoutd.decide.bound`). The costs are CPython's on a 64-bit machine, measured with
+# tracemalloc (tests/unit/decide/test_held_bytes.py): the bound needs the part a producer can make
+# grow (long keys and values, many times and values a key, kept events) to the byte, and the
+# rest within a few per cent.
+_KEY_BYTES = 48
+"""A key's entries in ``by_key`` and in the filing, beyond the key itself."""
+_EVENT_BYTES = 96
+"""A kept event (``as_evidence``) beyond its texts."""
+_ONE_VALUE_BYTES = 88
+"""A distinct window of one value (a tuple and a float) beyond the value."""
+_DISTINCT_BYTES = 240
+"""A distinct window of two or more values beyond its values: the struct, a dict and a list."""
+_VALUE_BYTES = 120
+"""A value of a distinct window beyond its text: its dict entry, time and heap entry."""
+_KEPT_EVENT_BYTES = 32
+"""The list or dict entry of a kept event."""
+KEPT_EVENTS_BYTES = 96
+"""The list of a key's kept events, and its entry in the dict of lists, beyond the events."""
+
+
+def text_bytes(text: str) -> int:
+    """The bytes a str object takes (compact ASCII, else up to four bytes a character)."""
+    return 49 + len(text) if text.isascii() else 80 + 4 * len(text)
+
+
+def value_bytes(value: object) -> int:
+    """The bytes a distinct value takes: a str as :func:`text_bytes`, anything else as a number."""
+    return text_bytes(value) if isinstance(value, str) else 32
+
+
+def slot_bytes(slot: Slot) -> int:
+    """The bytes a key takes in a rule's windows: its text (or tuple of texts) and its entries."""
+    if isinstance(slot, str):
+        return _KEY_BYTES + text_bytes(slot)
+    return _KEY_BYTES + 40 + 8 * len(slot) + sum(text_bytes(part) for part in slot)
+
+
+def evidence_bytes(event: object) -> int:
+    """The bytes a kept event takes: the struct and the texts ``as_evidence`` leaves it."""
+    if event is None:
+        return 0
+    total = _EVENT_BYTES + _KEPT_EVENT_BYTES
+    if not isinstance(event, Event):  # what a test hands the windows in place of an event
+        return total
+    for text in (
+        event.type,
+        event.user_id,
+        event.login_name,
+        event.org_id,
+        event.ip,
+        event.reason,
+        event.event_id,
+    ):
+        if text is not None:
+            total += text_bytes(text)
+    return total
+
+
 def tier(kept: int, threshold: int, fired: bool) -> int:
     """The rank of a window that keeps ``kept`` times (or values) of ``threshold``."""
     if fired:
@@ -212,12 +271,15 @@ class Windows(ABC, Generic[_State]):
     newest time of a window is.
     """
 
-    __slots__ = ("_due", "_floors", "by_key", "threshold", "window")
+    __slots__ = ("_bytes", "_due", "_floors", "by_key", "threshold", "window")
 
     def __init__(self, threshold: int, window: float) -> None:
         self.threshold = threshold
         self.window = window
         self.by_key: dict[Slot, _State] = {}
+        self._bytes = 0
+        """What the keys and their windows hold (see ``held_bytes``), kept up to date by every
+        change, so that the bound reads it once a batch without visiting a key."""
         self._due: dict[float, dict[Slot, None]] = {}
         """Keys by the slice of time in which their window ends unless they see more events. A
         key may be filed twice (forgotten, then counted again); the sweep drops the extra one.
@@ -238,9 +300,16 @@ class Windows(ABC, Generic[_State]):
         """The tracked keys."""
         return iter(list(self.by_key))
 
+    def held_bytes(self) -> int:
+        """About how many bytes the windows hold: every key, its window and its kept events."""
+        return self._bytes
+
     def forget(self, slot: Slot) -> None:
         """Drop the window of ``slot`` (a success resets the count)."""
-        self.by_key.pop(slot, None)
+        state = self.by_key.get(slot)
+        if state is not None:
+            self._bytes -= self._cost(slot, state)
+            del self.by_key[slot]
 
     def _file(self, slot: Slot, newest: float) -> None:
         due = (newest + self.window) // _DUE_EVERY_SECONDS
@@ -268,6 +337,7 @@ class Windows(ABC, Generic[_State]):
                     continue  # forgotten since it was filed, or filed twice
                 newest = newest_of(state)
                 if newest <= limit:
+                    self._bytes -= self._cost(slot, state)
                     del by_key[slot]
                     idle.append(slot)
                     continue
@@ -321,6 +391,7 @@ class Windows(ABC, Generic[_State]):
             elif found < lowest:
                 lowest = found
         for slot in gone:
+            self._bytes -= self._cost(slot, by_key[slot])
             del filed[slot], by_key[slot]
         for slot in dead:
             del filed[slot]
@@ -339,6 +410,10 @@ class Windows(ABC, Generic[_State]):
     @abstractmethod
     def _fill(self, state: _State) -> tuple[int, bool]:
         """How many times (or values) ``state`` keeps, and whether it fired."""
+
+    @abstractmethod
+    def _cost(self, slot: Slot, state: _State) -> int:
+        """The bytes ``slot`` and its window ``state`` hold, kept events included."""
 
 
 class _Spill:
@@ -394,6 +469,26 @@ than ``_SPILL_AT``), then a ``KeyWindow``. Packed, ``k`` times take ``16 * k`` b
 times (oldest first), then the hash of each one's id. A packed window has never filled up, so
 it has not fired."""
 
+_FULL_BYTES = 136
+"""A ``KeyWindow`` beyond its times: the struct and two tuples."""
+_FULL_TIME_BYTES = 72
+"""A time of a ``KeyWindow``: a float, an int and their places in the tuples."""
+_SPILL_BYTES = 400
+"""A ``_Spill`` beyond its times: the object, two lists and a set."""
+_SPILLED_TIME_BYTES = 128
+"""A time of a ``_Spill`` (those left in front of the kept ones too): a float, an int, their
+list places and the hash's place in the set."""
+
+
+def _event_state_bytes(state: EventState) -> int:
+    if state.__class__ is bytes:
+        return 33 + len(state)
+    assert isinstance(state, KeyWindow)
+    spill = state.spill
+    if spill is None:
+        return _FULL_BYTES + _FULL_TIME_BYTES * len(state.times)
+    return _FULL_BYTES + _SPILL_BYTES + _SPILLED_TIME_BYTES * len(spill.times)
+
 
 class EventWindows(Windows[EventState]):
     """Windows that count events.
@@ -434,6 +529,7 @@ class EventWindows(Windows[EventState]):
             if self._events is not None:
                 self._keep_event(slot, event, self.threshold, 1)
             return False
+        before = _FULL_TIME_BYTES * len(times)
         if at >= newest:
             index = len(times)
             times += (at,)
@@ -459,6 +555,7 @@ class EventWindows(Windows[EventState]):
             state.times, state.hashes = (), ()
         else:
             state.times, state.hashes = times, hashes
+        self._bytes += _event_state_bytes(state) - _FULL_BYTES - before
         was_fired, state.fired = state.fired, size >= self.threshold
         return state.fired and not was_fired
 
@@ -466,11 +563,14 @@ class EventWindows(Windows[EventState]):
         # The first event of a key: a window of one time.
         self._file(slot, at)
         if self._events is not None:
+            self._bytes += KEPT_EVENTS_BYTES
             self._keep_event(slot, event, 0, 0)
         if self.threshold > 1:
             self.by_key[slot] = _PACKED[1].pack(at, hashed)
+            self._bytes += slot_bytes(slot) + 49
             return False
         self.by_key[slot] = KeyWindow((at,), (hashed,), fired=True)
+        self._bytes += slot_bytes(slot) + _FULL_BYTES + _FULL_TIME_BYTES
         return True
 
     def _add_packed(
@@ -499,6 +599,7 @@ class EventWindows(Windows[EventState]):
         size = kept + 1 - drop
         if size < self.threshold and size <= _SPILL_AT:
             self.by_key[slot] = _PACKED[size].pack(*times, *hashes)
+            self._bytes += (size - kept) << 4
             return False
         full = KeyWindow((), (), fired=size >= self.threshold)
         if size > _SPILL_AT:
@@ -506,6 +607,7 @@ class EventWindows(Windows[EventState]):
         else:
             full.times, full.hashes = times, hashes
         self.by_key[slot] = full
+        self._bytes += _event_state_bytes(full) - 33 - len(state)
         return full.fired
 
     def _add_spilled(
@@ -519,6 +621,7 @@ class EventWindows(Windows[EventState]):
         start = (newest if newest > at else at) - self.window
         if at <= start or (hashed != _NO_ID and hashed in spill.hash_set):
             return False
+        before = len(times)
         if at >= newest:
             index = len(times)
             times.append(at)
@@ -538,6 +641,7 @@ class EventWindows(Windows[EventState]):
         if drop:
             spill.drop(drop)
             size -= drop
+        self._bytes += _SPILLED_TIME_BYTES * (len(spill.times) - before)
         if self._events is not None:
             self._keep_event(slot, event, index - first, drop)
         was_fired, window.fired = window.fired, size >= self.threshold
@@ -549,12 +653,22 @@ class EventWindows(Windows[EventState]):
         events = self._events.setdefault(slot, [])
         if event is not None:
             events.insert(index, event)
-        del events[:drop]
+            self._bytes += evidence_bytes(event)
+        if drop:
+            self._bytes -= sum(evidence_bytes(gone) for gone in events[:drop])
+            del events[:drop]
 
     def forget(self, slot: Slot) -> None:
         super().forget(slot)
         if self._events is not None:
             self._events.pop(slot, None)
+
+    def _cost(self, slot: Slot, state: EventState) -> int:
+        cost = slot_bytes(slot) + _event_state_bytes(state)
+        if self._events is not None:
+            events = self._events.get(slot, ())
+            cost += KEPT_EVENTS_BYTES + sum(evidence_bytes(event) for event in events)
+        return cost
 
     def _evicted(self, slots: list[Slot]) -> None:
         if self._events is not None:
@@ -615,10 +729,14 @@ class EventWindows(Windows[EventState]):
                 state = KeyWindow((), (), fired, _Spill(tuple(times), tuple(hashes)))
             else:
                 state = KeyWindow(tuple(times), tuple(hashes), fired)
+            old = self.by_key.get(slot)
+            if old is not None:
+                self._bytes -= self._cost(slot, old)
             self.by_key[slot] = state
             self._file(slot, times[-1])
             if self._events is not None:
                 self._events[slot] = list(record.events or ())[-size:]
+            self._bytes += self._cost(slot, state)
 
     def _newest(self, state: EventState) -> float:
         if isinstance(state, KeyWindow):
@@ -680,6 +798,8 @@ class DistinctWindows(Windows[DistinctState]):
                 # One value, seen again: a newer sighting moves it; nothing else can change.
                 if at > state[0]:
                     self.by_key[slot] = (at, value, kept)
+                    if kept is not None:
+                        self._bytes += evidence_bytes(kept) - evidence_bytes(state[2])
                 return False
             state = self._open_or_grow(slot, state, at, value, kept)
             if state is None:
@@ -698,7 +818,9 @@ class DistinctWindows(Windows[DistinctState]):
             if previous is None:
                 state.orders += 1
                 heappush(heap, (at, state.orders, value))
+                self._bytes += _VALUE_BYTES + value_bytes(value)
             if state.events is not None and kept is not None:
+                self._bytes += evidence_bytes(kept) - evidence_bytes(state.events.get(value))
                 state.events[value] = kept
         if previous is not None and heap[0][0] > start:
             # A value seen again and none left the window: the count, and so the firing, stand
@@ -715,8 +837,9 @@ class DistinctWindows(Windows[DistinctState]):
             if current == oldest:
                 heappop(heap)
                 del seen[gone]
+                self._bytes -= _VALUE_BYTES + value_bytes(gone)
                 if state.events is not None:
-                    state.events.pop(gone, None)
+                    self._bytes -= evidence_bytes(state.events.pop(gone, None))
             else:
                 heapreplace(heap, (current, order, gone))
         was_fired, state.fired = state.fired, len(seen) >= threshold
@@ -729,13 +852,16 @@ class DistinctWindows(Windows[DistinctState]):
         # or None when a one-value tuple holds it (a new key, unless the threshold is 1).
         if state is not None:
             window = self.by_key[slot] = _grown(state, self._keep_events)
+            self._bytes += _DISTINCT_BYTES + _VALUE_BYTES - _ONE_VALUE_BYTES
             return window
         self._file(slot, at)
         if self.threshold > 1:
             self.by_key[slot] = (at, value, kept)
+            self._bytes += self._cost(slot, (at, value, kept))
             return None
         events: dict[str, Event] | None = {} if self._keep_events else None
         window = self.by_key[slot] = DistinctWindow({}, [], at, 0, events)
+        self._bytes += slot_bytes(slot) + _DISTINCT_BYTES
         return window
 
     def values(self, slot: Slot) -> dict[str, float]:
@@ -790,12 +916,17 @@ class DistinctWindows(Windows[DistinctState]):
                 and next(iter(seen.values())) == newest
             ):
                 [(value, at)] = seen.items()
-                self.by_key[slot] = (at, value, events.get(value) if keep else None)
+                state: DistinctState = (at, value, events.get(value) if keep else None)
             else:
                 heap = [(at, order, value) for order, (value, at) in enumerate(seen.items(), 1)]
                 heapify(heap)
                 kept = {v: e for v, e in events.items() if v in seen} if keep else None
-                self.by_key[slot] = DistinctWindow(seen, heap, newest, len(seen), kept, fired)
+                state = DistinctWindow(seen, heap, newest, len(seen), kept, fired)
+            old = self.by_key.get(slot)
+            if old is not None:
+                self._bytes -= self._cost(slot, old)
+            self.by_key[slot] = state
+            self._bytes += self._cost(slot, state)
             self._file(slot, newest)
 
     def _newest(self, state: DistinctState) -> float:
@@ -803,6 +934,20 @@ class DistinctWindows(Windows[DistinctState]):
 
     def _fill(self, state: DistinctState) -> tuple[int, bool]:
         return (1, False) if isinstance(state, tuple) else (len(state.last_seen), state.fired)
+
+    def _cost(self, slot: Slot, state: DistinctState) -> int:
+        if isinstance(state, tuple):
+            return (
+                slot_bytes(slot)
+                + _ONE_VALUE_BYTES
+                + value_bytes(state[1])
+                + evidence_bytes(state[2])
+            )
+        cost = slot_bytes(slot) + _DISTINCT_BYTES
+        cost += sum(_VALUE_BYTES + value_bytes(value) for value in state.last_seen)
+        if state.events is not None:
+            cost += sum(evidence_bytes(event) for event in state.events.values())
+        return cost
 
 
 def _grown(one: OneValue, keep_events: bool) -> DistinctWindow:
