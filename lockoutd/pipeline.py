@@ -120,8 +120,9 @@ class Pipeline:
         )
         self._reporter = DecisionReporter(settings.kafka.decisions_topic, metrics=metrics)
         metrics.declare_rules(_actions(rules))
-        self._bound = KeyBound(settings.engine.max_tracked_keys)
+        self._bound = KeyBound(settings.engine.max_tracked_keys, settings.engine.max_window_bytes)
         metrics.tracked_keys_limit.set(settings.engine.max_tracked_keys)
+        metrics.window_bytes_limit.set(settings.engine.max_window_bytes)
 
     @property
     def actions_in_flight(self) -> int:
@@ -343,17 +344,22 @@ class Pipeline:
             "tracked_keys_evicted",
             evicted=dict(evicted),
             max_tracked_keys=self._bound.max_keys,
+            max_window_bytes=self._bound.max_bytes,
         )
 
     def _report_tracked_keys(self) -> None:
         tracked: Counter[str] = Counter({rule.name: 0 for rule in self.rules.rules})
+        held: Counter[str] = Counter({rule.name: 0 for rule in self.rules.rules})
         mismatched: Counter[str] = Counter()
         for engine in self._engines.values():
-            for rule, count in engine.tracked_keys():
-                tracked[rule] += count
+            for rule, windows in engine.rule_windows():
+                tracked[rule] += len(windows)
+                held[rule] += windows.held_bytes()
             mismatched.update(engine.take_key_mismatches())
         for rule, count in tracked.items():
             self._metrics.tracked_keys.labels(rule=rule).set(count)
+        for rule, count in held.items():
+            self._metrics.window_bytes.labels(rule=rule).set(count)
         for rule, count in mismatched.items():
             self._metrics.key_mismatches.labels(rule=rule).inc(count)
 

@@ -178,6 +178,9 @@ class EngineSettings(_Section):
     max_tracked_keys: int = Field(default=1_000_000, gt=0)
     """Windows kept per instance, every rule and partition together; past it the least filled
     are forgotten (README, "Operations")."""
+    max_window_bytes: int = Field(default=268_435_456, ge=1_048_576)
+    """What those windows may hold, in bytes (keys, times, values and kept events); past it the
+    least filled are forgotten as well (README, "Operations")."""
     rule_check_interval: Duration = Field(default=5.0, ge=0)
     """How often the rule files are looked at for a change that reloads them; 0: only SIGHUP."""
 

@@ -108,9 +108,21 @@ class Metrics:
             "engine.max_tracked_keys: the most keys this instance keeps windows for, all rules.",
             registry=r,
         )
+        self.window_bytes = Gauge(
+            "lockoutd_window_bytes",
+            "Bytes the windows of a rule hold (keys, times, values, kept events), by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.window_bytes_limit = Gauge(
+            "lockoutd_window_bytes_limit",
+            "engine.max_window_bytes: the most bytes this instance's windows hold, all rules.",
+            registry=r,
+        )
         self.evicted_keys = Counter(
             "lockoutd_evicted_keys",
-            "Live windows forgotten to stay within engine.max_tracked_keys, by rule.",
+            "Live windows forgotten to stay within engine.max_tracked_keys and "
+            "engine.max_window_bytes, by rule.",
             ["rule"],
             registry=r,
         )
@@ -242,6 +254,7 @@ class Metrics:
         for rule, action in rules:
             self.rule_fired.labels(rule=rule)
             self.tracked_keys.labels(rule=rule)
+            self.window_bytes.labels(rule=rule)
             self.evicted_keys.labels(rule=rule)
             for outcome in OUTCOMES_BY_ACTION.get(action, OUTCOMES):
                 self.actions.labels(rule=rule, action=action, outcome=outcome)

@@ -92,6 +92,9 @@ MEANINGS = {
     "producer fills on purpose); past it the least "
     "filled are forgotten, see "
     "[Operations](#operations)",
+    "engine.max_window_bytes": "bytes those windows may hold, keys, times, values and kept "
+    "events together (256 MiB); past it the least filled are forgotten as well, see "
+    "[Operations](#operations)",
     "safety.max_locks_per_minute": "a token bucket over all locks of the whole group (every "
     "instance of one `group_id` together); beyond it locks are `suppressed`",
     "safety.max_locks_per_minute_per_org": (

@@ -1,6 +1,6 @@
-"""Keys a hostile producer controls, with real processes: events stamped in the future, and a
-flood of made-up user ids against the bound on tracked keys (README, "How a window counts" and
-"Operations").
+"""Keys a hostile producer controls, with real processes: events stamped in the future, and
+floods of made-up user ids against the bounds on tracked keys and on the bytes their windows hold
+(README, "How a window counts" and "Operations").
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .kafka_helpers import failure, produce, wait_until
 pytestmark = pytest.mark.e2e
 
 BOUND = 200
+BYTES = 2 << 20
 
 
 @pytest.fixture
@@ -30,6 +31,19 @@ def bounded_stack(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
         broker,
         tmp_path,
         extra={"engine": {"max_tracked_keys": BOUND}, "kafka": {"max_batch_records": 50}},
+    )
+    yield stack
+    stop_stack(stack)
+
+
+@pytest.fixture
+def byte_bounded_stack(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
+    """A daemon whose windows may hold ``BYTES`` (and the default million keys), reading small
+    batches."""
+    stack = start_stack(
+        broker,
+        tmp_path,
+        extra={"engine": {"max_window_bytes": BYTES}, "kafka": {"max_batch_records": 100}},
     )
     yield stack
     stop_stack(stack)
@@ -95,3 +109,50 @@ def test_a_flood_of_made_up_users_is_bounded_and_the_user_under_attack_is_locked
     evicted = stack.daemon.metric("lockoutd_evicted_keys_total", rule="password-bruteforce")
     assert evicted >= 3_000 - BOUND
     assert [e for e in stack.daemon.logs() if e.get("event") == "tracked_keys_evicted"]
+
+
+def _held(stack: Stack) -> float:
+    return sum(
+        value
+        for (name, _), value in stack.daemon.metrics().items()
+        if name == "lockoutd_window_bytes"
+    )
+
+
+def test_windows_filled_with_the_longest_ids_stay_within_the_byte_bound(
+    byte_bounded_stack: Stack,
+) -> None:
+    """300 addresses each spraying 20 made-up user ids of 200 characters (as long as decoding
+    lets one be), and among them five failures of one real user. Far below the bound on keys,
+    each address fills a spray window of kilobytes and each id a window of its own: over 3 MB
+    held, past a bound of 2 MB. The daemon forgets windows to stay within it, says so, and
+    locks the user."""
+    stack = byte_bounded_stack
+    stack.emulator.add_user("4200", org_id=ORG_ID)
+    events: list[dict[str, Any]] = []
+    for n in range(6_000):
+        address = f"10.42.{n // 20 // 250}.{n // 20 % 250 + 1}"
+        made_up = f"{n:0200d}"
+        events.append(failure(made_up, 9 + n / 6_000, org_id=ORG_ID, ip=address))
+        if n % 500 == 250 and n < 2_500:  # five failures of the user among them
+            events.append(failure("4200", 9 + n / 6_000, org_id=ORG_ID))
+    produce(stack.bootstrap, stack.events_topic, events)
+
+    wait_until(
+        lambda: stack.daemon.metric("lockoutd_events_total", result="accepted") >= len(events),
+        timeout=120,
+        what="every event consumed",
+    )
+    wait_until(lambda: stack.emulator.state_of("4200") is UserState.LOCKED, what="the lock")
+    assert stack.daemon.metric("lockoutd_window_bytes_limit") == BYTES
+    assert 0 < _held(stack) <= BYTES
+    evicted = sum(
+        value
+        for (name, _), value in stack.daemon.metrics().items()
+        if name == "lockoutd_evicted_keys_total"
+    )
+    assert evicted > 0
+    assert _tracked(stack) < len(events)
+    logged = [e for e in stack.daemon.logs() if e.get("event") == "tracked_keys_evicted"]
+    assert logged
+    assert logged[-1]["max_window_bytes"] == BYTES

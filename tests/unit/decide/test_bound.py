@@ -1,10 +1,11 @@
-"""The bound on tracked keys: which windows go when there are too many (README, "Operations")."""
+"""The bound on what the windows hold: which windows go when there are too many keys or bytes
+(README, "Operations")."""
 
 from __future__ import annotations
 
 import pytest
 
-from lockoutd.decide.bound import KeyBound
+from lockoutd.decide.bound import KeyBound, held_bytes
 from lockoutd.decide.engine import Engine
 from lockoutd.decide.windows import TIERS, tier
 from lockoutd.decode.event import Event
@@ -59,6 +60,59 @@ def test_without_a_bound_the_flood_is_all_kept() -> None:
     engine = Engine(ruleset(rule(threshold=5, window="10m")))
     _, most = _feed(engine, KeyBound(10**9), _flood(20_000), batch=250)
     assert most == 20_000
+
+
+def _held(*engines: Engine) -> int:
+    return held_bytes(pair for engine in engines for pair in engine.rule_windows())
+
+
+def _long_flood(count: int) -> list[Event]:
+    """``count`` made-up users with one failure each, their ids as long as decoding lets them
+    be (200 characters), from an address each: what makes a key cost the most bytes."""
+    return [
+        event(5 * n / count, user_id=f"{n:0200d}", ip=f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}")
+        for n in range(count)
+    ]
+
+
+def test_a_flood_of_long_keys_stays_within_the_byte_bound_and_cannot_blind_a_user() -> None:
+    """A bound of a million keys lets 20,000 keys through, and each of those costs what its
+    200-character id and its values cost: past a megabyte, windows go by the same order as for
+    keys, and the user under attack among them still fires."""
+    rules = ruleset(
+        rule(threshold=5, window="10m"),
+        rule("spray", key=["ip"], distinct="user_id", threshold=20, action={"report": {}}),
+    )
+    engine = Engine(rules)
+    bound = KeyBound(1_000_000, max_bytes=1 << 20)
+    stream: list[Event] = []
+    for n, item in enumerate(_long_flood(20_000)):
+        stream.append(item)
+        if n % 500 == 250 and n < 5_000:
+            stream.append(event((item.occurred_at - T0) / MINUTE, user_id="victim"))
+    fired: list[str] = []
+    evicted = 0
+    for first in range(0, len(stream), 250):
+        for item in stream[first : first + 250]:
+            fired += [f.key_text for f in engine.process(item, item.occurred_at)]
+        evicted += sum(bound.enforce([engine]).values())
+        assert _held(engine) <= 1 << 20
+    assert fired == ["victim"]
+    assert evicted > 20_000
+
+
+def test_without_a_byte_bound_long_keys_take_what_they_cost() -> None:
+    """What the bound on bytes is for: the flood above holds over ten megabytes under the bound
+    on keys alone, two keys of 300 to 400 bytes for each failure."""
+    rules = ruleset(
+        rule(threshold=5, window="10m"),
+        rule("spray", key=["ip"], distinct="user_id", threshold=20, action={"report": {}}),
+    )
+    engine = Engine(rules)
+    for item in _long_flood(20_000):
+        engine.process(item, item.occurred_at)
+    assert KeyBound(1_000_000).enforce([engine]) == {}
+    assert _held(engine) > 20_000 * 2 * 300
 
 
 def test_a_key_near_its_threshold_outlives_keys_with_fewer_events() -> None:
