@@ -3,7 +3,8 @@
 Both commands call :func:`load_for_run`, so that ``check`` cannot say ok to a configuration that
 ``run`` refuses: the rules, the Kafka TLS and SASL files, the schedule signing key (required
 when a rule locks temporarily), and the ZITADEL credential (exactly one, readable, not empty) and
-CA bundle, each read by the very functions the daemon uses.
+CA bundle, each read by the very functions the daemon uses; and the bound on what the windows
+hold against the container's memory limit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,40 @@ from lockoutd.settings import LoadedSettings, Settings, read_settings
 
 if TYPE_CHECKING:
     import httpx
+
+
+CGROUP = Path("/sys/fs/cgroup")
+"""Where the container's memory limit is read: cgroup v2's ``memory.max``, else v1's
+``memory/memory.limit_in_bytes``."""
+
+_WINDOWS_SHARE = 0.75
+"""The most of the memory limit the windows may be given: the rest of the daemon (Python, the
+Kafka client's buffers, a batch in flight) needs the remainder."""
+
+
+def memory_limit(cgroup: Path = CGROUP) -> int | None:
+    """The memory limit of the container this process runs in, in bytes; None without one."""
+    for path in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        # v2 writes "max" for none, v1 a number near 2**63.
+        return int(text) if text.isdigit() and int(text) < 1 << 60 else None
+    return None
+
+
+def window_bound_problems(settings: Settings, limit: int | None) -> list[str]:
+    """The bound on the windows' bytes against the memory ``limit``: past it, a flood would get
+    the daemon killed (and crash-looping, blind) before the bound forgets a window."""
+    wanted = settings.engine.max_window_bytes
+    if limit is None or wanted <= limit * _WINDOWS_SHARE:
+        return []
+    return [
+        f"engine.max_window_bytes: {wanted} is more than three quarters of this container's "
+        f"memory limit ({limit} bytes): a flood of windows would get the daemon killed before "
+        "it forgets any; set it to about half the limit"
+    ]
 
 
 async def _never_called(form: SecretStr) -> httpx.Response:  # pragma: no cover - never awaited
@@ -52,6 +87,7 @@ def startup_problems(settings: Settings, rules: RuleSet) -> list[str]:
             check()
         except ZitadelConfigError as error:
             problems.append(str(error))
+    problems += window_bound_problems(settings, memory_limit(CGROUP))
     return problems
 
 

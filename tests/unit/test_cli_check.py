@@ -590,3 +590,48 @@ def test_the_daemon_itself_refuses_temporary_locks_without_a_key(
         asyncio.run(Daemon(settings, load_rules(settings.engine.rule_paths)).run())
     [problem] = refused.value.problems
     assert "rule otp-bruteforce locks temporarily" in problem
+
+
+@pytest.mark.parametrize(
+    ("limit_file", "limit", "refused"),
+    [
+        ("memory.max", "314572800\n", True),  # cgroup v2, 300 MiB: 256 MiB of windows is too much
+        ("memory.max", "536870912\n", False),  # the shipped deployment's 512 MiB
+        ("memory.max", "max\n", False),  # no limit
+        ("memory/memory.limit_in_bytes", "314572800\n", True),  # cgroup v1
+        ("memory/memory.limit_in_bytes", "9223372036854771712\n", False),  # v1's "no limit"
+    ],
+)
+def test_check_refuses_windows_allowed_most_of_the_memory_limit(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    limit_file: str,
+    limit: str,
+    refused: bool,
+) -> None:
+    """The bound on the windows' bytes exists so that a flood cannot get the daemon killed: one
+    that leaves the rest of the daemon less than a quarter of the container's memory would."""
+    cgroup = tmp_path / "cgroup"
+    (cgroup / limit_file).parent.mkdir(parents=True, exist_ok=True)
+    (cgroup / limit_file).write_text(limit, encoding="ascii")
+    monkeypatch.setattr("lockoutd.preflight.CGROUP", cgroup)
+    config = _config(
+        tmp_path,
+        f"""\
+        zitadel:
+          pat_file: {_pat_file(tmp_path)}
+        engine:
+          rule_paths: [RULES]
+        """,
+    )
+    assert main(["check", "-c", str(config)]) == (1 if refused else 0)
+    problems = capsys.readouterr().err.splitlines()
+    if refused:
+        assert problems == [
+            "engine.max_window_bytes: 268435456 is more than three quarters of this container's "
+            "memory limit (314572800 bytes): a flood of windows would get the daemon killed "
+            "before it forgets any; set it to about half the limit"
+        ]
+    else:
+        assert problems == []
