@@ -23,19 +23,35 @@ if TYPE_CHECKING:
 
 
 CGROUP = Path("/sys/fs/cgroup")
-"""Where the container's memory limit is read: cgroup v2's ``memory.max``, else v1's
-``memory/memory.limit_in_bytes``."""
+"""Where cgroups are mounted: the memory limit is cgroup v2's ``memory.max``, else v1's
+``memory.limit_in_bytes``."""
+OWN_CGROUP = Path("/proc/self/cgroup")
+"""Which cgroup this process is in: a systemd service's limit is in its own, not at the root."""
 
 _WINDOWS_SHARE = 0.75
 """The most of the memory limit the windows may be given: the rest of the daemon (Python, the
 Kafka client's buffers, a batch in flight) needs the remainder."""
 
 
-def memory_limit(cgroup: Path = CGROUP) -> int | None:
-    """The memory limit of the container this process runs in, in bytes; None without one."""
-    for path in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
+def memory_limit(cgroup: Path = CGROUP, own: Path = OWN_CGROUP) -> int | None:
+    """The memory limit of the cgroup this process runs in, in bytes; None without one."""
+    try:
+        lines = own.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    candidates: list[Path] = []
+    for line in lines:  # "0::/path" for v2, "N:memory,...:/path" for v1's memory controller
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if number == "0" and not controllers:
+            candidates.append(cgroup / path.lstrip("/") / "memory.max")
+        elif "memory" in controllers.split(","):
+            candidates.append(cgroup / "memory" / path.lstrip("/") / "memory.limit_in_bytes")
+    # In a container the process's own path may not be mounted: its cgroup is the root there.
+    candidates += [cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"]
+    for candidate in candidates:
         try:
-            text = path.read_text(encoding="ascii").strip()
+            text = candidate.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError):
             continue
         # v2 writes "max" for none, v1 a number near 2**63.
@@ -50,8 +66,8 @@ def window_bound_problems(settings: Settings, limit: int | None) -> list[str]:
     if limit is None or wanted <= limit * _WINDOWS_SHARE:
         return []
     return [
-        f"engine.max_window_bytes: {wanted} is more than three quarters of this container's "
-        f"memory limit ({limit} bytes): a flood of windows would get the daemon killed before "
+        f"engine.max_window_bytes: {wanted} is more than three quarters of the memory limit of "
+        f"its cgroup ({limit} bytes): a flood of windows would get the daemon killed before "
         "it forgets any; set it to about half the limit"
     ]
 
@@ -87,7 +103,7 @@ def startup_problems(settings: Settings, rules: RuleSet) -> list[str]:
             check()
         except ZitadelConfigError as error:
             problems.append(str(error))
-    problems += window_bound_problems(settings, memory_limit(CGROUP))
+    problems += window_bound_problems(settings, memory_limit(CGROUP, OWN_CGROUP))
     return problems
 
 

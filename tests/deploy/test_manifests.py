@@ -17,6 +17,7 @@ import yaml
 from lockoutd.connections import FILE_RESERVE
 from lockoutd.durations import parse_duration
 from lockoutd.errors import ConfigError
+from lockoutd.preflight import window_bound_problems
 from lockoutd.rules import load_rules
 from lockoutd.settings import KafkaSettings, Settings, load_settings
 from lockoutd.source.schedule_seal import schedule_seal, unsigned_temporary_locks
@@ -177,6 +178,14 @@ def test_the_termination_grace_period_exceeds_the_drain_time(tmp_path: Path) -> 
     deployment = _manifests()[("Deployment", "lockoutd")]
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > _kubernetes_settings(tmp_path).engine.drain_timeout
+
+
+def test_the_memory_limit_leaves_the_daemon_room_beside_its_windows(tmp_path: Path) -> None:
+    """The pod's memory limit passes the check ``lockoutd run`` makes of the windows' bound."""
+    limit = _container(_manifests()[("Deployment", "lockoutd")])["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    settings = _kubernetes_settings(tmp_path)
+    assert window_bound_problems(settings, int(limit.removesuffix("Mi")) << 20) == []
 
 
 def test_the_probes_and_scrape_annotations_use_the_metrics_port(tmp_path: Path) -> None:
@@ -404,6 +413,13 @@ def test_the_systemd_units_are_sandboxed(name: str) -> None:
     }.items():
         assert service.get(key) == value, key
     assert "LoadCredential" in service
+
+
+def test_the_daemon_units_memory_limit_leaves_the_daemon_room_beside_its_windows() -> None:
+    """``MemoryMax`` passes the check ``lockoutd run`` makes of the default windows' bound."""
+    memory = _unit("lockoutd.service")["Service"]["MemoryMax"]
+    assert memory.endswith("M")
+    assert window_bound_problems(Settings(), int(memory.removesuffix("M")) << 20) == []
 
 
 def test_the_daemon_unit_waits_longer_than_the_drain_time_and_reloads_with_sighup() -> None:

@@ -593,29 +593,42 @@ def test_the_daemon_itself_refuses_temporary_locks_without_a_key(
 
 
 @pytest.mark.parametrize(
-    ("limit_file", "limit", "refused"),
+    ("own", "limit_file", "limit", "refused"),
     [
-        ("memory.max", "314572800\n", True),  # cgroup v2, 300 MiB: 256 MiB of windows is too much
-        ("memory.max", "536870912\n", False),  # the shipped deployment's 512 MiB
-        ("memory.max", "max\n", False),  # no limit
-        ("memory/memory.limit_in_bytes", "314572800\n", True),  # cgroup v1
-        ("memory/memory.limit_in_bytes", "9223372036854771712\n", False),  # v1's "no limit"
+        # cgroup v2 in a container, 300 MiB: 256 MiB of windows is too much
+        ("0::/\n", "memory.max", "314572800\n", True),
+        ("0::/\n", "memory.max", "536870912\n", False),  # the shipped deployment's 512 MiB
+        ("0::/\n", "memory.max", "max\n", False),  # no limit
+        # a systemd service: its limit is in its own cgroup, not at the root
+        (
+            "0::/system.slice/lockoutd.service\n",
+            "system.slice/lockoutd.service/memory.max",
+            "314572800\n",
+            True,
+        ),
+        # cgroup v1
+        ("5:memory:/\n", "memory/memory.limit_in_bytes", "314572800\n", True),
+        ("5:memory:/\n", "memory/memory.limit_in_bytes", "9223372036854771712\n", False),
+        ("5:memory:/docker/0f3a\n", "memory/memory.limit_in_bytes", "314572800\n", True),
     ],
 )
 def test_check_refuses_windows_allowed_most_of_the_memory_limit(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    own: str,
     limit_file: str,
     limit: str,
     refused: bool,
 ) -> None:
     """The bound on the windows' bytes exists so that a flood cannot get the daemon killed: one
-    that leaves the rest of the daemon less than a quarter of the container's memory would."""
+    that leaves the rest of the daemon less than a quarter of its cgroup's memory would."""
     cgroup = tmp_path / "cgroup"
     (cgroup / limit_file).parent.mkdir(parents=True, exist_ok=True)
     (cgroup / limit_file).write_text(limit, encoding="ascii")
+    (tmp_path / "own").write_text(own, encoding="utf-8")
     monkeypatch.setattr("lockoutd.preflight.CGROUP", cgroup)
+    monkeypatch.setattr("lockoutd.preflight.OWN_CGROUP", tmp_path / "own")
     config = _config(
         tmp_path,
         f"""\
@@ -629,8 +642,8 @@ def test_check_refuses_windows_allowed_most_of_the_memory_limit(
     problems = capsys.readouterr().err.splitlines()
     if refused:
         assert problems == [
-            "engine.max_window_bytes: 268435456 is more than three quarters of this container's "
-            "memory limit (314572800 bytes): a flood of windows would get the daemon killed "
+            "engine.max_window_bytes: 268435456 is more than three quarters of the memory limit "
+            "of its cgroup (314572800 bytes): a flood of windows would get the daemon killed "
             "before it forgets any; set it to about half the limit"
         ]
     else:
