@@ -3,7 +3,7 @@
 # (_cdispatch.pyx) can count an event without a Python call per rule (see ``count_event``).
 
 from cpython.object cimport PyObject
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t
 
 cdef enum:
     _KEY_INLINE = 21     # a key of up to this many bytes is kept in its record
@@ -48,13 +48,13 @@ cdef struct _DHead:
 cdef struct _DView:
     _DHead* head
     double* times
-    int32_t* orders    # see _renumber
+    int16_t* orders    # see _renumber
     uint32_t* vhashes  # each value's mixed hash (see _mix)
     PyObject** evs     # NULL unless the rule keeps events
     char* cells        # each value's cell: its bytes, its number or a pointer, see _cell_*
-    int32_t* before
-    int32_t* after
-    int32_t* index
+    int16_t* before    # slots: a threshold is at most 10,000 (the rules' model)
+    int16_t* after
+    int16_t* index
 
 
 cdef class _Table:

@@ -29,7 +29,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.math cimport copysign, floor, fmod
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
@@ -1225,18 +1225,21 @@ cdef class EventWindows(_Table):
 
 # A distinct window's block: a header, then per slot (a value's place, kept while it is counted)
 # when it was last seen, for rules that keep events the event of its newest sighting (owned or
-# NULL), its order (how many values the key had counted when it came: of two values seen at the
-# same time, the lower order goes first, as in the reference's heap), its mixed hash (the 32 bits
-# ``_mix`` keeps: the index's place, and a first check before the value), the links of the list
+# NULL), its mixed hash (the 32 bits ``_mix`` keeps: the index's place, and a first check before
+# the value), its order (how many values the key had counted when it came: of two values seen at
+# the same time, the lower order goes first, as in the reference's heap), the links of the list
 # of values in the order they leave (seen longest ago first), the values' cells (below), and
 # last, once the block has room for more than _SCAN_UP_TO values, an index from value hash to
-# slot (open addressing, linear probing, at most half full).
+# slot (open addressing, linear probing, at most half full). Slots, links and the index are 16
+# bits: a block has at most a threshold and one slots, and a rule's threshold at most 10,000.
 
 cdef int32_t _SCAN_UP_TO = 32
 
-# Orders are 32 bits: a key that has counted 2**31 values since its window opened has its
-# values numbered again from 1 in the same order (``_renumber``), which no ordering can tell.
-cdef int64_t _order_limit = 2147483647
+# Orders are 16 bits: a key that has counted 32,767 values since its window opened (or since it
+# was last numbered) has its values numbered again from 1 in the same order (``_renumber``),
+# which no ordering can tell. A window keeps at most 10,001 values, so a key is numbered again
+# at most once per 22,766 new values, and the sort costs it less than a nanosecond a value.
+cdef int64_t _order_limit = 32767
 
 # A value's cell, 12 bytes: a str value as its UTF-8 bytes or as its number, no Python object:
 # a spray keeps a window full of values that no event holds any more, and a str of a user id
@@ -1260,7 +1263,8 @@ cdef uint8_t _CELL_NUMBER = 252
 
 
 cdef inline Py_ssize_t _dbytes(Py_ssize_t cap, Py_ssize_t indexed, bint keeps) noexcept:
-    return sizeof(_DHead) + cap * (24 + _CELL + (8 if keeps else 0)) + indexed * 4
+    # Per slot: its time (8), hash (4), order and links (2 each), cell, and event pointer.
+    return sizeof(_DHead) + cap * (18 + _CELL + (8 if keeps else 0)) + indexed * 2
 
 
 cdef inline char* _cell(_DView* v, Py_ssize_t s) noexcept:
@@ -1426,17 +1430,17 @@ cdef inline _DView _dview(double* block, Py_ssize_t cap, bint keeps) noexcept:
     if keeps:
         v.evs = <PyObject**>at
         at += cap * 8
-    v.orders = <int32_t*>at
+    v.vhashes = <uint32_t*>at  # after the 8-byte arrays, then the 2-byte ones: each aligned
     at += cap * 4
-    v.vhashes = <uint32_t*>at
-    at += cap * 4
-    v.before = <int32_t*>at
-    at += cap * 4
-    v.after = <int32_t*>at
-    at += cap * 4
+    v.orders = <int16_t*>at
+    at += cap * 2
+    v.before = <int16_t*>at
+    at += cap * 2
+    v.after = <int16_t*>at
+    at += cap * 2
     v.cells = at
     at += cap * _CELL
-    v.index = <int32_t*>at
+    v.index = <int16_t*>at
     return v
 
 
@@ -1560,9 +1564,9 @@ cdef int _renumber(_DView* v) except -1:
 
 
 def _limit_orders(int64_t limit):
-    """Number the values again once a key's orders reach ``limit`` (2**31 - 1, the most 32 bits
-    hold, unless changed here): lets a test see the renumbering of a key that counted 2**31
-    values. Returns the limit it replaces."""
+    """Number the values again once a key's orders reach ``limit`` (32,767, the most 16 bits
+    hold, unless changed here): lets a test see the renumbering with fewer values. Returns the
+    limit it replaces."""
     global _order_limit
     previous = _order_limit
     _order_limit = limit
@@ -1633,19 +1637,20 @@ cdef class DistinctWindows(_Table):
         cdef Py_ssize_t cap = rec.cap + 1 if rec.cap < 4 else rec.cap * 2, old = rec.cap, s
         cdef double* block
         cdef _DView v, was
-        if cap > self.threshold + 1:
+        if 4 * cap >= 3 * (self.threshold + 1):
+            # Most of the way: the whole way at once, one block less to copy and give back.
             cap = self.threshold + 1
         block = _dblock(cap, self._keeps)
         v = _dview(block, cap, self._keeps)
         was = _dview(rec.times, old, self._keeps)
         memcpy(v.times, was.times, old * sizeof(double))
-        memcpy(v.orders, was.orders, old * sizeof(int32_t))
+        memcpy(v.orders, was.orders, old * sizeof(int16_t))
         memcpy(v.vhashes, was.vhashes, old * sizeof(uint32_t))
         memcpy(v.cells, was.cells, old * _CELL)  # out-of-line bytes move with their cells
         if self._keeps:
             memcpy(v.evs, was.evs, old * sizeof(PyObject*))
-        memcpy(v.before, was.before, old * sizeof(int32_t))
-        memcpy(v.after, was.after, old * sizeof(int32_t))
+        memcpy(v.before, was.before, old * sizeof(int16_t))
+        memcpy(v.after, was.after, old * sizeof(int16_t))
         v.head.orders = was.head.orders
         v.head.first = was.head.first
         v.head.last = was.head.last

@@ -388,7 +388,7 @@ def orders_limited_to_three() -> Any:
 def test_values_numbered_again_keep_their_order(
     threshold: int, orders_limited_to_three: Any
 ) -> None:
-    """A key whose values' orders run out (2**31 of them counted; here three) numbers them again
+    """A key whose values' orders run out (32,767 of them counted; here three) numbers them again
     in the order they had: ties, the order values come back in and checkpoints stay the
     reference's."""
     rng = random.Random(threshold)  # noqa: S311 - a reproducible test stream, no secret
@@ -401,6 +401,26 @@ def test_values_numbered_again_keep_their_order(
         outcomes = [windows.add("k", at, value, ("event", n)) for windows in (pure, fast)]
         assert outcomes[0] == outcomes[1], n
         assert _state(fast, True) == _state(pure, True), n
+    assert _exported(fast) == _exported(pure)
+
+
+@pytest.mark.parametrize("threshold", [20, 10_000])
+def test_a_key_that_counts_more_values_than_sixteen_bits_number_keeps_the_references_order(
+    threshold: int,
+) -> None:
+    """Orders and slots are 16 bits: 70,000 values for one key, at the real limit and the
+    largest threshold a rule may have, with ties at every time, leave the same window, fire at
+    the same events and export the same record as the reference (compared after every value
+    while the window is small, at intervals when it holds ten thousand)."""
+    pure, fast = _pair(threshold, True, False)
+    every = 1 if threshold < 100 else 5_000
+    for n in range(70_000):
+        at = float(n // 3)  # three values a second: ties that only the orders part
+        outcomes = [windows.add("k", at, f"user-{n}") for windows in (pure, fast)]
+        assert outcomes[0] == outcomes[1], n
+        if n % every == 0:
+            assert fast.values("k") == pure.values("k"), n
+    assert _state(fast, True) == _state(pure, True)
     assert _exported(fast) == _exported(pure)
 
 
