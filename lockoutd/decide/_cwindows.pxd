@@ -3,10 +3,10 @@
 # (_cdispatch.pyx) can count an event without a Python call per rule (see ``count_event``).
 
 from cpython.object cimport PyObject
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 cdef enum:
-    _KEY_INLINE = 21     # a key of up to this many bytes is kept in its record
+    _KEY_INLINE = 17     # a key of up to this many bytes is kept in its record (a record is 64)
 
 
 cdef struct _IdSet:
@@ -20,14 +20,14 @@ cdef struct Rec:
     double* times        # events: times[cap] then int64 hashes[cap]; distinct: see _DRec
     uint32_t hash        # the high half of the mixed key hash: the table place, a first check
     int32_t first        # events: index of the oldest kept time; a free record: the next free
-    int32_t count
-    int32_t cap
     int32_t due          # a filing minute the key is filed under, when ``filed`` (see _filings)
     int32_t filed        # how many filing minutes hold the key
+    int16_t count        # times or values kept: at most a threshold (10,000) and one
+    int16_t cap          # room in the block: at most 16,384 (events double up to the threshold)
     uint8_t fired
     uint8_t flags
     uint8_t klen         # the key's length in bytes when inline, else _KEY_OUT
-    char key[_KEY_INLINE]  # the key's UTF-8 bytes, or a pointer to them (_KEY_OUT)
+    char key[_KEY_INLINE]  # the key's UTF-8 bytes (its number: _NUMBER), or a pointer to them
 
 
 cdef struct Minute:
@@ -81,6 +81,7 @@ cdef class _Table:
     cdef const char* _kp
     cdef Py_ssize_t _kn
     cdef uint8_t _ktag
+    cdef uint64_t _knum          # the key's number when it is one (see _NUMBER)
     cdef char* _scratch
     cdef Py_ssize_t _scratch_cap
     cdef object _kheld

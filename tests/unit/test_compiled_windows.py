@@ -38,6 +38,9 @@ _keys = st.one_of(
     # Keys the compiled windows hold out of line, beyond ASCII, or alike but for where the
     # fields of a key of several fields part.
     st.sampled_from(["u" * 30, "Jürgen", "\ud800", ("ab", "c"), ("a", "bc"), ("o1", "x" * 200)]),
+    # Keys they hold as numbers (digits without a leading zero, up to 19), and digits that are
+    # none: a leading zero, 20 of them, a text of 8 bytes like a number's.
+    st.sampled_from(["0", "7", "07", "280000000000491668", "9" * 19, "1" + "0" * 19, "12345678"]),
 )
 _add = st.tuples(
     st.just("add"),
@@ -53,7 +56,8 @@ _add = st.tuples(
         # would make).
         st.sampled_from(
             [
-                *("x" * 11, "x" * 12, "ü" * 10, "Jürgen", "\ud800", "\ud83d\ude00", "😀"),
+                *("x" * 9, "x" * 10, "x" * 11, "x" * 12, "ü" * 5, "ü" * 10, "Jürgen"),
+                *("\ud800", "\ud83d\ude00", "😀"),
                 *("0", "00", "7", "07", "9" * 19, "1" + "0" * 19, "280000000000491668"),
             ]
         ),
