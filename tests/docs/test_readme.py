@@ -88,7 +88,7 @@ MEANINGS = {
     "engine.dry_run": "shadow mode for every rule: decide and report, call nothing",
     "engine.drain_timeout": "how long shutdown waits for the batch in flight",
     "engine.max_tracked_keys": "windows kept per instance, all rules and partitions together "
-    "(compiled: about 120 to 170 bytes each, pure Python: 270 to 540; more for windows a "
+    "(compiled: about 110 to 150 bytes each, pure Python: 270 to 540; more for windows a "
     "producer fills on purpose); past it the least "
     "filled are forgotten, see "
     "[Operations](#operations)",
