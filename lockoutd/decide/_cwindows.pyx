@@ -188,7 +188,8 @@ assert sizeof(Rec) == 64
 
 cdef inline bint _digits(const char* data, Py_ssize_t size, uint64_t* number) noexcept:
     # Whether ``data`` is a str of one to 19 ASCII digits without a leading zero (every ZITADEL
-    # user id, 18 of them): its number then says it exactly, in 8 bytes rather than its text.
+    # user id, 18 of them): its number then says it exactly, in 8 bytes rather than its text
+    # (keys, and values' cells).
     cdef uint64_t value = 0
     cdef uint8_t digit
     cdef Py_ssize_t i
@@ -1273,7 +1274,8 @@ cdef int32_t _SCAN_UP_TO = 32
 # Orders are 16 bits: a key that has counted 32,767 values since its window opened (or since it
 # was last numbered) has its values numbered again from 1 in the same order (``_renumber``),
 # which no ordering can tell. A window keeps at most 10,001 values, so a key is numbered again
-# at most once per 22,766 new values, and the sort costs it less than a nanosecond a value.
+# at most once per 22,766 new values, a sort of what it holds: a stream of new values for one
+# key of threshold 10,000 costs about 350 ns an ``add`` all told, renumbering included.
 cdef int64_t _order_limit = 32767
 
 # A value's cell, 10 bytes: a str value as its UTF-8 bytes or as its number, no Python object:
@@ -1315,20 +1317,12 @@ cdef inline bint _cell_free(char* cell) noexcept:
 cdef inline bint _cell_short(char* cell, const char* data, Py_ssize_t size) noexcept:
     # Fill ``cell`` with the short cell of the str whose UTF-8 is ``data``; False when it has
     # none (it is kept out of line), the cell then tagged _CELL_OUT without a pointer.
-    cdef uint64_t number = 0
-    cdef uint8_t digit
-    cdef Py_ssize_t i
+    cdef uint64_t number
     memset(cell, 0, _CELL)
-    if 0 < size <= 19 and (data[0] != b'0' or size == 1):
-        for i in range(size):
-            digit = <uint8_t>data[i] - 48
-            if digit > 9:
-                break
-            number = number * 10 + digit
-        else:
-            cell[0] = <char>_CELL_NUMBER
-            memcpy(cell + 2, &number, sizeof(uint64_t))
-            return True
+    if _digits(data, size, &number):
+        cell[0] = <char>_CELL_NUMBER
+        memcpy(cell + 2, &number, sizeof(uint64_t))
+        return True
     if size <= _CELL_INLINE:
         memcpy(cell + 1, data, size)
         cell[0] = <char>size

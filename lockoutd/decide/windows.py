@@ -469,6 +469,8 @@ than ``_SPILL_AT``), then a ``KeyWindow``. Packed, ``k`` times take ``16 * k`` b
 times (oldest first), then the hash of each one's id. A packed window has never filled up, so
 it has not fired."""
 
+_PACKED_HEAD_BYTES = 33
+"""A packed window (a ``bytes``) beyond its 16 bytes a time."""
 _FULL_BYTES = 136
 """A ``KeyWindow`` beyond its times: the struct and two tuples."""
 _FULL_TIME_BYTES = 72
@@ -482,7 +484,7 @@ list places and the hash's place in the set."""
 
 def _event_state_bytes(state: EventState) -> int:
     if state.__class__ is bytes:
-        return 33 + len(state)
+        return _PACKED_HEAD_BYTES + len(state)
     assert isinstance(state, KeyWindow)
     spill = state.spill
     if spill is None:
@@ -567,7 +569,7 @@ class EventWindows(Windows[EventState]):
             self._keep_event(slot, event, 0, 0)
         if self.threshold > 1:
             self.by_key[slot] = _PACKED[1].pack(at, hashed)
-            self._bytes += slot_bytes(slot) + 49
+            self._bytes += slot_bytes(slot) + _PACKED_HEAD_BYTES + 16
             return False
         self.by_key[slot] = KeyWindow((at,), (hashed,), fired=True)
         self._bytes += slot_bytes(slot) + _FULL_BYTES + _FULL_TIME_BYTES
@@ -607,7 +609,7 @@ class EventWindows(Windows[EventState]):
         else:
             full.times, full.hashes = times, hashes
         self.by_key[slot] = full
-        self._bytes += _event_state_bytes(full) - 33 - len(state)
+        self._bytes += _event_state_bytes(full) - _PACKED_HEAD_BYTES - len(state)
         return full.fired
 
     def _add_spilled(
