@@ -6,7 +6,7 @@ from cpython.object cimport PyObject
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 cdef enum:
-    _KEY_INLINE = 17     # a key of up to this many bytes is kept in its record (a record is 64)
+    _KEY_INLINE = 15     # a key of up to this many bytes is kept in its record (a record is 64)
 
 
 cdef struct _IdSet:
@@ -20,10 +20,11 @@ cdef struct Rec:
     double* times        # events: times[cap] then int64 hashes[cap]; distinct: see _DRec
     uint32_t hash        # the high half of the mixed key hash: the table place, a first check
     int32_t first        # events: index of the oldest kept time; a free record: the next free
+    int32_t cap          # room in the block (events: up to twice the threshold, and more, see
+                         # EventWindows._reserve)
     int32_t due          # a filing minute the key is filed under, when ``filed`` (see _filings)
     int32_t filed        # how many filing minutes hold the key
     int16_t count        # times or values kept: at most a threshold (10,000) and one
-    int16_t cap          # room in the block: at most 16,384 (events double up to the threshold)
     uint8_t fired
     uint8_t flags
     uint8_t klen         # the key's length in bytes when inline, else _KEY_OUT

@@ -428,6 +428,22 @@ def test_a_key_that_counts_more_values_than_sixteen_bits_number_keeps_the_refere
     assert _exported(fast) == _exported(pure)
 
 
+def test_a_full_window_of_the_largest_threshold_keeps_the_references_times() -> None:
+    """A key under a steady attack at the largest threshold a rule may have: its block of times
+    moves and grows past 30,000 slots' room as the window turns over (events come later than
+    the window keeps them); after 60,000 events it holds the reference's times and fires with
+    it."""
+    pure, fast = _pair(10_000, False, False)
+    for n in range(60_000):
+        at = n * 0.001
+        outcomes = [windows.add("k", at, f"e{n}") for windows in (pure, fast)]
+        assert outcomes[0] == outcomes[1], n
+        if n % 5_000 == 0:
+            assert fast.times("k") == pure.times("k"), n
+    assert _state(fast, False) == _state(pure, False)
+    assert _exported(fast) == _exported(pure)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     threshold=st.integers(1, 8),
