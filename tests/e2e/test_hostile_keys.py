@@ -81,6 +81,17 @@ def _summed(stack: Stack, metric: str) -> float:
     return sum(value for (name, _), value in stack.daemon.metrics().items() if name == metric)
 
 
+def _consumed_and_locked(stack: Stack, events: list[dict[str, Any]], user: str) -> None:
+    """Produce ``events``; wait until the daemon has read every one and ``user`` is locked."""
+    produce(stack.bootstrap, stack.events_topic, events)
+    wait_until(
+        lambda: stack.daemon.metric("lockoutd_events_total", result="accepted") >= len(events),
+        timeout=120,
+        what="every event consumed",
+    )
+    wait_until(lambda: stack.emulator.state_of(user) is UserState.LOCKED, what=f"{user} locked")
+
+
 def test_a_flood_of_made_up_users_is_bounded_and_the_user_under_attack_is_locked(
     bounded_stack: Stack,
 ) -> None:
@@ -93,14 +104,7 @@ def test_a_flood_of_made_up_users_is_bounded_and_the_user_under_attack_is_locked
         events.append(failure(f"made-up-{n:05d}", 9 + n / 3_000, org_id=ORG_ID))
         if n % 40 == 20 and n < 200:  # five failures of the user, 40 made-up ones apart
             events.append(failure("4100", 9 + n / 3_000, org_id=ORG_ID))
-    produce(stack.bootstrap, stack.events_topic, events)
-
-    wait_until(
-        lambda: stack.daemon.metric("lockoutd_events_total", result="accepted") >= len(events),
-        timeout=120,
-        what="every event consumed",
-    )
-    wait_until(lambda: stack.emulator.state_of("4100") is UserState.LOCKED, what="the lock")
+    _consumed_and_locked(stack, events, "4100")
     assert 0 < _summed(stack, "lockoutd_tracked_keys") <= BOUND
     assert stack.daemon.metric("lockoutd_tracked_keys_limit") == BOUND
     evicted = stack.daemon.metric("lockoutd_evicted_keys_total", rule="password-bruteforce")
@@ -125,14 +129,7 @@ def test_windows_filled_with_the_longest_ids_stay_within_the_byte_bound(
         events.append(failure(made_up, 9 + n / 6_000, org_id=ORG_ID, ip=address))
         if n % 500 == 250 and n < 2_500:  # five failures of the user among them
             events.append(failure("4200", 9 + n / 6_000, org_id=ORG_ID))
-    produce(stack.bootstrap, stack.events_topic, events)
-
-    wait_until(
-        lambda: stack.daemon.metric("lockoutd_events_total", result="accepted") >= len(events),
-        timeout=120,
-        what="every event consumed",
-    )
-    wait_until(lambda: stack.emulator.state_of("4200") is UserState.LOCKED, what="the lock")
+    _consumed_and_locked(stack, events, "4200")
     assert stack.daemon.metric("lockoutd_window_bytes_limit") == BYTES
     assert 0 < _summed(stack, "lockoutd_window_bytes") <= BYTES
     assert _summed(stack, "lockoutd_evicted_keys_total") > 0
