@@ -4,7 +4,7 @@ Both commands call :func:`load_for_run`, so that ``check`` cannot say ok to a co
 ``run`` refuses: the rules, the Kafka TLS and SASL files, the schedule signing key (required
 when a rule locks temporarily), and the ZITADEL credential (exactly one, readable, not empty) and
 CA bundle, each read by the very functions the daemon uses; and the bound on what the windows
-hold against the container's memory limit.
+hold against the memory limit of the daemon's cgroup.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ cdef struct Rec:
     double* times        # events: times[cap] then int64 hashes[cap]; distinct: see _DRec
     uint32_t hash        # the high half of the mixed key hash: the table place, a first check
     int32_t first        # events: index of the oldest kept time; a free record: the next free
-    int32_t cap          # room in the block (events: up to twice the threshold, and more, see
-                         # EventWindows._reserve)
+    int32_t cap          # room in the block (events: beyond the threshold as _reserve grows
+                         # it, 32,768 at a threshold of 10,000)
     int32_t due          # a filing minute the key is filed under, when ``filed`` (see _filings)
     int32_t filed        # how many filing minutes hold the key
     int16_t count        # times or values kept: at most a threshold (10,000) and one
