@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 
 from lockoutd.decide.bound import KeyBound, held_bytes
@@ -16,6 +18,10 @@ def _tracked(*engines: Engine) -> int:
     return sum(count for engine in engines for _, count in engine.tracked_keys())
 
 
+def _held(*engines: Engine) -> int:
+    return held_bytes(pair for engine in engines for pair in engine.rule_windows())
+
+
 def _flood(count: int, *, seed: int = 7, start: float = 0.0, span: float = 5.0) -> list[Event]:
     """``count`` made-up users with one failure each, spread over ``span`` minutes."""
     return [
@@ -23,19 +29,31 @@ def _flood(count: int, *, seed: int = 7, start: float = 0.0, span: float = 5.0) 
     ]
 
 
-def _feed(
-    engine: Engine, bound: KeyBound, events: list[Event], batch: int
-) -> tuple[list[str], int]:
-    """Feed ``events`` in batches, the bound enforced after each, as the pipeline does; return
-    the keys that fired and the most keys tracked after any batch."""
-    fired: list[str] = []
-    most = 0
+class Fed(NamedTuple):
+    fired: list[str]
+    """The keys that fired, in order."""
+    most_keys: int
+    """The most keys tracked after any batch."""
+    most_bytes: int
+    """The most bytes held after any batch."""
+    evicted: int
+    """Live windows the bound forgot, all batches together."""
+
+
+def _feed(engine: Engine, bound: KeyBound, events: list[Event], batch: int) -> Fed:
+    """Feed ``events`` in batches, the bound enforced after each, as the pipeline does."""
+    fed = Fed([], 0, 0, 0)
     for first in range(0, len(events), batch):
         for item in events[first : first + batch]:
-            fired += [f.key_text for f in engine.process(item, item.occurred_at)]
-        bound.enforce([engine])
-        most = max(most, _tracked(engine))
-    return fired, most
+            fed.fired.extend(f.key_text for f in engine.process(item, item.occurred_at))
+        evicted = sum(bound.enforce([engine]).values())
+        fed = Fed(
+            fed.fired,
+            max(fed.most_keys, _tracked(engine)),
+            max(fed.most_bytes, _held(engine)),
+            fed.evicted + evicted,
+        )
+    return fed
 
 
 def test_a_flood_of_one_failure_keys_cannot_blind_a_user_under_attack() -> None:
@@ -49,21 +67,24 @@ def test_a_flood_of_one_failure_keys_cannot_blind_a_user_under_attack() -> None:
         stream.append(item)
         if n % 500 == 250 and n < 5_000:  # a failure for the victim every 500 made-up ones
             stream.append(event((item.occurred_at - T0) / MINUTE, user_id="victim"))
-    fired, most = _feed(engine, bound, stream, batch=250)
-    assert fired == ["victim"]
-    assert most <= 1_000
+    fed = _feed(engine, bound, stream, batch=250)
+    assert fed.fired == ["victim"]
+    assert fed.most_keys <= 1_000
     assert _tracked(engine) < 1_000
 
 
 def test_without_a_bound_the_flood_is_all_kept() -> None:
     """What the bound is for: one window per made-up key, for as long as the window lasts."""
     engine = Engine(ruleset(rule(threshold=5, window="10m")))
-    _, most = _feed(engine, KeyBound(10**9), _flood(20_000), batch=250)
-    assert most == 20_000
+    assert _feed(engine, KeyBound(10**9), _flood(20_000), batch=250).most_keys == 20_000
 
 
-def _held(*engines: Engine) -> int:
-    return held_bytes(pair for engine in engines for pair in engine.rule_windows())
+_LONG_FLOOD_RULES = ruleset(
+    rule(threshold=5, window="10m"),
+    rule("spray", key=["ip"], distinct="user_id", threshold=20, action={"report": {}}),
+)
+"""A rule per user and a spray rule per address: each long id is a key of one and a value of
+the other."""
 
 
 def _long_flood(count: int) -> list[Event]:
@@ -79,36 +100,22 @@ def test_a_flood_of_long_keys_stays_within_the_byte_bound_and_cannot_blind_a_use
     """A bound of a million keys lets 20,000 keys through, and each of those costs what its
     200-character id and its values cost: past a megabyte, windows go by the same order as for
     keys, and the user under attack among them still fires."""
-    rules = ruleset(
-        rule(threshold=5, window="10m"),
-        rule("spray", key=["ip"], distinct="user_id", threshold=20, action={"report": {}}),
-    )
-    engine = Engine(rules)
-    bound = KeyBound(1_000_000, max_bytes=1 << 20)
+    engine = Engine(_LONG_FLOOD_RULES)
     stream: list[Event] = []
     for n, item in enumerate(_long_flood(20_000)):
         stream.append(item)
         if n % 500 == 250 and n < 5_000:
             stream.append(event((item.occurred_at - T0) / MINUTE, user_id="victim"))
-    fired: list[str] = []
-    evicted = 0
-    for first in range(0, len(stream), 250):
-        for item in stream[first : first + 250]:
-            fired += [f.key_text for f in engine.process(item, item.occurred_at)]
-        evicted += sum(bound.enforce([engine]).values())
-        assert _held(engine) <= 1 << 20
-    assert fired == ["victim"]
-    assert evicted > 20_000
+    fed = _feed(engine, KeyBound(1_000_000, max_bytes=1 << 20), stream, batch=250)
+    assert fed.most_bytes <= 1 << 20
+    assert fed.fired == ["victim"]
+    assert fed.evicted > 20_000
 
 
 def test_without_a_byte_bound_long_keys_take_what_they_cost() -> None:
     """What the bound on bytes is for: the flood above holds over ten megabytes under the bound
     on keys alone, two keys of 300 to 400 bytes for each failure."""
-    rules = ruleset(
-        rule(threshold=5, window="10m"),
-        rule("spray", key=["ip"], distinct="user_id", threshold=20, action={"report": {}}),
-    )
-    engine = Engine(rules)
+    engine = Engine(_LONG_FLOOD_RULES)
     for item in _long_flood(20_000):
         engine.process(item, item.occurred_at)
     assert KeyBound(1_000_000).enforce([engine]) == {}
@@ -122,8 +129,7 @@ def test_a_key_near_its_threshold_outlives_keys_with_fewer_events() -> None:
     for at in (0, 0.1, 0.2, 0.3):
         engine.process(event(at, user_id="victim"), T0 + at * MINUTE)
     twice = [e for item in _flood(300, start=0.5) for e in (item, item)]
-    _, most = _feed(engine, bound, twice, batch=50)
-    assert most <= 100
+    assert _feed(engine, bound, twice, batch=50).most_keys <= 100
     (firing,) = engine.process(event(6, user_id="victim"), T0 + 6 * MINUTE)
     assert firing.count == 5
 
