@@ -1,24 +1,19 @@
 """Which windows run: the compiled core, or the pure-Python reference it must agree with.
 
 The compiled core (``lockoutd.decide._cwindows``) is built by ``pip install`` where a C compiler
-is present. ``LOCKOUTD_NO_EXTENSIONS=1`` selects the reference even where it is built; the
-variable is read once, when lockoutd starts (README, "Installing"). The core is chosen only when
-it offers every method the reference does: a method added to the reference alone (or a build
-older than its source) makes lockoutd run the reference rather than fail when that is called.
+is present, and switched off with every other extension (:mod:`lockoutd.extensions`). The core
+is chosen only when it offers every method the reference does: a method added to the reference
+alone (or a build older than its source) makes lockoutd run the reference rather than fail when
+that is called.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 from typing import TYPE_CHECKING, Any
 
+from lockoutd import extensions
 from lockoutd.decide import windows as reference
-
-NO_EXTENSIONS_VARIABLE = "LOCKOUTD_NO_EXTENSIONS"
-
-COMPILED = "compiled"
-PURE_PYTHON = "pure Python"
+from lockoutd.extensions import COMPILED, PURE_PYTHON
 
 _REFERENCE_ONLY = frozenset({"by_key"})
 """Public attributes of the reference that the engine does not use (the reference's own dict)."""
@@ -38,18 +33,11 @@ def choose(compiled: Any, *, no_extensions: bool) -> tuple[Any, Any, str]:
     return reference.EventWindows, reference.DistinctWindows, PURE_PYTHON
 
 
-def _compiled_module(name: str = "_cwindows") -> Any:
-    try:
-        return importlib.import_module(f"lockoutd.decide.{name}")
-    except ImportError:  # built without a compiler
-        return None
-
-
 def dispatch_for(which: str) -> Any:
     """The compiled per-event loop over the rules (``lockoutd.decide._cdispatch``) to run with
     the windows ``which`` says run, or None for the engine's Python loop: the compiled loop goes
     with the compiled windows, the reference with the reference."""
-    return _compiled_module("_cdispatch") if which == COMPILED else None
+    return extensions.built("lockoutd.decide._cdispatch") if which == COMPILED else None
 
 
 if TYPE_CHECKING:
@@ -58,8 +46,7 @@ if TYPE_CHECKING:
     WINDOWS = COMPILED
 else:
     EventWindows, DistinctWindows, WINDOWS = choose(
-        _compiled_module(),
-        no_extensions=os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0"),
+        extensions.built("lockoutd.decide._cwindows"), no_extensions=extensions.DISABLED
     )
 DISPATCH: Any = dispatch_for(WINDOWS)
 """The compiled loop of ``Engine.process`` over a plan's rules, or None: the Python loop."""
