@@ -35,7 +35,10 @@ class _OptionalBuildExt(build_ext):
         print(f"lockoutd: compiled {what} built")
 
 
-_WHAT = {"lockoutd.decide._cdispatch": ("rule loop", "the engine's Python loop")}
+_WHAT = {
+    "lockoutd.decide._cdispatch": ("rule loop", "the engine's Python loop"),
+    "lockoutd.decode._cnative": ("decoder check", "the decoder's Python check"),
+}
 """What each extension other than the windows is called in the build's one line about it."""
 
 
@@ -48,6 +51,7 @@ def _extensions() -> list[Extension]:
     # The windows' layout is declared once, in the .pxd both modules compile against: a change
     # to it rebuilds both, and a source distribution carries it.
     layout = ["lockoutd/decide/_cwindows.pxd"]
+    ipv4 = ["lockoutd/decode/_ipv4.pxd"]
     core = Extension(
         "lockoutd.decide._cwindows",
         ["lockoutd/decide/_cwindows.pyx"],
@@ -57,10 +61,16 @@ def _extensions() -> list[Extension]:
     dispatch = Extension(
         "lockoutd.decide._cdispatch",
         ["lockoutd/decide/_cdispatch.pyx"],
-        depends=layout,
+        depends=layout + ipv4,
         optional=True,
     )
-    return list(cythonize([core, dispatch], language_level=3, quiet=True))
+    decoder = Extension(
+        "lockoutd.decode._cnative",
+        ["lockoutd/decode/_cnative.pyx"],
+        depends=ipv4,
+        optional=True,
+    )
+    return list(cythonize([core, dispatch, decoder], language_level=3, quiet=True))
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": _OptionalBuildExt})

@@ -154,13 +154,16 @@ WINDOWS_CHOICES = ("compiled", "pure Python")
 
 
 def use_windows(kind: str) -> None:
-    """Build the engines that follow with the compiled windows or the pure-Python reference.
+    """Build the engines that follow with the compiled windows or the pure-Python reference, and
+    decode with the check that goes with them (the compiled one, or the reference).
 
     The daemon chooses once at start (``LOCKOUTD_NO_EXTENSIONS``); a benchmark runs both sides
     in one process to measure them side by side on the same data.
     """
     from lockoutd.decide import core, windows
+    from lockoutd.decode import native
 
+    native._event, native._validated = native.check_of(kind)
     core.DISPATCH = core.dispatch_for(kind)
     if kind == core.PURE_PYTHON:
         core.EventWindows, core.DistinctWindows = windows.EventWindows, windows.DistinctWindows

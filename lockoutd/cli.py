@@ -23,6 +23,7 @@ from lockoutd import __version__, words
 from lockoutd.collector import settle_after_startup
 from lockoutd.decide.core import WINDOWS
 from lockoutd.decode.formats import FormatName
+from lockoutd.decode.native import DECODER
 from lockoutd.errors import ConfigError, KafkaUnavailable, LockoutdError
 from lockoutd.preflight import load_for_run
 from lockoutd.report.logging import configure_logging
@@ -83,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="lockoutd", description="Lock ZITADEL users whose login failures cross a rule."
     )
     parser.add_argument(
-        "--version", action="version", version=f"lockoutd {__version__} (windows: {WINDOWS})"
+        "--version",
+        action="version",
+        version=f"lockoutd {__version__} (windows: {WINDOWS}, decoder: {DECODER})",
     )
     commands = parser.add_subparsers(dest="command")
     config_help = "configuration file (default: config/lockoutd.yaml)"

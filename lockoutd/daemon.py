@@ -39,6 +39,7 @@ from lockoutd.act.unlocker import Unlocker
 from lockoutd.act.zitadel import ZitadelClient
 from lockoutd.decide.core import WINDOWS
 from lockoutd.decide.decision import Decision
+from lockoutd.decode.native import DECODER
 from lockoutd.errors import (
     ConfigError,
     InvalidUserId,
@@ -237,6 +238,7 @@ class Daemon:
                 metrics_listen=settings.metrics.listen,
                 pending_unlocks=len(schedule),
                 windows=WINDOWS,
+                decoder=DECODER,
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(unlocker.run(self._stop), name="unlocker")

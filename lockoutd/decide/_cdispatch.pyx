@@ -28,6 +28,7 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
 from lockoutd.decide._cwindows cimport DistinctWindows, EventWindows, _Table
+from lockoutd.decode._ipv4 cimport canonical_ipv4_last_dot
 
 from types import MemberDescriptorType
 
@@ -39,7 +40,6 @@ from lockoutd.decode.limits import MAX_EXTRA_TEXT_CHARACTERS
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
     Py_ssize_t PyObject_Hash(object o) except -1
-    bint PyUnicode_IS_COMPACT_ASCII(object o)
     void* PyUnicode_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     object PyUnicode_FromStringAndSize(const char* s, Py_ssize_t size)
@@ -129,41 +129,15 @@ cdef inline object _attr(object event, Py_ssize_t offset, str name):
     return getattr(event, name)
 
 
-cdef inline int _octet(const char* s, Py_ssize_t start, Py_ssize_t end) noexcept:
-    # An octet as CANONICAL_IPV4 spells it (0 to 255, no leading zero): its value, else -1.
-    cdef Py_ssize_t n = end - start, i
-    cdef int value = 0
-    if n < 1 or n > 3 or (n > 1 and s[start] == c'0'):
-        return -1
-    for i in range(start, end):
-        if s[i] < c'0' or s[i] > c'9':
-            return -1
-        value = value * 10 + (s[i] - c'0')
-    return value if value <= 255 else -1
-
-
 cdef object _canonical_prefix(str ip):
-    # lockoutd.decode.event.ip_prefix for an address spelled as CANONICAL_IPV4 matches; None for
+    # lockoutd.decode.event.ip_prefix for an address spelled as ipaddress spells it; None for
     # any other spelling, which the reference function reads.
-    cdef Py_ssize_t n, i, start = 0, dots = 0, last = 0
+    cdef Py_ssize_t last = canonical_ipv4_last_dot(ip), i
     cdef const char* s
     cdef char out[24]
-    if not PyUnicode_IS_COMPACT_ASCII(ip):
-        return None
-    n = PyUnicode_GET_LENGTH(ip)
-    if n > 15:
+    if last < 0:
         return None
     s = <const char*>PyUnicode_DATA(ip)
-    for i in range(n + 1):
-        if i == n or s[i] == c'.':
-            if _octet(s, start, i) < 0:
-                return None
-            if i < n:
-                dots += 1
-                last = i
-            start = i + 1
-    if dots != 3:
-        return None
     for i in range(last):
         out[i] = s[i]
     out[last] = c'.'

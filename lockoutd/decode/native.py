@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import ipaddress
 from collections.abc import Callable
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 
+from lockoutd import extensions
 from lockoutd.decode.event import STANDARD_FIELDS, Event, canonical_ipv4_prefix
 from lockoutd.decode.limits import (
     BOUNDED_OBJECT,
@@ -26,6 +28,7 @@ from lockoutd.decode.limits import (
     Horizon,
 )
 from lockoutd.decode.login_name import normalize_login_name
+from lockoutd.extensions import COMPILED, PURE_PYTHON
 
 UNPARSED_IP: Final = "ip_unparsed"
 """The extra field that keeps an ``ip`` that is no address: the event counts without an address."""
@@ -57,12 +60,12 @@ class _Wire(msgspec.Struct, gc=False):
     type: _Name
     occurred_at: datetime
     user_id: _Id | None = None
-    login_name: str | None = None  # checked once normalised (see _validated)
+    login_name: str | None = None  # checked once normalised (see _reference_validated)
     org_id: _Id | None = None
-    ip: str | None = None  # kept aside when it is no address, never refused (see _validated)
+    ip: str | None = None  # kept aside when no address, never refused (see _reference_validated)
     reason: _Name | None = None
     event_id: _EventId | None = None
-    user_agent: str | None = None  # cut, never refused (see _validated)
+    user_agent: str | None = None  # cut, never refused (see _reference_validated)
 
 
 class _StandardOnly(_Wire, forbid_unknown_fields=True):
@@ -259,16 +262,19 @@ def event_from_mapping(document: dict[str, Any], horizon: Horizon = WALL_CLOCK) 
     return _event(wire, extra, horizon)
 
 
-def _event(wire: _Wire, extra: dict[str, Any], horizon: Horizon) -> Event:
-    # Runs for every record: each field is read once into a local, and the event is built by
-    # position (in Event's field order), which msgspec does faster than by keyword.
+def _reference_event(wire: _Wire, extra: dict[str, Any], horizon: Horizon) -> Event:
+    # Runs for every record (where the compiled check is not built): each field is read once
+    # into a local, and the event is built by position (in Event's field order), which msgspec
+    # does faster than by keyword.
     occurred_at = wire.occurred_at
     if occurred_at.tzinfo is None:
         raise InvalidEvent("bad_time", "occurred_at has no UTC offset (RFC 3339 needs one)")
-    return _validated(wire, occurred_at.timestamp(), extra, horizon)
+    return _reference_validated(wire, occurred_at.timestamp(), extra, horizon)
 
 
-def _validated(wire: _Wire | _Element, at: float, extra: dict[str, Any], horizon: Horizon) -> Event:
+def _reference_validated(
+    wire: _Wire | _Element, at: float, extra: dict[str, Any], horizon: Horizon
+) -> Event:
     # What every native event must be, however its time was written.
     if at >= horizon.latest or at < EARLIEST_EVENT_TIME:  # rare: checked at length apart
         _check_time(at, horizon)
@@ -312,6 +318,33 @@ def _validated(wire: _Wire | _Element, at: float, extra: dict[str, Any], horizon
         user_agent,
         extra,
     )
+
+
+_EventOf = Callable[[_Wire, dict[str, Any], Horizon], Event]
+_ValidatedOf = Callable[[_Wire | _Element, float, dict[str, Any], Horizon], Event]
+
+
+def check_of(which: str) -> tuple[_EventOf, _ValidatedOf]:
+    """``(_event, _validated)`` of the compiled check (``"compiled"``) or of the reference: for
+    the tests and benchmarks that run both side by side. Raises ImportError where the compiled
+    check is not built."""
+    if which == PURE_PYTHON:
+        return _reference_event, _reference_validated
+    # It takes the plainly valid record and hands every other to the reference; both make the
+    # same event or refuse for the same reason (lockoutd.decode._cnative).
+    compiled = importlib.import_module("lockoutd.decode._cnative")
+    check = compiled.Validator(_reference_event, _reference_validated, _Wire, _Element)
+    return check.event, check.validated
+
+
+def _choose_check() -> tuple[_EventOf, _ValidatedOf, str]:
+    which = COMPILED if extensions.chosen("lockoutd.decode._cnative") else PURE_PYTHON
+    return (*check_of(which), which)
+
+
+_event, _validated, DECODER = _choose_check()
+"""How a decoded record becomes an event (``_event`` from a datetime, ``_validated`` from
+seconds), and which check that is: ``"compiled"`` or ``"pure Python"``."""
 
 
 def _check_time(at: float, horizon: Horizon) -> None:

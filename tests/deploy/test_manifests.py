@@ -384,7 +384,7 @@ def test_the_image_ships_the_compiled_windows_without_a_compiler() -> None:
     assert ("COPY", "pyproject.toml setup.py README.md ./") in build
     image_runs = " ".join(args for op, args in image if op == "RUN")
     assert "gcc" not in image_runs
-    assert 'lockoutd --version | grep -q "(windows: compiled)"' in image_runs
+    assert 'grep -q "(windows: compiled, decoder: compiled)"' in image_runs
 
 
 # --- systemd -----------------------------------------------------------------------------------

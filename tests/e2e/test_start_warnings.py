@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from lockoutd.decide import core
+from lockoutd.decode import native
 from lockoutd.testing.broker import LocalBroker
 from tests.e2e.conftest import REPO, start_stack, stop_stack
 
@@ -46,7 +47,8 @@ def test_a_rule_on_a_field_no_format_produces_is_logged_at_start(
 
 
 def test_the_start_line_says_which_windows_run(broker: LocalBroker, tmp_path: Path) -> None:
-    """``daemon_started`` says whether the compiled windows or the pure-Python ones count."""
+    """``daemon_started`` says whether the compiled windows or the pure-Python ones count, and
+    which check decodes."""
     stack = start_stack(broker, tmp_path)
     try:
         deadline = time.monotonic() + 30
@@ -54,6 +56,8 @@ def test_the_start_line_says_which_windows_run(broker: LocalBroker, tmp_path: Pa
         while not started and time.monotonic() < deadline:
             started = [line for line in stack.daemon.logs() if line["event"] == "daemon_started"]
             time.sleep(0.2)
-        assert [line["windows"] for line in started] == [core.WINDOWS]
+        assert [(line["windows"], line["decoder"]) for line in started] == [
+            (core.WINDOWS, native.DECODER)
+        ]
     finally:
         stop_stack(stack)

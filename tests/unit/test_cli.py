@@ -16,12 +16,17 @@ import pytest
 from lockoutd import __version__
 from lockoutd.cli import main
 from lockoutd.decide import core
+from lockoutd.decode import native
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def compiled_core_built() -> bool:
     return importlib.util.find_spec("lockoutd.decide._cwindows") is not None
+
+
+def compiled_decoder_built() -> bool:
+    return importlib.util.find_spec("lockoutd.decode._cnative") is not None
 
 
 RULES = """\
@@ -133,15 +138,24 @@ def test_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--version"])
     assert caught.value.code == 0
-    assert capsys.readouterr().out == f"lockoutd {__version__} (windows: {core.WINDOWS})\n"
+    expected = f"lockoutd {__version__} (windows: {core.WINDOWS}, decoder: {native.DECODER})\n"
+    assert capsys.readouterr().out == expected
 
 
 @pytest.mark.parametrize(
-    ("variable", "windows"),
-    [("1", "pure Python"), ("", "compiled" if compiled_core_built() else "pure Python")],
+    ("variable", "windows", "decoder"),
+    [
+        ("1", "pure Python", "pure Python"),
+        (
+            "",
+            "compiled" if compiled_core_built() else "pure Python",
+            "compiled" if compiled_decoder_built() else "pure Python",
+        ),
+    ],
 )
-def test_version_says_which_windows_run(variable: str, windows: str) -> None:
-    """``LOCKOUTD_NO_EXTENSIONS=1`` selects the pure-Python windows, and ``--version`` says so."""
+def test_version_says_which_windows_run(variable: str, windows: str, decoder: str) -> None:
+    """``LOCKOUTD_NO_EXTENSIONS=1`` selects the pure-Python windows and decoder check, and
+    ``--version`` says so."""
     env = {**os.environ, "LOCKOUTD_NO_EXTENSIONS": variable}
     out = subprocess.run(
         [sys.executable, "-m", "lockoutd", "--version"],
@@ -150,7 +164,7 @@ def test_version_says_which_windows_run(variable: str, windows: str) -> None:
         text=True,
         check=True,
     ).stdout
-    assert out == f"lockoutd {__version__} (windows: {windows})\n"
+    assert out == f"lockoutd {__version__} (windows: {windows}, decoder: {decoder})\n"
 
 
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
