@@ -32,7 +32,9 @@ from lockoutd.decode._ipv4 cimport canonical_ipv4_last_dot
 
 from types import MemberDescriptorType
 
-from lockoutd.decode.event import STANDARD_FIELDS
+from msgspec.structs import replace
+
+from lockoutd.decode.event import LOGIN_SUCCEEDED, STANDARD_FIELDS
 from lockoutd.decode.event import Event
 from lockoutd.decode.event import extra_value, ip_prefix
 from lockoutd.decode.limits import MAX_EXTRA_TEXT_CHARACTERS
@@ -53,6 +55,8 @@ cdef extern from "Python.h":
 # C globals: no lookup in the module's dict per event.
 cdef object _Event = Event
 cdef object _ip_prefix = ip_prefix
+cdef object _replace = replace
+cdef str _SUCCEEDED = LOGIN_SUCCEEDED
 
 cdef enum:
     _USER = 0      # user_id, or the login name when it is empty
@@ -115,6 +119,8 @@ cdef int _AT = _field_id("occurred_at")
 cdef int _ID = _field_id("event_id")
 cdef int _LOGIN_NAME = _field_id("login_name")
 cdef Py_ssize_t _USER_ID_AT = _offset("user_id")
+cdef Py_ssize_t _TYPE_AT = _offset("type")
+cdef Py_ssize_t _REASON_AT = _offset("reason")
 cdef Py_ssize_t _EXTRA_AT = _offset("extra")
 cdef Py_ssize_t _MAX_EXTRA_TEXT = MAX_EXTRA_TEXT_CHARACTERS
 
@@ -432,3 +438,57 @@ cdef class Plan:
 
     def __len__(self):
         return len(self.counters)
+
+
+cdef class Front:
+    """``Front`` of :mod:`lockoutd.decide.engine` (the reference), compiled: what
+    ``Engine.process`` does with an event before its rules count it, in the same order. With the
+    compiled rule loop behind it, an event's way from ``process`` to its windows runs no Python
+    code unless something rare happens (a plan made, a reset, a sweep, an allowlisted address)."""
+
+    cdef object _plan_for
+    cdef object _reset
+    cdef object _sweep
+    cdef object _note_replayed
+    cdef object _ip_allowlisted
+    cdef public dict plans
+    cdef public double watermark
+    cdef public double next_sweep
+
+    def __init__(self, plan_for, reset, sweep, note_replayed, ip_allowlisted):
+        """As the reference's."""
+        self._plan_for = plan_for
+        self._reset = reset
+        self._sweep = sweep
+        self._note_replayed = note_replayed
+        self._ip_allowlisted = ip_allowlisted
+        self.plans = {}
+        self.watermark = float("-inf")
+        self.next_sweep = float("-inf")
+
+    def process(self, event, double now, *, record_key=None, bint replayed=False):
+        """As the reference's."""
+        # Each field read where an Event holds it (see _attr).
+        cdef PyObject* found
+        cdef double at = _attr(event, _field_offsets[_AT], "occurred_at")
+        if at > self.watermark:
+            if at > now:
+                event = _replace(event, occurred_at=now)
+                at = now
+            self.watermark = at
+            if at >= self.next_sweep:
+                self._sweep()
+        if self._ip_allowlisted is not None:
+            if self._ip_allowlisted(_attr(event, _field_offsets[_IP], "ip")):
+                return []
+        kind_type = _attr(event, _TYPE_AT, "type")
+        if kind_type == _SUCCEEDED:
+            self._reset(event)
+            return []
+        kind = (kind_type, _attr(event, _REASON_AT, "reason"))
+        found = PyDict_GetItemWithError(self.plans, kind)
+        plan = <object>found if found != NULL else self._plan_for(kind)
+        if replayed:
+            self._note_replayed(event, kind)
+        key = None if record_key is None else record_key.decode("utf-8", "replace")
+        return plan(event, key)

@@ -309,23 +309,49 @@ def _slot(value: Any) -> Slot | None:
     return value if isinstance(value, tuple) else str(value)
 
 
-class Engine:
-    """Evaluates every rule over every event.
+class Front:
+    """What ``Engine.process`` does with an event before its rules count it: the watermark and
+    the sweep it triggers, the allowlist of addresses, a success's reset, the plan of the event's
+    kind, the replayed events' note. The reference; ``lockoutd.decide._cdispatch.Front`` is the
+    same, compiled, for the compiled windows.
 
-    ``process`` takes the wall-clock ``now`` to bound event times: an event stamped later than
-    ``now`` cannot have happened yet, so it is counted at ``now`` (README, "How a window counts").
-    Counted at its own time, it would anchor its key's window ahead of the real failures and push
-    them out of it, and keep the key from ever looking idle; one event stamped far in the future
-    would also make every other key look idle and evict it.
+    ``now`` bounds event times: an event stamped later than ``now`` cannot have happened yet, so
+    it is counted at ``now`` (README, "How a window counts"). Counted at its own time, it would
+    anchor its key's window ahead of the real failures and push them out of it, and keep the key
+    from ever looking idle; one event stamped far in the future would also make every other key
+    look idle and evict it.
     """
 
-    def __init__(self, rules: RuleSet) -> None:
-        self.rules = rules
-        self._states = [RuleState(rule) for rule in rules.rules]
-        self._plans: dict[tuple[str, Any], Plan] = {}
-        self._watermark = float("-inf")
-        self._next_sweep = float("-inf")
-        self._allowlists_ips = bool(rules.allowed.networks)
+    __slots__ = (
+        "_ip_allowlisted",
+        "_note_replayed",
+        "_plan_for",
+        "_reset",
+        "_sweep",
+        "next_sweep",
+        "plans",
+        "watermark",
+    )
+
+    def __init__(
+        self,
+        plan_for: Callable[[tuple[str, Any]], Plan],
+        reset: Callable[[Event], None],
+        sweep: Callable[[], int],
+        note_replayed: Callable[[Event, tuple[str, Any]], None],
+        ip_allowlisted: Callable[[str | None], bool] | None,
+    ) -> None:
+        """The engine's steps that are not the front's: the plan of a kind not met before, a
+        success's reset, the sweep for idle keys, the note of a replayed event, and whether an
+        address is allowlisted (None when none is)."""
+        self._plan_for = plan_for
+        self._reset = reset
+        self._sweep = sweep
+        self._note_replayed = note_replayed
+        self._ip_allowlisted = ip_allowlisted
+        self.plans: dict[tuple[str, Any], Plan] = {}
+        self.watermark = float("-inf")
+        self.next_sweep = float("-inf")
 
     def process(
         self,
@@ -341,41 +367,64 @@ class Engine:
         being rebuilt): the firings it causes say whether their crossing holds only such events.
         """
         at = event.occurred_at
-        if at > self._watermark:
+        if at > self.watermark:
             if at > now:
                 event = msgspec.structs.replace(event, occurred_at=now)
                 at = now
-            self._watermark = at
-            if at >= self._next_sweep:
-                self.evict_idle()
-        if self._allowlists_ips and self.rules.ip_allowlisted(event.ip):
+            self.watermark = at
+            if at >= self.next_sweep:
+                self._sweep()
+        if self._ip_allowlisted is not None and self._ip_allowlisted(event.ip):
             return []
         if event.type == LOGIN_SUCCEEDED:
             self._reset(event)
             return []
         kind = (event.type, event.reason)
-        plan = self._plans.get(kind)
+        plan = self.plans.get(kind)
         if plan is None:
-            plan = self._plan(kind)
+            plan = self._plan_for(kind)
         if replayed:
-            for state in self._states:
-                if state.match.admits(*kind):
-                    state.note_replayed(event)
+            self._note_replayed(event, kind)
         key = record_key.decode("utf-8", "replace") if record_key is not None else None
         return plan(event, key)
+
+
+class Engine:
+    """Evaluates every rule over every event.
+
+    ``process(event, now, record_key=None, replayed=False)`` counts an event in every rule it
+    matches and returns the rules it made fire: see :class:`Front`, which it is.
+    """
+
+    process: Callable[..., list[Firing]]
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self._states = [RuleState(rule) for rule in rules.rules]
+        front = Front if core.DISPATCH is None else core.DISPATCH.Front
+        self._front: Front = front(
+            self._plan,
+            self._reset,
+            self.evict_idle,
+            self._note_replayed,
+            rules.ip_allowlisted if rules.allowed.networks else None,
+        )
+        # The front's own method, not one that calls it: a call fewer for every event.
+        self.process = self._front.process
 
     def _plan(self, kind: tuple[str, Any]) -> Plan:
         # The rules whose type and reason conditions an event of this kind meets, in rule order
         # (the order of the firings): one dict lookup per event instead of a matcher per rule.
-        if len(self._plans) >= _MAX_PLANS:
-            self._plans.clear()
+        plans = self._front.plans
+        if len(plans) >= _MAX_PLANS:
+            plans.clear()
         states = [state for state in self._states if state.match.admits(*kind)]
         plan: Plan
         if core.DISPATCH is not None and all(state.counter is not None for state in states):
             plan = core.DISPATCH.Plan([state.counter for state in states]).count_each
         else:
             plan = functools.partial(_count_each, tuple(state.counts for state in states))
-        self._plans[kind] = plan
+        plans[kind] = plan
         return plan
 
     def _reset(self, event: Event) -> None:
@@ -383,6 +432,11 @@ class Engine:
         for state in self._states:
             if state.rule.reset_on_success and state.match.matches_success(event):
                 state.forget(event)
+
+    def _note_replayed(self, event: Event, kind: tuple[str, Any]) -> None:
+        for state in self._states:
+            if state.match.admits(*kind):
+                state.note_replayed(event)
 
     def reloaded(self, rules: RuleSet) -> Engine:
         """A new engine for ``rules`` that keeps the counts of every rule that did not change."""
@@ -392,13 +446,13 @@ class Engine:
             kept if (kept := unchanged.get(state.rule.name)) and kept.rule == state.rule else state
             for state in new._states
         ]
-        new._watermark = self._watermark
+        new._front.watermark = self._front.watermark
         return new
 
     @property
     def watermark(self) -> float:
         """The newest event time counted (``-inf`` before any)."""
-        return self._watermark
+        return self._front.watermark
 
     def rule_states(self) -> list[RuleState]:
         """The state of every rule, in rule order (for checkpoints)."""
@@ -406,17 +460,18 @@ class Engine:
 
     def restore_watermark(self, watermark: float) -> None:
         """Carry on from a checkpoint's watermark, and sweep the keys idle by it."""
-        if watermark > self._watermark:
-            self._watermark = watermark
+        if watermark > self._front.watermark:
+            self._front.watermark = watermark
         self.evict_idle()
 
     def evict_idle(self) -> int:
         """Forget keys whose every event has left the window; return how many were forgotten."""
-        evicted = sum(state.windows.evict_idle(self._watermark) for state in self._states)
+        watermark = self._front.watermark
+        evicted = sum(state.windows.evict_idle(watermark) for state in self._states)
         for state in self._states:
             if state.replayed:
-                state.forget_replayed_before(self._watermark)
-        self._next_sweep = self._watermark + _SWEEP_EVERY_SECONDS
+                state.forget_replayed_before(watermark)
+        self._front.next_sweep = watermark + _SWEEP_EVERY_SECONDS
         return evicted
 
     def take_key_mismatches(self) -> dict[str, int]:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord
 
 from lockoutd.act.ownership import Version
@@ -20,6 +21,7 @@ from lockoutd.act.zitadel import (
     UserSnapshot,
     UserState,
 )
+from lockoutd.decide.engine import Engine, Firing
 from lockoutd.decode.event import LOGIN_FAILED, Event
 from lockoutd.rules.model import Rule, RuleFile, RuleSet
 
@@ -240,3 +242,22 @@ def record(
         serialized_value_size=len(value or b""),
         headers=tuple(headers),
     )
+
+
+def engines_failing_for(monkeypatch: pytest.MonkeyPatch, user_id: str, error: Exception) -> None:
+    """Every engine made from now on raises ``error`` for the events of ``user_id``, as an
+    unknown bug would, and counts every other event as before."""
+    made = Engine.__init__
+
+    def making(self: Engine, rules: RuleSet) -> None:
+        made(self, rules)
+        process = self.process
+
+        def failing(event: Event, now: float, **kwargs: Any) -> list[Firing]:
+            if event.user_id == user_id:
+                raise error
+            return process(event, now, **kwargs)
+
+        self.process = failing
+
+    monkeypatch.setattr(Engine, "__init__", making)

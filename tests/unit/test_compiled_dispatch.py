@@ -1,4 +1,5 @@
-"""The engine's compiled loop over the rules against its pure-Python loop, on the same events.
+"""The engine's compiled loop over the rules (and its compiled front, which hands each event to
+the loop) against the pure-Python ones, on the same events.
 
 Hypothesis draws rule sets from a pool that covers what the compiled loop reads itself (keys of one
 and two fields, ``user_id`` falling back to the login name, ``ip_prefix`` of canonical and other
@@ -172,9 +173,11 @@ def test_the_compiled_loop_fires_as_the_python_loop(
             assert _seen(got) == _seen(want)
         assert dict(fast.tracked_keys()) == dict(slow.tracked_keys())
         assert fast.take_key_mismatches() == slow.take_key_mismatches()
+        assert fast.watermark == slow.watermark
+    assert type(fast._front).__module__ == dispatch.__name__, "the compiled engine ran no front"
     assert all(
         type(getattr(plan, "__self__", None)).__module__ == dispatch.__name__
-        for plan in fast._plans.values()
+        for plan in fast._front.plans.values()
     ), "the compiled engine ran the Python loop"
 
 

@@ -13,13 +13,12 @@ from aiokafka import TopicPartition
 from structlog.testing import capture_logs
 
 import lockoutd.pipeline
-from lockoutd.decide.engine import Engine, Firing
 from lockoutd.decode.event import Event
 from lockoutd.decode.formats import Decoder, FormatName
 from lockoutd.replay.runner import Replay
 from lockoutd.rules import load_rules
 from lockoutd.settings import Settings
-from tests.unit.helpers import record
+from tests.unit.helpers import engines_failing_for, record
 from tests.unit.test_pipeline import NOW, REPO, FakeStore, failure, make_pipeline
 
 POISON_USER = "666"
@@ -33,14 +32,7 @@ class Unforeseen(Exception):
 @pytest.fixture
 def engine_fails_for_the_poison_user(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine raises for events of :data:`POISON_USER`, as an unknown bug would."""
-    process = Engine.process
-
-    def failing(self: Engine, event: Event, now: float, **kwargs: Any) -> list[Firing]:
-        if event.user_id == POISON_USER:
-            raise Unforeseen(f"quoting the record: {SECRET}")
-        return process(self, event, now, **kwargs)
-
-    monkeypatch.setattr(Engine, "process", failing)
+    engines_failing_for(monkeypatch, POISON_USER, Unforeseen(f"quoting the record: {SECRET}"))
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import ipaddress
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import hypothesis
 import msgspec
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from lockoutd.daemon import Daemon
-from lockoutd.decide.engine import Engine, Firing, key_reader
+from lockoutd.decide.engine import key_reader
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
 from lockoutd.decode.native import InvalidEvent, bundle_decoder, bundle_element, decode_native
 from lockoutd.pipeline import Pipeline
@@ -35,7 +34,7 @@ from lockoutd.rules.model import Rule
 from lockoutd.settings import KafkaSettings, Settings
 from lockoutd.source.kafka import OutgoingRecord
 from lockoutd.source.schedule_seal import schedule_seal
-from tests.unit.helpers import T0, event, record, rule, ruleset
+from tests.unit.helpers import T0, engines_failing_for, event, record, rule, ruleset
 from tests.unit.test_hostile_input import json_values
 from tests.unit.test_pipeline import FakeStore
 
@@ -348,18 +347,11 @@ async def test_an_event_of_a_bundle_whose_counting_fails_is_dead_lettered_alone(
 ) -> None:
     """A bug met by one event of a bundle costs that event, not the bundle: its dead letter holds
     it alone, and the events around it count."""
-    process = Engine.process
-
-    def failing(self: Engine, e: Event, now: float, **kwargs: Any) -> list[Firing]:
-        if e.user_id == "666":
-            raise RuntimeError("a bug")
-        return process(self, e, now, **kwargs)
-
     store = FakeStore()
     pipeline, _ = _pipeline(store, repartition=True, rules=(PER_IP,))
     outgoing = await pipeline.process(_failures(["1", "666", "2", "3"]))  # type: ignore[arg-type]
     forwarded = [r.value for r in outgoing if r.topic == "g.repartition.ip"]
-    monkeypatch.setattr(Engine, "process", failing)
+    engines_failing_for(monkeypatch, "666", RuntimeError("a bug"))
     published = await pipeline.process([_bundle(forwarded, offset=9)])  # type: ignore[list-item]
     assert sorted(store.lock_calls) == [("1", "300"), ("2", "300"), ("3", "300")]
     [dead] = [r for r in published if r.topic == "dlq"]
