@@ -7,7 +7,7 @@ from bisect import insort
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -62,6 +62,19 @@ spread over partitions (and instances), each of which sees only its share."""
 
 Plan = Callable[[Event, str | None], list[Firing]]
 """Counts an event in every rule its type and reason meet, in rule order; the firings."""
+
+
+class Process(Protocol):
+    """``Engine.process``: see :meth:`Front.process`."""
+
+    def __call__(
+        self,
+        event: Event,
+        now: float,
+        *,
+        record_key: bytes | None = None,
+        replayed: bool = False,
+    ) -> list[Firing]: ...
 
 
 class RuleState:
@@ -396,7 +409,7 @@ class Engine:
     matches and returns the rules it made fire: see :class:`Front`, which it is.
     """
 
-    process: Callable[..., list[Firing]]
+    process: Process
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
