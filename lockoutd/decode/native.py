@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
+from msgspec.structs import astuple
 
 from lockoutd import extensions
 from lockoutd.decode.event import STANDARD_FIELDS, Event, canonical_ipv4_prefix
@@ -161,6 +162,10 @@ _decode_element = msgspec.json.Decoder(_Element).decode
 def bundle_element(event: Event, event_id: str | None = None) -> tuple[Any, ...]:
     """``event`` as an element of a bundle (encoded as a JSON array), with ``event_id`` if it
     has none: what :func:`bundle_decoder` reads back into the same event."""
+    if event.event_id or event_id is None:
+        # An Event's fields are an element's, in its order: one C call for every forwarded event
+        # that has its own id, instead of ten attribute reads.
+        return astuple(event)
     return (
         event.type,
         event.occurred_at,

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
 import structlog
+from msgspec.structs import replace
 
 from lockoutd.decode.native import InvalidEvent
 from lockoutd.report.metrics import Metrics
