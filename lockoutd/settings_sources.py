@@ -24,11 +24,12 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from lockoutd.extensions import NO_EXTENSIONS_VARIABLE
 from lockoutd.yamlfile import LineMap
 
-NOT_SETTINGS = frozenset({"LOCKOUTD_TEST_BOOTSTRAP_SERVERS", "LOCKOUTD_NO_EXTENSIONS"})
+NOT_SETTINGS = frozenset({"LOCKOUTD_TEST_BOOTSTRAP_SERVERS", NO_EXTENSIONS_VARIABLE})
 """``LOCKOUTD_*`` variables that are documented but are no setting (the test suite's broker; the
-switch to the pure-Python windows, read once at start)."""
+switch to the pure-Python code, read once at start)."""
 
 # Credentials that stand in for one another beyond a secret and its file (``pat``/``pat_file``).
 _ALTERNATIVES = {("zitadel", "pat"): ("key_file",)}

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""The engine's per-event loop over the rules an event's kind meets, compiled.
+"""The engine's per-event loop over the rules an event's kind meets, compiled; and its front
+(``Front``, last in this file), which hands each event to that loop.
 
 The same steps as ``Engine._count_each`` and ``RuleState``'s counting in
 :mod:`lockoutd.decide.engine` (the reference, and the fallback without a compiler), in the same
