@@ -108,8 +108,11 @@ class Horizon:
     ) -> None:
         self._clock = clock
         self._skew = max_clock_skew
-        self.latest = LATEST_EVENT_TIME if max_clock_skew is None else -math.inf
+        self.latest = LATEST_EVENT_TIME
         """Every time up to this is accepted without reading the clock."""
+        # Read once now: a horizon that has not read its clock admits no time without reading
+        # it, so the first record would take the long way (the compiled check hands it over).
+        self.admits(-math.inf)
 
     def admits(self, at: float) -> bool:
         """Whether ``at`` is no further ahead of the wall clock (read now) than the skew.
