@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""The engine's per-event loop over the rules an event's kind meets, compiled; and its front
-(``Front``, last in this file), which hands each event to that loop.
+"""The engine's per-event loop over the rules an event's kind meets, compiled; its front
+(``Front``), which hands each event to that loop; and ``ip_prefix_of``, the network every event
+forwarded to an ``[ip_prefix]`` topic is keyed by, read as the loop reads it.
 
 The same steps as ``Engine._count_each`` and ``RuleState``'s counting in
 :mod:`lockoutd.decide.engine` (the reference, and the fallback without a compiler), in the same
@@ -493,3 +494,13 @@ cdef class Front:
             self._note_replayed(event, kind)
         key = None if record_key is None else record_key.decode("utf-8", "replace")
         return plan(event, key)
+
+
+cdef int _IP_PREFIX = _field_id("ip_prefix")
+
+
+def ip_prefix_of(event):
+    """``lockoutd.decode.event.field_reader("ip_prefix")``, compiled: the network of the event's
+    address, None when it has none. The key of every event forwarded to an ``[ip_prefix]``
+    internal topic, read as the compiled rule loop reads it."""
+    return _read(event, _IP_PREFIX)

@@ -516,6 +516,8 @@ def key_reader(fields: Sequence[str]) -> Callable[[Event], Slot | None]:
     if len(readers) == 1:
         [read] = readers
         if tuple(fields) == ("ip_prefix",):
-            return read  # a network, or None: already a slot (the key of every forwarded event)
+            # A network, or None: already a slot. The key of every forwarded event, read as
+            # the compiled rule loop reads it where that loop runs.
+            return read if core.DISPATCH is None else core.DISPATCH.ip_prefix_of
         return lambda event: _slot(read(event))
     return functools.partial(_key_values, readers)

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from lockoutd.decide import core
 from lockoutd.decide import windows as reference
-from lockoutd.decide.engine import Engine, Firing
-from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event
+from lockoutd.decide.engine import Engine, Firing, key_reader
+from lockoutd.decode.event import LOGIN_FAILED, LOGIN_SUCCEEDED, Event, field_reader
 from lockoutd.rules.model import Rule, RuleSet
+from tests.unit.decode.test_addresses import any_text
 from tests.unit.helpers import T0, rule, ruleset
 
 compiled: Any
@@ -209,3 +210,27 @@ def test_an_address_the_reference_refuses_is_refused_alike(address: str) -> None
     for engine in _engines(rules):
         with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
             engine.process(event, T0)
+
+
+def _network_or_error(read: Any, event: Event) -> tuple[str, Any]:
+    try:
+        return ("network", read(event))
+    except ValueError as exc:
+        return ("refused", str(exc))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), any_text), st.booleans())
+def test_the_forwarded_key_is_the_network_the_reference_reads(
+    address: str | None, tagged: bool
+) -> None:
+    """The key an event is forwarded under to an ``[ip_prefix]`` topic (README, Operations:
+    "Scaling out") is the network the reference reads, or the same refusal: else an address's
+    events would be counted in a partition its rules' windows are not in."""
+    kind = _TaggedEvent if tagged else Event
+    event = kind(type=LOGIN_FAILED, occurred_at=T0, user_id="u", ip=address)
+    forwarded = key_reader(["ip_prefix"])
+    assert forwarded is dispatch.ip_prefix_of  # where the compiled loop runs, so does this
+    assert _network_or_error(forwarded, event) == _network_or_error(
+        field_reader("ip_prefix"), event
+    )
