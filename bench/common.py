@@ -163,7 +163,7 @@ def use_windows(kind: str) -> None:
     from lockoutd.decide import core, windows
     from lockoutd.decode import native
 
-    native._event, native._validated = native.check_of(kind)
+    native.use_check(native.check_of(kind))
     core.DISPATCH = core.dispatch_for(kind)
     if kind == core.PURE_PYTHON:
         core.EventWindows, core.DistinctWindows = windows.EventWindows, windows.DistinctWindows

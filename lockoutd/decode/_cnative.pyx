@@ -27,6 +27,7 @@ from libc.stdint cimport int64_t
 
 from lockoutd.decode._ipv4 cimport canonical_ipv4_last_dot
 
+from msgspec import Raw
 from msgspec.structs import astuple
 
 from lockoutd.decode.event import Event
@@ -41,6 +42,7 @@ import_datetime()
 
 cdef object _Event = Event
 cdef object _astuple = astuple
+cdef object _NO_EXTRA = Raw(b"{}")  # a bundle element's extra fields when it has none
 cdef object _normalize_login_name = normalize_login_name
 cdef object _UTC = get_utc()
 cdef double _EARLIEST = EARLIEST_EVENT_TIME
@@ -89,20 +91,24 @@ _FIELDS = (
 
 
 cdef class Validator:
-    """``_event`` and ``_validated`` of the reference, for the plainly valid record."""
+    """``_event``, ``_validated`` and ``_elements`` of the reference, for the plainly valid
+    record."""
 
     cdef object _event
     cdef object _validated
+    cdef object _element_type
 
-    def __init__(self, event, validated, *wire_types):
+    def __init__(self, event, validated, wire_type, element_type):
         """The reference's ``_event(wire, extra, horizon)`` and ``_validated(wire, at, extra,
         horizon)``: what each record this does not recognise as plainly valid is handed to. The
-        msgspec structs it reads (``wire_types``) must start with the fields it reads."""
-        for wire_type in wire_types:
-            if tuple(wire_type.__struct_fields__[: len(_FIELDS)]) != _FIELDS:
-                raise TypeError(f"{wire_type.__name__}'s fields do not start with {_FIELDS}")
+        msgspec structs it reads (a native record's, a bundle element's) must start with the
+        fields it reads, and an element's must hold its extra fields next."""
+        for struct, wanted in ((wire_type, _FIELDS), (element_type, _FIELDS + ("extra",))):
+            if tuple(struct.__struct_fields__[: len(wanted)]) != wanted:
+                raise TypeError(f"{struct.__name__}'s fields do not start with {wanted}")
         self._event = event
         self._validated = validated
+        self._element_type = element_type
 
     def event(self, wire, dict extra, horizon):
         """The event of a decoded ``wire`` whose time is a datetime, as ``_event`` makes it."""
@@ -115,6 +121,23 @@ cdef class Validator:
     def validated(self, wire, double at, dict extra, horizon):
         """The event of ``wire`` at ``at`` seconds since the epoch, as ``_validated`` makes it."""
         return self._checked(wire, _astuple(wire), at, extra, horizon)
+
+    def elements(self, list elements, element_event, horizon):
+        """The events of a bundle's decoded ``elements``, in order: an element without extra
+        fields as ``validated`` makes it, any other as ``element_event`` does (which decodes the
+        extra fields first). One C loop for every event read back from an internal topic."""
+        cdef list events = []
+        cdef tuple fields
+        for element in elements:
+            if type(element) is not self._element_type:
+                events.append(element_event(element))
+                continue
+            fields = _astuple(element)
+            if fields[9] == _NO_EXTRA:
+                events.append(self._checked(element, fields, fields[1], {}, horizon))
+            else:
+                events.append(element_event(element))
+        return events
 
     cdef object _checked(self, object wire, tuple fields, double at, dict extra, object horizon):
         if not (_EARLIEST <= at < <double>horizon.latest):

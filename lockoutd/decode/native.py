@@ -206,7 +206,7 @@ def bundle_decoder(
         if raw[:1] != b"[":
             return [decode_one(raw)]
         try:  # the common case: every element an event
-            return [element_event(element) for element in _decode_bundle(raw)]
+            return _elements(_decode_bundle(raw), element_event, horizon)
         except (msgspec.MsgspecError, InvalidEvent, RecursionError):
             pass  # told apart element by element below
         try:
@@ -325,31 +325,54 @@ def _reference_validated(
     )
 
 
+def _reference_elements(
+    elements: list[_Element], element_event: Callable[[_Element], Event], horizon: Horizon
+) -> list[Event | RefusedElement]:
+    # The horizon is element_event's own; the compiled check reads it for elements it makes.
+    return [element_event(element) for element in elements]
+
+
 _EventOf = Callable[[_Wire, dict[str, Any], Horizon], Event]
 _ValidatedOf = Callable[[_Wire | _Element, float, dict[str, Any], Horizon], Event]
+_ElementsOf = Callable[
+    [list[_Element], Callable[[_Element], Event], Horizon], list[Event | RefusedElement]
+]
 
 
-def check_of(which: str) -> tuple[_EventOf, _ValidatedOf]:
-    """``(_event, _validated)`` of the compiled check (``"compiled"``) or of the reference: for
-    the tests and benchmarks that run both side by side. Raises ImportError where the compiled
-    check is not built."""
+class Check(NamedTuple):
+    """How a decoded record becomes an event, one way or the other (compiled or reference)."""
+
+    event: _EventOf
+    """``event(wire, extra, horizon)``: a native record, its time a datetime."""
+    validated: _ValidatedOf
+    """``validated(wire, at, extra, horizon)``: a record or element, its time ``at`` seconds."""
+    elements: _ElementsOf
+    """``elements(elements, element_event, horizon)``: a bundle's elements, each as
+    ``element_event`` makes it (or as it would: the compiled check makes those without extra
+    fields itself)."""
+
+
+def check_of(which: str) -> Check:
+    """The compiled check (``"compiled"``) or the reference: for the tests and benchmarks that
+    run both side by side. Raises ImportError where the compiled check is not built."""
     if which == PURE_PYTHON:
-        return _reference_event, _reference_validated
+        return Check(_reference_event, _reference_validated, _reference_elements)
     # It takes the plainly valid record and hands every other to the reference; both make the
     # same event or refuse for the same reason (lockoutd.decode._cnative).
     compiled = importlib.import_module("lockoutd.decode._cnative")
     check = compiled.Validator(_reference_event, _reference_validated, _Wire, _Element)
-    return check.event, check.validated
+    return Check(check.event, check.validated, check.elements)
 
 
-def _choose_check() -> tuple[_EventOf, _ValidatedOf, str]:
-    which = COMPILED if extensions.chosen("lockoutd.decode._cnative") else PURE_PYTHON
-    return (*check_of(which), which)
+def use_check(check: Check) -> None:
+    """Decode with ``check`` from now on (for the tests and benchmarks that run both)."""
+    global _event, _validated, _elements
+    _event, _validated, _elements = check
 
 
-_event, _validated, DECODER = _choose_check()
-"""How a decoded record becomes an event (``_event`` from a datetime, ``_validated`` from
-seconds), and which check that is: ``"compiled"`` or ``"pure Python"``."""
+DECODER = COMPILED if extensions.chosen("lockoutd.decode._cnative") else PURE_PYTHON
+"""Which check turns decoded records into events: ``"compiled"`` or ``"pure Python"``."""
+_event, _validated, _elements = check_of(DECODER)
 
 
 def _check_time(at: float, horizon: Horizon) -> None:

@@ -15,11 +15,9 @@ from lockoutd.extensions import COMPILED, PURE_PYTHON
 
 @pytest.fixture(autouse=True, params=[COMPILED, PURE_PYTHON])
 def decoder_check(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Which check turns a decoded record into an event (``native._event``, ``_validated``)."""
+    """Which check turns a decoded record into an event (``native.Check``)."""
     if request.param == COMPILED and importlib.util.find_spec("lockoutd.decode._cnative") is None:
         pytest.skip("the compiled decoder check is not built here (no C compiler at install)")
-    with pytest.MonkeyPatch.context() as patch:
-        event, validated = native.check_of(request.param)
-        patch.setattr(native, "_event", event)
-        patch.setattr(native, "_validated", validated)
-        yield request.param
+    native.use_check(native.check_of(request.param))
+    yield request.param
+    native.use_check(native.check_of(native.DECODER))

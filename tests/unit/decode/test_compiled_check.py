@@ -17,6 +17,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec import Raw
 
 from lockoutd.decode import native
 from lockoutd.decode.event import Event
@@ -116,6 +117,7 @@ def test_event_times_are_the_same_to_the_last_bit(moment: datetime, offset: time
             lambda *args: handed.append("event") or native._reference_event(*args),
             lambda *args: handed.append("validated") or native._reference_validated(*args),
             native._Wire,
+            native._Element,
         )
         assert check.event(wire, {}, _horizon()) == reference
         assert handed == []
@@ -180,5 +182,85 @@ def test_a_struct_whose_fields_come_in_another_order_is_refused_at_start() -> No
         occurred_at: datetime
         type: str
 
+    class NoExtra(msgspec.Struct, array_like=True):
+        type: str
+        occurred_at: float
+        user_id: str | None
+        login_name: str | None
+        org_id: str | None
+        ip: str | None
+        reason: str | None
+        event_id: str | None
+        user_agent: str | None
+        tenant: str | None
+
+    references = (native._reference_event, native._reference_validated)
     with pytest.raises(TypeError, match="Swapped's fields do not start with"):
-        _cnative.Validator(native._reference_event, native._reference_validated, Swapped)
+        _cnative.Validator(*references, Swapped, native._Element)
+    with pytest.raises(TypeError, match="NoExtra's fields do not start with"):
+        _cnative.Validator(*references, native._Wire, NoExtra)
+
+
+extras = st.sampled_from([b"{}", b"{ }", b'{"tenant":"a"}', b'{"ip":"10.0.0.1"}', b"[1]", b"{}"])
+
+
+def _decoded_bundle(raw: bytes, which: str) -> list[Any] | tuple[str, str]:
+    native.use_check(native.check_of(which))
+    try:
+        decoded = native.bundle_decoder(max_bytes=1 << 20, horizon=_horizon())(raw)
+    except InvalidEvent as exc:
+        return exc.reason, str(exc)
+    finally:
+        native.use_check(native.check_of(native.DECODER))
+    return [
+        (item.error.reason, str(item.error), item.raw)
+        if isinstance(item, native.RefusedElement)
+        else item
+        for item in decoded
+    ]
+
+
+@PROPERTY
+@given(st.lists(st.tuples(times, texts, addresses, agents, extras), max_size=5))
+def test_a_bundle_becomes_the_same_events_or_refusals(
+    elements: list[tuple[float, str | None, str | None, str | None, bytes]],
+) -> None:
+    """An internal record read back (README, Operations: "Scaling out"): the elements the
+    compiled check makes itself (no extra fields) and those it hands to Python, in one bundle."""
+    raw = msgspec.json.encode(
+        [
+            native._Element(
+                "auth.login.failed", at, user, None, None, ip, "password", None, agent, Raw(extra)
+            )
+            for at, user, ip, agent, extra in elements
+            if math.isfinite(at)  # JSON has no NaN: a bundle never carries one
+        ]
+    )
+    assert _decoded_bundle(raw, COMPILED) == _decoded_bundle(raw, PURE_PYTHON)
+
+
+def test_the_compiled_check_makes_the_elements_of_a_bundle_itself() -> None:
+    """Plain elements are made without the reference; one with extra fields goes through the
+    function that decodes them; the events are the reference's."""
+    handed: list[str] = []
+    check = _cnative.Validator(
+        lambda *args: handed.append("event") or native._reference_event(*args),
+        lambda *args: handed.append("validated") or native._reference_validated(*args),
+        native._Wire,
+        native._Element,
+    )
+    plain = native._Element(
+        "auth.login.failed", NOW, "u", None, None, "10.0.0.1", "password", "e1", None, Raw(b"{}")
+    )
+    extra = msgspec.structs.replace(plain, event_id="e2", extra=Raw(b'{"tenant":"a"}'))
+    made: list[Any] = []
+    horizon = _horizon()
+
+    def element_event(element: Any) -> Event:
+        made.append(element)
+        return native._reference_validated(element, element.occurred_at, {"tenant": "a"}, horizon)
+
+    events = check.elements([plain, extra, plain], element_event, horizon)
+    assert handed == []
+    assert made == [extra]
+    assert events[0] == events[2] == native._reference_validated(plain, NOW, {}, horizon)
