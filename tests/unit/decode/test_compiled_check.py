@@ -98,6 +98,16 @@ accepted = st.floats(EARLIEST_EVENT_TIME, NOW + 300).map(lambda at: datetime.fro
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone.min])
 
 
+def _recording_check(handed: list[str]) -> Any:
+    # The compiled check, noting in ``handed`` each record it hands to the reference.
+    return _cnative.Validator(
+        lambda *args: handed.append("event") or native._reference_event(*args),
+        lambda *args: handed.append("validated") or native._reference_validated(*args),
+        native._Wire,
+        native._Element,
+    )
+
+
 @PROPERTY
 @given(st.one_of(moments, accepted, accepted), offsets)
 def test_event_times_are_the_same_to_the_last_bit(moment: datetime, offset: timezone) -> None:
@@ -113,12 +123,7 @@ def test_event_times_are_the_same_to_the_last_bit(moment: datetime, offset: time
         # reference's to judge): a check that handed every record to the reference would pass
         # every comparison above and prove nothing about its own arithmetic.
         handed: list[str] = []
-        check = _cnative.Validator(
-            lambda *args: handed.append("event") or native._reference_event(*args),
-            lambda *args: handed.append("validated") or native._reference_validated(*args),
-            native._Wire,
-            native._Element,
-        )
+        check = _recording_check(handed)
         assert check.event(wire, {}, _horizon()) == reference
         assert handed == []
 
@@ -243,12 +248,7 @@ def test_the_compiled_check_makes_the_elements_of_a_bundle_itself() -> None:
     """Plain elements are made without the reference; one with extra fields goes through the
     function that decodes them; the events are the reference's."""
     handed: list[str] = []
-    check = _cnative.Validator(
-        lambda *args: handed.append("event") or native._reference_event(*args),
-        lambda *args: handed.append("validated") or native._reference_validated(*args),
-        native._Wire,
-        native._Element,
-    )
+    check = _recording_check(handed)
     plain = native._Element(
         "auth.login.failed", NOW, "u", None, None, "10.0.0.1", "password", "e1", None, Raw(b"{}")
     )
