@@ -414,7 +414,10 @@ class Engine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self._states = [RuleState(rule) for rule in rules.rules]
-        front = Front if core.DISPATCH is None else core.DISPATCH.Front
+        # Chosen once, with the windows and the rules' counters: a plan made later (for a kind
+        # met later) uses the loop that goes with them, whatever is chosen for engines since.
+        self._dispatch = core.DISPATCH
+        front = Front if self._dispatch is None else self._dispatch.Front
         self._front: Front = front(
             self._plan,
             self._reset,
@@ -433,8 +436,8 @@ class Engine:
             plans.clear()
         states = [state for state in self._states if state.match.admits(*kind)]
         plan: Plan
-        if core.DISPATCH is not None and all(state.counter is not None for state in states):
-            plan = core.DISPATCH.Plan([state.counter for state in states]).count_each
+        if self._dispatch is not None and all(state.counter is not None for state in states):
+            plan = self._dispatch.Plan([state.counter for state in states]).count_each
         else:
             plan = functools.partial(_count_each, tuple(state.counts for state in states))
         plans[kind] = plan

@@ -206,7 +206,9 @@ def test_a_struct_whose_fields_come_in_another_order_is_refused_at_start() -> No
         _cnative.Validator(*references, native._Wire, NoExtra)
 
 
-extras = st.sampled_from([b"{}", b"{ }", b'{"tenant":"a"}', b'{"ip":"10.0.0.1"}', b"[1]", b"{}"])
+extras = st.one_of(  # half plain: those the compiled check makes itself
+    st.just(b"{}"), st.sampled_from([b"{ }", b'{"tenant":"a"}', b'{"ip":"10.0.0.1"}', b"[1]"])
+)
 
 
 def _decoded_bundle(raw: bytes, which: str) -> list[Any] | tuple[str, str]:
