@@ -100,7 +100,9 @@ class RuleState:
         "windows",
     )
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, dispatch: Any) -> None:
+        """``dispatch``: the compiled rule loop (``lockoutd.decide._cdispatch``) the engine
+        counts through, or None for the Python loop."""
         self.rule = rule
         self.match: EventMatcher = rule.matcher()
         self.allowed = AllowedSet.of([rule.allowlist])
@@ -132,8 +134,8 @@ class RuleState:
         """Counts an event whose type and reason this rule matches (see ``Engine.process``)."""
         self.counter: Any = None
         """The same counting compiled (``lockoutd.decide._cdispatch``), where it is chosen."""
-        if core.DISPATCH is not None:
-            self.counter = core.DISPATCH.RuleCounter(
+        if dispatch is not None:
+            self.counter = dispatch.RuleCounter(
                 self,
                 rule.key,
                 rule.distinct,
@@ -413,10 +415,10 @@ class Engine:
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        self._states = [RuleState(rule) for rule in rules.rules]
-        # Chosen once, with the windows and the rules' counters: a plan made later (for a kind
-        # met later) uses the loop that goes with them, whatever is chosen for engines since.
+        # Chosen once, for the rules' counters, the front and every plan: a plan made later (for
+        # a kind met later) uses the loop the counters were made for, whatever is chosen since.
         self._dispatch = core.DISPATCH
+        self._states = [RuleState(rule, self._dispatch) for rule in rules.rules]
         front = Front if self._dispatch is None else self._dispatch.Front
         self._front: Front = front(
             self._plan,
