@@ -179,6 +179,7 @@ class Daemon:
                 metrics=self.metrics,
                 locks=TemporaryLocks(store, schedule, schedule_topic),
                 repartition=True,
+                partitions_of=sink.partition_count,
             )
             plan = pipeline.repartitioning
             assert plan is not None
@@ -190,6 +191,9 @@ class Daemon:
                 ),
             )
             self._internal_topics = frozenset(plan.topics)
+            # Their partitions known from the first batch on, the copies bound for each are
+            # written as one bundle made by the pipeline (see Pipeline).
+            await sink.track(plan.topics)
             for topic in plan.topics:
                 self.metrics.publish_refused.labels(topic=topic)
             checkpoints = await self._checkpoints(stack, sink, seal)

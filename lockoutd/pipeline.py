@@ -36,7 +36,7 @@ from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet
 from lockoutd.rules.model import AllowedSet, LockAction
 from lockoutd.settings import Settings
-from lockoutd.source.kafka import OutgoingRecord, Record
+from lockoutd.source.kafka import BUNDLE_BYTES, OutgoingRecord, Record
 
 _ID_ROOM = 1024
 """Room on an internal record for the event id lockoutd adds to an event that had none."""
@@ -76,10 +76,15 @@ class Pipeline:
         locks: TemporaryLocks | None = None,
         clock: Callable[[], float] = time.time,
         repartition: bool = False,
+        partitions_of: Callable[[str], int] = lambda _: 0,
     ) -> None:
         """``repartition`` counts the rules keyed on something other than the user on their
         internal topics (the daemon, one of a group); without it every rule is counted where its
-        events are read (``lockoutd replay``, which reads every event in one process)."""
+        events are read (``lockoutd replay``, which reads every event in one process).
+
+        ``partitions_of`` answers how many partitions an internal topic has, as the sink
+        knows it (0 while it does not): with it, a batch's copies bound for one partition are
+        written as one bundle made here, rather than one record each for the sink to place."""
         self.rules = rules
         self.outcomes: Counter[str] = Counter()
         self._engines: dict[Partition, Engine] = {}
@@ -113,6 +118,7 @@ class Pipeline:
         self._internal_decoder = bundle_decoder(
             max_bytes=settings.kafka.max_event_bytes + _ID_ROOM, horizon=horizon
         )
+        self._partitions_of = partitions_of
         self._rejects = Rejects(
             settings.kafka.dead_letter_topic,
             metrics=metrics,
@@ -181,8 +187,11 @@ class Pipeline:
             self._refuse(origin, error, dead_letters)
 
         forwarded: list[OutgoingRecord] = []
-        decoded = self._decoded(records, rebuild_until or {}, dead_letters, forwarded)
+        gathered: dict[tuple[str, int], list[bytes]] = {}
+        decoded = self._decoded(records, rebuild_until or {}, dead_letters, forwarded, gathered)
         audits = await self.judge(decoded, failed)
+        for (topic, partition), copies in gathered.items():
+            forwarded += _bundles(topic, partition, copies)
         return forwarded + dead_letters + audits
 
     def _decoded(
@@ -191,11 +200,16 @@ class Pipeline:
         rebuild_until: Mapping[TopicPartition, int],
         dead_letters: list[OutgoingRecord],
         forwarded: list[OutgoingRecord],
+        gathered: dict[tuple[str, int], list[bytes]],
     ) -> Iterator[Judged[Record | _Bundled]]:
         now = self._clock()
         decoders = self._decoders
         plan = self.repartitioning
         internal = plan.topics if plan is not None else {}
+        # Copies are gathered per partition once the sink knows every internal topic's
+        # partitions (from its first records on), and handed to it one record each before.
+        counts = {topic: self._partitions_of(topic) for topic in internal}
+        gathers = all(counts.values())
         forwards = is_internal = False
         # One TopicPartition per run of a partition's records, not per record: a batch holds
         # each partition's records together.
@@ -221,7 +235,10 @@ class Pipeline:
                     # Written once, by the instance that read it first: a record read again only
                     # to rebuild windows was written before its offset was committed.
                     assert plan is not None
-                    forwarded += plan.forward(event, topic, partition, record.offset)
+                    if gathers:
+                        plan.gather(event, topic, partition, record.offset, counts, gathered)
+                    else:
+                        forwarded += plan.forward(event, topic, partition, record.offset)
             except Exception as error:  # invalid, or a bug: neither may stop the daemon
                 if acts:
                     self._refuse(record, error, dead_letters)
@@ -385,6 +402,24 @@ class Pipeline:
             task.result() if task is not None else decision
             for task, (decision, _, _, _) in zip(tasks, pending, strict=True)
         ]
+
+
+def _bundles(topic: str, partition: int, copies: list[bytes]) -> list[OutgoingRecord]:
+    """The records that carry ``copies`` (encoded elements of a bundle) to one partition: one
+    bundle, or as many as keep each within :data:`lockoutd.source.kafka.BUNDLE_BYTES`."""
+    records = []
+    start, size = 0, 2  # the brackets
+    for end, copy in enumerate(copies):
+        if end > start and size + len(copy) + 1 > BUNDLE_BYTES:
+            records.append(_bundle(topic, partition, copies[start:end]))
+            start, size = end, 2
+        size += len(copy) + 1
+    records.append(_bundle(topic, partition, copies[start:]))
+    return records
+
+
+def _bundle(topic: str, partition: int, copies: list[bytes]) -> OutgoingRecord:
+    return OutgoingRecord(topic, b"[" + b",".join(copies) + b"]", partition=partition)
 
 
 def _actions(rules: RuleSet) -> Iterator[tuple[str, str]]:

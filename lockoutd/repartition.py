@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,13 +37,16 @@ from lockoutd.decode.event import KNOWN_TYPES, LOGIN_SUCCEEDED, Event
 from lockoutd.decode.native import bundle_element
 from lockoutd.rules.model import Rule, RuleSet
 from lockoutd.settings import KafkaSettings
-from lockoutd.source.kafka import OutgoingRecord
+from lockoutd.source.kafka import OutgoingRecord, default_partition
 
 LOCAL_KEY = ("user_id",)
 """The one key whose events all share a record key: rules keyed on it are counted in place."""
 
 _MAX_KINDS = 1_024
 """Bound on the cached ``(type, reason)`` answers per internal topic (both come from events)."""
+
+_MAX_PLACED = 65_536
+"""Bound on the key values whose partition each internal topic remembers."""
 
 _TOPIC_CHARACTER = re.compile(r"[^A-Za-z0-9_-]")
 """What a key field may not hold in a topic name: a ``.`` would make two keys one name."""
@@ -155,6 +158,21 @@ class Route:
     """A rule of the route resets on success: successes are written too."""
     kinds: dict[tuple[str, Any], bool] = dataclasses.field(default_factory=dict)
     """Per ``(type, reason)`` of a failure, whether a rule of the route may count it."""
+    placed: dict[Slot, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    """Per key value, the topic and partition its copies go to, for :attr:`placed_among`
+    partitions: the default partitioner's choice, as every instance of the group makes it."""
+    placed_among: int = 0
+
+    def place(self, slot: Slot, partitions: int) -> tuple[str, int]:
+        """The topic and partition of the copies of events whose key value is ``slot``."""
+        if partitions != self.placed_among or len(self.placed) >= _MAX_PLACED:
+            self.placed.clear()  # key values come from events: bounded
+            self.placed_among = partitions
+        where = self.placed.get(slot)
+        if where is None:
+            index = default_partition(record_key(slot), partitions)
+            where = self.placed[slot] = (self.topic, index)
+        return where
 
     def retention_seconds(self, max_event_age: float) -> float:
         """How long the topic must keep records: the longest window of its rules, to rebuild the
@@ -213,31 +231,63 @@ class Repartitioning:
         route = self.topics.get(topic)
         return route.rules if route is not None else self.local
 
-    def forward(
-        self, event: Event, topic: str, partition: int, offset: int
-    ) -> list[OutgoingRecord]:
-        """The internal records that carry ``event`` (read at ``topic/partition/offset``) to
-        the rules of other keys; none for an event no such rule would count or reset on."""
+    def routes_for(self, event: Event) -> tuple[Route, ...]:
+        """The routes whose rules may count ``event`` (or reset on it)."""
         # Runs for every event the daemon reads: what is known per rule set is looked up once
         # (the routes per kind of event, whether any address is allowlisted).
         if event.type not in KNOWN_TYPES:
-            return []
+            return ()
         if self._allowlists_ips and self._allowed.has_ip(event.ip):
-            return []
+            return ()
         kind = (event.type, event.reason)
         routes = self._wanting.get(kind)
         if routes is None:
             if len(self._wanting) >= _MAX_KINDS:
                 self._wanting.clear()
             routes = self._wanting[kind] = tuple(r for r in self.routes if r.wants(event))
+        return routes
+
+    def gather(
+        self,
+        event: Event,
+        topic: str,
+        partition: int,
+        offset: int,
+        partitions: Mapping[str, int],
+        gathered: dict[tuple[str, int], list[bytes]],
+    ) -> None:
+        """Add the copies of ``event`` (read at ``topic/partition/offset``) to ``gathered``,
+        by the internal topic and partition each goes to, each encoded as an element of a
+        bundle. ``partitions`` gives each internal topic's partition count."""
+        # Encoded at once: bytes are not tracked by the garbage collector, where thousands of
+        # element tuples (each holding a dict) kept for the batch cost collections.
+        copy: bytes | None = None
+        for route in self.routes_for(event):
+            slot = route.read_key(event)
+            if slot is None:
+                continue
+            if copy is None:
+                # The id is made only for an event without one of its own.
+                made = None if event.event_id else derived_event_id(topic, partition, offset)
+                copy = _encode(bundle_element(event, made))
+            where = route.placed.get(slot)
+            if where is None or route.placed_among != partitions[route.topic]:
+                where = route.place(slot, partitions[route.topic])
+            gathered.setdefault(where, []).append(copy)
+
+    def forward(
+        self, event: Event, topic: str, partition: int, offset: int
+    ) -> list[OutgoingRecord]:
+        """The internal records that carry ``event`` (read at ``topic/partition/offset``) to
+        the rules of other keys, for the sink to place and bundle; none for an event no such
+        rule would count or reset on. (:meth:`gather` places them itself.)"""
         records = []
         value: bytes | None = None
-        for route in routes:
+        for route in self.routes_for(event):
             slot = route.read_key(event)
             if slot is None:
                 continue
             if value is None:
-                # The id is made only for an event without one of its own.
                 made = None if event.event_id else derived_event_id(topic, partition, offset)
                 value = _encode(bundle_element(event, made))
             # By position: a keyword costs as much again, and one is made per forwarded event.

@@ -11,6 +11,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -481,6 +482,10 @@ class OutgoingRecord(msgspec.Struct, frozen=True, gc=False):
     value of that record is the JSON array of theirs (each a JSON value), and it has no key.
     Internal records are: the record overhead of Kafka and aiokafka, paid per record on both
     sides, cost more than the events themselves (README, Operations: "Scaling out")."""
+    partition: int | None = None
+    """The partition to write to, for a record made for one: a bundle of the copies bound
+    there, its value a JSON array already. Refused as too large, it is sent again one element
+    at a time."""
 
 
 _Outcome: TypeAlias = tuple[tuple[OutgoingRecord, ...], "BaseException | asyncio.Future[Any]"]
@@ -491,7 +496,7 @@ _BATCH_BYTES = 256 * 1024
 so a larger batch means fewer round trips for what a daemon batch publishes. Well under the
 1 MiB a broker takes by default; a batch refused as too large is sent again record by record."""
 
-_BUNDLE_BYTES = _BATCH_BYTES // 4
+BUNDLE_BYTES = _BATCH_BYTES // 4
 """The largest bundle: a producer batch holds several, and a topic with Kafka's default record
 size limit (1 MiB) takes any."""
 
@@ -596,11 +601,20 @@ class KafkaSink:
                 # and answered for alone.
                 one_by_one += sent
                 self._warn_batches_refused(sent[0].topic, error)
+            elif parts := _elements_apart(sent[0]):
+                one_by_one += parts
+                self._warn_batches_refused(sent[0].topic, error)
             else:
                 refused += [(record, str(error)) for record in sent]
         if one_by_one:
             refused += await self._send(one_by_one, batched=False)
         return refused
+
+    async def track(self, topics: Iterable[str]) -> None:
+        """Learn the partitions of ``topics`` now (see :meth:`partition_count`); failing that,
+        the first records sent to them teach it."""
+        with suppress(KafkaError):
+            await self._track(set(topics))
 
     async def _track(self, topics: set[str]) -> None:
         # aiokafka's first metadata answer names every topic; once its client tracks any, it asks
@@ -622,7 +636,9 @@ class KafkaSink:
     async def _send_one(self, r: OutgoingRecord) -> BaseException | asyncio.Future[Any]:
         value = _bundle([r]) if r.bundled else r.value  # a bundle of one, under its own key
         try:
-            delivery = await self._producer.send(r.topic, value, key=r.key, headers=r.headers)
+            delivery = await self._producer.send(
+                r.topic, value, key=r.key, headers=r.headers, partition=r.partition
+            )
         except KafkaError as exc:  # the producer's own checks: too large, closed, no metadata
             error: BaseException = exc
             return error
@@ -639,6 +655,7 @@ class KafkaSink:
             return [(tuple(records), exc)]
         by_partition: dict[int, list[OutgoingRecord]] = {}
         for r in records:
+            # default_partition, with the hash cached.
             index = (self._hash(r.key) & 0x7FFFFFFF) % len(partitions)  # type: ignore[arg-type]
             by_partition.setdefault(partitions[index], []).append(r)
         rounds: list[list[tuple[int, Any, tuple[OutgoingRecord, ...]]]] = []
@@ -678,18 +695,29 @@ class KafkaSink:
             hashed = self._hashes[key] = murmur2(key)
         return hashed
 
+    def partition_count(self, topic: str) -> int:
+        """How many partitions ``topic`` has, as far as the producer knows; 0 before it
+        knows. Whoever counts it writes each key's records where the producer would."""
+        return len(self._producer.client.cluster.partitions_for_topic(topic) or ())
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition the default partitioner gives a record keyed ``key``."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
 
 def _kafka_records(
     share: list[OutgoingRecord],
 ) -> Iterator[tuple[bytes | None, bytes, list[OutgoingRecord]]]:
     """The key and value of each Kafka record that carries ``share`` (one partition's records,
     in order), and the records each carries: a run of bundled records goes in bundles of at most
-    :data:`_BUNDLE_BYTES`, any other record alone."""
+    :data:`BUNDLE_BYTES`, any other record alone."""
     run: list[OutgoingRecord] = []
     size = 2  # the brackets
     for r in share:
         if r.bundled:
-            if run and size + len(r.value) + 1 > _BUNDLE_BYTES:
+            if run and size + len(r.value) + 1 > BUNDLE_BYTES:
                 yield None, _bundle(run), run
                 run, size = [], 2
             run.append(r)
@@ -703,6 +731,26 @@ def _kafka_records(
         yield None, _bundle(run), run
 
 
+_decode_elements = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+def _elements_apart(record: OutgoingRecord) -> list[OutgoingRecord]:
+    """A bundle made for one partition, as a bundle of one per element; none for another
+    record, or a bundle of one element."""
+    if record.partition is None or record.key is not None or record.value[:1] != b"[":
+        return []
+    try:
+        elements = _decode_elements(record.value)
+    except msgspec.DecodeError:
+        return []
+    if len(elements) < 2:
+        return []
+    return [
+        OutgoingRecord(record.topic, b"[" + bytes(element) + b"]", partition=record.partition)
+        for element in elements
+    ]
+
+
 def _bundle(records: list[OutgoingRecord]) -> bytes:
     return b"[" + b",".join([r.value for r in records]) + b"]"
 
@@ -710,7 +758,7 @@ def _bundle(records: list[OutgoingRecord]) -> bytes:
 def _fits(record: OutgoingRecord) -> bool:
     """A record small enough to share a batch; larger ones go alone, through the producer's own
     size check."""
-    return len(record.value) + len(record.key or b"") + 2 <= _BUNDLE_BYTES  # 2: a bundle's [ ]
+    return len(record.value) + len(record.key or b"") + 2 <= BUNDLE_BYTES  # 2: a bundle's [ ]
 
 
 def _add(rounds: list[list[Any]], index: int, batch: Any) -> None:

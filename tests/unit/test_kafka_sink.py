@@ -49,7 +49,7 @@ class FakeProducer:
         self.client = FakeClient()
 
     async def send(
-        self, topic: str, value: bytes, *, key: Any, headers: Any
+        self, topic: str, value: bytes, *, key: Any, headers: Any, partition: int | None = None
     ) -> asyncio.Future[None]:
         error = self.errors.get(value)
         if error is not None and self.early:
@@ -59,7 +59,9 @@ class FakeProducer:
             answer.set_exception(error)
         else:
             answer.set_result(None)
-            self.delivered.append(OutgoingRecord(topic, value, key=key, headers=headers))
+            self.delivered.append(
+                OutgoingRecord(topic, value, key=key, headers=headers, partition=partition)
+            )
         return answer
 
 
@@ -308,6 +310,22 @@ async def test_a_bundle_refused_as_too_large_is_sent_again_record_by_record() ->
         assert [v for k, v in delivered if k == key] == [
             b"[" + r.value + b"]" for r in records if r.key == key
         ]
+    assert [line["topic"] for line in logs if line["event"] == "publish_batch_refused"] == [
+        "internal"
+    ]
+
+
+async def test_a_partition_bundle_refused_as_too_large_goes_again_element_by_element() -> None:
+    """The copies of a batch bound for one partition go there as one bundle; a topic that
+    refuses it still gets every copy, each alone, in that partition and in order."""
+    elements = [json.dumps({"n": n}).encode() for n in range(4)]
+    bundle = OutgoingRecord("internal", b"[" + b",".join(elements) + b"]", partition=2)
+    producer = FakeProducer({bundle.value: MessageSizeTooLargeError()})
+    with capture_logs() as logs:
+        await _sink(producer).publish([bundle])
+    assert [(r.value, r.partition) for r in producer.delivered] == [
+        (b"[" + element + b"]", 2) for element in elements
+    ]
     assert [line["topic"] for line in logs if line["event"] == "publish_batch_refused"] == [
         "internal"
     ]

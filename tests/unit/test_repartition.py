@@ -12,6 +12,7 @@ import hypothesis
 import msgspec
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -21,6 +22,7 @@ from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
 from lockoutd.decode.native import InvalidEvent, bundle_decoder, bundle_element, decode_native
 from lockoutd.pipeline import Pipeline
 from lockoutd.repartition import (
+    _MAX_PLACED,
     Repartitioning,
     derived_event_id,
     encode_event,
@@ -32,7 +34,7 @@ from lockoutd.report.metrics import Metrics
 from lockoutd.rules import load_rules
 from lockoutd.rules.model import Rule
 from lockoutd.settings import KafkaSettings, Settings
-from lockoutd.source.kafka import OutgoingRecord
+from lockoutd.source.kafka import BUNDLE_BYTES, OutgoingRecord
 from lockoutd.source.schedule_seal import schedule_seal
 from tests.unit.helpers import T0, engines_failing_for, event, record, rule, ruleset
 from tests.unit.test_hostile_input import json_values
@@ -399,6 +401,108 @@ async def test_a_source_batch_read_again_after_a_crash_counts_once() -> None:
     assert len(both) == 4
     await pipeline.process(both)  # type: ignore[arg-type]
     assert store.lock_calls == []
+
+
+IP_TOPIC = "g.repartition.ip"
+
+
+def _gathering(store: FakeStore, partitions: int) -> Pipeline:
+    """A pipeline whose sink knows that every internal topic has ``partitions`` partitions."""
+    settings = Settings(kafka={"dead_letter_topic": "dlq", "group_id": "g"})
+    return Pipeline(
+        settings,
+        ruleset(BRUTEFORCE, PER_IP),
+        store=store,
+        metrics=Metrics(),
+        clock=lambda: T0 + 600,
+        repartition=True,
+        partitions_of=lambda _: partitions,
+    )
+
+
+async def test_a_batchs_copies_bound_for_one_partition_are_written_as_one_bundle() -> None:
+    """Once the sink knows the internal topic's partitions, the copies of a batch go out as one
+    bundle per partition, in the partition the default partitioner gives their key (as any
+    instance of the group writes them), and read back as the same events, in order, each with
+    the id it was given where it was read."""
+    addresses = [f"10.0.{n % 5}.1" for n in range(20)]
+    source = [
+        record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
+        for n, ip in enumerate(addresses)
+    ]
+    outgoing = await _gathering(FakeStore(), 3).process(source)  # type: ignore[arg-type]
+    bundles = [r for r in outgoing if r.topic == IP_TOPIC]
+    assert len(bundles) == len({b.partition for b in bundles}) > 1
+    decode = bundle_decoder(max_bytes=BUNDLE_BYTES)
+    for bundle in bundles:
+        assert bundle.key is None
+        assert not bundle.bundled
+        events = decode(bundle.value)
+        for e in events:
+            assert isinstance(e, Event)
+            assert e.ip is not None
+            assert DefaultPartitioner()(e.ip.encode(), [0, 1, 2], [0, 1, 2]) == bundle.partition
+        numbers = [int(e.user_id[1:]) for e in events]  # type: ignore[union-attr]
+        assert numbers == sorted(numbers)
+        assert [e.event_id for e in events] == [  # type: ignore[union-attr]
+            derived_event_id("auth.events", 0, n) for n in numbers
+        ]
+    assert sum(len(decode(b.value)) for b in bundles) == len(source)
+
+
+async def test_gathered_copies_count_as_the_copies_the_sink_placed_would() -> None:
+    """Read back, the bundles made here lock the same users as the copies written one by one
+    for the sink to place and bundle."""
+    addresses = [f"10.0.{n % 6}.1" for n in range(16)]  # four reach the threshold, two not
+    source = [
+        record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
+        for n, ip in enumerate(addresses)
+    ]
+    placed_store, gathered_store = FakeStore(), FakeStore()
+    placed, _ = _pipeline(placed_store, repartition=True)
+    outgoing = await placed.process(source)  # type: ignore[arg-type]
+    await placed.process(_internal(outgoing))  # type: ignore[arg-type]
+    gathering = _gathering(gathered_store, 3)
+    written = await gathering.process(source)  # type: ignore[arg-type]
+    read_back = [
+        record(n, r.value, topic=IP_TOPIC, partition=r.partition or 0)
+        for n, r in enumerate(r for r in written if r.topic == IP_TOPIC)
+    ]
+    await gathering.process(read_back)
+    assert placed_store.lock_calls
+    assert sorted(gathered_store.lock_calls) == sorted(placed_store.lock_calls)
+
+
+async def test_gathered_copies_are_written_in_bundles_within_the_size_limit() -> None:
+    """Many large events bound for one partition: several bundles, none over the limit, which
+    read back as every event in order."""
+    users = [f"u{n}" for n in range(300)]
+    source = [
+        record(n, encode_event(event(n / 100, user_id=user, ip="10.0.0.1", pad="x" * 900)))
+        for n, user in enumerate(users)
+    ]
+    outgoing = await _gathering(FakeStore(), 1).process(source)  # type: ignore[arg-type]
+    bundles = [r for r in outgoing if r.topic == IP_TOPIC]
+    assert len(bundles) > 1
+    assert all(len(b.value) <= BUNDLE_BYTES and b.partition == 0 for b in bundles)
+    decode = bundle_decoder(max_bytes=BUNDLE_BYTES)
+    assert [e.user_id for b in bundles for e in decode(b.value)] == users  # type: ignore[union-attr]
+
+
+def test_the_partitions_remembered_for_key_values_are_bounded() -> None:
+    """Key values come from events: an attacker sending a new address with every event must not
+    grow what an internal topic remembers of where each goes, and a new partition count places
+    every key value again."""
+    [route] = Repartitioning(ruleset(PER_IP), "g").routes
+    for n in range(_MAX_PLACED + 10):
+        assert route.place(f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", 3)[1] in range(3)
+    assert len(route.placed) <= _MAX_PLACED
+    where = route.place("10.0.0.1", 3)
+    assert where == (route.topic, DefaultPartitioner()(b"10.0.0.1", [0, 1, 2], [0, 1, 2]))
+    assert route.place("10.0.0.1", 7) == (
+        route.topic,
+        DefaultPartitioner()(b"10.0.0.1", list(range(7)), list(range(7))),
+    )
 
 
 async def test_replay_without_repartitioning_counts_every_rule_in_place() -> None:
