@@ -247,6 +247,24 @@ class Repartitioning:
             routes = self._wanting[kind] = tuple(r for r in self.routes if r.wants(event))
         return routes
 
+    def copies(
+        self, event: Event, topic: str, partition: int, offset: int
+    ) -> list[tuple[Route, Slot, bytes]]:
+        """Each route whose rules may count ``event`` (read at ``topic/partition/offset``) or
+        reset on it, the event's key value there, and its copy: the event encoded as an element
+        of a bundle, with an id made here if it has none (one copy serves every route)."""
+        copies = []
+        copy: bytes | None = None
+        for route in self.routes_for(event):
+            slot = route.read_key(event)
+            if slot is None:
+                continue
+            if copy is None:
+                made = None if event.event_id else derived_event_id(topic, partition, offset)
+                copy = _encode(bundle_element(event, made))
+            copies.append((route, slot, copy))
+        return copies
+
     def gather(
         self,
         event: Event,
@@ -256,20 +274,11 @@ class Repartitioning:
         partitions: Mapping[str, int],
         gathered: dict[tuple[str, int], list[bytes]],
     ) -> None:
-        """Add the copies of ``event`` (read at ``topic/partition/offset``) to ``gathered``,
-        by the internal topic and partition each goes to, each encoded as an element of a
-        bundle. ``partitions`` gives each internal topic's partition count."""
-        # Encoded at once: bytes are not tracked by the garbage collector, where thousands of
+        """Add the :meth:`copies` of ``event`` to ``gathered``, by the internal topic and
+        partition each goes to. ``partitions`` gives each internal topic's partition count."""
+        # Kept encoded: bytes are not tracked by the garbage collector, where thousands of
         # element tuples (each holding a dict) kept for the batch cost collections.
-        copy: bytes | None = None
-        for route in self.routes_for(event):
-            slot = route.read_key(event)
-            if slot is None:
-                continue
-            if copy is None:
-                # The id is made only for an event without one of its own.
-                made = None if event.event_id else derived_event_id(topic, partition, offset)
-                copy = _encode(bundle_element(event, made))
+        for route, slot, copy in self.copies(event, topic, partition, offset):
             where = route.placed.get(slot)
             if where is None or route.placed_among != partitions[route.topic]:
                 where = route.place(slot, partitions[route.topic])
@@ -278,18 +287,10 @@ class Repartitioning:
     def forward(
         self, event: Event, topic: str, partition: int, offset: int
     ) -> list[OutgoingRecord]:
-        """The internal records that carry ``event`` (read at ``topic/partition/offset``) to
-        the rules of other keys, for the sink to place and bundle; none for an event no such
-        rule would count or reset on. (:meth:`gather` places them itself.)"""
-        records = []
-        value: bytes | None = None
-        for route in self.routes_for(event):
-            slot = route.read_key(event)
-            if slot is None:
-                continue
-            if value is None:
-                made = None if event.event_id else derived_event_id(topic, partition, offset)
-                value = _encode(bundle_element(event, made))
-            # By position: a keyword costs as much again, and one is made per forwarded event.
-            records.append(OutgoingRecord(route.topic, value, record_key(slot), (), None, True))
-        return records
+        """The :meth:`copies` of ``event`` as records for the sink to place and bundle (before
+        the internal topics' partitions are known; :meth:`gather` places them itself)."""
+        # By position: a keyword costs as much again.
+        return [
+            OutgoingRecord(route.topic, copy, record_key(slot), (), None, True)
+            for route, slot, copy in self.copies(event, topic, partition, offset)
+        ]

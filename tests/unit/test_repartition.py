@@ -234,9 +234,14 @@ def test_a_key_of_several_fields_is_one_record_key() -> None:
 
 
 def _pipeline(
-    store: FakeStore, *, repartition: bool, rules: tuple[Rule, ...] = (BRUTEFORCE, PER_IP)
+    store: FakeStore,
+    *,
+    repartition: bool,
+    rules: tuple[Rule, ...] = (BRUTEFORCE, PER_IP),
+    partitions: int = 0,
 ) -> tuple[Pipeline, Metrics]:
-    """The pipeline of group ``g``, dead letters to ``dlq``, ten minutes after :data:`T0`."""
+    """The pipeline of group ``g``, dead letters to ``dlq``, ten minutes after :data:`T0`;
+    its sink knows that every internal topic has ``partitions`` partitions (0: not yet)."""
     settings = Settings(
         kafka={"decisions_topic": "decisions", "dead_letter_topic": "dlq", "group_id": "g"}
     )
@@ -249,6 +254,7 @@ def _pipeline(
         metrics=metrics,
         clock=clock,
         repartition=repartition,
+        partitions_of=lambda _: partitions,
     )
     return pipeline, metrics
 
@@ -406,20 +412,6 @@ async def test_a_source_batch_read_again_after_a_crash_counts_once() -> None:
 IP_TOPIC = "g.repartition.ip"
 
 
-def _gathering(store: FakeStore, partitions: int) -> Pipeline:
-    """A pipeline whose sink knows that every internal topic has ``partitions`` partitions."""
-    settings = Settings(kafka={"dead_letter_topic": "dlq", "group_id": "g"})
-    return Pipeline(
-        settings,
-        ruleset(BRUTEFORCE, PER_IP),
-        store=store,
-        metrics=Metrics(),
-        clock=lambda: T0 + 600,
-        repartition=True,
-        partitions_of=lambda _: partitions,
-    )
-
-
 async def test_a_batchs_copies_bound_for_one_partition_are_written_as_one_bundle() -> None:
     """Once the sink knows the internal topic's partitions, the copies of a batch go out as one
     bundle per partition, in the partition the default partitioner gives their key (as any
@@ -430,7 +422,7 @@ async def test_a_batchs_copies_bound_for_one_partition_are_written_as_one_bundle
         record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
         for n, ip in enumerate(addresses)
     ]
-    outgoing = await _gathering(FakeStore(), 3).process(source)  # type: ignore[arg-type]
+    outgoing = await _pipeline(FakeStore(), repartition=True, partitions=3)[0].process(source)  # type: ignore[arg-type]
     bundles = [r for r in outgoing if r.topic == IP_TOPIC]
     assert len(bundles) == len({b.partition for b in bundles}) > 1
     decode = bundle_decoder(max_bytes=BUNDLE_BYTES)
@@ -462,7 +454,7 @@ async def test_gathered_copies_count_as_the_copies_the_sink_placed_would() -> No
     placed, _ = _pipeline(placed_store, repartition=True)
     outgoing = await placed.process(source)  # type: ignore[arg-type]
     await placed.process(_internal(outgoing))  # type: ignore[arg-type]
-    gathering = _gathering(gathered_store, 3)
+    gathering, _ = _pipeline(gathered_store, repartition=True, partitions=3)
     written = await gathering.process(source)  # type: ignore[arg-type]
     read_back = [
         record(n, r.value, topic=IP_TOPIC, partition=r.partition or 0)
@@ -481,7 +473,7 @@ async def test_gathered_copies_are_written_in_bundles_within_the_size_limit() ->
         record(n, encode_event(event(n / 100, user_id=user, ip="10.0.0.1", pad="x" * 900)))
         for n, user in enumerate(users)
     ]
-    outgoing = await _gathering(FakeStore(), 1).process(source)  # type: ignore[arg-type]
+    outgoing = await _pipeline(FakeStore(), repartition=True, partitions=1)[0].process(source)  # type: ignore[arg-type]
     bundles = [r for r in outgoing if r.topic == IP_TOPIC]
     assert len(bundles) > 1
     assert all(len(b.value) <= BUNDLE_BYTES and b.partition == 0 for b in bundles)
