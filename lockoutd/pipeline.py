@@ -206,8 +206,8 @@ class Pipeline:
         decoders = self._decoders
         plan = self.repartitioning
         internal = plan.topics if plan is not None else {}
-        # Copies are gathered per partition once the sink knows every internal topic's
-        # partitions (from its first records on), and handed to it one record each before.
+        # Copies are gathered per partition while the sink knows every internal topic's
+        # partitions (the daemon asks at start), else handed to it one record each to place.
         counts = {topic: self._partitions_of(topic) for topic in internal}
         gathers = all(counts.values())
         forwards = is_internal = False

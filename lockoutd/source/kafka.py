@@ -696,8 +696,8 @@ class KafkaSink:
         return hashed
 
     def partition_count(self, topic: str) -> int:
-        """How many partitions ``topic`` has, as far as the producer knows; 0 before it
-        knows. Whoever counts it writes each key's records where the producer would."""
+        """How many partitions ``topic`` has, as far as the producer knows (0 before it
+        knows): with :func:`default_partition`, where the producer puts a key's records."""
         return len(self._producer.client.cluster.partitions_for_topic(topic) or ())
 
 
