@@ -422,7 +422,8 @@ async def test_a_batchs_copies_bound_for_one_partition_are_written_as_one_bundle
         record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
         for n, ip in enumerate(addresses)
     ]
-    outgoing = await _pipeline(FakeStore(), repartition=True, partitions=3)[0].process(source)  # type: ignore[arg-type]
+    pipeline, _ = _pipeline(FakeStore(), repartition=True, partitions=3)
+    outgoing = await pipeline.process(source)  # type: ignore[arg-type]
     bundles = [r for r in outgoing if r.topic == IP_TOPIC]
     assert len(bundles) == len({b.partition for b in bundles}) > 1
     decode = bundle_decoder(max_bytes=BUNDLE_BYTES)
@@ -473,7 +474,8 @@ async def test_gathered_copies_are_written_in_bundles_within_the_size_limit() ->
         record(n, encode_event(event(n / 100, user_id=user, ip="10.0.0.1", pad="x" * 900)))
         for n, user in enumerate(users)
     ]
-    outgoing = await _pipeline(FakeStore(), repartition=True, partitions=1)[0].process(source)  # type: ignore[arg-type]
+    pipeline, _ = _pipeline(FakeStore(), repartition=True, partitions=1)
+    outgoing = await pipeline.process(source)  # type: ignore[arg-type]
     bundles = [r for r in outgoing if r.topic == IP_TOPIC]
     assert len(bundles) > 1
     assert all(len(b.value) <= BUNDLE_BYTES and b.partition == 0 for b in bundles)
