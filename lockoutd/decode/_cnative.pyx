@@ -4,10 +4,11 @@
 ``_reference_event`` and ``_reference_validated`` in :mod:`lockoutd.decode.native` are the
 reference, and the fallback without a compiler. At a million users about a quarter of the
 engine loop's time per event went into them, in bytecode: reading nine fields, turning the time
-into seconds, checking the address's spelling, building the event. This module does the same for a record that is plainly valid, and hands every other
-record to the reference unchanged: a time out of range or past the horizon, a login name over
-its length, no subject, an address in any other spelling, a user agent to cut. What is refused,
-and why, and every rare path, stay written once, in Python.
+into seconds, checking the address's spelling, building the event. This module does the same
+for a record that is plainly valid, and hands every other record to the reference unchanged: a
+time out of range or past the horizon, a login name over its length, no subject, an address in
+any other spelling, a user agent to cut. What is refused, and why, and every rare path, stay
+written once, in Python.
 """
 
 from cpython.datetime cimport (
