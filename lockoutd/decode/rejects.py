@@ -37,7 +37,9 @@ KEY_PREFIX_BYTES = 1024
 HEADERS_BUDGET_BYTES = 16 * 1024
 """A cut-down dead letter keeps the original headers only if they fit in this."""
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
+"""A record's headers: Kafka lets a header carry no value at all (None), and the dead letter
+keeps such a header as it came."""
 
 
 class Rejects:
@@ -103,7 +105,7 @@ class Rejects:
         self._metrics.dead_lettered.labels(reason=error.reason).inc()
         value, key = record.value or b"", record.key
         headers: Headers = list(record.headers or ())
-        ours = [
+        ours: Headers = [
             ("lockoutd.reason", error.reason.encode()),
             ("lockoutd.error", str(error)[:_MAX_ERROR_CHARS].encode()),
             ("lockoutd.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
@@ -139,8 +141,8 @@ class Rejects:
         return OutgoingRecord(self._topic or "", value, key=key, headers=headers + ours + notes)
 
 
-def _size(headers: Sequence[tuple[str, bytes]]) -> int:
-    return sum(len(name) + len(value) for name, value in headers)
+def _size(headers: Sequence[tuple[str, bytes | None]]) -> int:
+    return sum(len(name) + len(value or b"") for name, value in headers)
 
 
 def where_raised(error: BaseException) -> str:

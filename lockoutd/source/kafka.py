@@ -473,7 +473,7 @@ class OutgoingRecord(msgspec.Struct, frozen=True, gc=False):
     topic: str
     value: bytes
     key: bytes | None = None
-    headers: Sequence[tuple[str, bytes]] = ()
+    headers: Sequence[tuple[str, bytes | None]] = ()
     fallback: OutgoingRecord | None = None
     """What to publish instead when Kafka refuses this record for good (a dead letter without
     its value when the broker finds it too large)."""

@@ -39,8 +39,10 @@ def produce(
     values: Iterable[dict[str, Any] | bytes],
     *,
     key_field: str = "user_id",
+    headers: Sequence[tuple[str, bytes | None]] = (),
 ) -> None:
-    """Send ``values`` (event dicts or raw bytes) in order, keyed by user as producers do."""
+    """Send ``values`` (event dicts or raw bytes) in order, keyed by user as producers do, each
+    with ``headers`` (Kafka allows a header without a value: None)."""
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
@@ -48,10 +50,14 @@ def produce(
         try:
             for value in values:
                 if isinstance(value, bytes):
-                    await producer.send_and_wait(topic, value, key=b"raw")
+                    await producer.send_and_wait(
+                        topic, value, key=b"raw", headers=list(headers) or None
+                    )
                 else:
                     key = str(value.get(key_field) or value.get("login_name") or "").encode()
-                    await producer.send_and_wait(topic, json.dumps(value).encode(), key=key)
+                    await producer.send_and_wait(
+                        topic, json.dumps(value).encode(), key=key, headers=list(headers) or None
+                    )
         finally:
             await producer.stop()
 

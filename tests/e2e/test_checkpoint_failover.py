@@ -21,7 +21,7 @@ from lockoutd.decide.engine import Engine
 from lockoutd.decide.snapshot import FORMAT_VERSION, encode_snapshot
 from lockoutd.rules import load_rules
 from lockoutd.source.checkpoints import Chunk
-from lockoutd.source.schedule_seal import ScheduleSeal
+from lockoutd.source.schedule_seal import HEADER, ScheduleSeal
 from lockoutd.testing.broker import LocalBroker
 from lockoutd.testing.process import DaemonProcess
 from lockoutd.testing.zitadel_emulator import UserState
@@ -163,8 +163,9 @@ def test_a_day_window_survives_failover_through_a_checkpoint(
 
 
 def _forge(stack: Stack, committed: int) -> None:
-    """Write two checkpoints for the partition: an empty window state (which would blind the
-    user) without a signature, and a signed record that is not a checkpoint."""
+    """Write three checkpoints for the partition: an empty window state (which would blind the
+    user) without a signature, the same with a signature header of no value (Kafka allows a
+    null header), and a signed record that is not a checkpoint."""
     topic = stack.config.checkpoint_topic
     assert topic is not None
     rules = load_rules(stack.config.rule_paths)
@@ -187,6 +188,7 @@ def _forge(stack: Stack, committed: int) -> None:
         await producer.start()
         try:
             await producer.send_and_wait(topic, forged, key=key)
+            await producer.send_and_wait(topic, forged, key=key, headers=[(HEADER, None)])
             await producer.send_and_wait(
                 topic, corrupt, key=key, headers=seal.headers(key, corrupt)
             )
@@ -213,10 +215,12 @@ def test_a_forged_or_corrupt_checkpoint_is_refused_and_the_partition_rewound(
         successor = _take_over(stack, tmp_path)
         wait_until(lambda: _lines(successor, "partition_rebuilding"), what="the rewind")
         assert not _lines(successor, "partition_restored")
-        rejected = {e["reason"] for e in _lines(successor, "checkpoint_rejected")}
-        assert rejected == {"bad_signature", "malformed"}
-        for reason in rejected:
-            assert successor.metric("lockoutd_checkpoints_rejected_total", reason=reason) == 1
+        rejected = [e["reason"] for e in _lines(successor, "checkpoint_rejected")]
+        assert sorted(rejected) == ["bad_signature", "bad_signature", "malformed"]
+        for reason in set(rejected):
+            assert successor.metric(
+                "lockoutd_checkpoints_rejected_total", reason=reason
+            ) == rejected.count(reason)
         assert successor.metric("lockoutd_partitions_restored_total", source="rewind") == 1
 
         _locked_once(stack)

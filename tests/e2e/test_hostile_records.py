@@ -116,6 +116,25 @@ def test_a_failure_dated_a_year_ahead_does_not_blind_its_user(own_stack: Stack) 
     assert dead_letter_reasons(stack) == [b"future_time"]
 
 
+def test_a_refused_record_with_a_header_of_no_value_is_dead_lettered_and_the_attack_behind_it_locks(
+    own_stack: Stack,
+) -> None:
+    """Kafka lets a header carry no value at all (null). On a record that is refused, such a header
+    stopped the daemon while the dead letter was made, and every restart met the record again."""
+    stack = own_stack
+    stack.emulator.add_user("7301", org_id=ORG_ID)
+    headers = [("trace", None), ("origin", b"gateway-1")]
+    produce(stack.bootstrap, stack.events_topic, [b"not json"], headers=headers)
+
+    attack_locks(stack, "7301")
+
+    assert stack.config.dead_letter_topic is not None
+    [dead] = read_all(stack.bootstrap, stack.config.dead_letter_topic)
+    assert dead.value == b"not json"
+    assert [h for h in dead.headers if not h[0].startswith("lockoutd.")] == headers
+    assert dead_letter_reasons(stack) == [b"invalid_json"]
+
+
 def test_replay_reports_hostile_records_as_invalid_and_goes_on(tmp_path: Path) -> None:
     """``lockoutd replay`` over a file holding each poison exits normally, names each record
     invalid with its reason and line, and still decides on the attack after them."""

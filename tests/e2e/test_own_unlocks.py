@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from lockoutd.settings import KafkaSettings
+from lockoutd.source.schedule_seal import HEADER as SIGNATURE_HEADER
 from lockoutd.source.schedule_seal import schedule_seal
 from lockoutd.testing.broker import LocalBroker
 from lockoutd.testing.zitadel.faults import Fault
@@ -258,3 +259,49 @@ def test_with_a_signing_key_a_well_formed_forgery_is_refused(temporary_locks: St
         if name == "lockoutd_schedule_entries_rejected_total"
     }
     assert rejected == {"bad_signature": 1, "malformed": 0, "invalid": 0, "wrong_key": 0}
+
+
+def test_a_schedule_record_whose_signature_header_has_no_value_is_refused(
+    temporary_locks: Stack,
+) -> None:
+    """Kafka lets a header carry no value (null). A schedule record whose signature header is
+    such a null is refused as unsigned, and the daemon goes on locking and unlocking."""
+    stack = temporary_locks
+    stack.emulator.add_user("6007", org_id=ORG_ID, state=UserState.LOCKED)
+    stack.emulator.add_user("6008", org_id=ORG_ID)
+    now = time.time()
+    entry = {
+        "user_id": "6007",
+        "org_id": ORG_ID,
+        "rule": "otp-bruteforce",
+        "state": "locked",
+        "strikes": 1,
+        "updated_at": now - 5,
+        "locked_at": now - 5,
+        "unlock_at": now - 1,
+    }
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                stack.config.schedule_topic,
+                json.dumps(entry).encode(),
+                key=b"6007",
+                headers=[(SIGNATURE_HEADER, None)],
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+    three_wrong_codes(stack, "6008")
+    [unlock] = wait_until(lambda: decisions_for(stack, "6008", "unlock"), what="6008's unlock")
+    assert unlock["outcome"] == "unlocked"
+    assert stack.daemon.returncode is None
+    assert stack.emulator.state_of("6007") is UserState.LOCKED
+    assert not unlock_calls(stack, "6007")
+    assert (
+        stack.daemon.metric("lockoutd_schedule_entries_rejected_total", reason="bad_signature") == 1
+    )
