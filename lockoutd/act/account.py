@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lockoutd.act.answers import answer_json
 from lockoutd.act.zitadel import ZitadelClient, read_error
 from lockoutd.errors import UnexpectedAnswer
 from lockoutd.settings import ZitadelSettings
@@ -141,7 +142,7 @@ async def _json(
             "zitadel.base_url names the instance, not a proxy or another service"
         )
     try:
-        decoded = response.json()
+        decoded = answer_json(response.content)
     except ValueError:
         decoded = None
     if not isinstance(decoded, dict):

@@ -29,7 +29,6 @@ import asyncio
 import email.utils
 import enum
 import functools
-import json
 import re
 import ssl
 import time
@@ -46,6 +45,7 @@ from pydantic import SecretStr
 
 from lockoutd import __version__
 from lockoutd.act import refusals
+from lockoutd.act.answers import answer_json
 from lockoutd.act.login_names import LoginNameCache
 from lockoutd.act.ownership import Version, read_version
 from lockoutd.act.user_facts import user_facts
@@ -237,7 +237,7 @@ def read_error(status: int, content: bytes) -> ErrorAnswer:
     Bodies that are not ZITADEL's (a proxy's HTML page, say) leave ``code`` and ``id`` unset.
     """
     try:
-        body: Any = json.loads(content)
+        body: Any = answer_json(content)
     except ValueError:
         return ErrorAnswer(status)
     if not isinstance(body, dict):
@@ -401,7 +401,7 @@ class ZitadelClient:
         for attempt in (1, 2):
             response = await self._call("lock", "POST", path, org, body={}, deadline=deadline)
             if response.is_success:
-                return LockReceipt(LockOutcome.LOCKED, _details_version(response))
+                return LockReceipt(LockOutcome.LOCKED, self._changed("lock", response))
             answer = read_error(response.status_code, response.content)
             if answer.status == 404 and answer.id in _USER_NOT_FOUND:
                 return LockReceipt(LockOutcome.UNKNOWN_USER)
@@ -429,6 +429,7 @@ class ZitadelClient:
         org = self._org(org_id)
         response = await self._call("unlock", "POST", path, org, body={}, deadline=self._deadline())
         if response.is_success:
+            self._changed("unlock", response)
             return UnlockOutcome.UNLOCKED
         answer = read_error(response.status_code, response.content)
         if answer.status == 400 and answer.id in _NOT_LOCKED:
@@ -492,7 +493,7 @@ class ZitadelClient:
                 return None
             raise _unexpected("get_user", answer)
         try:
-            body = response.json()
+            body = answer_json(response.content)
             user = body["user"]
             # protojson omits an enum at its zero value, USER_STATE_UNSPECIFIED.
             state = user.get("state", UserState.UNSPECIFIED.value)
@@ -528,7 +529,7 @@ class ZitadelClient:
         if not response.is_success:
             raise _unexpected("find_user", read_error(response.status_code, response.content))
         try:
-            results = response.json().get("result") or []
+            results = answer_json(response.content).get("result") or []
             found = [self._resolved(user, org) for user in results]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _unexpected("find_user", ErrorAnswer(response.status_code)) from None
@@ -572,7 +573,7 @@ class ZitadelClient:
                     return frozenset()  # any caller may ask; a refusal grants nothing
                 raise _unexpected("permissions", answer)
             try:
-                granted = response.json().get("result") or []
+                granted = answer_json(response.content).get("result") or []
             except (ValueError, AttributeError):
                 raise _unexpected("permissions", ErrorAnswer(response.status_code)) from None
             if not isinstance(granted, list):
@@ -614,7 +615,7 @@ class ZitadelClient:
                 return None
             raise _unexpected("find_user", answer)
         try:
-            return self._resolved(response.json()["user"], None)
+            return self._resolved(answer_json(response.content)["user"], None)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _unexpected("find_user", ErrorAnswer(response.status_code)) from None
 
@@ -821,6 +822,24 @@ class ZitadelClient:
             )
         return response
 
+    def _changed(self, operation: str, response: httpx.Response) -> Version | None:
+        """The version a successful lock or unlock left (in its ``details``; None when they do
+        not say). ZITADEL answers a change with a JSON object: any other success (a proxy's page,
+        a ``base_url`` that names another service) is no proof that anything changed, and the
+        call is unavailable until ZITADEL itself answers."""
+        try:
+            body = answer_json(response.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self._healthy = False
+            raise ZitadelUnavailable(
+                f"the answer to {operation} (HTTP {response.status_code}) is not ZITADEL's: it is "
+                "not a JSON object; check that zitadel.base_url names the instance, not a proxy's "
+                "page or another service"
+            )
+        return read_version(body.get("details"))
+
     def _observe(self, operation: str, code: str, started: float) -> None:
         self._metrics.zitadel_requests.labels(operation, code).inc()
         self._metrics.zitadel_request_duration.labels(operation).observe(
@@ -860,15 +879,6 @@ class ZitadelClient:
         )
 
 
-def _details_version(response: httpx.Response) -> Version | None:
-    """The version in a change answer's ``details``; None when the body does not say."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return read_version(body.get("details")) if isinstance(body, dict) else None
-
-
 def _backoff_hook(deadline: float) -> Callable[[BaseException], bool | float]:
     """Retry only :class:`_Retryable`; a ``Retry-After`` sets the wait unless it overruns."""
 
@@ -895,10 +905,10 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         pass
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError):  # a date no calendar holds is no date
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, seconds)
 
 
 def _unexpected(operation: str, answer: ErrorAnswer) -> UnexpectedAnswer:

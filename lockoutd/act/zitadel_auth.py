@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
+from lockoutd.act.answers import answer_json
 from lockoutd.errors import ZitadelConfigError, ZitadelUnavailable
 from lockoutd.settings import ZitadelSettings
 
@@ -307,7 +308,7 @@ def _token_refused(response: httpx.Response, source: str) -> Exception:
     """Turn a refused token request into an error that says what to do."""
     error = "unknown"
     try:
-        body: Any = response.json()
+        body: Any = answer_json(response.content)
     except ValueError:
         body = None
     # Only the OAuth error code is quoted (a fixed vocabulary); the description is free text.

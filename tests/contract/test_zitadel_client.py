@@ -568,6 +568,82 @@ async def test_a_retry_after_beyond_the_budget_gives_up_at_once(
     assert len(api_calls(emu)) == 1
 
 
+@pytest.mark.parametrize(
+    "retry_after",
+    ["Mon, 01 Jan 99999999999999999999 00:00:00 +0000", "nan", "soon"],
+)
+async def test_a_retry_after_no_calendar_holds_is_ignored_and_the_call_retried(
+    emu: ZitadelEmulator, tmp_path: Path, retry_after: str
+) -> None:
+    """A proxy's 503 whose ``Retry-After`` is no usable time is retried on lockoutd's own
+    backoff: one answer's header must not stop the daemon."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.answer(503, b"busy", headers={"Retry-After": retry_after}, times=1))
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert [c.status for c in emu.lock_calls(USER)] == [503, 200]
+
+
+DEEP_JSON = b"[" * 100_000
+
+
+@pytest.mark.parametrize("status", [400, 404, 503])
+async def test_an_error_answer_nested_past_any_depth_is_read_as_no_zitadel_answer(
+    emu: ZitadelEmulator, tmp_path: Path, status: int
+) -> None:
+    """An error body nested a hundred thousand deep is not ZITADEL's: the call ends as an
+    unexpected answer (or, for a 503, retried and unavailable), never as a crash."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.answer(status, DEEP_JSON, headers={"Content-Type": "application/json"}))
+    async with connect(settings_for(emu, "v2", creds, retry_attempts=2)) as client:
+        expected = ZitadelUnavailable if status == 503 else UnexpectedAnswer
+        with pytest.raises(expected, match=f"HTTP {status}"):
+            await client.lock(USER, ORG)
+
+
+@pytest.mark.parametrize("operation", ["get_user", "find_user", "lock"])
+async def test_a_success_nested_past_any_depth_is_read_as_no_zitadel_answer(
+    emu: ZitadelEmulator, api: str, tmp_path: Path, operation: str
+) -> None:
+    """A 200 whose body is nested a hundred thousand deep is no answer of ZITADEL's; reading a
+    user or a login name ends as an unexpected answer, and a lock waits for a real one."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG, login_name="alice@example.com")
+    deep = Fault.answer(200, DEEP_JSON, headers={"Content-Type": "application/json"})
+    emu.set_fault(deep)
+    async with connect(settings_for(emu, api, creds, retry_timeout=0.5)) as client:
+        if operation == "get_user":
+            with pytest.raises(UnexpectedAnswer):
+                await client.read_user(USER, ORG)
+        elif operation == "find_user":
+            with pytest.raises(UnexpectedAnswer):
+                await client.resolve_login_name("alice@example.com", ORG)
+        else:
+            with pytest.raises(ZitadelUnavailable, match="not ZITADEL's"):
+                await client.lock(USER, ORG)
+
+
+@pytest.mark.parametrize("operation", ["lock", "unlock"])
+async def test_a_success_that_is_a_page_and_not_zitadels_json_changes_nothing(
+    emu: ZitadelEmulator, api: str, tmp_path: Path, operation: str
+) -> None:
+    """A 200 with an HTML page (a proxy's login page, a base_url naming another service) is no
+    proof of a lock or an unlock: the call is unavailable, retried later, and says where to look;
+    the client reports ZITADEL as not ready meanwhile."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    state = EmulatedState.LOCKED if operation == "unlock" else EmulatedState.ACTIVE
+    emu.add_user(USER, org_id=ORG, state=state)
+    page = b"<html><body>Sign in to continue</body></html>"
+    emu.set_fault(Fault.answer(200, page, headers={"Content-Type": "text/html"}))
+    async with connect(settings_for(emu, api, creds, retry_timeout=0.5)) as client:
+        call = client.lock if operation == "lock" else client.unlock
+        with pytest.raises(ZitadelUnavailable, match=r"not a JSON object.*zitadel\.base_url"):
+            await call(USER, ORG)
+        assert not client.healthy
+
+
 async def test_zitadels_own_429_is_retried_with_backoff(
     emu: ZitadelEmulator, api: str, tmp_path: Path
 ) -> None:

@@ -114,6 +114,39 @@ def test_zitadel_faults_are_retried_until_the_lock_happens(own_stack: Stack) -> 
         assert stack.emulator.lock_calls(user)[-1].status == 200
 
 
+def test_a_hostile_proxys_answers_stop_nothing_and_every_user_is_locked(own_stack: Stack) -> None:
+    """Answers no ZITADEL sends, each once, from whoever sits on the path: a Retry-After no
+    calendar holds, bodies nested a hundred thousand deep, a 200 that is a login page. The
+    daemon keeps running, retries, and locks every user."""
+    stack = own_stack
+    deep = b"[" * 100_000
+    json_type = {"Content-Type": "application/json"}
+    faults = {
+        "3211": Fault.answer(
+            503, b"busy", headers={"Retry-After": "Mon, 01 Jan 99999999999 00:00:00 GMT"}, times=1
+        ),
+        "3212": Fault.answer(503, deep, headers=json_type, times=1),
+        "3213": Fault.answer(200, deep, headers=json_type, times=1),
+        "3214": Fault.answer(200, b"<html>Sign in</html>", headers={"Content-Type": "text/html"}),
+    }
+    add_users(stack, list(faults))
+    for user, fault in faults.items():
+        stack.emulator.set_fault(fault, path_contains=f"/{user}/_lock")
+    attack(stack, list(faults))
+
+    wait_until(
+        lambda: all_locked(stack, list(faults)[:3]) or stack.daemon.returncode is not None,
+        what="the users of the passing faults locked",
+    )
+    assert stack.daemon.returncode is None, "the daemon stopped"
+    # The login page answers every lock of 3214: nobody is reported locked on its word.
+    assert stack.emulator.state_of("3214") is UserState.ACTIVE
+    wait_until(lambda: len(stack.emulator.lock_calls("3214")) >= 2, what="3214's lock retried")
+    stack.emulator.clear_faults()
+    wait_until(lambda: all_locked(stack, ["3214"]), what="3214 locked once ZITADEL answers")
+    assert stack.daemon.returncode is None
+
+
 def test_a_flood_is_capped_and_the_rest_is_reported_as_suppressed(
     broker: LocalBroker, tmp_path: Path
 ) -> None:

@@ -1,10 +1,11 @@
-"""Faults a test switches on at runtime: slow answers, error statuses, rate limits, dropped links.
+"""Faults a test switches on at runtime: slow answers, error statuses, rate limits, dropped links,
+and the answers of a broken or hostile proxy in front of ZITADEL (any bytes, a trickle).
 
 A :class:`Fault` is a plain value; :class:`FaultPlan` holds the armed ones and draws, for each
 request, how long to wait and which fault (if any) answers instead of the API. Faults are drawn
 in the order they were set: every matching latency fault adds its delay, and the first matching
-answering fault (status, rate limit, dropped connection, reply lost after the change)
-answers. A fault with ``times=N`` is
+answering fault (status, rate limit, dropped connection, reply lost after the change, a
+proxy's answer) answers. A fault with ``times=N`` is
 used up after N requests it applied to; ``times=None`` lasts until cleared.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -24,6 +26,8 @@ class FaultKind(enum.StrEnum):
     PROXY_RATE_LIMITED = "proxy_rate_limited"
     DROP_CONNECTION = "drop_connection"
     DROP_AFTER_APPLYING = "drop_after_applying"
+    ANSWER = "answer"
+    TRICKLE = "trickle"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,8 @@ class Fault:
     seconds: float = 0.0
     http_status: int = 0
     retry_after: int = 0
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.times is not None and self.times < 1:
@@ -94,6 +100,39 @@ class Fault:
         """Matching requests take effect, then their connection is closed before the answer:
         a reply lost on the way back, which the client cannot tell from a request never made."""
         return cls(FaultKind.DROP_AFTER_APPLYING, times, path_contains)
+
+    @classmethod
+    def answer(
+        cls,
+        http_status: int,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        times: int | None = None,
+        path_contains: str | None = None,
+    ) -> Fault:
+        """Matching requests get exactly this status, body and headers, whatever they asked:
+        what a broken or hostile proxy in front of ZITADEL may send (a page of its own, a body
+        nested a hundred thousand deep, a ``Retry-After`` no calendar holds, a compressed bomb).
+        """
+        return cls(
+            FaultKind.ANSWER,
+            times,
+            path_contains,
+            http_status=http_status,
+            body=body,
+            headers=tuple((headers or {}).items()),
+        )
+
+    @classmethod
+    def trickle(
+        cls, seconds_per_byte: float, *, times: int | None = None, path_contains: str | None = None
+    ) -> Fault:
+        """Matching requests get a 200 whose body never ends: one byte every
+        ``seconds_per_byte``, each sooner than a client's read timeout, until the client leaves."""
+        if seconds_per_byte <= 0:
+            raise ValueError(f"seconds_per_byte must be positive, got {seconds_per_byte}")
+        return cls(FaultKind.TRICKLE, times, path_contains, seconds=seconds_per_byte)
 
     def applies_to(self, path: str) -> bool:
         """Whether the fault's path filter lets it act on a request for ``path``."""

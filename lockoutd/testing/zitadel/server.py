@@ -422,6 +422,13 @@ class ZitadelEmulator:
                 request.transport.close()
             # aiohttp takes this for a vanished client and writes nothing.
             raise asyncio.CancelledError
+        if fault is not None and fault.kind is FaultKind.ANSWER:
+            logger.info("%s %s -> %s, a proxy's answer", request.method, path, fault.http_status)
+            with self._lock:
+                record.status = fault.http_status
+            return web.Response(body=fault.body, status=fault.http_status, headers=fault.headers)
+        if fault is not None and fault.kind is FaultKind.TRICKLE:
+            return await self._trickle(request, record, fault.seconds)
         if fault is not None:
             reply = _fault_reply(fault, request.host)
         elif isinstance(routed, ApiError):
@@ -444,6 +451,22 @@ class ZitadelEmulator:
             headers=dict(reply.headers),
             content_type="application/json",
         )
+
+    async def _trickle(
+        self, request: web.Request, record: _Record, seconds: float
+    ) -> web.StreamResponse:
+        logger.info("%s %s -> 200, trickled", request.method, record.path)
+        with self._lock:
+            record.status = 200
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Content-Length": "1000000"}
+        )
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(1_000_000):
+                await response.write(b" ")
+                await asyncio.sleep(seconds)
+        return response
 
     def _run(self, match: Match, request: ApiRequest) -> Reply:
         try:
