@@ -175,6 +175,8 @@ _USER_NOT_FOUND = frozenset(
     }
 )
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_ANSWER_BYTES = 1 << 20
+"""The largest answer body read (ZITADEL's are a few kilobytes): a larger one is not read."""
 # ListMyZitadelPermissions: what the caller may do in the context org and on the instance.
 _MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
 _ID_SUFFIX = re.compile(r"\(([A-Za-z0-9]+-[A-Za-z0-9]+)\)\s*$")
@@ -362,7 +364,7 @@ class ZitadelClient:
                 max_keepalive_connections=settings.max_concurrency,
                 keepalive_expiry=30.0,
             ),
-            headers={"user-agent": f"lockoutd/{__version__}"},
+            headers={"user-agent": f"lockoutd/{__version__}", "accept-encoding": "identity"},
             transport=transport,
         )
 
@@ -778,7 +780,7 @@ class ZitadelClient:
                         content=form.get_secret_value().encode() if form is not None else None,
                     )
                     try:
-                        response = await self._attempt(operation, request, auth)
+                        response = await self._attempt(operation, request, auth, deadline)
                     except _Retryable as exc:
                         exc.attempt = attempt.num
                         last = exc
@@ -798,19 +800,29 @@ class ZitadelClient:
         raise AssertionError("stamina ended without an attempt")  # pragma: no cover
 
     async def _attempt(
-        self, operation: str, request: httpx.Request, auth: _Bearer | None
+        self, operation: str, request: httpx.Request, auth: _Bearer | None, deadline: float
     ) -> httpx.Response:
         async with self._semaphore:
             started = time.perf_counter()
+            # httpx's timeout bounds each read, and a body trickled a byte at a time never trips
+            # it: the whole answer gets zitadel.timeout, and never more than the budget left.
+            seconds = min(self._settings.timeout, max(0.0, deadline - time.monotonic()))
             try:
-                response = await self._http.send(request, auth=auth or httpx.USE_CLIENT_DEFAULT)
+                async with asyncio.timeout(seconds):
+                    response = await self._answer(request, auth)
+            except TimeoutError:
+                self._observe(operation, "error", started)
+                raise _Retryable(
+                    operation, None, reason="Timeout: the whole answer took over zitadel.timeout"
+                ) from None
             except httpx.TransportError as exc:  # timeouts, refused and dropped connections
                 self._observe(operation, "error", started)
                 raise _Retryable(operation, None, reason=type(exc).__name__) from None
-            except httpx.RequestError as exc:  # a body that cannot be decoded, say: not retried
+            except (httpx.RequestError, _Unreadable) as exc:  # not retried here
                 self._observe(operation, "error", started)
+                why = str(exc) if isinstance(exc, _Unreadable) else type(exc).__name__
                 raise ZitadelUnavailable(
-                    f"ZITADEL's answer to {operation} could not be read ({type(exc).__name__})"
+                    f"ZITADEL's answer to {operation} could not be read ({why})"
                 ) from None
             self._observe(operation, str(response.status_code), started)
         if response.status_code in _RETRY_STATUSES:
@@ -821,6 +833,36 @@ class ZitadelClient:
                 answer=read_error(response.status_code, response.content),
             )
         return response
+
+    async def _answer(self, request: httpx.Request, auth: _Bearer | None) -> httpx.Response:
+        """The answer to ``request``, its body read whole if it is no larger than
+        :data:`MAX_ANSWER_BYTES` and not compressed (lockoutd asks for no compression: a few
+        kilobytes of a compressed bomb would otherwise be gigabytes in memory)."""
+        response = await self._http.send(
+            request, auth=auth or httpx.USE_CLIENT_DEFAULT, stream=True
+        )
+        try:
+            coding = response.headers.get("content-encoding", "identity").strip().lower()
+            if coding not in ("", "identity"):
+                raise _Unreadable(
+                    f"it is compressed ({coding[:40]}), which lockoutd did not ask for"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():  # as sent: nothing to inflate
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise _Unreadable(f"it is larger than {MAX_ANSWER_BYTES} bytes")
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=b"".join(chunks),
+            request=request,
+            extensions=response.extensions,
+        )
 
     def _changed(self, operation: str, response: httpx.Response) -> Version | None:
         """The version a successful lock or unlock left (in its ``details``; None when they do
@@ -877,6 +919,10 @@ class ZitadelClient:
             f"check {self._auth.describe()} (revoked or expired?) and, for a key file, that "
             "zitadel.audience or zitadel.base_url is the instance URL"
         )
+
+
+class _Unreadable(Exception):
+    """An answer lockoutd does not read: compressed, or larger than :data:`MAX_ANSWER_BYTES`."""
 
 
 def _backoff_hook(deadline: float) -> Callable[[BaseException], bool | float]:

@@ -7,6 +7,7 @@ credentials (a personal access token, a service-account key traded for an access
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -642,6 +643,52 @@ async def test_a_success_that_is_a_page_and_not_zitadels_json_changes_nothing(
         with pytest.raises(ZitadelUnavailable, match=r"not a JSON object.*zitadel\.base_url"):
             await call(USER, ORG)
         assert not client.healthy
+
+
+async def test_an_answer_trickled_a_byte_at_a_time_is_cut_at_the_timeout_and_retried(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """A body that comes a byte every 0.1 s never trips a read timeout of 0.5 s; the whole
+    answer gets the timeout, then the call is retried, and the lock happens."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.trickle(0.1, times=1), path_contains="/_lock")
+    metrics = Metrics()
+    async with connect(settings_for(emu, "v1", creds, timeout=0.5), metrics=metrics) as client:
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert requests(metrics, "lock", "error") == 1
+    assert [c.status for c in emu.lock_calls(USER)] == [200, 200]
+
+
+async def test_an_answer_larger_than_any_of_zitadels_is_not_read(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """Two megabytes of answer are not read into memory: the call is unavailable, retried later."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    emu.set_fault(Fault.answer(200, b" " * 2_000_000 + b"{}", times=1), path_contains="/_lock")
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        with pytest.raises(ZitadelUnavailable, match="larger than 1048576 bytes"):
+            await client.lock(USER, ORG)
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+
+
+async def test_a_compressed_answer_lockoutd_did_not_ask_for_is_not_inflated(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """lockoutd asks for answers as they are. Two hundred kilobytes of gzip that would inflate
+    to two hundred megabytes are not inflated: the call is unavailable, retried later."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG)
+    bomb = gzip.compress(b"0" * 200_000_000, compresslevel=9)
+    assert len(bomb) < 300_000
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    emu.set_fault(Fault.answer(200, bomb, headers=headers, times=1), path_contains="/_lock")
+    async with connect(settings_for(emu, "v1", creds)) as client:
+        with pytest.raises(ZitadelUnavailable, match=r"compressed \(gzip\)"):
+            await client.lock(USER, ORG)
+        assert await client.lock(USER, ORG) is LockOutcome.LOCKED
+    assert all(c.headers.get("accept-encoding") == "identity" for c in emu.calls)
 
 
 async def test_zitadels_own_429_is_retried_with_backoff(

@@ -73,7 +73,7 @@ MEANINGS = {
     "zitadel.pat": "the personal access token itself",
     "zitadel.key_file": "service-account key JSON, for the JWT profile grant instead of a PAT",
     "zitadel.audience": "`aud` of the JWT assertion (default: `base_url`)",
-    "zitadel.timeout": "per request",
+    "zitadel.timeout": "per request: the whole answer, body included, within it",
     "zitadel.max_concurrency": "requests in flight",
     "zitadel.ca_file": "a private CA bundle for ZITADEL's certificate",
     "zitadel.verify_tls": "verify ZITADEL's certificate (switch off only for a lab)",
