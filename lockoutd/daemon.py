@@ -345,8 +345,9 @@ class Daemon:
                 source.resume()
             # A partition's rebuild mark stays until it is lost: once its records pass the mark,
             # the mark no longer matches any of them.
-            if await source.commit(batch.next_offsets) and checkpoints is not None:
-                await self._checkpoint(checkpoints, pipeline, batch.next_offsets)
+            committed = await source.commit(batch.next_offsets)
+            if committed and checkpoints is not None:
+                await self._checkpoint(checkpoints, pipeline, committed)
 
     async def _checkpoint(
         self, checkpoints: Checkpoints, pipeline: Pipeline, committed: Offsets

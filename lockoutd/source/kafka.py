@@ -20,7 +20,12 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import BrokerResponseError, CommitFailedError, KafkaError
+from aiokafka.errors import (
+    BrokerResponseError,
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+)
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
@@ -233,6 +238,8 @@ class KafkaSource:
         self._fetching = True
         self._last_contact = time.monotonic()
         self.rebuild_until: Offsets = {}
+        self._moved: set[TopicPartition] = set()
+        """Partitions revoked since the batch in flight was fetched (given back or not)."""
         """Per partition, the committed offset that rewound records are replayed up to."""
         self._consumer = AIOKafkaConsumer(
             group_id=settings.group_id,
@@ -286,6 +293,7 @@ class KafkaSource:
 
     async def next_batch(self, timeout_seconds: float = 1.0) -> Batch:
         """The next records, in offset order per partition; empty when none arrived in time."""
+        self._moved.clear()
         try:
             by_partition = await self._consumer.getmany(
                 timeout_ms=int(timeout_seconds * 1000),
@@ -397,6 +405,7 @@ class KafkaSource:
         self._on_share(partition_share(self._consumer.assignment(), counts))
 
     def partitions_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        self._moved.update(partitions)
         for tp in partitions:
             self.rebuild_until.pop(tp, None)
             self._positions.pop(tp, None)
@@ -416,20 +425,31 @@ class KafkaSource:
         index = (murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)
         return TopicPartition(topic, index) in self._consumer.assignment()
 
-    async def commit(self, offsets: Offsets) -> bool:
-        """Commit ``offsets`` (the next offset to read, per partition).
+    async def commit(self, offsets: Offsets) -> Offsets:
+        """Commit the batch's ``offsets`` (the next offset to read, per partition); return those
+        committed.
 
-        Returns False when a rebalance took the partitions away first: their new owner reads the
-        records again, which at-least-once delivery allows.
+        Left out, and read again by whoever holds them now (at-least-once delivery allows it):
+        partitions revoked while the batch was in flight, even if given back since (their
+        windows were rebuilt meanwhile, and Kafka refuses a commit of a partition held
+        elsewhere). Left out too: a partition whose records were read again only to rebuild its
+        windows, below its rebuild mark. Its committed offset is the mark already, and moving it
+        back would make the next owner act again on what was acted on.
         """
-        if not offsets:
-            return True
+        held = self._consumer.assignment()
+        ours = {
+            tp: offset
+            for tp, offset in offsets.items()
+            if tp in held and tp not in self._moved and offset >= self.rebuild_until.get(tp, 0)
+        }
+        if not ours:
+            return {}
         try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
+            await self._consumer.commit(ours)
+        except (CommitFailedError, IllegalStateError) as exc:
             log.warning("commit_failed_after_rebalance", error=str(exc))
-            return False
-        return True
+            return {}
+        return ours
 
     def _report_lag(self, by_partition: dict[TopicPartition, list[Record]]) -> None:
         for tp, records in by_partition.items():

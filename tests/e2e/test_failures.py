@@ -242,6 +242,47 @@ def test_two_instances_share_the_work_and_one_takes_over_when_the_other_dies(
         stop_stack(stack)
 
 
+def test_partitions_that_move_while_their_batch_waits_stop_nothing(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """A second instance joins while the first waits on slow lock calls, so partitions of the
+    batch in flight move to it. The first commits only what it still holds (Kafka refuses a
+    commit of a partition held elsewhere, which stopped the daemon), and every user is locked."""
+    stack = start_stack(broker, tmp_path, extra={"zitadel": {"max_concurrency": 1}})
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second: DaemonProcess | None = None
+    try:
+        users = [str(3600 + n) for n in range(9)]
+        add_users(stack, users)
+        stack.emulator.set_fault(Fault.latency(1.0), path_contains="/_lock")
+        attack(stack, users)
+        wait_until(
+            lambda: any(stack.emulator.lock_calls(user) for user in users),
+            what="the first lock call of the batch",
+        )
+        first_port = stack.config.metrics_port
+        stack.config.metrics_port = free_port()
+        second = launch(stack.config, second_dir)
+        stack.config.metrics_port = first_port
+        wait_until(
+            lambda: [e for e in second.logs() if e.get("event") == "partitions_assigned"],
+            timeout=60,
+            what="the second instance to take partitions",
+        )
+        wait_until(
+            lambda: all_locked(stack, users) or stack.daemon.returncode is not None,
+            timeout=60,
+            what="every user locked",
+        )
+        assert stack.daemon.returncode is None, "the first instance stopped"
+        assert second.returncode is None, "the second instance stopped"
+    finally:
+        if second is not None and second.returncode is None:
+            second.terminate()
+        stop_stack(stack)
+
+
 def test_a_cut_broker_connection_is_survived(cuttable_stack: tuple[Stack, CuttableProxy]) -> None:
     """The network to Kafka drops: /readyz says so, lockoutd reconnects and locks afterwards."""
     stack, proxy = cuttable_stack
