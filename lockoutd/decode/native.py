@@ -180,6 +180,13 @@ def bundle_element(event: Event, event_id: str | None = None) -> tuple[Any, ...]
     )
 
 
+MAX_REFUSED_ELEMENTS = 16
+"""Elements of one bundle refused one by one, each its own dead letter; a bundle with more is
+refused whole (``bad_bundle``). lockoutd writes only events into bundles, so more is forgery, and
+a record of a few hundred kilobytes must not become a dead letter (with the record's headers)
+per element."""
+
+
 def bundle_decoder(
     *, max_bytes: int, horizon: Horizon = WALL_CLOCK
 ) -> Callable[[bytes], list[Event | RefusedElement]]:
@@ -188,7 +195,7 @@ def bundle_decoder(
 
     Each element of a bundle is checked as a native record is, and one that is no event is
     refused alone. Raises :class:`InvalidEvent` for a record that is neither an array nor a
-    native event.
+    native event, and for a bundle of more than :data:`MAX_REFUSED_ELEMENTS` such elements.
     """
     decode_one = native_decoder(max_bytes=max_bytes, horizon=horizon)
 
@@ -216,14 +223,22 @@ def bundle_decoder(
         except msgspec.MsgspecError as exc:
             raise InvalidEvent("invalid_json", f"not a JSON array: {exc}") from None
         decoded: list[Event | RefusedElement] = []
+        refused = 0
         for element in elements:
             one = bytes(element)
             try:
                 decoded.append(element_event(_decode_element(one)))
+                continue
             except msgspec.MsgspecError as exc:
                 decoded.append(RefusedElement(InvalidEvent(_reason_for(str(exc)), str(exc)), one))
             except InvalidEvent as error:
                 decoded.append(RefusedElement(error, one))
+            refused += 1
+            if refused > MAX_REFUSED_ELEMENTS:
+                raise InvalidEvent(
+                    "bad_bundle",
+                    f"more than {MAX_REFUSED_ELEMENTS} of its elements are no events",
+                )
         return decoded
 
     return decode

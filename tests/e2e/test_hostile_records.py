@@ -135,6 +135,24 @@ def test_a_refused_record_with_a_header_of_no_value_is_dead_lettered_and_the_att
     assert dead_letter_reasons(stack) == [b"invalid_json"]
 
 
+def test_a_forged_bundle_of_many_non_events_is_one_dead_letter_and_the_attack_behind_it_locks(
+    own_stack: Stack,
+) -> None:
+    """Anyone who can write an internal topic can write a bundle of 200,000 elements that are no
+    events, with a thousand headers. Dead-lettered element by element, each with the record's
+    headers, it took gigabytes before anything was published or committed. It is refused as
+    one record, and the attack behind it still locks."""
+    stack = own_stack
+    stack.emulator.add_user("7401", org_id=ORG_ID)
+    internal = f"{stack.config.group_id}.repartition.ip_prefix"
+    poison = b"[" + b",".join([b"0"] * 200_000) + b"]"
+    produce(stack.bootstrap, internal, [poison], headers=[("h", b"")] * 1_000)
+
+    attack_locks(stack, "7401")
+
+    assert dead_letter_reasons(stack) == [b"bad_bundle"]
+
+
 def test_replay_reports_hostile_records_as_invalid_and_goes_on(tmp_path: Path) -> None:
     """``lockoutd replay`` over a file holding each poison exits normally, names each record
     invalid with its reason and line, and still decides on the attack after them."""

@@ -19,7 +19,13 @@ from pydantic import ValidationError
 from lockoutd.daemon import Daemon
 from lockoutd.decide.engine import key_reader
 from lockoutd.decode.event import LOGIN_SUCCEEDED, Event
-from lockoutd.decode.native import InvalidEvent, bundle_decoder, bundle_element, decode_native
+from lockoutd.decode.native import (
+    MAX_REFUSED_ELEMENTS,
+    InvalidEvent,
+    bundle_decoder,
+    bundle_element,
+    decode_native,
+)
 from lockoutd.pipeline import Pipeline
 from lockoutd.repartition import (
     _MAX_PLACED,
@@ -348,6 +354,27 @@ async def test_a_bad_event_in_a_bundle_is_dead_lettered_alone_and_the_others_cou
     assert [(r.topic, r.value) for r in dead] == [("dlq", value) for value in bad]
     reasons = [dict(r.headers)["lockoutd.reason"] for r in dead]
     assert reasons == [b"missing_subject", b"too_deep", b"bad_field"]
+
+
+@pytest.mark.parametrize("refused", [MAX_REFUSED_ELEMENTS, MAX_REFUSED_ELEMENTS + 1])
+async def test_a_bundle_of_more_refused_elements_than_the_limit_is_one_dead_letter(
+    refused: int,
+) -> None:
+    """Up to the limit, each element that is no event is a dead letter of its own and the events
+    count; past it the record is refused whole, once, and none of it counts."""
+    store = FakeStore()
+    pipeline, _ = _pipeline(store, repartition=True, rules=(PER_IP,))
+    outgoing = await pipeline.process(_failures(["1", "2", "3"]))  # type: ignore[arg-type]
+    good = [r.value for r in outgoing if r.topic == "g.repartition.ip"]
+    bundle = _bundle([*good, *[b"0"] * refused])
+    published = await pipeline.process([bundle])  # type: ignore[list-item]
+    reasons = [dict(r.headers)["lockoutd.reason"] for r in published if r.topic == "dlq"]
+    if refused <= MAX_REFUSED_ELEMENTS:
+        assert len(reasons) == refused
+        assert sorted(store.lock_calls) == [("1", "300"), ("2", "300"), ("3", "300")]
+    else:
+        assert reasons == [b"bad_bundle"]
+        assert store.lock_calls == []
 
 
 async def test_an_event_of_a_bundle_whose_counting_fails_is_dead_lettered_alone(
