@@ -157,10 +157,13 @@ class AllowedSet:
         return any(not _DIGITS.fullmatch(user) for user in self.users)
 
     def has_user(self, user_id: str | None, login_name: str | None) -> bool:
-        return bool(
-            (user_id and normalize_login_name(user_id) in self.users)
-            or (login_name and normalize_login_name(login_name) in self.users)
-        )
+        """True when the user a lock would act on is allowlisted by what the event names: its
+        id when there is one (the lock acts on the id; a login name beside it is only the
+        event's claim, and the names ZITADEL reports for the id are matched with
+        :meth:`has_any_login_name`), else the login name the lock resolves."""
+        if user_id:
+            return normalize_login_name(user_id) in self.users
+        return bool(login_name and normalize_login_name(login_name) in self.users)
 
     def has_any_login_name(self, login_names: Iterable[str]) -> bool:
         """True when one of a user's login names (as ZITADEL reports them) is allowlisted."""

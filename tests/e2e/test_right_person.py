@@ -119,6 +119,28 @@ def test_an_allowlisted_login_name_spares_the_user_however_else_the_events_name_
     assert ("2003", "2003", "locked") in outcomes
 
 
+def test_an_allowlisted_login_name_beside_another_users_id_spares_nobody(
+    allowlist_stack: Stack,
+) -> None:
+    """The lock acts on the id an event names. An attacker who sends user 2004's fifth failure
+    with an allowlisted login name beside 2004's id (breakglass@acme.example is someone else's)
+    used to make the crossing "allowlisted", and the window fires once per crossing: 2004 stayed
+    unlocked under the attack that followed. 2004 is locked."""
+    stack = allowlist_stack
+    stack.emulator.add_user("2004", org_id=ORG_ID, login_name="victim@acme.example")
+    crossing = failure("2004", 4, org_id=ORG_ID, login_name="breakglass@acme.example")
+    produce(
+        stack.bootstrap,
+        stack.events_topic,
+        [failure("2004", m, org_id=ORG_ID) for m in range(4)] + [crossing],
+    )
+    settle(stack)
+
+    assert stack.emulator.state_of("2004") is UserState.LOCKED
+    outcomes = [(d["user_id"], d["outcome"]) for d in published(stack) if d["key"] == "2004"]
+    assert outcomes == [("2004", "locked")]
+
+
 # -- caps that hold -----------------------------------------------------------------------------
 
 
