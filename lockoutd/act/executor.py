@@ -167,14 +167,22 @@ class LockExecutor:
                 return msgspec.structs.replace(
                     decision, user_id=target, org_id=org_id, outcome=Outcome.SUPPRESSED, error=over
                 )
-            result = await self._until_available(
-                lambda: self._locks.lock(
-                    target, decision.org_id, rule=decision.rule, action=action or LockAction()
-                ),
-                "lock_retrying",
-                decision,
-                user_id=target,
-            )
+            try:
+                result = await self._until_available(
+                    lambda: self._locks.lock(
+                        target, decision.org_id, rule=decision.rule, action=action or LockAction()
+                    ),
+                    "lock_retrying",
+                    decision,
+                    user_id=target,
+                )
+            except InvalidUserId:
+                self._give_back(users_org)  # refused before any request: nobody was locked
+                raise
+            if result.outcome is not LockOutcome.LOCKED:
+                # ZITADEL said so: nobody was locked. (A failed call keeps its token: it may
+                # have locked someone before it failed.)
+                self._give_back(users_org)
         except (InvalidUserId, UnexpectedAnswer) as exc:
             return msgspec.structs.replace(
                 decision, user_id=user_id, outcome=Outcome.FAILED, error=str(exc)
@@ -206,6 +214,12 @@ class LockExecutor:
         if org_cap is not None:
             org_cap.take()
         return None
+
+    def _give_back(self, org_id: str | None) -> None:
+        """Return the tokens :meth:`_take_cap` took for a lock that locked nobody."""
+        self._cap.give_back()
+        if self._org_caps is not None:
+            self._org_caps.bucket(org_id)[1].give_back()
 
     async def _until_available(
         self,

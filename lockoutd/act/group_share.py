@@ -70,6 +70,13 @@ class ShareBucket:
         """Spend one token; call right after :meth:`has_token` said there is one."""
         self._tokens -= 1
 
+    def give_back(self) -> None:
+        """Return the token of a lock that locked nobody (an unknown user, one already locked):
+        the cap counts the locks made, and events that name made-up users must not spend the
+        locks real accounts need."""
+        self._refill()
+        self._tokens = min(self._room(), self._tokens + 1)
+
     def is_full(self) -> bool:
         """True when the bucket has refilled completely: as good as a new one at this share."""
         self._refill()

@@ -183,6 +183,37 @@ def test_a_flood_is_capped_and_the_rest_is_reported_as_suppressed(
         stop_stack(stack)
 
 
+def test_made_up_user_ids_do_not_use_up_the_safety_cap(broker: LocalBroker, tmp_path: Path) -> None:
+    """With a cap of 2 locks a minute, an attacker first fires the rule for ids that are no ids
+    and for ids ZITADEL does not know. No lock is made for them, so they take nothing from the
+    cap (they took a token each, and the real attack after them was suppressed): the real
+    users are locked."""
+    stack = start_stack(broker, tmp_path, max_locks_per_minute=2)
+    try:
+        made_up = ["no-such-id", "x", "999999000001", "999999000002"]
+        real = ["3701", "3702"]
+        add_users(stack, real)
+        attack(stack, made_up)
+        wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics)
+        attack(stack, real)
+        wait_until(lambda: all_locked(stack, real), timeout=30, what="the real users locked")
+        assert stack.config.decisions_topic is not None
+        outcomes = {
+            d["user_id"]: d["outcome"]
+            for d in decisions(stack.bootstrap, stack.config.decisions_topic)
+        }
+        assert outcomes == {
+            "no-such-id": "failed",
+            "x": "failed",
+            "999999000001": "unknown_user",
+            "999999000002": "unknown_user",
+            "3701": "locked",
+            "3702": "locked",
+        }
+    finally:
+        stop_stack(stack)
+
+
 def test_a_restart_after_an_admin_unlocked_a_user_does_not_lock_again(
     broker: LocalBroker, tmp_path: Path
 ) -> None:

@@ -175,6 +175,29 @@ async def test_a_failed_attempt_uses_up_a_place_under_the_cap() -> None:
     assert (first.outcome, second.outcome) == (Outcome.FAILED, Outcome.SUPPRESSED)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        LockOutcome.UNKNOWN_USER,
+        LockOutcome.ALREADY_LOCKED,
+        LockOutcome.NOT_LOCKABLE,
+        InvalidUserId("user id 'x' is not a ZITADEL id"),
+    ],
+)
+async def test_a_lock_that_locked_nobody_gives_its_place_under_the_cap_back(
+    answer: LockOutcome | Exception,
+) -> None:
+    """The cap counts locks made: a made-up or unknown user, or one ZITADEL already holds
+    locked, leaves the place for the next real account (one token a minute here)."""
+    store = FakeStore(answers={"0": answer})
+    executor = _executor(store, max_locks_per_minute=1)
+    for _ in range(3):
+        await executor.carry_out(_pending("0"), event_time=EVENT_TIME)
+    assert (await executor.carry_out(_pending("1"), event_time=EVENT_TIME)).outcome is (
+        Outcome.LOCKED
+    )
+
+
 async def test_a_login_name_is_resolved_before_locking() -> None:
     """A decision known by login name is resolved to a user id, locked, and carries the id."""
     store = FakeStore(login_names={"alice@example.com": "1001"})
