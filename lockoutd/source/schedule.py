@@ -35,7 +35,7 @@ from lockoutd.act.schedule import (
     decode_entry,
     encode_entry,
 )
-from lockoutd.errors import KafkaUnavailable
+from lockoutd.errors import KafkaUnavailable, LockoutdError
 from lockoutd.report.metrics import Metrics
 from lockoutd.settings import KafkaSettings
 from lockoutd.source.kafka import KafkaSink, OutgoingRecord, connection_options
@@ -127,18 +127,41 @@ class ScheduleTopic:
         await self._consumer.seek_to_beginning(*tps)
         ends = await self._consumer.end_offsets(tps)
         while [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]:
-            self._apply(await self._consumer.getmany(timeout_ms=1000))
+            await self._answer(self._apply(await self._consumer.getmany(timeout_ms=1000)))
         log.info("schedule_loaded", topic=self._topic, users=len(self.schedule))
 
     async def _follow(self) -> None:
         while True:
             try:
-                self._apply(await self._consumer.getmany(timeout_ms=1000))
+                await self._answer(self._apply(await self._consumer.getmany(timeout_ms=1000)))
             except KafkaError as exc:
                 log.warning("schedule_follow_failed", topic=self._topic, error=str(exc))
                 await asyncio.sleep(1.0)
 
-    def _apply(self, batch: dict[TopicPartition, list[object]]) -> None:
+    async def _answer(self, outdated: dict[str, ScheduleEntry]) -> None:
+        """Write again the newer entry of each user an older entry arrived for.
+
+        Compaction keeps a user's last record, not its newest entry: an old entry appended again
+        (lockoutd's own, signed, copied by anyone who can read and write the topic) would be all
+        that the next instance to start finds. Written again, the newer one is last once more.
+        """
+        for entry in outdated.values():
+            log.warning(
+                "schedule_entry_outdated",
+                topic=self._topic,
+                user_id=entry.user_id,
+                note="an older entry arrived after this user's newer one; the newer one is "
+                "written again so that compaction keeps it",
+            )
+            try:
+                await self.write(entry)
+            except LockoutdError as exc:  # the next older entry, or the next start, tries again
+                log.warning("schedule_write_failed", topic=self._topic, error=str(exc))
+
+    def _apply(self, batch: dict[TopicPartition, list[object]]) -> dict[str, ScheduleEntry]:
+        """Take the batch's valid entries; return, per user, the newer entry of those users an
+        older entry arrived for."""
+        outdated: dict[str, ScheduleEntry] = {}
         for records in batch.values():
             for record in records:
                 key = getattr(record, "key", None) or b""
@@ -166,7 +189,11 @@ class ScheduleTopic:
                 if key != entry.user_id.encode():
                     self._reject(record, "wrong_key", "the record key is not the entry's user")
                     continue
-                self.schedule.apply(entry)
+                if not self.schedule.apply(entry):
+                    current = self.schedule.get(entry.user_id)
+                    if current is not None and current.updated_at > entry.updated_at:
+                        outdated[entry.user_id] = current
+        return outdated
 
     def _reject(self, record: object, reason: str, error: str) -> None:
         self._metrics.schedule_rejected.labels(reason=reason).inc()

@@ -24,7 +24,7 @@ from lockoutd.testing.zitadel.faults import Fault
 from lockoutd.testing.zitadel_emulator import UserState
 
 from .conftest import ORG_ID, PAT, Stack, start_stack, stop_stack
-from .kafka_helpers import decisions, failure, produce, wait_until
+from .kafka_helpers import decisions, failure, produce, read_all, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -305,3 +305,28 @@ def test_a_schedule_record_whose_signature_header_has_no_value_is_refused(
     assert (
         stack.daemon.metric("lockoutd_schedule_entries_rejected_total", reason="bad_signature") == 1
     )
+
+
+def test_a_replayed_older_entry_is_answered_with_the_newer_one(temporary_locks: Stack) -> None:
+    """Anyone who can write the schedule topic can append an old entry lockoutd signed itself,
+    byte for byte. Running instances ignore it (it is older), but compaction keeps the last
+    record per user, and the next instance to start would load the replay as the user's entry
+    (an unlock an hour early, a permanent lock undone). Seeing an older entry arrive, lockoutd
+    writes the newer one again, so that the last record per user stays the newest."""
+    stack = temporary_locks
+    now = time.time()
+    common = {"user_id": "6010", "org_id": ORG_ID, "rule": "otp-bruteforce", "strikes": 1}
+    newer = {**common, "state": "locked", "updated_at": now - 1, "locked_at": now - 1}
+    older = {**common, "state": "locked", "updated_at": now - 100, "locked_at": now - 100}
+    newer["unlock_at"] = now + 3600
+    older["unlock_at"] = now - 50
+    write_schedule(stack, [("6010", json.dumps(newer).encode())], signed=True)
+    write_schedule(stack, [("6010", json.dumps(older).encode())], signed=True)
+
+    def last_entry() -> dict[str, Any]:
+        records = read_all(stack.bootstrap, stack.config.schedule_topic)
+        return json.loads([r for r in records if r.key == b"6010"][-1].value)
+
+    wait_until(lambda: last_entry()["updated_at"] == newer["updated_at"], what="the newer entry")
+    assert last_entry()["unlock_at"] == newer["unlock_at"]
+    assert not unlock_calls(stack, "6010")
