@@ -90,8 +90,8 @@ async def account_findings(client: ZitadelClient, settings: ZitadelSettings) -> 
             Finding(
                 True,
                 f"holds {', '.join(needed)} in org {', '.join(full)} only ({shown}); a lock in "
-                "other orgs is refused and stops the daemon: grant IAM_USER_MANAGER to lock "
-                "in every org",
+                "other orgs is refused and fails that decision (no_permission): grant "
+                "IAM_USER_MANAGER to lock in every org",
             )
         )
         return findings

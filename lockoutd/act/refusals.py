@@ -7,12 +7,16 @@ can name any. So a refusal stops the daemon only when it is about lockoutd's own
                                               own org or on the instance
     401 (after one new token)                 -                              stop (the token)
     403 AUTH-Bs7Ds (no such org)              -                              failed: unknown_org
-    403 AUTH-5mWD2/-AWfge/-Swrgg2,            holds the permission           failed: no_permission
-    404 AUTHZ-cdgFk (no role there)           lacks it                       stop (what to grant)
+    403 AUTH-5mWD2/-AWfge/-Swrgg2,            holds the permission, or       failed: no_permission
+    404 AUTHZ-cdgFk (no role there)           holds it in an org it is a
+                                              member of
+                                              lacks it everywhere            stop (what to grant)
 
 ZITADEL checks the token before the org header, so an unknown org proves the token good and says
 nothing against the account. A permission refusal is the account's own fault only when it cannot
-act where it lives either: ``ListMyZitadelPermissions`` without an org header answers that.
+act anywhere: not where it lives (``ListMyZitadelPermissions`` without an org header answers
+that), nor in an org it is a member of (an account that manages one tenant's users only). An
+account that can act somewhere is working; an event naming a user elsewhere fails alone.
 """
 
 from __future__ import annotations
@@ -46,13 +50,15 @@ def classify(
     where: str,
     org: str | None,
     own: frozenset[str],
+    member_orgs: tuple[str, ...] = (),
 ) -> EventRefused | ZitadelConfigError | None:
     """The error for a refusal, or None when ``error_id`` refuses nobody.
 
     ``described`` is the answer as an operator reads it (``HTTP 403, code 7, AUTH-5mWD2``);
     ``permission`` is what ``operation`` needs; ``where`` names where it was refused (``org 42``,
     ``its own org``, ``the user's org``) and ``org`` the org header sent, if any; ``own`` is what
-    the account holds in its own org and on the instance.
+    the account holds in its own org and on the instance, ``member_orgs`` the other orgs where it
+    holds ``permission``.
     """
     if error_id == UNKNOWN_ORG:
         if org is None:  # without a header ZITADEL has no org to look up; never seen
@@ -73,6 +79,13 @@ def classify(
             f"ZITADEL refused {operation} ({described}): the service account lacks {permission} "
             f"in {where} but holds it in its own org; grant it ORG_USER_MANAGER in {where} or "
             "IAM_USER_MANAGER if lockoutd should act there",
+        )
+    if member_orgs:
+        return EventRefused(
+            "no_permission",
+            f"ZITADEL refused {operation} ({described}): the service account lacks {permission} "
+            f"in {where} but holds it in org {', '.join(member_orgs)}; grant it ORG_USER_MANAGER "
+            f"in {where} or IAM_USER_MANAGER if lockoutd should act there",
         )
     if error_id == NO_MEMBERSHIP:
         return ZitadelConfigError(

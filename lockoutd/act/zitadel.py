@@ -179,6 +179,9 @@ MAX_ANSWER_BYTES = 1 << 20
 """The largest answer body read (ZITADEL's are a few kilobytes): a larger one is not read."""
 # ListMyZitadelPermissions: what the caller may do in the context org and on the instance.
 _MY_PERMISSIONS = "/auth/v1/permissions/zitadel/me/_search"
+_MY_MEMBERSHIPS = "/auth/v1/memberships/me/_search"
+_MAX_MEMBER_ORGS = 16
+"""Orgs of the account's memberships asked about when a refusal is judged (each one request)."""
 _ID_SUFFIX = re.compile(r"\(([A-Za-z0-9]+-[A-Za-z0-9]+)\)\s*$")
 
 
@@ -352,6 +355,13 @@ class ZitadelClient:
             ttl=settings.login_name_miss_ttl,
             miss_ttl=settings.login_name_miss_ttl,
             max_size=settings.login_name_cache_size,
+            clock=clock,
+        )
+        # The orgs the account is a member of (one entry), kept as briefly as its permissions.
+        self._member_orgs: LoginNameCache[None, tuple[str, ...]] = LoginNameCache(
+            ttl=settings.login_name_miss_ttl,
+            miss_ttl=settings.login_name_miss_ttl,
+            max_size=1,
             clock=clock,
         )
         self._http = httpx.AsyncClient(
@@ -685,8 +695,11 @@ class ZitadelClient:
         """
         permission = self._permission_for(operation, path)
         own: frozenset[str] = frozenset()
+        elsewhere: tuple[str, ...] = ()
         if refusals.asks_about_the_account(answer.id):
             own = await self._permissions(None) or frozenset()
+            if permission not in own:
+                elsewhere = await self._member_orgs_holding(permission)
         if org is not None:
             where = f"org {org}"
         else:
@@ -699,6 +712,7 @@ class ZitadelClient:
             where=where,
             org=org,
             own=own,
+            member_orgs=elsewhere,
         )
         if isinstance(error, EventRefused):
             self._metrics.refused_actions.labels(reason=error.reason).inc()
@@ -707,6 +721,38 @@ class ZitadelClient:
         if error is None:  # pragma: no cover - REFUSED holds only ids classify knows
             raise AssertionError(f"unclassified refusal {answer.describe()}")
         return error
+
+    async def _member_orgs_holding(self, permission: str) -> tuple[str, ...]:
+        """The orgs (a few at most) the account is a member of and holds ``permission`` in.
+
+        Asked only when a refusal would otherwise stop the daemon, and cached as briefly as the
+        account's permissions are."""
+
+        async def ask() -> tuple[str, ...]:
+            response = await self._call(
+                "memberships",
+                "POST",
+                _MY_MEMBERSHIPS,
+                None,
+                body={},
+                deadline=self._deadline(),
+                org_header=True,
+            )
+            try:
+                found = answer_json(response.content).get("result") or []
+                orgs = [str(m["orgId"]) for m in found if isinstance(m, dict) and m.get("orgId")]
+            except (ValueError, AttributeError, TypeError):
+                return ()
+            if not response.is_success:
+                return ()
+            return tuple(dict.fromkeys(orgs))[:_MAX_MEMBER_ORGS]
+
+        holding = []
+        for org in await self._member_orgs.get(None, ask) or ():
+            granted = await self._permissions(org)
+            if granted is not None and permission in granted:
+                holding.append(org)
+        return tuple(holding)
 
     def _permission_for(self, operation: str, path: str) -> str:
         """The permission ZITADEL checks for ``operation`` (as the README's table lists it)."""

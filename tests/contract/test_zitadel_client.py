@@ -763,7 +763,7 @@ async def test_no_other_4xx_is_retried(emu: ZitadelEmulator, tmp_path: Path) -> 
     emu.add_user(USER, org_id=ORG)
     async with connect(settings_for(emu, "v2", creds)) as client:
         assert await client.lock("999", ORG) is LockOutcome.UNKNOWN_USER
-        with pytest.raises(ZitadelConfigError):
+        with pytest.raises(EventRefused):
             await client.lock(USER, ORG)
     assert len(emu.lock_calls()) == 2
 
@@ -1193,7 +1193,7 @@ async def test_one_check_of_the_accounts_own_permissions_serves_many_refusals(
     "roles",
     [
         pytest.param({ORG: {"ORG_OWNER_VIEWER"}}, id="read-only in its own org"),
-        pytest.param({OTHER_ORG: {"ORG_USER_MANAGER"}}, id="a manager of another org only"),
+        pytest.param({OTHER_ORG: {"ORG_OWNER_VIEWER"}}, id="read-only in another org"),
         pytest.param(None, id="no membership"),
     ],
 )
@@ -1215,6 +1215,22 @@ async def test_an_account_that_cannot_write_in_its_own_org_stops(
     assert refused(metrics, "no_permission") == 0
 
 
+async def test_an_account_that_manages_another_org_only_fails_the_one_event(
+    emu: ZitadelEmulator, api: str
+) -> None:
+    """An account that lives in one org and manages another's users (a tenant's) can act: an
+    event naming a user of its own org fails that decision alone, saying where it may act."""
+    creds = account_of_org(emu, {OTHER_ORG: {"ORG_USER_MANAGER"}})
+    emu.add_user(USER, org_id=ORG)
+    emu.add_user(OTHER_USER, org_id=OTHER_ORG)
+    metrics = Metrics()
+    async with connect(settings_for(emu, api, creds), metrics=metrics) as client:
+        with pytest.raises(EventRefused, match=f"holds it in org {OTHER_ORG}"):
+            await client.lock(USER, ORG)
+        assert await client.lock(OTHER_USER, OTHER_ORG) is LockOutcome.LOCKED
+    assert refused(metrics, "no_permission") == 1
+
+
 async def test_an_account_that_lost_its_own_permission_stops_once_the_check_is_renewed(
     emu: ZitadelEmulator, tmp_path: Path
 ) -> None:
@@ -1232,7 +1248,8 @@ async def test_an_account_that_lost_its_own_permission_stops_once_the_check_is_r
         clock.now += 31
         with pytest.raises(ZitadelConfigError, match="neither in its own org nor on the instance"):
             await client.lock(USER, ORG)
-    assert len(permission_checks(emu)) == 2
+    # Its own org, then again after the time, then the org it is still a member of (read-only).
+    assert len(permission_checks(emu)) == 3
 
 
 # --- secrets --------------------------------------------------------------------------------

@@ -119,6 +119,42 @@ def test_forged_orgs_and_users_fail_their_decision_and_the_attack_behind_them_is
         stop_stack(stack)
 
 
+def test_an_account_granted_in_another_org_than_its_own_is_not_stopped_by_one_event(
+    broker: LocalBroker, tmp_path: Path, api: str
+) -> None:
+    """The service account lives in one org and manages the users of another (a tenant's) only.
+    A user of a third org, named by one event, is refused: that decision fails. It used to stop
+    the daemon (the account holds nothing in its own org), and every restart met the event."""
+    stack = start_stack(broker, tmp_path, extra={"zitadel": {"api": api}})
+    tenant = "701"
+    try:
+        emu = stack.emulator
+        emu.add_org(tenant)
+        emu.add_org(OTHER_ORG)
+        emu.set_roles(DEFAULT_SERVICE_ACCOUNT_ID, {tenant: {"ORG_USER_MANAGER"}})
+        emu.add_user(VICTIM, org_id=tenant)
+        emu.add_user(FORGED_USER, org_id=OTHER_ORG)
+        produce(
+            stack.bootstrap,
+            stack.events_topic,
+            [failure(FORGED_USER, m, org_id=OTHER_ORG) for m in range(5)]
+            + [failure(VICTIM, m, org_id=tenant) for m in range(5)],
+        )
+        try:
+            wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics, timeout=60)
+        except AssertionError:
+            pytest.fail(f"the batch was never committed; the daemon said:\n{last_lines(stack)}")
+        assert stack.daemon.returncode is None, last_lines(stack)
+        assert emu.state_of(VICTIM) is UserState.LOCKED
+        assert emu.state_of(FORGED_USER) is UserState.ACTIVE
+        outcomes = published(stack)
+        assert outcomes[VICTIM]["outcome"] == "locked"
+        assert outcomes[FORGED_USER]["outcome"] == "failed"
+        assert f"holds it in org {tenant}" in outcomes[FORGED_USER]["error"]
+    finally:
+        stop_stack(stack)
+
+
 def test_a_token_zitadel_rejects_still_stops_the_daemon_at_once(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
