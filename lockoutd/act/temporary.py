@@ -138,8 +138,14 @@ class TemporaryLocks:
             # Locked by lockoutd already (another rule, or a replayed batch): keep its end time.
             await self._write(previous, state="locked", unlock_at=previous.unlock_at)
             return LockResult(outcome, previous.unlock_at)
-        if outcome is LockOutcome.ALREADY_LOCKED and made_by_our_call(
-            intent.before_sequence, receipt.version
+        # Only a call that may have locked the user can have made the lock it finds: one whose
+        # attempt went unanswered, or the call of a replayed batch (its intent is "locking").
+        # Otherwise the lock is someone else's, made meanwhile (between answered retries).
+        maybe_ours = receipt.unanswered or (previous is not None and previous.state == "locking")
+        if (
+            outcome is LockOutcome.ALREADY_LOCKED
+            and maybe_ours
+            and made_by_our_call(intent.before_sequence, receipt.version)
         ):
             outcome = LockOutcome.LOCKED  # this call's lock, its reply lost (or its batch replayed)
         if outcome is LockOutcome.LOCKED:

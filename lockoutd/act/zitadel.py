@@ -133,6 +133,18 @@ class LockReceipt:
 
     outcome: LockOutcome
     version: Version | None = None
+    unanswered: bool = False
+    """ALREADY_LOCKED: an attempt of this very call got no answer (a dropped connection, a
+    timeout, a gateway's 502 or 504), so the lock found may be the one that attempt made. When
+    every earlier attempt was answered (a 503, a 429), none of them locked anyone, and a lock
+    found is someone else's, made meanwhile."""
+
+
+@dataclass
+class _Attempts:
+    """What the attempts of one call leave unknown (see :attr:`LockReceipt.unanswered`)."""
+
+    unanswered: bool = False
 
 
 class UserStore(Protocol):
@@ -175,6 +187,9 @@ _USER_NOT_FOUND = frozenset(
     }
 )
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_UNANSWERED = frozenset({None, 502, 504})
+"""Attempts that ended without ZITADEL's answer (no HTTP status: a dropped connection or a
+timeout; a gateway that lost ZITADEL): the request may have taken effect all the same."""
 MAX_ANSWER_BYTES = 1 << 20
 """The largest answer body read (ZITADEL's are a few kilobytes): a larger one is not read."""
 # ListMyZitadelPermissions: what the caller may do in the context org and on the instance.
@@ -410,8 +425,11 @@ class ZitadelClient:
         path = self._user_path(self._api.lock, user_id)
         org = self._org(org_id)
         deadline = self._deadline()
+        attempts = _Attempts()
         for attempt in (1, 2):
-            response = await self._call("lock", "POST", path, org, body={}, deadline=deadline)
+            response = await self._call(
+                "lock", "POST", path, org, body={}, deadline=deadline, attempts=attempts
+            )
             if response.is_success:
                 return LockReceipt(LockOutcome.LOCKED, self._changed("lock", response))
             answer = read_error(response.status_code, response.content)
@@ -424,7 +442,9 @@ class ZitadelClient:
             if snapshot is None or state is UserState.DELETED:
                 return LockReceipt(LockOutcome.UNKNOWN_USER)
             if state is UserState.LOCKED:
-                return LockReceipt(LockOutcome.ALREADY_LOCKED, snapshot.version)
+                return LockReceipt(
+                    LockOutcome.ALREADY_LOCKED, snapshot.version, attempts.unanswered
+                )
             if state not in (UserState.ACTIVE, UserState.INITIAL):
                 # INACTIVE, SUSPEND, or UNSPECIFIED, which is how v2 shows a suspended user.
                 return LockReceipt(LockOutcome.NOT_LOCKABLE)
@@ -650,6 +670,7 @@ class ZitadelClient:
         deadline: float,
         org_header: bool | None = None,
         tolerate: frozenset[str] = frozenset(),
+        attempts: _Attempts | None = None,
     ) -> httpx.Response:
         """One API request with a bearer token; faults in lockoutd's own setup raise here.
 
@@ -666,7 +687,14 @@ class ZitadelClient:
             self._healthy = False
             raise
         send = functools.partial(
-            self._send, operation, method, path, headers=headers, body=body, deadline=deadline
+            self._send,
+            operation,
+            method,
+            path,
+            headers=headers,
+            body=body,
+            deadline=deadline,
+            attempts=attempts,
         )
         response = await send(auth=_Bearer(token))
         if response.status_code == 401:
@@ -783,8 +811,11 @@ class ZitadelClient:
         body: dict[str, Any] | None = None,
         form: SecretStr | None = None,
         deadline: float,
+        attempts: _Attempts | None = None,
     ) -> httpx.Response:
         """Send until an answer is usable or the retries are spent (ZitadelUnavailable).
+
+        ``attempts`` learns whether an attempt went unanswered (and may have taken effect).
 
         The token travels in ``auth`` and the token form as a secret: tracebacks rendered with
         their locals (structlog's, rich's) then show nothing worth stealing.
@@ -830,6 +861,8 @@ class ZitadelClient:
                     except _Retryable as exc:
                         exc.attempt = attempt.num
                         last = exc
+                        if attempts is not None and exc.status in _UNANSWERED:
+                            attempts.unanswered = True
                         # Not ready from the first failed attempt: an operator watching /readyz
                         # should not wait for the retries to run out to learn of an outage.
                         self._healthy = False

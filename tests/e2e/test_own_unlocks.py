@@ -330,3 +330,31 @@ def test_a_replayed_older_entry_is_answered_with_the_newer_one(temporary_locks: 
     wait_until(lambda: last_entry()["updated_at"] == newer["updated_at"], what="the newer entry")
     assert last_entry()["unlock_at"] == newer["unlock_at"]
     assert not unlock_calls(stack, "6010")
+
+
+def test_an_administrators_lock_made_while_lockoutd_retries_is_not_taken_for_its_own(
+    temporary_locks: Stack,
+) -> None:
+    """ZITADEL answers lockoutd's lock with 503 a few times, and meanwhile an administrator locks
+    the user. lockoutd's next attempt finds the user locked. Every earlier attempt was answered,
+    so none of them locked anyone: the lock is the administrator's, and it is never undone
+    (it used to be taken for lockoutd's own, its reply lost, and unlocked four seconds later)."""
+    stack = temporary_locks
+    stack.emulator.add_user("6011", org_id=ORG_ID)
+    stack.emulator.set_fault(Fault.latency(0.5, times=4), path_contains="/6011/_lock")
+    stack.emulator.set_fault(Fault.status(503, times=4), path_contains="/6011/_lock")
+    three_wrong_codes(stack, "6011")
+    wait_until(lambda: stack.emulator.lock_calls("6011"), what="lockoutd's first attempt")
+    stack.emulator.set_state("6011", UserState.LOCKED)  # the administrator
+
+    [lock] = wait_until(lambda: decisions_for(stack, "6011", "lock"), what="the lock decision")
+    assert lock["outcome"] == "already_locked"
+    assert lock.get("unlock_at") is None
+    entries = [
+        json.loads(r.value)
+        for r in read_all(stack.bootstrap, stack.config.schedule_topic)
+        if r.key == b"6011"
+    ]
+    assert entries[-1]["state"] == "cancelled"
+    assert stack.emulator.state_of("6011") is UserState.LOCKED
+    assert not unlock_calls(stack, "6011")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -253,12 +254,29 @@ async def test_a_lock_whose_reply_was_lost_is_ours() -> None:
 
     async def reply_lost_then_retried(user_id: str, org_id: str | None) -> LockReceipt:
         await original(user_id, org_id)  # applied; its answer never arrives
-        return await original(user_id, org_id)  # the retry: already locked
+        retried = await original(user_id, org_id)  # the retry: already locked
+        return dataclasses.replace(retried, unanswered=True)
 
     setup.store.lock_user = reply_lost_then_retried  # type: ignore[method-assign]
     outcome, unlock_at = await setup.lock()
     assert (outcome, unlock_at) == (LockOutcome.LOCKED, T0 + 3 * ROUND_TRIP + 15 * MINUTE)
     assert setup.entry().lock_version == setup.store.version("42")
+
+
+async def test_a_lock_found_after_answered_attempts_is_someone_elses() -> None:
+    """Every earlier attempt was answered (a 503, say), so none locked anyone; the user found
+    locked at a later sequence was locked by someone else meanwhile: no unlock is scheduled."""
+    setup = Setup()
+    original = setup.store.lock_user
+
+    async def locked_meanwhile(user_id: str, org_id: str | None) -> LockReceipt:
+        await original(user_id, org_id)  # an administrator's lock, between two answered tries
+        return await original(user_id, org_id)  # lockoutd's try: already locked
+
+    setup.store.lock_user = locked_meanwhile  # type: ignore[method-assign]
+    outcome, unlock_at = await setup.lock()
+    assert (outcome, unlock_at) == (LockOutcome.ALREADY_LOCKED, None)
+    assert setup.entry().state == "cancelled"
 
 
 async def test_a_crashed_lock_that_never_happened_is_taken_now() -> None:
