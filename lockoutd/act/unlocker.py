@@ -22,7 +22,7 @@ from lockoutd.act.schedule import EntryState, ScheduleEntry, UnlockSchedule
 from lockoutd.act.temporary import ScheduleWriter
 from lockoutd.act.zitadel import UnlockOutcome, UserSnapshot, UserState, UserStore
 from lockoutd.decide.decision import Decision, Outcome, rfc3339
-from lockoutd.errors import InvalidUserId, UnexpectedAnswer, ZitadelUnavailable
+from lockoutd.errors import EventRefused, InvalidUserId, UnexpectedAnswer, ZitadelUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +35,10 @@ _OUTCOMES = {
 # An unlock is due within this of its time; it is also how long a failed unlock waits.
 POLL_SECONDS = 1.0
 RETRY_SECONDS = 30.0
+UNEXPECTED_TRIES = 5
+"""Tries of an unlock answered with what ZITADEL does not answer (a proxy's page, say) before it
+is ``failed``: one such answer must not leave a temporary lock in place for good, and a setup
+that answers so every time must not be tried without end."""
 
 
 class Unlocker:
@@ -57,6 +61,8 @@ class Unlocker:
         self._report = report
         self._clock = clock
         self._retry_after: dict[str, float] = {}
+        self._unexpected: dict[str, int] = {}
+        """Per user, the unlocks answered with what ZITADEL does not answer so far."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Unlock what is due every ``POLL_SECONDS`` until ``stop`` is set."""
@@ -103,10 +109,24 @@ class Unlocker:
             self._retry_after[entry.user_id] = self._clock() + RETRY_SECONDS
             log.warning("unlock_retrying", user_id=entry.user_id, rule=entry.rule, error=str(exc))
             return None
-        except (InvalidUserId, UnexpectedAnswer) as exc:
+        except (InvalidUserId, EventRefused) as exc:  # ZITADEL's own answer: final
+            await self._finish(entry)
+            return self._decision(entry, Outcome.FAILED, error=str(exc))
+        except UnexpectedAnswer as exc:
+            tries = self._unexpected.get(entry.user_id, 0) + 1
+            if tries < UNEXPECTED_TRIES:
+                self._unexpected[entry.user_id] = tries
+                self._retry_after[entry.user_id] = self._clock() + RETRY_SECONDS
+                log.warning(
+                    "unlock_retrying", user_id=entry.user_id, rule=entry.rule, error=str(exc)
+                )
+                return None
+            self._unexpected.pop(entry.user_id, None)
+            self._retry_after.pop(entry.user_id, None)
             await self._finish(entry)
             return self._decision(entry, Outcome.FAILED, error=str(exc))
         self._retry_after.pop(entry.user_id, None)
+        self._unexpected.pop(entry.user_id, None)
         await self._finish(entry)
         return self._decision(entry, _OUTCOMES[result])
 
