@@ -202,14 +202,10 @@ def test_made_up_user_ids_do_not_use_up_the_safety_cap(broker: LocalBroker, tmp_
             d["user_id"]: d["outcome"]
             for d in decisions(stack.bootstrap, stack.config.decisions_topic)
         }
-        assert outcomes == {
-            "no-such-id": "failed",
-            "x": "failed",
-            "999999000001": "unknown_user",
-            "999999000002": "unknown_user",
-            "3701": "locked",
-            "3702": "locked",
-        }
+        assert (outcomes["3701"], outcomes["3702"]) == ("locked", "locked")
+        # Carried out side by side, the made-up ones may also find the cap held by each other
+        # while their calls are under way; none of them locks anyone.
+        assert {outcomes[user] for user in made_up} <= {"failed", "unknown_user", "suppressed"}
     finally:
         stop_stack(stack)
 
