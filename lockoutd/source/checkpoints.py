@@ -53,8 +53,9 @@ from lockoutd.source.schedule_seal import ScheduleSeal
 log = structlog.get_logger(__name__)
 
 _KEPT_PER_PARTITION = 3
-"""Checkpoints of one partition held while the topic is read: the newest few, in case the newest
-is incomplete or refused (an uncompacted topic holds every checkpoint ever written)."""
+"""Checkpoints of one partition held while the topic is read: the few at the highest offsets, in
+case the newest is incomplete or refused (an uncompacted topic holds every checkpoint ever
+written, and anyone who can write it can append old ones again)."""
 
 
 class Chunk(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -221,7 +222,9 @@ class Checkpoints:
                 return {}
         restored: dict[TopicPartition, tuple[int, Engine]] = {}
         for tp, candidates in found.items():
-            for candidate in reversed(candidates):
+            # The highest offset first, not the last read: an old checkpoint appended again
+            # (signed, as lockoutd wrote it) must not win over a newer one.
+            for candidate in sorted(reversed(candidates), key=_offset, reverse=True):
                 if not candidate.complete or candidate.offset > committed[tp]:
                     continue
                 engine = self._engine(tp, candidate, committed[tp], rules_for(tp.topic))
@@ -301,19 +304,25 @@ class Checkpoints:
 
 
 def _keep(found: list[_Found], chunk: Chunk) -> None:
-    # The checkpoints of a partition in the order their records were read; a record of the
-    # newest goes with its fellows, and only the newest few are held.
+    # The checkpoints of a partition in the order their records were read; a record goes with
+    # its fellows, and only the few at the highest offsets are held (copies of old checkpoints
+    # appended again cannot push the newest out).
     same = next((f for f in found if f.id == chunk.id), None)
     if same is None:
         same = _Found(chunk.id, chunk.count, chunk.offset)
         found.append(same)
-        del found[:-_KEPT_PER_PARTITION]
+        if len(found) > _KEPT_PER_PARTITION:
+            found.remove(min(found, key=_offset))
     elif (same.count, same.offset) != (chunk.count, chunk.offset):
         return  # a record that contradicts its fellows cannot belong to them
     else:
         found.remove(same)
         found.append(same)
     same.chunks[chunk.index] = chunk.data
+
+
+def _offset(found: _Found) -> int:
+    return found.offset
 
 
 def _name(tp: TopicPartition) -> str:

@@ -135,6 +135,23 @@ async def test_the_newest_complete_checkpoint_at_or_below_the_committed_offset_i
     assert dict(engine.tracked_keys()) == {"password-bruteforce": 20}
 
 
+async def test_old_checkpoints_appended_again_lose_against_the_newest() -> None:
+    """Anyone who can read and write the topic can append lockoutd's own old checkpoints again,
+    signed as they are. The newest usable checkpoint is still the one restored (the last read
+    used to win), even when the copies outnumber the checkpoints kept per partition."""
+    sink = FakeSink()
+    writer = _checkpoints(sink, checkpoint_interval="1s")
+    await writer.write(TP, 100, _engine(10))
+    old = list(sink.records)
+    await writer.write(TP, 200, _engine(15))
+    older = sink.records[len(old) :]
+    await writer.write(TP, 400, _engine(20))
+    replayed = _as_read(sink.records) + _as_read(old) + _as_read(older) + _as_read(old)
+    [(offset, engine)] = (await _restore(replayed, committed=500)).values()
+    assert offset == 400
+    assert dict(engine.tracked_keys()) == {"password-bruteforce": 20}
+
+
 async def test_a_checkpoint_missing_a_record_falls_back_to_the_one_before() -> None:
     sink = FakeSink()
     writer = _checkpoints(sink)
