@@ -46,6 +46,15 @@ def last_lines(stack: Stack) -> str:
     return "\n".join(stack.daemon.output().splitlines()[-5:])
 
 
+def settle(stack: Stack) -> None:
+    """Wait until the daemon has committed every event produced, and is still running."""
+    try:
+        wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics, timeout=60)
+    except AssertionError:
+        pytest.fail(f"the batch was never committed; the daemon said:\n{last_lines(stack)}")
+    assert stack.daemon.returncode is None, last_lines(stack)
+
+
 @pytest.fixture(params=["v1", "v2"])
 def api(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -77,11 +86,7 @@ def test_forged_orgs_and_users_fail_their_decision_and_the_attack_behind_them_is
             stack.events_topic,
             [failure(VICTIM, m, org_id=ORG_ID) for m in range(5)],
         )
-        try:
-            wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics, timeout=60)
-        except AssertionError:
-            pytest.fail(f"the batch was never committed; the daemon said:\n{last_lines(stack)}")
-        assert stack.daemon.returncode is None, last_lines(stack)
+        settle(stack)
 
         assert emu.state_of(VICTIM) is UserState.LOCKED
         assert emu.state_of(FORGED_ORG_USER) is UserState.ACTIVE
@@ -140,11 +145,7 @@ def test_an_account_granted_in_another_org_than_its_own_is_not_stopped_by_one_ev
             [failure(FORGED_USER, m, org_id=OTHER_ORG) for m in range(5)]
             + [failure(VICTIM, m, org_id=tenant) for m in range(5)],
         )
-        try:
-            wait_committed(stack.bootstrap, stack.config.group_id, stack.config.topics, timeout=60)
-        except AssertionError:
-            pytest.fail(f"the batch was never committed; the daemon said:\n{last_lines(stack)}")
-        assert stack.daemon.returncode is None, last_lines(stack)
+        settle(stack)
         assert emu.state_of(VICTIM) is UserState.LOCKED
         assert emu.state_of(FORGED_USER) is UserState.ACTIVE
         outcomes = published(stack)

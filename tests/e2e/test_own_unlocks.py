@@ -92,6 +92,22 @@ def write_schedule(stack: Stack, entries: list[tuple[str, bytes]], *, signed: bo
     asyncio.run(send())
 
 
+def locked_entry(user_id: str, *, at: float, unlock_at: float, **fields: Any) -> dict[str, Any]:
+    """A schedule entry as lockoutd writes one: ``user_id`` locked by the OTP rule at ``at``
+    until ``unlock_at``."""
+    return {
+        "user_id": user_id,
+        "org_id": ORG_ID,
+        "rule": "otp-bruteforce",
+        "state": "locked",
+        "strikes": 1,
+        "updated_at": at,
+        "locked_at": at,
+        "unlock_at": unlock_at,
+        **fields,
+    }
+
+
 def unlock_calls(stack: Stack, user_id: str) -> list[object]:
     return [c for c in stack.emulator.calls if c.user_id == user_id and "nlock" in c.path]
 
@@ -233,18 +249,13 @@ def test_with_a_signing_key_a_well_formed_forgery_is_refused(temporary_locks: St
     )
     details = read.json()["user"]["details"]  # what someone who may read users can see
     now = time.time()
-    forged = {
-        "user_id": "6005",
-        "org_id": ORG_ID,
-        "rule": "otp-bruteforce",
-        "state": "locked",
-        "strikes": 1,
-        "updated_at": now - 5,
-        "locked_at": now - 5,
-        "unlock_at": now - 1,
-        "lock_sequence": int(details["sequence"]),
-        "lock_changed_at": details["changeDate"],
-    }
+    forged = locked_entry(
+        "6005",
+        at=now - 5,
+        unlock_at=now - 1,
+        lock_sequence=int(details["sequence"]),
+        lock_changed_at=details["changeDate"],
+    )
     write_schedule(stack, [("6005", json.dumps(forged).encode())], signed=False)
 
     three_wrong_codes(stack, "6006")
@@ -270,16 +281,7 @@ def test_a_schedule_record_whose_signature_header_has_no_value_is_refused(
     stack.emulator.add_user("6007", org_id=ORG_ID, state=UserState.LOCKED)
     stack.emulator.add_user("6008", org_id=ORG_ID)
     now = time.time()
-    entry = {
-        "user_id": "6007",
-        "org_id": ORG_ID,
-        "rule": "otp-bruteforce",
-        "state": "locked",
-        "strikes": 1,
-        "updated_at": now - 5,
-        "locked_at": now - 5,
-        "unlock_at": now - 1,
-    }
+    entry = locked_entry("6007", at=now - 5, unlock_at=now - 1)
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, enable_idempotence=False)
@@ -315,11 +317,8 @@ def test_a_replayed_older_entry_is_answered_with_the_newer_one(temporary_locks: 
     writes the newer one again, so that the last record per user stays the newest."""
     stack = temporary_locks
     now = time.time()
-    common = {"user_id": "6010", "org_id": ORG_ID, "rule": "otp-bruteforce", "strikes": 1}
-    newer = {**common, "state": "locked", "updated_at": now - 1, "locked_at": now - 1}
-    older = {**common, "state": "locked", "updated_at": now - 100, "locked_at": now - 100}
-    newer["unlock_at"] = now + 3600
-    older["unlock_at"] = now - 50
+    newer = locked_entry("6010", at=now - 1, unlock_at=now + 3600)
+    older = locked_entry("6010", at=now - 100, unlock_at=now - 50)
     write_schedule(stack, [("6010", json.dumps(newer).encode())], signed=True)
     write_schedule(stack, [("6010", json.dumps(older).encode())], signed=True)
 
