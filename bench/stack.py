@@ -40,6 +40,7 @@ class Emulator:
     def __init__(self, workdir: Path, users: list[Path]) -> None:
         self.port = free_port()
         self.calls_path = workdir / "lock-calls.json"
+        self.calls_path.unlink(missing_ok=True)  # an earlier emulator's calls
         self.pat_file = workdir / "pat"
         self.pat_file.write_text(PAT + "\n", encoding="utf-8")
         command = [sys.executable, "-m", "bench.emulator", "--port", str(self.port)]
@@ -131,6 +132,12 @@ class Stack:
             self.emulator.stop()
         self.broker.stop()
         self._tmp.cleanup()
+
+    def fresh_emulator(self) -> None:
+        """Replace the emulator with a new one whose users are all unlocked again."""
+        if self.emulator is not None:
+            self.emulator.stop()
+        self.emulator = Emulator(self.workdir, self._users)
 
     @property
     def bootstrap(self) -> str:
