@@ -757,6 +757,8 @@ class ZitadelClient:
         account's permissions are."""
 
         async def ask() -> tuple[str, ...]:
+            # A refusal of this question is an answer (no orgs), never judged as a refusal
+            # again: that judgement would ask this very question, and wait on itself.
             response = await self._call(
                 "memberships",
                 "POST",
@@ -765,13 +767,14 @@ class ZitadelClient:
                 body={},
                 deadline=self._deadline(),
                 org_header=True,
+                tolerate=refusals.REFUSED,
             )
+            if not response.is_success:
+                return ()
             try:
                 found = answer_json(response.content).get("result") or []
                 orgs = [str(m["orgId"]) for m in found if isinstance(m, dict) and m.get("orgId")]
             except (ValueError, AttributeError, TypeError):
-                return ()
-            if not response.is_success:
                 return ()
             return tuple(dict.fromkeys(orgs))[:_MAX_MEMBER_ORGS]
 

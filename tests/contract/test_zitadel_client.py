@@ -1231,6 +1231,25 @@ async def test_an_account_that_manages_another_org_only_fails_the_one_event(
     assert refused(metrics, "no_permission") == 1
 
 
+async def test_a_refused_question_about_memberships_is_no_membership_and_never_hangs(
+    emu: ZitadelEmulator,
+) -> None:
+    """Asked which orgs it is a member of, the account is refused (a proxy can answer so): that
+    is no membership, and judging the lock's refusal ends; it once waited on its own question."""
+    creds = account_of_org(emu, {OTHER_ORG: {"ORG_USER_MANAGER"}})
+    emu.add_user(USER, org_id=ORG)
+    refused = json.dumps(
+        {"code": 7, "message": "No matching permissions found (AUTH-5mWD2)"}
+    ).encode()
+    emu.set_fault(
+        Fault.answer(403, refused, headers={"Content-Type": "application/json"}),
+        path_contains="/memberships/me/_search",
+    )
+    async with connect(settings_for(emu, "v2", creds)) as client:
+        with pytest.raises(ZitadelConfigError):
+            await asyncio.wait_for(client.lock(USER, ORG), timeout=5)
+
+
 async def test_an_account_that_lost_its_own_permission_stops_once_the_check_is_renewed(
     emu: ZitadelEmulator, tmp_path: Path
 ) -> None:
