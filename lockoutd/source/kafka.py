@@ -238,9 +238,9 @@ class KafkaSource:
         self._fetching = True
         self._last_contact = time.monotonic()
         self.rebuild_until: Offsets = {}
+        """Per partition, the committed offset that rewound records are replayed up to."""
         self._moved: set[TopicPartition] = set()
         """Partitions revoked since the batch in flight was fetched (given back or not)."""
-        """Per partition, the committed offset that rewound records are replayed up to."""
         self._consumer = AIOKafkaConsumer(
             group_id=settings.group_id,
             enable_auto_commit=False,
