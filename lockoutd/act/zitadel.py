@@ -587,16 +587,7 @@ class ZitadelClient:
         ``ListMyZitadelPermissions`` answers; None when ZITADEL knows no such org. Cached."""
 
         async def ask() -> frozenset[str] | None:
-            response = await self._call(
-                "permissions",
-                "POST",
-                _MY_PERMISSIONS,
-                org,
-                body={},
-                deadline=self._deadline(),
-                org_header=True,
-                tolerate=refusals.REFUSED,
-            )
+            response = await self._about_the_account("permissions", _MY_PERMISSIONS, org)
             if not response.is_success:
                 answer = read_error(response.status_code, response.content)
                 if answer.id == refusals.UNKNOWN_ORG:
@@ -613,6 +604,23 @@ class ZitadelClient:
             return frozenset(name for name in granted if isinstance(name, str))
 
         return await self._granted.get(org, ask)
+
+    async def _about_the_account(
+        self, operation: str, path: str, org: str | None
+    ) -> httpx.Response:
+        """A question of the Auth API about lockoutd's own account, asked while a refusal may be
+        judged. Its own refusal is an answer, never judged in turn: that judgement would ask the
+        same question again, and wait on itself."""
+        return await self._call(
+            operation,
+            "POST",
+            path,
+            org,
+            body={},
+            deadline=self._deadline(),
+            org_header=True,
+            tolerate=refusals.REFUSED,
+        )
 
     def _users_hidden(self, org: str | None) -> UnexpectedAnswer:
         self._metrics.zitadel_hidden_users.inc()
@@ -757,18 +765,7 @@ class ZitadelClient:
         account's permissions are."""
 
         async def ask() -> tuple[str, ...]:
-            # A refusal of this question is an answer (no orgs), never judged as a refusal
-            # again: that judgement would ask this very question, and wait on itself.
-            response = await self._call(
-                "memberships",
-                "POST",
-                _MY_MEMBERSHIPS,
-                None,
-                body={},
-                deadline=self._deadline(),
-                org_header=True,
-                tolerate=refusals.REFUSED,
-            )
+            response = await self._about_the_account("memberships", _MY_MEMBERSHIPS, None)
             if not response.is_success:
                 return ()
             try:
