@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -77,6 +78,9 @@ class LockExecutor:
         self._outage_waits = (outage_wait_initial, outage_wait_max)
         self.in_flight = 0
         """Decisions being carried out now: during an outage, the ones that wait for ZITADEL."""
+        self._tokens_out = 0
+        """Tokens held by lock calls under way; each comes back if its call locks nobody."""
+        self._call_ended = asyncio.Event()
 
     def set_share(self, share: float) -> None:
         """Hold ``share`` of the group's caps from now on: the share of its partitions that
@@ -163,10 +167,11 @@ class LockExecutor:
                     return msgspec.structs.replace(
                         decision, user_id=target, org_id=org_id, outcome=Outcome.ALLOWLISTED
                     )
-            if (over := self._take_cap(users_org)) is not None:
+            if (over := await self._take_cap(users_org)) is not None:
                 return msgspec.structs.replace(
                     decision, user_id=target, org_id=org_id, outcome=Outcome.SUPPRESSED, error=over
                 )
+            locked_nobody = False
             try:
                 result = await self._until_available(
                     lambda: self._locks.lock(
@@ -176,13 +181,14 @@ class LockExecutor:
                     decision,
                     user_id=target,
                 )
-            except InvalidUserId:
-                self._give_back(users_org)  # refused before any request: nobody was locked
-                raise
-            if result.outcome is not LockOutcome.LOCKED:
                 # ZITADEL said so: nobody was locked. (A failed call keeps its token: it may
                 # have locked someone before it failed.)
-                self._give_back(users_org)
+                locked_nobody = result.outcome is not LockOutcome.LOCKED
+            except InvalidUserId:
+                locked_nobody = True  # refused before any request
+                raise
+            finally:
+                self._call_over(users_org, locked_nobody=locked_nobody)
         except (InvalidUserId, UnexpectedAnswer) as exc:
             return msgspec.structs.replace(
                 decision, user_id=user_id, outcome=Outcome.FAILED, error=str(exc)
@@ -197,11 +203,35 @@ class LockExecutor:
             unlock_at=rfc3339(result.unlock_at) if result.unlock_at is not None else None,
         )
 
-    def _take_cap(self, org_id: str | None) -> str | None:
+    async def _take_cap(self, org_id: str | None) -> str | None:
         """Take a token from every cap that applies; the name of the one that is empty, if any.
 
-        ``org_id`` is the org ZITADEL reports for the user, never an event's claim.
+        A cap is found empty only once no lock call under way holds a token that may come back:
+        the calls of one batch run side by side, and crossings for made-up users mixed into a
+        batch must not hold the tokens a real user's crossing in the same batch needs.
         """
+        while True:
+            over = self._try_take(org_id)
+            if over is None:
+                self._tokens_out += 1
+                return None
+            if not self._tokens_out:
+                return over
+            self._call_ended.clear()
+            await self._call_ended.wait()
+
+    def _call_over(self, org_id: str | None, *, locked_nobody: bool) -> None:
+        """A lock call that held tokens has ended; give them back if it locked nobody."""
+        self._tokens_out -= 1
+        if locked_nobody:
+            self._cap.give_back()
+            if self._org_caps is not None:
+                self._org_caps.bucket(org_id)[1].give_back()
+        self._call_ended.set()
+
+    def _try_take(self, org_id: str | None) -> str | None:
+        """Take a token from every cap that applies now; the name of the one that is empty, if
+        any. ``org_id`` is the org ZITADEL reports for the user, never an event's claim."""
         org_cap = None
         if self._org_caps is not None:
             org_name, org_cap = self._org_caps.bucket(org_id)
@@ -214,12 +244,6 @@ class LockExecutor:
         if org_cap is not None:
             org_cap.take()
         return None
-
-    def _give_back(self, org_id: str | None) -> None:
-        """Return the tokens :meth:`_take_cap` took for a lock that locked nobody."""
-        self._cap.give_back()
-        if self._org_caps is not None:
-            self._org_caps.bucket(org_id)[1].give_back()
 
     async def _until_available(
         self,

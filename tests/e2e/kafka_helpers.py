@@ -64,6 +64,29 @@ def produce(
     asyncio.run(send())
 
 
+def produce_at_once(bootstrap: str, topic: str, events: Iterable[dict[str, Any]]) -> None:
+    """Send ``events`` in one request per partition, keyed by user: a consumer that fetches
+    them gets them in one batch."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=200
+        )
+        await producer.start()
+        try:
+            sent = [
+                await producer.send(
+                    topic, json.dumps(event).encode(), key=str(event["user_id"]).encode()
+                )
+                for event in events
+            ]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
 def read_all(bootstrap: str, topic: str, *, timeout: float = 5.0) -> list[Any]:
     """Every record now on ``topic`` (all partitions), read without a consumer group."""
 

@@ -18,7 +18,14 @@ from lockoutd.testing.proxy import CuttableProxy
 from lockoutd.testing.zitadel_emulator import Fault, UserState
 
 from .conftest import ORG_ID, Stack, launch, start_stack, stop_stack
-from .kafka_helpers import decisions, failure, produce, wait_committed, wait_until
+from .kafka_helpers import (
+    decisions,
+    failure,
+    produce,
+    produce_at_once,
+    wait_committed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -206,6 +213,38 @@ def test_made_up_user_ids_do_not_use_up_the_safety_cap(broker: LocalBroker, tmp_
         # Carried out side by side, the made-up ones may also find the cap held by each other
         # while their calls are under way; none of them locks anyone.
         assert {outcomes[user] for user in made_up} <= {"failed", "unknown_user", "suppressed"}
+    finally:
+        stop_stack(stack)
+
+
+def test_made_up_users_in_the_same_batch_do_not_suppress_the_real_one(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """With a cap of 2 locks a minute, an attacker who attacks 3802 puts, into the same batch,
+    crossings for two ids ZITADEL does not know (their lock calls slow). They took both tokens
+    while their calls were under way, and 3802's crossing, in the same batch, was suppressed:
+    final for that crossing. It now waits for those calls, which lock nobody and give their
+    tokens back, and 3802 is locked."""
+    stack = start_stack(broker, tmp_path, partitions=1, max_locks_per_minute=2)
+    try:
+        made_up = ["999999000011", "999999000012"]
+        add_users(stack, ["3802"])
+        for user in made_up:
+            stack.emulator.set_fault(Fault.latency(1.0), path_contains=f"/{user}/_lock")
+        events = [failure(user, m, org_id=ORG_ID) for user in [*made_up, "3802"] for m in range(5)]
+        produce_at_once(stack.bootstrap, stack.events_topic, events)
+
+        wait_until(lambda: all_locked(stack, ["3802"]), timeout=30, what="3802 locked")
+        assert stack.config.decisions_topic is not None
+        outcomes = {
+            d["user_id"]: d["outcome"]
+            for d in decisions(stack.bootstrap, stack.config.decisions_topic)
+        }
+        assert outcomes == {
+            made_up[0]: "unknown_user",
+            made_up[1]: "unknown_user",
+            "3802": "locked",
+        }
     finally:
         stop_stack(stack)
 
