@@ -40,8 +40,6 @@ class Reply:
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
-    page: str | None = None
-    """An HTML page sent instead of ``body`` (what something in front of ZITADEL answers)."""
 
 
 Handler = Callable[[Instance, ApiRequest], Reply]

@@ -23,11 +23,16 @@ class FaultKind(enum.StrEnum):
     LATENCY = "latency"
     STATUS = "status"
     RATE_LIMITED = "rate_limited"
-    PROXY_RATE_LIMITED = "proxy_rate_limited"
     DROP_CONNECTION = "drop_connection"
     DROP_AFTER_APPLYING = "drop_after_applying"
     ANSWER = "answer"
     TRICKLE = "trickle"
+
+
+_PROXY_PAGE = (
+    b"<html><head><title>429 Too Many Requests</title></head>"
+    b"<body><center><h1>429 Too Many Requests</h1></center></body></html>"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +44,6 @@ class Fault:
     path_contains: str | None = None
     seconds: float = 0.0
     http_status: int = 0
-    retry_after: int = 0
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -78,12 +82,9 @@ class Fault:
     ) -> Fault:
         """Matching requests answer as a rate-limiting proxy in front of ZITADEL might: 429 with
         ``Retry-After: <retry_after>`` and a page of its own instead of ZITADEL's JSON."""
-        return cls(
-            FaultKind.PROXY_RATE_LIMITED,
-            times,
-            path_contains,
-            http_status=429,
-            retry_after=retry_after,
+        headers = {"Retry-After": str(retry_after), "Content-Type": "text/html"}
+        return cls.answer(
+            429, _PROXY_PAGE, headers=headers, times=times, path_contains=path_contains
         )
 
     @classmethod

@@ -114,10 +114,6 @@ def _error_reply(error: ApiError) -> Reply:
 _EXHAUSTED_COOKIE: Final = (
     "zitadel.quota.exhausted=true; Path=/; Domain={domain}; Max-Age=300; SameSite=Lax"
 )
-_PROXY_PAGE: Final = (
-    "<html><head><title>429 Too Many Requests</title></head>"
-    "<body><center><h1>429 Too Many Requests</h1></center></body></html>"
-)
 
 
 def _fault_reply(fault: Fault, host: str) -> Reply:
@@ -125,8 +121,6 @@ def _fault_reply(fault: Fault, host: str) -> Reply:
         cookie = _EXHAUSTED_COOKIE.format(domain=host.rsplit(":", 1)[0].strip("[]"))
         headers = {"Set-Cookie": cookie, "Vary": "Cookie"}
         return _error_reply(ApiError(Errors.QUOTA_EXHAUSTED, headers=headers))
-    if fault.kind is FaultKind.PROXY_RATE_LIMITED:
-        return Reply(429, {}, {"Retry-After": str(fault.retry_after)}, page=_PROXY_PAGE)
     try:
         reason = http.HTTPStatus(fault.http_status).phrase
     except ValueError:
@@ -438,13 +432,6 @@ class ZitadelEmulator:
         with self._lock:
             record.status = reply.status
         logger.info("%s %s -> %s", request.method, path, reply.status)
-        if reply.page is not None:
-            return web.Response(
-                text=reply.page,
-                status=reply.status,
-                headers=dict(reply.headers),
-                content_type="text/html",
-            )
         return web.Response(
             body=json.dumps(reply.body, separators=(",", ":")).encode(),
             status=reply.status,
