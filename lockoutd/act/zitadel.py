@@ -50,6 +50,7 @@ from lockoutd.act.login_names import LoginNameCache
 from lockoutd.act.ownership import Version, read_version
 from lockoutd.act.user_facts import user_facts
 from lockoutd.act.zitadel_auth import TOKEN_PATH, TokenSource, token_source
+from lockoutd.decode.limits import is_zitadel_id
 from lockoutd.decode.login_name import normalize_login_name
 from lockoutd.errors import (
     EventRefused,
@@ -170,8 +171,6 @@ class UserStore(Protocol):
 
 # ZITADEL ids are decimal snowflakes. Anything else could change the request path, so it is
 # refused before it reaches a URL (and quoted anyway).
-MAX_ID_LENGTH = 64
-_ID = re.compile(r"[0-9]+")
 MAX_LOGIN_NAME_LENGTH = 200  # loginNameQuery.loginName maxLength in the API
 
 _LOCK_REFUSED = frozenset({"COMMAND-3NN8v", "COMMAND-lgws8wtsqf"})
@@ -277,8 +276,7 @@ def read_error(status: int, content: bytes) -> ErrorAnswer:
 
 def check_id(value: str, *, what: str = "user id") -> str:
     """``value`` if it is a ZITADEL id (a digit string), else :class:`InvalidUserId`."""
-    # [0-9] is ASCII only; str.isdigit() would also take full-width and Arabic-Indic digits.
-    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH or not _ID.fullmatch(value):
+    if not isinstance(value, str) or not is_zitadel_id(value):
         shown = value[:80] if isinstance(value, str) else value
         raise InvalidUserId(f"{what} {shown!r} is not a ZITADEL id (expected a digit string)")
     return value
@@ -663,7 +661,7 @@ class ZitadelClient:
         """A user of a search or lookup answer; a malformed one raises KeyError or TypeError."""
         user_id = str(user[self._api.id_field])
         owner = user.get("details", {}).get("resourceOwner")
-        if isinstance(owner, str) and _ID.fullmatch(owner) and len(owner) <= MAX_ID_LENGTH:
+        if isinstance(owner, str) and is_zitadel_id(owner):
             return ResolvedUser(user_id, owner)
         return ResolvedUser(user_id, org)
 

@@ -5,11 +5,11 @@ forwarded to an ``[ip_prefix]`` topic is keyed by, read as the loop reads it.
 
 The same steps as ``Engine._count_each`` and ``RuleState``'s counting in
 :mod:`lockoutd.decide.engine` (the reference, and the fallback without a compiler), in the same
-order: a rule's other conditions, its ip allowlist, the key (``user_id`` falling back to the login
-name, ``ip_prefix``, extra fields, keys of several fields as tuples), the record-key mismatch, the
-distinct value, and the windows' ``add``. Python is called back only for what is Python's: the
-other conditions, ip allowlists, an ``ip_prefix`` of an address not in canonical IPv4 spelling,
-and the ``Firing`` of a crossing.
+order: a rule's other conditions, its ip allowlist, the key (``user_id`` falling back to the
+marked login name, ``ip_prefix``, extra fields, keys of several fields as tuples), the record-key
+mismatch, the distinct value, and the windows' ``add``. Python is called back only for what is
+Python's: the other conditions, ip allowlists, the subject of an event without a user id, an
+``ip_prefix`` of an address not in canonical IPv4 spelling, and the ``Firing`` of a crossing.
 
 An event's fields are read once per event, however many rules read them: a plan keeps what it
 read in a small array for the length of one call. The compiled windows are counted through their
@@ -38,7 +38,7 @@ from msgspec.structs import replace
 
 from lockoutd.decode.event import LOGIN_SUCCEEDED, STANDARD_FIELDS
 from lockoutd.decode.event import Event
-from lockoutd.decode.event import extra_value, ip_prefix
+from lockoutd.decode.event import extra_value, ip_prefix, record_key_for, subject
 from lockoutd.decode.limits import MAX_EXTRA_TEXT_CHARACTERS
 
 cdef extern from "Python.h":
@@ -58,10 +58,12 @@ cdef extern from "Python.h":
 cdef object _Event = Event
 cdef object _ip_prefix = ip_prefix
 cdef object _replace = replace
+cdef object _subject = subject
+cdef object _record_key_for = record_key_for
 cdef str _SUCCEEDED = LOGIN_SUCCEEDED
 
 cdef enum:
-    _USER = 0      # user_id, or the login name when it is empty
+    _USER = 0      # user_id, or when it is empty the login name, marked (event.subject)
     _PREFIX = 1    # ip_prefix
     _STANDARD = 2  # an attribute of the event
     _EXTRA = 3     # event.extra.get(name)
@@ -119,7 +121,6 @@ cdef int _field_id(str name) except -1:
 cdef int _IP = _field_id("ip")
 cdef int _AT = _field_id("occurred_at")
 cdef int _ID = _field_id("event_id")
-cdef int _LOGIN_NAME = _field_id("login_name")
 cdef Py_ssize_t _USER_ID_AT = _offset("user_id")
 cdef Py_ssize_t _TYPE_AT = _offset("type")
 cdef Py_ssize_t _REASON_AT = _offset("reason")
@@ -163,7 +164,7 @@ cdef object _read(object event, int field):
         return _attr(event, _field_offsets[field], <str>_field_names[field])
     if kind == _USER:
         user = _attr(event, _USER_ID_AT, "user_id")
-        return user if user else _attr(event, _field_offsets[_LOGIN_NAME], "login_name")
+        return user if user else _subject(event)
     if kind == _PREFIX:
         ip = _attr(event, _field_offsets[_IP], "ip")
         if not ip:
@@ -492,7 +493,11 @@ cdef class Front:
         plan = <object>found if found != NULL else self._plan_for(kind)
         if replayed:
             self._note_replayed(event, kind)
-        key = None if record_key is None else record_key.decode("utf-8", "replace")
+        key = None
+        if record_key is not None:
+            key = record_key.decode("utf-8", "replace")
+            if not _attr(event, _USER_ID_AT, "user_id"):
+                key = _record_key_for(key, event)
         return plan(event, key)
 
 

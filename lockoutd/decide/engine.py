@@ -20,7 +20,7 @@ from lockoutd.decide.windows import (
     InvalidRecord,
     Slot,
 )
-from lockoutd.decode.event import LOGIN_SUCCEEDED, Event, field_reader
+from lockoutd.decode.event import LOGIN_SUCCEEDED, Event, field_reader, record_key_for
 from lockoutd.rules.model import AllowedSet, EventMatcher, Rule, RuleSet
 
 KeyValues = tuple[str, ...]
@@ -400,7 +400,9 @@ class Front:
             plan = self._plan_for(kind)
         if replayed:
             self._note_replayed(event, kind)
-        key = record_key.decode("utf-8", "replace") if record_key is not None else None
+        key = None
+        if record_key is not None:
+            key = record_key_for(record_key.decode("utf-8", "replace"), event)
         return plan(event, key)
 
 

@@ -6,9 +6,9 @@ reference, and the fallback without a compiler. At a million users about a quart
 engine loop's time per event went into them, in bytecode: reading nine fields, turning the time
 into seconds, checking the address's spelling, building the event. This module does the same
 for a record that is plainly valid, and hands every other record to the reference unchanged: a
-time out of range or past the horizon, a login name over its length, no subject, an address in
-any other spelling, a user agent to cut. What is refused, and why, and every rare path, stay
-written once, in Python.
+time out of range or past the horizon, an id that is no ZITADEL id, a login name over its
+length, no subject, an address in any other spelling, a user agent to cut. What is refused, and
+why, and every rare path, stay written once, in Python.
 """
 
 from cpython.datetime cimport (
@@ -50,6 +50,27 @@ cdef double _EARLIEST = EARLIEST_EVENT_TIME
 cdef Py_ssize_t _MAX_LOGIN_NAME = MAX_LOGIN_NAME_CHARACTERS
 cdef Py_ssize_t _MAX_USER_AGENT = MAX_USER_AGENT_CHARACTERS
 cdef int64_t _EXACT = 1 << 53  # microseconds below this convert to a double exactly
+
+cdef extern from "Python.h":
+    int PyUnicode_KIND(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    int PyUnicode_1BYTE_KIND
+
+
+cdef inline bint _digits(object text) noexcept:
+    # lockoutd.decode.limits.is_zitadel_id for a text msgspec already held to its length: ASCII
+    # digits only (a text of one-byte kind holds Latin-1; the digits are within it).
+    cdef const unsigned char* s
+    cdef Py_ssize_t i, n
+    if type(text) is not str or PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return False
+    s = <const unsigned char*>PyUnicode_DATA(text)
+    n = PyUnicode_GET_LENGTH(text)
+    for i in range(n):
+        if <unsigned char>(s[i] - 48) > 9:
+            return False
+    return n > 0
 
 
 cdef inline int64_t _days_since_epoch(int64_t y, int64_t m, int64_t d) noexcept:
@@ -144,6 +165,11 @@ cdef class Validator:
         if not (_EARLIEST <= at < <double>horizon.latest):
             return self._validated(wire, at, extra, horizon)
         user_id = fields[2]
+        if user_id and not _digits(user_id):
+            return self._validated(wire, at, extra, horizon)
+        org_id = fields[4]
+        if org_id and not _digits(org_id):
+            return self._validated(wire, at, extra, horizon)
         login_name = fields[3]
         if login_name:
             login_name = _normalize_login_name(login_name)
@@ -162,7 +188,7 @@ cdef class Validator:
             at,
             user_id or None,
             login_name or None,
-            fields[4] or None,
+            org_id or None,
             ip or None,
             fields[6],
             fields[7] or None,

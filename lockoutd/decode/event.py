@@ -60,17 +60,17 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def subject(self) -> str:
-        """Who the attempt was for: the user id, or the login name when the id is unknown."""
-        return self.user_id or self.login_name or ""
+        """Who the attempt was for, as a ``user_id`` key counts it (see :func:`subject`)."""
+        return subject(self) or ""
 
     def value_of(self, field: str) -> Any:
         """The value of a standard or extra field, ``None`` when absent.
 
-        ``user_id`` falls back to the login name, so that a rule keyed on the user counts the
-        failures of a name that ZITADEL never resolved (README, "Events").
+        ``user_id`` is the event's :func:`subject`: the user id, or for an event without one its
+        login name, marked as such (README, "Events").
         """
         if field == "user_id":
-            return self.user_id or self.login_name
+            return subject(self)
         if field == "ip_prefix":
             return ip_prefix(self.ip) if self.ip else None
         if field in _STANDARD_SET:
@@ -88,7 +88,7 @@ def field_reader(field: str) -> Callable[[Event], Any]:
     the hot path the chain of name comparisons in ``value_of``.
     """
     if field == "user_id":
-        return _user_or_login_name
+        return subject
     if field == "ip_prefix":
         return _ip_prefix_of
     if field in _STANDARD_SET:
@@ -117,8 +117,39 @@ def extra_value(value: Any) -> Any:
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _user_or_login_name(event: Event) -> str | None:
-    return event.user_id or event.login_name
+def subject(event: Event) -> str | None:
+    """Whom ``event`` names, as one text: its user id, or for an event without one its login
+    name in the form :func:`login_name_subject` gives it; None when it names nobody.
+
+    A window counts the events of one subject, so every event it holds names the same person,
+    and the event that crosses the threshold, whichever it is, locks that person. Ids are
+    digits (``bad_id`` otherwise), and a login name always carries its mark: a name that spells
+    someone's id, or an id that spells a name, never lands in that someone's window.
+    """
+    user_id = event.user_id
+    if user_id:
+        return user_id
+    login_name = event.login_name
+    return login_name_subject(login_name, event.org_id) if login_name else None
+
+
+def login_name_subject(login_name: str, org_id: str | None) -> str:
+    """``login_name:<name>``, or ``org_id:<org> login_name:<name>`` for a name the event places
+    in an org: the lock looks the name up there only, so one name in two orgs is two people,
+    and an event claiming another org cannot send the lock of a real user's window elsewhere."""
+    if org_id:
+        return f"org_id:{org_id} login_name:{login_name}"
+    return f"login_name:{login_name}"
+
+
+def record_key_for(key: str, event: Event) -> str:
+    """The Kafka record ``key`` of ``event`` as the subject it stands for: a producer keys an
+    event without a user id by its login name (README, "Scaling out"), which is then that
+    event's :func:`subject`."""
+    login_name = event.login_name
+    if key == login_name and not event.user_id:
+        return login_name_subject(login_name, event.org_id)
+    return key
 
 
 def _ip_prefix_of(event: Event) -> str | None:

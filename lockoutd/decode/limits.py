@@ -11,6 +11,9 @@ records with reasons of their own, what no login event can be:
 - ``future_time``: a time further ahead of the wall clock than ``engine.max_clock_skew``. Event
   time drives the windows; one event from next year would make a key's window look ahead of
   every real failure.
+- ``bad_id``: a user id or organization that is no ZITADEL id (:func:`is_zitadel_id`). An
+  event without a user id is counted by its login name, and a user id spelling a login name
+  would otherwise count in that name's window.
 - ``field_too_long``: a user id, organization, event id, type or reason longer than
   any identity server writes (:data:`MAX_ID_CHARACTERS` and the others below), or a login name
   over :data:`MAX_LOGIN_NAME_CHARACTERS` without a user id. Each can become a window's key or a
@@ -44,9 +47,19 @@ EARLIEST_EVENT_TIME: Final = 946_684_800.0
 LATEST_EVENT_TIME: Final = 4_102_444_800.0
 """2100-01-01T00:00:00Z, excluded: a bound that holds whatever the clock skew is set to."""
 
-MAX_ID_CHARACTERS: Final = 200
-"""The longest ``user_id`` and ``org_id``: ZITADEL's are 18 digits, and it takes no custom id
-longer than 200 characters."""
+MAX_ID_CHARACTERS: Final = 64
+"""The longest ``user_id`` and ``org_id``: ZITADEL's are 18 digits."""
+
+
+def is_zitadel_id(text: str) -> bool:
+    """Whether ``text`` can be a ZITADEL id: ASCII digits, at most :data:`MAX_ID_CHARACTERS`.
+
+    An event's ``user_id`` and ``org_id`` must be (``bad_id`` otherwise): a window counts an event
+    by its user id, or by its login name when it has none, and the two must never meet in one
+    window (README, "Events"). Only ids lockoutd can act on go into a request path.
+    """
+    return 0 < len(text) <= MAX_ID_CHARACTERS and text.isascii() and text.isdigit()
+
 
 MAX_LOGIN_NAME_CHARACTERS: Final = 512
 """The longest ``login_name``, trimmed and lower-cased: a ZITADEL user name (at most 200

@@ -27,6 +27,7 @@ from lockoutd.decode.limits import (
     MAX_USER_AGENT_CHARACTERS,
     WALL_CLOCK,
     Horizon,
+    is_zitadel_id,
 )
 from lockoutd.decode.login_name import normalize_login_name
 from lockoutd.extensions import COMPILED, PURE_PYTHON
@@ -299,6 +300,11 @@ def _reference_validated(
     if at >= horizon.latest or at < EARLIEST_EVENT_TIME:  # rare: checked at length apart
         _check_time(at, horizon)
     user_id = wire.user_id
+    org_id = wire.org_id
+    # A user id that could spell a login name would count in that name's window (README, "Events").
+    for field, value in (("user_id", user_id), ("org_id", org_id)):
+        if value and not is_zitadel_id(value):
+            raise InvalidEvent("bad_id", f"{field} {value[:80]!r} is not a ZITADEL id (digits)")
     # One spelling per name (README, "Rules"): " Alice@X" and "alice@x" are one user everywhere.
     login_name = normalize_login_name(wire.login_name) if wire.login_name else None
     if login_name and len(login_name) > MAX_LOGIN_NAME_CHARACTERS:
@@ -331,7 +337,7 @@ def _reference_validated(
         at,
         user_id or None,
         login_name or None,
-        wire.org_id or None,
+        org_id or None,
         ip or None,
         wire.reason,
         wire.event_id or None,

@@ -235,15 +235,14 @@ class Rule(_Strict):
         # A field validator, so that the error points at the action's line, not the rule's.
         key = info.data.get("key")
         lock = value.lock
-        if (
-            lock is not None
-            and lock.targets == "key"
-            and key is not None
-            and not {"user_id", "login_name"} & set(key)
-        ):
+        if lock is not None and lock.targets == "key" and key is not None and "user_id" not in key:
+            # Every event a user_id window counts names one person (README, "Events"); a window
+            # of a login name holds events whose user ids the producer chose, and the one that
+            # crossed would pick whom to lock.
             raise ValueError(
-                "action lock needs a key that names the user (user_id or login_name); "
-                "lock every contributor with targets: contributors, or use action report"
+                "action lock needs user_id in the key, which makes every event of a window name "
+                "the same user; lock every contributor with targets: contributors, or use "
+                "action report"
             )
         return value
 

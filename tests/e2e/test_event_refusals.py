@@ -29,6 +29,7 @@ VICTIM = "7000"  # a real user of the service account's org, under a real attack
 FORGED_ORG_USER = "7001"  # a user of another org, named with an org id nobody has
 FORGED_USER = "7002"  # a user of an org the service account may not write
 FORGED_NAME = "mallory@nowhere.example"
+FORGED_NAME_KEY = f"org_id:{INVENTED_ORG} login_name:{FORGED_NAME}"  # its decision's key
 
 
 def by_login_name(login_name: str, minutes: float, **fields: Any) -> dict[str, Any]:
@@ -99,13 +100,13 @@ def test_forged_orgs_and_users_fail_their_decision_and_the_attack_behind_them_is
         if api == "v1":  # the event's org is the org header
             assert f"ZITADEL knows no org {INVENTED_ORG}" in org_user["error"]
             assert grant.format(f"org {OTHER_ORG}") in user["error"]
-            assert outcomes[FORGED_NAME]["outcome"] == "failed"
-            assert f"ZITADEL knows no org {INVENTED_ORG}" in outcomes[FORGED_NAME]["error"]
+            assert outcomes[FORGED_NAME_KEY]["outcome"] == "failed"
+            assert f"ZITADEL knows no org {INVENTED_ORG}" in outcomes[FORGED_NAME_KEY]["error"]
             expected = {"unknown_org": 2.0, "no_permission": 1.0}
         else:  # v2 acts on the user's own org, which the account may not write
             for decision in (org_user, user):
                 assert grant.format("the user's org") in decision["error"]
-            assert outcomes[FORGED_NAME]["outcome"] == "unknown_user"
+            assert outcomes[FORGED_NAME_KEY]["outcome"] == "unknown_user"
             expected = {"unknown_org": 0.0, "no_permission": 2.0}
         counted = {
             reason: stack.daemon.metric("lockoutd_refused_actions_total", reason=reason)

@@ -101,7 +101,7 @@ def test_a_flood_of_made_up_users_is_bounded_and_the_user_under_attack_is_locked
     stack.emulator.add_user("4100", org_id=ORG_ID)
     events: list[dict[str, Any]] = []
     for n in range(3_000):
-        events.append(failure(f"made-up-{n:05d}", 9 + n / 3_000, org_id=ORG_ID))
+        events.append(failure(f"{900_000_000_000 + n}", 9 + n / 3_000, org_id=ORG_ID))
         if n % 40 == 20 and n < 200:  # five failures of the user, 40 made-up ones apart
             events.append(failure("4100", 9 + n / 3_000, org_id=ORG_ID))
     _consumed_and_locked(stack, events, "4100")
@@ -115,18 +115,19 @@ def test_a_flood_of_made_up_users_is_bounded_and_the_user_under_attack_is_locked
 def test_windows_filled_with_the_longest_ids_stay_within_the_byte_bound(
     byte_bounded_stack: Stack,
 ) -> None:
-    """300 addresses each spraying 20 made-up user ids of 200 characters (as long as decoding
-    lets one be), and among them five failures of one real user. Far below the bound on keys,
-    each address fills a spray window of kilobytes and each id a window of its own: over 3 MB
-    held, past a bound of 2 MB. The daemon forgets windows to stay within it, says so, and
-    locks the user."""
+    """300 addresses each spraying 20 made-up login names of 200 characters (an event without
+    a user id is counted by its login name), and among them five failures of one real user. Far
+    below the bound on keys, each address fills a spray window of kilobytes and each name a
+    window of its own: over 3 MB held, past a bound of 2 MB. The daemon forgets windows to stay
+    within it, says so, and locks the user."""
     stack = byte_bounded_stack
     stack.emulator.add_user("4200", org_id=ORG_ID)
     events: list[dict[str, Any]] = []
     for n in range(6_000):
         address = f"10.42.{n // 20 // 250}.{n // 20 % 250 + 1}"
-        made_up = f"{n:0200d}"
-        events.append(failure(made_up, 9 + n / 6_000, org_id=ORG_ID, ip=address))
+        made_up = failure("", 9 + n / 6_000, login_name=f"{n:0200d}", org_id=ORG_ID, ip=address)
+        del made_up["user_id"]
+        events.append(made_up)
         if n % 500 == 250 and n < 2_500:  # five failures of the user among them
             events.append(failure("4200", 9 + n / 6_000, org_id=ORG_ID))
     _consumed_and_locked(stack, events, "4200")

@@ -89,7 +89,9 @@ def test_an_allowlisted_user_named_by_login_name_is_spared(
 
     assert stack.emulator.state_of(user) is UserState.ACTIVE
     assert stack.emulator.lock_calls(user) == []
-    [decision] = [d for d in published(stack) if d["key"] == known_as]
+    [decision] = [
+        d for d in published(stack) if d["key"] == f"org_id:{ORG_ID} login_name:{known_as}"
+    ]
     assert decision["outcome"] == "allowlisted"
 
 
@@ -115,7 +117,7 @@ def test_an_allowlisted_login_name_spares_the_user_however_else_the_events_name_
     assert stack.emulator.state_of("2003") is UserState.LOCKED  # the allowlist spares no one else
     outcomes = [(d["key"], d["user_id"], d["outcome"]) for d in published(stack)]
     assert ("2002", "2002", "allowlisted") in outcomes
-    assert ("sre-2002@acme.example", "2002", "allowlisted") in outcomes
+    assert (f"org_id:{ORG_ID} login_name:sre-2002@acme.example", "2002", "allowlisted") in outcomes
     assert ("2003", "2003", "locked") in outcomes
 
 
@@ -139,6 +141,74 @@ def test_an_allowlisted_login_name_beside_another_users_id_spares_nobody(
     assert stack.emulator.state_of("2004") is UserState.LOCKED
     outcomes = [(d["user_id"], d["outcome"]) for d in published(stack) if d["key"] == "2004"]
     assert outcomes == [("2004", "locked")]
+
+
+# -- one window, one person ---------------------------------------------------------------------
+# An event names its user by id, or by login name (and org) when it has no id. Every event a window
+# counts names the same person, so the event that happens to cross the threshold, whichever it is,
+# locks that person: an attacker who writes the crossing event cannot point it elsewhere.
+
+
+def test_a_login_name_that_spells_a_users_id_does_not_blind_that_user(stack: Stack) -> None:
+    """A failure naming only the login name "2500" used to count in user 2500's window. Sent as
+    the fifth, it crossed the threshold, the lock looked the name up and found nobody, and the
+    window had fired: 2500's own failures after it locked no one. 2500 is locked."""
+    stack.emulator.add_user("2500", org_id=ORG_ID, login_name="erin@acme.example")
+    produce(
+        stack.bootstrap,
+        stack.events_topic,
+        [failure("2500", m, org_id=ORG_ID) for m in range(4)]
+        + [by_name("2500", 4, org_id=ORG_ID)]
+        + [failure("2500", 5 + m / 10, org_id=ORG_ID) for m in range(3)],
+    )
+    settle(stack)
+
+    assert stack.emulator.state_of("2500") is UserState.LOCKED
+    outcomes = {(d["key"], d["outcome"]) for d in published(stack) if "2500" in d["key"]}
+    assert outcomes == {("2500", "locked")}
+
+
+def test_a_login_name_event_claiming_another_org_does_not_blind_the_name(stack: Stack) -> None:
+    """Failures for frank@acme.example in its org, the fifth claiming an org it is not in: that
+    one used to cross the threshold, the name was looked up in the wrong org, and nobody was
+    locked for the rest of the attack. The name is counted per org, and frank is locked."""
+    stack.emulator.add_user("2501", org_id=ORG_ID, login_name="frank@acme.example")
+    stack.emulator.add_org("990001")
+    name = "frank@acme.example"
+    produce(
+        stack.bootstrap,
+        stack.events_topic,
+        [by_name(name, m, org_id=ORG_ID) for m in range(4)]
+        + [by_name(name, 4, org_id="990001")]
+        + [by_name(name, 5 + m / 10, org_id=ORG_ID) for m in range(3)],
+    )
+    settle(stack)
+
+    assert stack.emulator.state_of("2501") is UserState.LOCKED
+    [locked] = [d for d in published(stack) if d["user_id"] == "2501"]
+    assert (locked["key"], locked["outcome"]) == (
+        f"org_id:{ORG_ID} login_name:frank@acme.example",
+        "locked",
+    )
+
+
+def test_a_user_id_that_spells_a_login_name_is_refused_and_blinds_nobody(stack: Stack) -> None:
+    """A failure whose user_id is gina@acme.example, no ZITADEL id, used to count in the window
+    of that login name; sent as the fifth it crossed, its lock failed for want of an id, and
+    gina stayed unlocked. It is dead-lettered as bad_id, and gina is locked."""
+    stack.emulator.add_user("2502", org_id=ORG_ID, login_name="gina@acme.example")
+    name = "gina@acme.example"
+    produce(
+        stack.bootstrap,
+        stack.events_topic,
+        [by_name(name, m) for m in range(4)]
+        + [failure(name, 4)]
+        + [by_name(name, 5 + m / 10) for m in range(3)],
+    )
+    settle(stack)
+
+    assert stack.emulator.state_of("2502") is UserState.LOCKED
+    assert stack.daemon.metric("lockoutd_dead_lettered_total", reason="bad_id") == 1
 
 
 # -- caps that hold -----------------------------------------------------------------------------

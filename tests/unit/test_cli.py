@@ -217,7 +217,9 @@ def test_replay_applies_resets_and_the_allowlist(
     )
     assert main(["replay", str(events), "-c", str(config)]) == 0
     decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(d["key"], d["outcome"]) for d in decisions] == [("admin@example.com", "allowlisted")]
+    assert [(d["key"], d["outcome"]) for d in decisions] == [
+        ("login_name:admin@example.com", "allowlisted")
+    ]
 
 
 def test_replay_reports_invalid_lines_with_their_number(

@@ -114,7 +114,7 @@ _events = st.builds(
 _steps = st.tuples(
     st.sampled_from([Event, Event, Event, _TaggedEvent]),
     _events,
-    st.sampled_from([None, None, b"u1", b"10.0.0.1", b"\xff"]),
+    st.sampled_from([None, None, b"u1", b"alice", b"10.0.0.1", b"\xff"]),
     st.booleans(),  # whether the event's record is replayed
 )
 

@@ -155,7 +155,7 @@ def test_events_that_share_a_rules_key_share_the_record_key_of_its_topic(
         r.name for r in rules
     )
     events = [
-        event(ip=str(ipaddress.ip_address(ip)), user_id=user, login_name="name", org_id="o")
+        event(ip=str(ipaddress.ip_address(ip)), user_id=user, login_name="name", org_id="300")
         for ip, user in zip(ips * 3, users, strict=False)
     ]
     for route in plan.routes:
@@ -305,14 +305,14 @@ async def test_an_address_rule_counted_on_the_network_topic_counts_each_address_
     pipeline, _ = _pipeline(store, repartition=True, rules=(PER_IP, PER_NETWORK))
     addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2", "10.0.0.1"]
     source = [
-        record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
+        record(n, encode_event(event(n / 10, user_id=f"{7000 + n}", ip=ip, org_id="300")), key=b"u")
         for n, ip in enumerate(addresses)
     ]
     outgoing = await pipeline.process(source)  # type: ignore[arg-type]
     assert {r.topic for r in outgoing} == {"g.repartition.ip_prefix"}
     await pipeline.process(_internal(outgoing, "g.repartition.ip_prefix"))  # type: ignore[arg-type]
-    # 10.0.0.1 failed for u0, u2 and u4; its contributors are locked, 10.0.0.2's are not.
-    assert sorted(store.lock_calls) == [("u0", "300"), ("u2", "300"), ("u4", "300")]
+    # 10.0.0.1 failed for 7000, 7002 and 7004; its contributors are locked, 10.0.0.2's are not.
+    assert sorted(store.lock_calls) == [("7000", "300"), ("7002", "300"), ("7004", "300")]
     assert pipeline.outcomes["reported"] == 1  # the network: three distinct users
 
 
@@ -446,7 +446,7 @@ async def test_a_batchs_copies_bound_for_one_partition_are_written_as_one_bundle
     the id it was given where it was read."""
     addresses = [f"10.0.{n % 5}.1" for n in range(20)]
     source = [
-        record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
+        record(n, encode_event(event(n / 10, user_id=f"{7000 + n}", ip=ip, org_id="300")), key=b"u")
         for n, ip in enumerate(addresses)
     ]
     pipeline, _ = _pipeline(FakeStore(), repartition=True, partitions=3)
@@ -475,7 +475,7 @@ async def test_gathered_copies_count_as_the_copies_the_sink_placed_would() -> No
     for the sink to place and bundle."""
     addresses = [f"10.0.{n % 6}.1" for n in range(16)]  # four reach the threshold, two not
     source = [
-        record(n, encode_event(event(n / 10, user_id=f"u{n}", ip=ip, org_id="300")), key=b"u")
+        record(n, encode_event(event(n / 10, user_id=f"{7000 + n}", ip=ip, org_id="300")), key=b"u")
         for n, ip in enumerate(addresses)
     ]
     placed_store, gathered_store = FakeStore(), FakeStore()
@@ -496,7 +496,7 @@ async def test_gathered_copies_count_as_the_copies_the_sink_placed_would() -> No
 async def test_gathered_copies_are_written_in_bundles_within_the_size_limit() -> None:
     """Many large events bound for one partition: several bundles, none over the limit, which
     read back as every event in order."""
-    users = [f"u{n}" for n in range(300)]
+    users = [str(7000 + n) for n in range(300)]
     source = [
         record(n, encode_event(event(n / 100, user_id=user, ip="10.0.0.1", pad="x" * 900)))
         for n, user in enumerate(users)
@@ -611,7 +611,7 @@ def test_a_reload_that_needs_an_internal_topic_not_read_since_start_is_refused(
 @hypothesis.settings(max_examples=200, deadline=None)
 @hypothesis.given(
     at=st.floats(min_value=946_684_800, max_value=4_000_000_000),
-    user=st.text(min_size=1, max_size=12),
+    user=st.from_regex(r"[0-9]{1,18}", fullmatch=True),
     ip=st.ip_addresses().map(str),
     extra=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
     own_id=st.none() | st.text(min_size=1, max_size=8),

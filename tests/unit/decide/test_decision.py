@@ -161,11 +161,12 @@ def test_the_json_has_exactly_the_spec_fields() -> None:
 
 
 def test_a_login_name_decision_carries_the_name() -> None:
-    """For a failure known only by login name, the user id is empty and the name is given."""
+    """For a failure known only by login name, the user id is empty, the name is given, and the
+    key says it is a login name."""
     decision = _decide(user_id=None, login_name="alice@example.com")
     document = json.loads(encode_decision(decision))
     assert (document["user_id"], document["login_name"], document["key"]) == (
         None,
         "alice@example.com",
-        "alice@example.com",
+        "login_name:alice@example.com",
     )

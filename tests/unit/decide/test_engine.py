@@ -136,7 +136,48 @@ def test_the_login_name_stands_in_for_the_user_id() -> None:
         event(2, user_id=None, login_name="bob@example.com"),
         event(3, user_id=None, login_name="alice@example.com"),
     )
-    assert [firing.key for firing in firings] == [("alice@example.com",)]
+    assert [firing.key for firing in firings] == [("login_name:alice@example.com",)]
+
+
+def test_a_login_name_that_spells_an_id_counts_apart_from_that_id() -> None:
+    """Two failures of user 42 and one of the login name "42": nobody reaches three. The name's
+    event crossing in 42's window would have made the lock look the name up, not lock 42."""
+    engine = _engine(rule())
+    firings = _fired(
+        engine,
+        event(0, user_id="42"),
+        event(1, user_id="42"),
+        event(2, user_id=None, login_name="42"),
+        event(3, user_id="42"),
+    )
+    assert [(firing.key, firing.event.user_id) for firing in firings] == [(("42",), "42")]
+
+
+def test_a_login_name_event_keyed_by_its_login_name_is_keyed_by_its_user() -> None:
+    """Producers key an event without a user id by its login name (README, "Scaling out"): that
+    is its user's key, and only a record keyed otherwise counts as a key mismatch."""
+    engine = _engine(rule())
+    named = event(0, user_id=None, login_name="alice@x", org_id="300")
+    engine.process(named, NOW, record_key=b"alice@x")
+    engine.process(event(1), NOW, record_key=b"42")
+    assert engine.take_key_mismatches() == {}
+    engine.process(named, NOW, record_key=b"bob@x")
+    engine.process(event(2), NOW, record_key=b"alice@x")
+    assert engine.take_key_mismatches() == {"password-bruteforce": 2}
+
+
+def test_a_login_name_counts_apart_in_each_org_its_events_claim() -> None:
+    """The lock looks a name up in the org its event claims: one name in two orgs, two windows."""
+    engine = _engine(rule())
+    firings = _fired(
+        engine,
+        *(event(m, user_id=None, login_name="alice@x", org_id="300") for m in range(2)),
+        event(2, user_id=None, login_name="alice@x", org_id="301"),
+        event(3, user_id=None, login_name="alice@x", org_id="300"),
+    )
+    assert [(firing.key, firing.event.org_id) for firing in firings] == [
+        (("org_id:300 login_name:alice@x",), "300")
+    ]
 
 
 def test_a_success_resets_the_count_of_rules_that_ask_for_it() -> None:

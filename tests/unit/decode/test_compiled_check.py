@@ -113,7 +113,7 @@ def _recording_check(handed: list[str]) -> Any:
 def test_event_times_are_the_same_to_the_last_bit(moment: datetime, offset: timezone) -> None:
     """``occurred_at`` in seconds, the same float as ``datetime.timestamp`` gives, in any year."""
     text = _utc_text(moment.astimezone(offset) if moment.year > 1 else moment)
-    raw = json.dumps({"type": "t", "occurred_at": text, "user_id": "u"}).encode()
+    raw = json.dumps({"type": "t", "occurred_at": text, "user_id": "7"}).encode()
     wire = native._decode_standard(raw)
     reference, compiled = _both(0, wire)
     assert compiled == reference
@@ -252,7 +252,7 @@ def test_the_compiled_check_makes_the_elements_of_a_bundle_itself() -> None:
     handed: list[str] = []
     check = _recording_check(handed)
     plain = native._Element(
-        "auth.login.failed", NOW, "u", None, None, "10.0.0.1", "password", "e1", None, Raw(b"{}")
+        "auth.login.failed", NOW, "7", None, None, "10.0.0.1", "password", "e1", None, Raw(b"{}")
     )
     extra = msgspec.structs.replace(plain, event_id="e2", extra=Raw(b'{"tenant":"a"}'))
     made: list[Any] = []

@@ -353,7 +353,7 @@ def test_an_unknown_keycloak_user_is_known_by_login_name() -> None:
     assert (event.user_id, event.login_name, event.subject) == (
         None,
         "alice@example.com",
-        "alice@example.com",
+        "login_name:alice@example.com",
     )
 
 

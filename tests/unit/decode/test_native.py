@@ -168,10 +168,30 @@ def test_empty_optional_strings_are_absent() -> None:
 
 
 def test_a_login_name_alone_names_the_subject() -> None:
-    """With no user id, the login name stands in for it (README, "Events")."""
+    """With no user id, the login name stands in for it, marked as a name (README, "Events")."""
     event = _decode(_record(user_id=..., login_name="bob"))
-    assert event.subject == "bob"
-    assert event.value_of("user_id") == "bob"
+    assert event.subject == "login_name:bob"
+    assert event.value_of("user_id") == "login_name:bob"
+
+
+def test_a_login_name_alone_in_an_org_names_the_subject_in_that_org() -> None:
+    """The lock looks the name up in the org the event claims: the subject says which."""
+    event = _decode(_record(user_id=..., login_name="bob", org_id="300"))
+    assert event.subject == "org_id:300 login_name:bob"
+
+
+@pytest.mark.parametrize("field", ["user_id", "org_id"])
+@pytest.mark.parametrize(
+    "value",
+    ["bob@example.com", "login_name:bob", "\uff11\uff12", "12 3", "-1", "7" * 65],
+    ids=["a login name", "a marked name", "full-width digits", "a space", "a sign", "too long"],
+)
+def test_an_id_that_is_no_zitadel_id_is_refused(field: str, value: str) -> None:
+    """A user id that could spell a login name would count in that name's window: ids are ASCII
+    digits, or the record is dead-lettered (README, "Events")."""
+    with pytest.raises(InvalidEvent) as refused:
+        _decode(_record(**{field: value}))
+    assert refused.value.reason == ("field_too_long" if len(value) > 64 else "bad_id")
 
 
 @pytest.mark.parametrize(

@@ -239,7 +239,7 @@ ONE_PROBLEM = [
             action:
               lock: {}
         """,
-        "6: rules.0.action: action lock needs a key that names the user",
+        "6: rules.0.action: action lock needs user_id in the key",
         id="lock keyed on ip only",
     ),
     pytest.param(
