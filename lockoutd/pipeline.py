@@ -29,12 +29,14 @@ from lockoutd.decode.formats import decoder_for
 from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import UNPARSED_IP, RefusedElement, bundle_decoder
 from lockoutd.decode.rejects import Rejects
+from lockoutd.decode.signed import SignatureCheck
 from lockoutd.errors import reported_error
 from lockoutd.repartition import Repartitioning, encode_event, topic_prefix
 from lockoutd.report.audit import DecisionReporter
 from lockoutd.report.metrics import Metrics
 from lockoutd.rules import RuleSet
 from lockoutd.rules.model import AllowedSet, LockAction
+from lockoutd.secrets import ingest_signing_key
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import BUNDLE_BYTES, OutgoingRecord, Record
 
@@ -109,6 +111,14 @@ class Pipeline:
             )
             for topic in settings.kafka.topics
         }
+        self._signature_check: SignatureCheck | None = None
+        self._signed_topics: frozenset[str] = frozenset()
+        if settings.kafka.require_zitadel_signature:
+            key = ingest_signing_key(settings.ingest).get_secret_value().encode()
+            self._signature_check = SignatureCheck(key)
+            self._signed_topics = frozenset(
+                topic for topic, kind in settings.kafka.formats.items() if kind == "zitadel"
+            )
         self.repartitioning = (
             Repartitioning(rules, topic_prefix(settings.kafka)) if repartition else None
         )
@@ -210,7 +220,8 @@ class Pipeline:
         # partitions (the daemon asks at start), else handed to it one record each to place.
         counts = {topic: self._partitions_of(topic) for topic in internal}
         gathers = all(counts.values())
-        forwards = is_internal = False
+        forwards = is_internal = signed = False
+        check_signature = self._signature_check
         # One TopicPartition per run of a partition's records, not per record: a batch holds
         # each partition's records together.
         tp = TopicPartition("", -1)
@@ -222,12 +233,16 @@ class Pipeline:
                 topic, partition = tp
                 rebuild_below = rebuild_until.get(tp, -1)
                 is_internal = topic in internal
+                signed = topic in self._signed_topics
                 forwards = plan is not None and bool(plan.routes) and not is_internal
             acts = record.offset >= rebuild_below
             if is_internal:
                 yield from self._internal_events(record, tp, now, acts, dead_letters)
                 continue
             try:
+                if signed:
+                    assert check_signature is not None
+                    check_signature(record.value or b"", record.headers)
                 event = decoders[record.topic](record.value or b"")
                 if event.ip is None and acts and UNPARSED_IP in event.extra:
                     self._metrics.unparsed_addresses.inc()

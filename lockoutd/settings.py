@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -78,6 +79,10 @@ class KafkaSettings(_Section):
         default_factory=dict
     )
     """Input format per topic; topics not named here carry native events."""
+    require_zitadel_signature: bool = False
+    """Records of the ``zitadel`` topics must carry ZITADEL's signature, as ``lockoutd ingest``
+    passes it on, checked with ``ingest.signing_key``; others are dead-lettered
+    (``bad_signature``)."""
     schedule_topic: str = "lockoutd.schedule"
     """Temporary locks and their unlock times, shared by every instance (compacted)."""
     schedule_signing_key_file: Path | None = None
@@ -129,6 +134,14 @@ class KafkaSettings(_Section):
         if unknown:
             raise ValueError(f"formats names topics that are not consumed: {', '.join(unknown)}")
         return self
+
+    @field_validator("require_zitadel_signature")
+    @classmethod
+    def _signatures_need_a_zitadel_topic(cls, value: bool, info: ValidationInfo) -> bool:
+        formats = info.data.get("formats") or {}
+        if value and "zitadel" not in formats.values():
+            raise ValueError("no topic has format zitadel, whose records the signature is for")
+        return value
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -288,6 +301,18 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     ingest: IngestSettings = IngestSettings()
+
+    @model_validator(mode="after")
+    def _signatures_need_a_key(self) -> Settings:
+        ingest = self.ingest
+        if self.kafka.require_zitadel_signature and not (
+            ingest.signing_key is not None or ingest.signing_key_file is not None
+        ):
+            raise ValueError(
+                "kafka.require_zitadel_signature needs the key ZITADEL signs with: set "
+                "ingest.signing_key_file or LOCKOUTD_INGEST__SIGNING_KEY"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -153,11 +153,18 @@ class RuleState:
         """When (by the watermark) :meth:`forget_replayed_before` next reads every replayed key."""
 
     def forget(self, event: Event) -> None:
-        """Drop the window of ``event``'s key (a success resets the count)."""
+        """Drop the window of ``event``'s key (a success resets the count), unless the success
+        is older than the newest failure the window counted: a success from before those
+        failures cannot have ended them, and a real success written to the topic again later
+        must not clear what came after it (README, "How a window counts")."""
         slot = _slot(self._read_key(event))
-        if slot is not None:
+        if slot is None:
+            return
+        if slot in self.windows:
+            if self.windows.span(slot)[2] > event.occurred_at:
+                return
             self.windows.forget(slot)
-            self.replayed.pop(slot, None)
+        self.replayed.pop(slot, None)
 
     def note_replayed(self, event: Event) -> None:
         """Remember that ``event``, about to be counted, comes from a record acted on before."""

@@ -31,6 +31,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from lockoutd.connections import ConnectionGuard
+from lockoutd.decode.signed import ZITADEL_SIGNATURE_HEADER
 from lockoutd.errors import KafkaUnavailable
 from lockoutd.ingest.metrics import IngestMetrics
 from lockoutd.ingest.signature import SIGNATURE_HEADER, SignatureRefused, verify
@@ -125,9 +126,10 @@ class IngestServer(WebServer):
             )
             response.force_close()
             return response
+        signature = request.headers.get(SIGNATURE_HEADER)
         try:
             verify(
-                request.headers.get(SIGNATURE_HEADER),
+                signature,
                 body,
                 self._key.get_secret_value().encode(),
                 now=self._clock(),
@@ -140,7 +142,15 @@ class IngestServer(WebServer):
             return self._refuse(
                 request, "malformed", 400, "expected a JSON object with an aggregateID string"
             )
-        record = OutgoingRecord(self._settings.topic, body, key=user_id.encode())
+        # The signature goes with the body, so that a daemon can tell ZITADEL's events from
+        # records anyone else wrote to the topic (kafka.require_zitadel_signature).
+        assert signature is not None  # verified above
+        record = OutgoingRecord(
+            self._settings.topic,
+            body,
+            key=user_id.encode(),
+            headers=[(ZITADEL_SIGNATURE_HEADER, signature.encode("ascii", "replace"))],
+        )
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                 await self._publisher.publish([record])

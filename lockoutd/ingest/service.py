@@ -8,15 +8,14 @@ from contextlib import AsyncExitStack
 
 import stamina
 import structlog
-from pydantic import SecretStr
 
 from lockoutd.connections import ensure_open_files
-from lockoutd.errors import ConfigError, KafkaUnavailable
+from lockoutd.errors import KafkaUnavailable
 from lockoutd.ingest.metrics import IngestMetrics
 from lockoutd.ingest.server import IngestServer
 from lockoutd.report.http import OperationsServer
-from lockoutd.secrets import read_secret
-from lockoutd.settings import IngestSettings, Settings
+from lockoutd.secrets import ingest_signing_key
+from lockoutd.settings import Settings
 from lockoutd.source.kafka import KafkaSink
 
 log = structlog.get_logger(__name__)
@@ -24,26 +23,6 @@ log = structlog.get_logger(__name__)
 # Like the daemon: Kafka start-up is retried this long before the process gives up and exits
 # non-zero, leaving the restart to its supervisor.
 _KAFKA_RETRY_SECONDS = 120.0
-
-
-def signing_key(settings: IngestSettings) -> SecretStr:
-    """The key from ``LOCKOUTD_INGEST__SIGNING_KEY`` or ``ingest.signing_key_file``.
-
-    An empty key is refused: anyone could sign with it.
-    """
-    if settings.signing_key is not None:
-        if not settings.signing_key.get_secret_value().strip():
-            raise ConfigError(["ingest.signing_key: LOCKOUTD_INGEST__SIGNING_KEY is empty"])
-        return settings.signing_key
-    if settings.signing_key_file is None:
-        raise ConfigError(
-            [
-                "ingest: no signing key; set ingest.signing_key_file or the "
-                "LOCKOUTD_INGEST__SIGNING_KEY environment variable to the key ZITADEL returned "
-                "for the target"
-            ]
-        )
-    return read_secret(settings.signing_key_file, "ingest.signing_key_file")
 
 
 class IngestService:
@@ -64,7 +43,8 @@ class IngestService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         settings = self.settings
-        key = signing_key(settings.ingest)  # a ConfigError here stops before anything listens
+        # A ConfigError here stops before anything listens.
+        key = ingest_signing_key(settings.ingest)
         ensure_open_files(settings.ingest.max_connections, "ingest.max_connections")
         async with AsyncExitStack() as stack:
             sink: KafkaSink | None = None

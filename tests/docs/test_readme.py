@@ -55,6 +55,9 @@ MEANINGS = {
         "signature are refused"
     ),
     "kafka.schedule_signing_key": "the schedule signing key itself",
+    "kafka.require_zitadel_signature": "records of the `zitadel` topics must carry ZITADEL's "
+    "signature, as `lockoutd ingest` passes it on, checked with `ingest.signing_key`; others are "
+    "dead-lettered as `bad_signature` (see [Ingesting from ZITADEL](#ingesting-from-zitadel))",
     "kafka.checkpoint_topic": "window state per consumed partition, so an assigned partition "
     "replays only the records after its checkpoint (compacted; signed with the schedule signing "
     "key, off without one; `null`: off), see [Operations](#operations)",
@@ -109,7 +112,8 @@ MEANINGS = {
     "ingest.listen": "where `lockoutd ingest` listens",
     "ingest.path": "the path ZITADEL's target posts to",
     "ingest.topic": "where verified bodies are published, keyed by `aggregateID`",
-    "ingest.signing_key_file": "file holding the target's signing key",
+    "ingest.signing_key_file": "file holding the target's signing key (also read by a daemon "
+    "with `kafka.require_zitadel_signature`)",
     "ingest.signing_key": "the signing key itself",
     "ingest.max_body_bytes": "larger bodies are refused with 413",
     "ingest.tolerance": "how far the signature's timestamp may be from now",

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -33,6 +33,12 @@ def failure(
     }
 
 
+class ProducerRecord(NamedTuple):
+    value: bytes
+    key: bytes
+    headers: Sequence[tuple[str, bytes | None]] = ()
+
+
 def produce(
     bootstrap: str,
     topic: str,
@@ -43,21 +49,33 @@ def produce(
 ) -> None:
     """Send ``values`` (event dicts or raw bytes) in order, keyed by user as producers do, each
     with ``headers`` (Kafka allows a header without a value: None)."""
+    produce_records(
+        bootstrap,
+        topic,
+        [
+            ProducerRecord(value, b"raw", headers)
+            if isinstance(value, bytes)
+            else ProducerRecord(
+                json.dumps(value).encode(),
+                str(value.get(key_field) or value.get("login_name") or "").encode(),
+                headers,
+            )
+            for value in values
+        ],
+    )
+
+
+def produce_records(bootstrap: str, topic: str, records: Iterable[ProducerRecord]) -> None:
+    """Send ``records`` in order, each acknowledged before the next is sent."""
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
         await producer.start()
         try:
-            for value in values:
-                if isinstance(value, bytes):
-                    await producer.send_and_wait(
-                        topic, value, key=b"raw", headers=list(headers) or None
-                    )
-                else:
-                    key = str(value.get(key_field) or value.get("login_name") or "").encode()
-                    await producer.send_and_wait(
-                        topic, json.dumps(value).encode(), key=key, headers=list(headers) or None
-                    )
+            for record in records:
+                await producer.send_and_wait(
+                    topic, record.value, key=record.key, headers=list(record.headers) or None
+                )
         finally:
             await producer.stop()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import resource
 import signal
@@ -24,11 +25,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from lockoutd.cli import EXIT_FAILED, main
-from lockoutd.ingest.signature import sign
+from lockoutd.decode.signed import ZITADEL_SIGNATURE_HEADER
+from lockoutd.ingest.signature import sign, verify
 from lockoutd.settings import Settings
 from lockoutd.testing.broker import LocalBroker, free_port
+from lockoutd.testing.zitadel_emulator import UserState
 
-from .kafka_helpers import at, read_all, wait_until
+from .conftest import ORG_ID, Stack, start_stack, stop_stack
+from .kafka_helpers import ProducerRecord, at, produce_records, read_all, wait_until
 from .slow_clients import SlowClients
 
 pytestmark = pytest.mark.e2e
@@ -161,6 +165,74 @@ def zitadel_failure(sequence: int) -> bytes:
     ).encode()
 
 
+def zitadel_check(user: str, sequence: int, minutes: float, *, succeeded: bool = False) -> bytes:
+    """What an Actions v2 target receives for a password check of ``user`` in org 300."""
+    outcome = "succeeded" if succeeded else "failed"
+    return json.dumps(
+        {
+            "aggregateID": user,
+            "aggregateType": "user",
+            "resourceOwner": ORG_ID,
+            "instanceID": "270000000000000001",
+            "version": "v2",
+            "sequence": sequence,
+            "event_type": f"user.human.password.check.{outcome}",
+            "created_at": at(minutes),
+            "userID": user,
+            "event_payload": {"userAgent": "Mozilla/5.0", "remoteIP": "203.0.113.7"},
+        }
+    ).encode()
+
+
+def as_ingest_publishes(body: bytes, *, signed_at: float | None = None) -> ProducerRecord:
+    """``body`` as ``lockoutd ingest`` writes it: keyed by user, ZITADEL's signature beside it."""
+    signature = sign(SIGNING_KEY.encode(), body, int(signed_at or time.time()))
+    user = json.loads(body)["aggregateID"].encode()
+    return ProducerRecord(body, user, [(ZITADEL_SIGNATURE_HEADER, signature.encode())])
+
+
+@pytest.fixture
+def signed_stack(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
+    """A daemon reading a ``zitadel`` topic whose records must carry ZITADEL's signature."""
+    key_file = tmp_path / "zitadel-signing-key"
+    key_file.write_text(SIGNING_KEY + "\n", encoding="utf-8")
+    stack = start_stack(
+        broker,
+        tmp_path,
+        event_format="zitadel",
+        extra={
+            "kafka": {"require_zitadel_signature": True},
+            "ingest": {"signing_key_file": str(key_file)},
+        },
+    )
+    yield stack
+    stop_stack(stack)
+
+
+def test_a_forged_or_replayed_success_does_not_reset_a_users_failures(
+    signed_stack: Stack,
+) -> None:
+    """Four wrong passwords of user 1101, then two successes nobody had: one written straight to
+    the topic without ZITADEL's signature, and a copy, appended again, of a real success from
+    before the failures. Either reset the count, and the fifth wrong password locked no one.
+    The unsigned one is dead-lettered, the old one clears nothing, and 1101 is locked."""
+    stack = signed_stack
+    stack.emulator.add_user("1101", org_id=ORG_ID)
+    earlier_success = as_ingest_publishes(zitadel_check("1101", 5, -5, succeeded=True))
+    records = [earlier_success]
+    records += [as_ingest_publishes(zitadel_check("1101", 10 + m, m)) for m in range(4)]
+    forged = zitadel_check("1101", 14, 3.5, succeeded=True)
+    records += [ProducerRecord(forged, b"1101", []), earlier_success]
+    records.append(as_ingest_publishes(zitadel_check("1101", 15, 4)))
+    produce_records(stack.bootstrap, stack.events_topic, records)
+
+    wait_until(
+        lambda: stack.emulator.state_of("1101") is UserState.LOCKED,
+        what="1101 locked",
+    )
+    assert stack.daemon.metric("lockoutd_dead_lettered_total", reason="bad_signature") == 1
+
+
 def test_signed_zitadel_events_reach_kafka_and_lock_decisions(
     broker: LocalBroker,
     ingest: tuple[IngestProcess, Path, str],
@@ -187,6 +259,10 @@ def test_signed_zitadel_events_reach_kafka_and_lock_decisions(
     records = read_all(broker.bootstrap_servers, topic)
     assert sorted(record.value for record in records) == sorted(bodies)
     assert {record.key for record in records} == {b"1001"}
+    for record in records:  # ZITADEL's signature travels with the body, for the daemon to check
+        [(name, signature)] = record.headers
+        assert name == ZITADEL_SIGNATURE_HEADER
+        verify(signature.decode(), record.value, SIGNING_KEY.encode(), now=0, tolerance=math.inf)
     assert process.requests_by_result() == {
         "accepted": 5,
         "bad_signature": 1,

@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from lockoutd.errors import ConfigError
-from lockoutd.ingest.service import signing_key
+from lockoutd.secrets import ingest_signing_key
 from lockoutd.settings import IngestSettings
 from lockoutd.testing.broker import free_port
 
@@ -21,10 +21,10 @@ def test_the_key_comes_from_the_environment_or_else_from_its_file(tmp_path: Path
     """``LOCKOUTD_INGEST__SIGNING_KEY`` wins; otherwise the file's stripped content is the key."""
     key_file = tmp_path / "signing-key"
     key_file.write_text("from-the-file\n", encoding="utf-8")
-    from_file = signing_key(IngestSettings(signing_key_file=key_file))
+    from_file = ingest_signing_key(IngestSettings(signing_key_file=key_file))
     assert from_file.get_secret_value() == "from-the-file"
     both = IngestSettings(signing_key_file=key_file, signing_key=SecretStr("from-the-environment"))
-    assert signing_key(both).get_secret_value() == "from-the-environment"
+    assert ingest_signing_key(both).get_secret_value() == "from-the-environment"
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_the_key_comes_from_the_environment_or_else_from_its_file(tmp_path: Path
 def test_no_key_or_an_empty_key_is_refused(settings: IngestSettings, problem: str) -> None:
     """Without a key, or with an empty one anyone could sign with, the endpoint does not start."""
     with pytest.raises(ConfigError) as caught:
-        signing_key(settings)
+        ingest_signing_key(settings)
     assert caught.value.problems == [problem]
 
 

@@ -102,3 +102,35 @@ def test_topics_from_the_environment_must_still_cover_the_formats(
     )
     (problem,) = _problems(path)
     assert "formats names topics that are not consumed: zitadel.events" in problem
+
+
+def test_required_signatures_need_a_zitadel_topic(tmp_path: Path) -> None:
+    """The signature is ZITADEL's: without a ``zitadel`` topic it would refuse nothing."""
+    path = _config(
+        tmp_path,
+        """\
+        kafka:
+          topics: [auth.events]
+          require_zitadel_signature: true
+        ingest:
+          signing_key_file: key
+        """,
+    )
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:3: kafka.require_zitadel_signature: ")
+    assert "no topic has format zitadel" in problem
+
+
+def test_required_signatures_need_the_key(tmp_path: Path) -> None:
+    """Without the target's key nothing could be checked: refused, saying where to set it."""
+    path = _config(
+        tmp_path,
+        """\
+        kafka:
+          topics: [zitadel.events]
+          formats: {zitadel.events: zitadel}
+          require_zitadel_signature: true
+        """,
+    )
+    (problem,) = _problems(path)
+    assert "set ingest.signing_key_file or LOCKOUTD_INGEST__SIGNING_KEY" in problem

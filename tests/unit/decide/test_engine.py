@@ -197,6 +197,21 @@ def test_a_success_resets_the_count_of_rules_that_ask_for_it() -> None:
     ) == [[], [], [], ["keeps-counting"], [], ["resets"]]
 
 
+def test_a_success_older_than_the_newest_failure_resets_nothing() -> None:
+    """A success from before a failure cannot have ended it. Such a success arrives late, or is
+    a real one written to the topic again: the failures after it still count."""
+    engine = _engine(rule(reset_on_success=True))
+    assert _feed(
+        engine,
+        event(0),
+        event(2),
+        event(1, type=LOGIN_SUCCEEDED, reason=None),
+        event(3),
+        event(4, type=LOGIN_SUCCEEDED, reason=None),
+        event(5),
+    ) == [[], [], [], ["password-bruteforce"], [], []]
+
+
 def test_a_success_for_another_user_does_not_reset() -> None:
     """Only the key of the succeeding user is cleared."""
     engine = _engine(rule(reset_on_success=True))
