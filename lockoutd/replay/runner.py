@@ -176,6 +176,9 @@ class Replay:
                         "formats": {topic: event_format},
                         "decisions_topic": _DECISIONS,
                         "dead_letter_topic": None,
+                        # Replay decodes itself, without the daemon's signature check: a
+                        # backtest needs no key, and a file has no headers.
+                        "require_zitadel_signature": False,
                     }
                 ),
                 "engine": settings.engine.model_copy(update={"dry_run": True}),

@@ -191,6 +191,26 @@ def test_other_formats_are_read_with_format(
     )
 
 
+def test_a_daemon_configuration_that_requires_signatures_replays_without_the_key(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backtest checks no signature (a file has no headers), so it needs no key: the daemon's
+    configuration replays on a machine where the key file is not."""
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace(
+            "formats: {zitadel.events: zitadel}",
+            "formats: {zitadel.events: zitadel}\n  require_zitadel_signature: true",
+        )
+        + f"ingest:\n  signing_key_file: {tmp_path / 'not-here'}\n",
+        encoding="utf-8",
+    )
+    events = write_events(tmp_path, *(failure(m) for m in range(5)))
+    assert main(["replay", str(events), "-c", str(config)]) == 0
+    [decision] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert decision["user_id"] == "42"
+
+
 def test_progress_is_written_every_n_records_without_a_terminal(
     tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
