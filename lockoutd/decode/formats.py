@@ -141,10 +141,10 @@ def from_keycloak(document: dict[str, Any]) -> dict[str, Any]:
         {
             "type": mapped_type,
             "occurred_at": occurred_at,
-            "login_name": username,
             # Another kind of Keycloak event is counted as ignored and never reaches a rule;
-            # without a username its Keycloak user stands in as the subject.
-            "user_id": keycloak_user if username is None else None,
+            # without a username its Keycloak user stands in as the subject, as a name: it is no
+            # ZITADEL id (bad_id).
+            "login_name": username or keycloak_user,
             "ip": document.get("ipAddress") or None,
             "reason": _keycloak_reason(error, details) if isinstance(error, str) else None,
             "event_id": document.get("id"),

@@ -368,6 +368,16 @@ def test_other_keycloak_events_pass_through() -> None:
     assert _decode("keycloak", _changed(KEYCLOAK_EVENT, type="LOGOUT", error=...)).type == "LOGOUT"
 
 
+@pytest.mark.parametrize("kind", ["REFRESH_TOKEN", "LOGOUT", "CODE_TO_TOKEN"])
+def test_other_keycloak_events_without_a_username_pass_through(kind: str) -> None:
+    """Token refreshes and logouts name no username; their Keycloak user (a UUID, no ZITADEL
+    id) stands in, so that they are counted as ignored rather than dead-lettered."""
+    document = _changed(KEYCLOAK_EVENT, type=kind, error=..., details=...)
+    event = _decode("keycloak", document)
+    assert (event.type, event.user_id) == (kind, None)
+    assert event.extra["keycloak_user_id"] == KEYCLOAK_EVENT["userId"]
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
