@@ -24,7 +24,7 @@ from lockoutd.act.zitadel import UserStore
 from lockoutd.decide.bound import KeyBound
 from lockoutd.decide.decision import Decision, decide
 from lockoutd.decide.engine import Engine
-from lockoutd.decode.event import KNOWN_TYPES, Event
+from lockoutd.decode.event import KNOWN_TYPES, LOGIN_SUCCEEDED, Event
 from lockoutd.decode.formats import decoder_for
 from lockoutd.decode.limits import Horizon
 from lockoutd.decode.native import UNPARSED_IP, RefusedElement, bundle_decoder
@@ -220,7 +220,7 @@ class Pipeline:
         # partitions (the daemon asks at start), else handed to it one record each to place.
         counts = {topic: self._partitions_of(topic) for topic in internal}
         gathers = all(counts.values())
-        forwards = is_internal = signed = False
+        forwards = forwards_successes = is_internal = signed = False
         check_signature = self._signature_check
         # One TopicPartition per run of a partition's records, not per record: a batch holds
         # each partition's records together.
@@ -235,6 +235,10 @@ class Pipeline:
                 is_internal = topic in internal
                 signed = topic in self._signed_topics
                 forwards = plan is not None and bool(plan.routes) and not is_internal
+                # Where signatures are required, the internal topics count signed failures too:
+                # a success nobody signed must not reset them. (A rule counted in place counts
+                # one source topic's events: there an unsigned success meets unsigned failures.)
+                forwards_successes = forwards and (signed or check_signature is None)
             acts = record.offset >= rebuild_below
             if is_internal:
                 yield from self._internal_events(record, tp, now, acts, dead_letters)
@@ -246,7 +250,7 @@ class Pipeline:
                 event = decoders[record.topic](record.value or b"")
                 if event.ip is None and acts and UNPARSED_IP in event.extra:
                     self._metrics.unparsed_addresses.inc()
-                if forwards and acts:
+                if forwards and acts and (forwards_successes or event.type != LOGIN_SUCCEEDED):
                     # Written once, by the instance that read it first: a record read again only
                     # to rebuild windows was written before its offset was committed.
                     assert plan is not None

@@ -32,7 +32,15 @@ from lockoutd.testing.broker import LocalBroker, free_port
 from lockoutd.testing.zitadel_emulator import UserState
 
 from .conftest import ORG_ID, Stack, start_stack, stop_stack
-from .kafka_helpers import ProducerRecord, at, produce_records, read_all, wait_until
+from .kafka_helpers import (
+    ProducerRecord,
+    at,
+    produce,
+    produce_records,
+    read_all,
+    wait_committed,
+    wait_until,
+)
 from .slow_clients import SlowClients
 
 pytestmark = pytest.mark.e2e
@@ -231,6 +239,78 @@ def test_a_forged_or_replayed_success_does_not_reset_a_users_failures(
         what="1101 locked",
     )
     assert stack.daemon.metric("lockoutd_dead_lettered_total", reason="bad_signature") == 1
+
+
+def test_an_unsigned_success_from_another_topic_does_not_reset_signed_failures(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """A rule keyed on user and address is counted on an internal topic, where the events of
+    every source topic meet. ZITADEL's signed failures of user 1102 came from the zitadel
+    topic; an unsigned success for 1102 from that address, written to the native topic, reset
+    them, and the third signed failure locked no one. 1102 is locked."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "per-user-and-address.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "rules": [
+                    {
+                        "name": "password-per-user-and-address",
+                        "match": {"reason": ["password"]},
+                        "key": ["user_id", "ip"],
+                        "threshold": 3,
+                        "window": "10m",
+                        "reset_on_success": True,
+                        "action": {"lock": {}},
+                    }
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
+    key_file = tmp_path / "zitadel-signing-key"
+    key_file.write_text(SIGNING_KEY + "\n", encoding="utf-8")
+    suffix = uuid.uuid4().hex[:8]
+    signed_topic, native_topic = f"zitadel-events-{suffix}", f"auth-events-{suffix}"
+    asyncio.run(broker.create_topics(native_topic, partitions=3))
+    stack = start_stack(
+        broker,
+        tmp_path,
+        rule_paths=[rules],
+        event_format="zitadel",
+        topics=[signed_topic, native_topic],
+        extra={
+            "kafka": {"require_zitadel_signature": True},
+            "ingest": {"signing_key_file": str(key_file)},
+        },
+    )
+    try:
+        stack.emulator.add_user("1102", org_id=ORG_ID)
+        produce_records(
+            stack.bootstrap,
+            signed_topic,
+            [as_ingest_publishes(zitadel_check("1102", 20 + m, m)) for m in range(2)],
+        )
+        # Copied to the internal topic before the success is: a topic's offsets are committed
+        # once its events are written there.
+        wait_committed(stack.bootstrap, stack.config.group_id, [signed_topic])
+        success = {
+            "type": "auth.login.succeeded",
+            "occurred_at": at(1.5),
+            "user_id": "1102",
+            "ip": "203.0.113.7",
+        }
+        produce(stack.bootstrap, native_topic, [success])
+        wait_committed(stack.bootstrap, stack.config.group_id, [native_topic])
+        produce_records(
+            stack.bootstrap, signed_topic, [as_ingest_publishes(zitadel_check("1102", 22, 2))]
+        )
+        wait_until(
+            lambda: stack.emulator.state_of("1102") is UserState.LOCKED,
+            what="1102 locked",
+        )
+    finally:
+        stop_stack(stack)
 
 
 def test_signed_zitadel_events_reach_kafka_and_lock_decisions(
