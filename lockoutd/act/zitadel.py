@@ -169,8 +169,6 @@ class UserStore(Protocol):
         ...
 
 
-# ZITADEL ids are decimal snowflakes. Anything else could change the request path, so it is
-# refused before it reaches a URL (and quoted anyway).
 MAX_LOGIN_NAME_LENGTH = 200  # loginNameQuery.loginName maxLength in the API
 
 _LOCK_REFUSED = frozenset({"COMMAND-3NN8v", "COMMAND-lgws8wtsqf"})
@@ -275,7 +273,10 @@ def read_error(status: int, content: bytes) -> ErrorAnswer:
 
 
 def check_id(value: str, *, what: str = "user id") -> str:
-    """``value`` if it is a ZITADEL id (a digit string), else :class:`InvalidUserId`."""
+    """``value`` if it is a ZITADEL id (a digit string), else :class:`InvalidUserId`.
+
+    ZITADEL ids are decimal snowflakes. Anything else could change the request path, so it is
+    refused before it reaches a URL (and quoted anyway)."""
     if not isinstance(value, str) or not is_zitadel_id(value):
         shown = value[:80] if isinstance(value, str) else value
         raise InvalidUserId(f"{what} {shown!r} is not a ZITADEL id (expected a digit string)")
