@@ -175,7 +175,11 @@ class LockExecutor:
             try:
                 result = await self._until_available(
                     lambda: self._locks.lock(
-                        target, decision.org_id, rule=decision.rule, action=action or LockAction()
+                        target,
+                        decision.org_id,
+                        rule=decision.rule,
+                        action=action or LockAction(),
+                        crossing_at=event_time,
                     ),
                     "lock_retrying",
                     decision,

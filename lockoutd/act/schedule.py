@@ -62,6 +62,9 @@ class ScheduleEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     unlock_at: _Time | None = None
     before_sequence: _Sequence | None = None
     """``locking``: the user's sequence at the read just before the call (the user lockable)."""
+    crossing_at: _Time | None = None
+    """``locking``: when the crossing the call acts on happened (its last event). The same
+    crossing, read again after a restart, takes the note for its own; a later one does not."""
     lock_sequence: _Sequence | None = None
     """``locked``: the sequence the lock left; with ``lock_changed_at``, its fingerprint."""
     lock_changed_at: _ChangeDate | None = None

@@ -76,9 +76,19 @@ class TemporaryLocks:
         self._turns: dict[str, _Turn] = {}
 
     async def lock(
-        self, user_id: str, org_id: str | None, *, rule: str, action: LockAction
+        self,
+        user_id: str,
+        org_id: str | None,
+        *,
+        rule: str,
+        action: LockAction,
+        crossing_at: float | None = None,
     ) -> LockResult:
-        """Lock ``user_id`` as ``action`` says; a temporary lock gets its unlock scheduled."""
+        """Lock ``user_id`` as ``action`` says; a temporary lock gets its unlock scheduled.
+
+        ``crossing_at`` is when the crossing being acted on happened (its last event): a
+        ``locking`` note written for that crossing, by a call whose fate is unknown, is this
+        call's own; one written for another crossing is not."""
         # The decisions of a batch are carried out concurrently. Two for one user (a temporary
         # and a permanent rule, say) take turns: otherwise each acts on an entry the other is
         # about to replace, and a lock made permanent could still get its old unlock.
@@ -86,14 +96,22 @@ class TemporaryLocks:
         turn.waiting += 1
         try:
             async with turn.lock:
-                return await self._lock(user_id, org_id, rule=rule, action=action)
+                return await self._lock(
+                    user_id, org_id, rule=rule, action=action, crossing_at=crossing_at
+                )
         finally:
             turn.waiting -= 1
             if not turn.waiting:
                 del self._turns[user_id]
 
     async def _lock(
-        self, user_id: str, org_id: str | None, *, rule: str, action: LockAction
+        self,
+        user_id: str,
+        org_id: str | None,
+        *,
+        rule: str,
+        action: LockAction,
+        crossing_at: float | None,
     ) -> LockResult:
         previous = self._schedule.get(user_id)
         if action.duration is None:
@@ -107,7 +125,18 @@ class TemporaryLocks:
 
         now = self._clock()
         memory = action.escalate.memory if action.escalate else None
-        if previous is not None and previous.state == "locking":
+        # This crossing acted on before, by a call that may or may not have locked the user
+        # (lockoutd stopped before it learnt): its note says what the user was before. A note
+        # left for another crossing says nothing about this call: an administrator may have
+        # locked the user since, and the lock found must not be taken for lockoutd's own.
+        replaying = (
+            previous is not None
+            and previous.state == "locking"
+            and crossing_at is not None
+            and previous.crossing_at == crossing_at
+        )
+        if replaying:
+            assert previous is not None
             strikes = previous.strikes - 1  # a replay of a lock that may or may not have happened
         else:
             strikes = self._schedule.strikes_before(user_id, now, memory)
@@ -120,7 +149,10 @@ class TemporaryLocks:
             state="locking",
             strikes=strikes + 1,
             updated_at=now,
-            before_sequence=await self._lockable_at(user_id, org_id, previous),
+            before_sequence=await self._lockable_at(
+                user_id, org_id, previous if replaying else None
+            ),
+            crossing_at=crossing_at,
         )
         await self._writer.write(intent)
         try:
@@ -141,7 +173,7 @@ class TemporaryLocks:
         # Only a call that may have locked the user can have made the lock it finds: one whose
         # attempt went unanswered, or the call of a replayed batch (its intent is "locking").
         # Otherwise the lock is someone else's, made meanwhile (between answered retries).
-        maybe_ours = receipt.unanswered or (previous is not None and previous.state == "locking")
+        maybe_ours = receipt.unanswered or replaying
         if (
             outcome is LockOutcome.ALREADY_LOCKED
             and maybe_ours
@@ -163,9 +195,9 @@ class TemporaryLocks:
         return LockResult(outcome)
 
     async def _lockable_at(
-        self, user_id: str, org_id: str | None, previous: ScheduleEntry | None
+        self, user_id: str, org_id: str | None, replayed: ScheduleEntry | None
     ) -> int | None:
-        """The user's sequence now if it is lockable, else that of a replayed intent, else None.
+        """The user's sequence now if it is lockable, else that of ``replayed``, else None.
 
         After a crash between the lock call and the next write, the user reads as locked; the
         intent written before that call still holds the sequence it was lockable at.
@@ -177,9 +209,7 @@ class TemporaryLocks:
             and snapshot.version is not None
         ):
             return snapshot.version.sequence
-        if previous is not None and previous.state == "locking":
-            return previous.before_sequence
-        return None
+        return replayed.before_sequence if replayed is not None else None
 
     async def _cancel(self, intent: ScheduleEntry, previous: ScheduleEntry | None) -> None:
         # A lock lockoutd already holds keeps its unlock, whatever became of this attempt.
@@ -201,6 +231,7 @@ class TemporaryLocks:
         entry = msgspec.structs.replace(
             base,
             state=state,
+            crossing_at=None,  # a locking note's alone
             strikes=base.strikes if strikes is None else strikes,
             updated_at=self._clock(),
             locked_at=locked_at if locked_at is not None else base.locked_at,

@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,11 @@ from aiokafka import AIOKafkaProducer
 from lockoutd.settings import KafkaSettings
 from lockoutd.source.schedule_seal import HEADER as SIGNATURE_HEADER
 from lockoutd.source.schedule_seal import schedule_seal
-from lockoutd.testing.broker import LocalBroker
+from lockoutd.testing.broker import LocalBroker, free_port
 from lockoutd.testing.zitadel.faults import Fault
 from lockoutd.testing.zitadel_emulator import UserState
 
-from .conftest import ORG_ID, PAT, Stack, start_stack, stop_stack
+from .conftest import ORG_ID, PAT, Stack, launch, start_stack, stop_stack
 from .kafka_helpers import decisions, failure, produce, read_all, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -357,3 +358,70 @@ def test_an_administrators_lock_made_while_lockoutd_retries_is_not_taken_for_its
     assert entries[-1]["state"] == "cancelled"
     assert stack.emulator.state_of("6011") is UserState.LOCKED
     assert not unlock_calls(stack, "6011")
+
+
+def test_a_locking_note_left_by_a_killed_instance_makes_no_later_lock_its_own(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """An instance writes its ``locking`` note, ZITADEL answers the lock with 503, and the
+    instance is killed. Its batch, read again once the evidence is older than
+    ``engine.max_event_age``, is stale, and the note stays. Then an administrator locks the
+    user, and three more wrong codes cross the threshold again. That lock used to be taken for
+    the one the note was written for, its reply lost, and was undone four seconds later. It is
+    the administrator's, and stays."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    # A window of five seconds: the wrong codes of the first crossing have left it by the time
+    # the second crossing comes.
+    (rules / "rules.yaml").write_text(RULES.replace("window: 5m", "window: 5s"))
+    stack = start_stack(
+        broker,
+        tmp_path,
+        rule_paths=[rules],
+        partitions=1,
+        extra={"engine": {"max_event_age": "5s"}},
+    )
+    restarted = None
+    try:
+        stack.emulator.add_user("6021", org_id=ORG_ID)
+        stack.emulator.set_fault(Fault.status(503), path_contains="/6021/_lock")
+        now = datetime.now(UTC)
+        produce(
+            stack.bootstrap,
+            stack.events_topic,
+            [failure("6021", 0, reason="otp", occurred_at=now.isoformat()) for _ in range(3)],
+        )
+        wait_until(lambda: stack.emulator.lock_calls("6021"), what="lockoutd's first attempt")
+        stack.daemon.kill()
+        stack.emulator.clear_faults()
+        time.sleep(6)  # past engine.max_event_age: the batch read again is stale
+        stack.config.metrics_port = free_port()
+        (tmp_path / "restarted").mkdir()
+        restarted = launch(stack.config, tmp_path / "restarted")
+        restarted.wait_ready()
+        wait_until(
+            lambda: [d["outcome"] for d in decisions_for(stack, "6021", "lock")] == ["stale"],
+            what="the stale replay",
+        )
+        stack.emulator.set_state("6021", UserState.LOCKED)  # the administrator
+        later = datetime.now(UTC).isoformat()
+        produce(
+            stack.bootstrap,
+            stack.events_topic,
+            [failure("6021", 0, reason="otp", occurred_at=later) for _ in range(3)],
+        )
+        wait_until(
+            lambda: len(decisions_for(stack, "6021", "lock")) == 2, what="the second lock decision"
+        )
+        time.sleep(6)  # past the four seconds a lock of lockoutd's would have lasted
+
+        assert [d["outcome"] for d in decisions_for(stack, "6021", "lock")] == [
+            "stale",
+            "already_locked",
+        ]
+        assert stack.emulator.state_of("6021") is UserState.LOCKED
+        assert not unlock_calls(stack, "6021")
+    finally:
+        if restarted is not None and restarted.returncode is None:
+            restarted.terminate()
+        stop_stack(stack)

@@ -25,6 +25,8 @@ ROUND_TRIP = 2.0
 """How long each ZITADEL call takes on the test clock."""
 CONFIRMED = 2 * ROUND_TRIP
 """From the decision to the confirmed lock: a read of the user, then the lock call."""
+CROSSING = T0 - 60
+"""When the crossing each lock acts on happened (its last event), unless a test says."""
 
 PERMANENT = LockAction()
 FIFTEEN_MINUTES = LockAction.model_validate({"duration": "15m"})
@@ -44,9 +46,15 @@ class Setup:
         self.locks = TemporaryLocks(self.store, self.schedule, self.writer, clock=self.clock)
 
     async def lock(
-        self, action: LockAction = FIFTEEN_MINUTES, user_id: str = "42", rule: str = "otp"
+        self,
+        action: LockAction = FIFTEEN_MINUTES,
+        user_id: str = "42",
+        rule: str = "otp",
+        crossing_at: float = CROSSING,
     ) -> tuple[LockOutcome, float | None]:
-        result = await self.locks.lock(user_id, "7", rule=rule, action=action)
+        result = await self.locks.lock(
+            user_id, "7", rule=rule, action=action, crossing_at=crossing_at
+        )
         return result.outcome, result.unlock_at
 
     def entry(self, user_id: str = "42") -> ScheduleEntry:
@@ -78,8 +86,8 @@ class Setup:
 def _intent(
     user_id: str = "42", *, strikes: int = 1, at: float = T0, before: int | None = 1
 ) -> ScheduleEntry:
-    """The ``locking`` entry an instance wrote just before it died, the user lockable at
-    sequence ``before`` then."""
+    """The ``locking`` entry an instance wrote just before it died, acting on the crossing at
+    :data:`CROSSING`, the user lockable at sequence ``before`` then."""
     return ScheduleEntry(
         user_id=user_id,
         org_id="7",
@@ -88,6 +96,7 @@ def _intent(
         strikes=strikes,
         updated_at=at,
         before_sequence=before,
+        crossing_at=CROSSING,
     )
 
 
@@ -233,6 +242,19 @@ async def test_a_crashed_lock_that_went_through_is_still_undone() -> None:
     assert (entry.state, entry.strikes) == ("locked", 1)  # the replay is not a second strike
     assert entry.lock_version == setup.store.version("42")
     assert setup.schedule.due(T0 + DAY) == [entry]
+
+
+async def test_an_intent_left_for_another_crossing_does_not_claim_a_lock() -> None:
+    """An instance died during a lock call, and that crossing was never acted on again (its
+    evidence went stale). An administrator's lock, found by a later crossing, is not the one
+    the note was written for: it stays the administrator's."""
+    setup = Setup()
+    setup.schedule.apply(_intent(at=T0 - 3600, before=1))
+    setup.store.change("42", locked=True)  # the administrator, long after the note
+    outcome, unlock_at = await setup.lock(crossing_at=CROSSING + 3600)
+    assert (outcome, unlock_at) == (LockOutcome.ALREADY_LOCKED, None)
+    assert setup.entry().state == "cancelled"
+    assert setup.schedule.due(T0 + DAY) == []
 
 
 async def test_an_intent_that_proves_nothing_does_not_claim_a_lock() -> None:

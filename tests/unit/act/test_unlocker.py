@@ -27,6 +27,8 @@ DAY = 86400.0
 ROUND_TRIP = 1.0
 CALLS = 2 * ROUND_TRIP
 """A lock, and an unlock, each take two calls: a read of the user, then the change."""
+CROSSING = T0 - 60
+"""When the crossing each lock acts on happened (its last event)."""
 FIFTEEN_MINUTES = LockAction.model_validate({"duration": "15m"})
 ESCALATING = LockAction.model_validate(
     {"duration": "15m", "escalate": {"factor": 2, "max": "1h", "memory": "1d"}}
@@ -61,7 +63,8 @@ class Setup:
     async def lock(
         self, user_id: str = "42", action: LockAction = FIFTEEN_MINUTES, rule: str = "otp"
     ) -> float | None:
-        return (await self.locks.lock(user_id, "7", rule=rule, action=action)).unlock_at
+        locked = await self.locks.lock(user_id, "7", rule=rule, action=action, crossing_at=CROSSING)
+        return locked.unlock_at
 
     async def unlock_at(self, when: float) -> list[Decision]:
         self.clock.now = when
@@ -234,6 +237,7 @@ async def test_a_crashed_lock_replayed_is_undone_on_time() -> None:
             strikes=1,
             updated_at=T0 - 5,
             before_sequence=1,
+            crossing_at=CROSSING,
         )
     )
     setup.store.change("42", locked=True)  # the lock that went through before the crash
