@@ -455,10 +455,17 @@ class ZitadelClient:
         )
 
     async def unlock(self, user_id: str, org_id: str | None) -> UnlockOutcome:
-        """Unlock a user; a user that is not locked, or unknown, is an outcome."""
+        """Unlock a user; a user that is not locked, or unknown, is an outcome.
+
+        Tried once: ZITADEL's unlock takes no expected version, and the caller read the user
+        just before to judge that the lock is lockoutd's. A retry seconds later would undo
+        whatever lock the user holds by then (an administrator's, another instance's), so an
+        unlock that failed is judged again, from a new read, before it is tried again."""
         path = self._user_path(self._api.unlock, user_id)
         org = self._org(org_id)
-        response = await self._call("unlock", "POST", path, org, body={}, deadline=self._deadline())
+        response = await self._call(
+            "unlock", "POST", path, org, body={}, deadline=self._deadline(), once=True
+        )
         if response.is_success:
             self._changed("unlock", response)
             return UnlockOutcome.UNLOCKED
@@ -678,13 +685,15 @@ class ZitadelClient:
         org_header: bool | None = None,
         tolerate: frozenset[str] = frozenset(),
         attempts: _Attempts | None = None,
+        once: bool = False,
     ) -> httpx.Response:
         """One API request with a bearer token; faults in lockoutd's own setup raise here.
 
         A 401 earns one new token: the PAT file may have been rotated, the access token may have
         been revoked. A second 401 means the credentials themselves are refused. ``org_header``
         sends ``org`` as ``x-zitadel-orgid`` whatever the API; error ids in ``tolerate`` are
-        answered to the caller instead of being taken for a fault of lockoutd's setup.
+        answered to the caller instead of being taken for a fault of lockoutd's setup. ``once``
+        sends the request once: an outage raises ZitadelUnavailable instead of a retry.
         """
         send_org = self._api.org_header if org_header is None else org_header
         headers = {"x-zitadel-orgid": org} if org is not None and send_org else {}
@@ -702,6 +711,7 @@ class ZitadelClient:
             body=body,
             deadline=deadline,
             attempts=attempts,
+            once=once,
         )
         response = await send(auth=_Bearer(token))
         if response.status_code == 401:
@@ -811,8 +821,10 @@ class ZitadelClient:
         form: SecretStr | None = None,
         deadline: float,
         attempts: _Attempts | None = None,
+        once: bool = False,
     ) -> httpx.Response:
-        """Send until an answer is usable or the retries are spent (ZitadelUnavailable).
+        """Send until an answer is usable or the retries are spent (ZitadelUnavailable); with
+        ``once``, a single attempt.
 
         ``attempts`` learns whether an attempt went unanswered (and may have taken effect).
 
@@ -830,7 +842,7 @@ class ZitadelClient:
         try:
             async for attempt in stamina.retry_context(
                 on=_backoff_hook(deadline),
-                attempts=self._settings.retry_attempts,
+                attempts=1 if once else self._settings.retry_attempts,
                 timeout=remaining,
                 wait_initial=self._wait_initial,
                 wait_max=self._wait_max,

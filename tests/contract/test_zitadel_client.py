@@ -531,6 +531,22 @@ async def test_persistent_503s_end_in_unavailable(emu: ZitadelEmulator, tmp_path
     assert len(emu.lock_calls(USER)) == 4
 
 
+async def test_an_unlock_is_sent_once_whatever_the_retries_allowed(
+    emu: ZitadelEmulator, tmp_path: Path
+) -> None:
+    """ZitadelUnavailable after one 503: the unlocker reads the user again before it tries
+    again, since a retry would undo whatever lock the user holds by then."""
+    creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)
+    emu.add_user(USER, org_id=ORG, state=EmulatedState(UserState.LOCKED))
+    emu.set_fault(Fault.status(503, times=1))
+    async with connect(settings_for(emu, "v1", creds, retry_attempts=5)) as client:
+        with pytest.raises(ZitadelUnavailable, match="HTTP 503"):
+            await client.unlock(USER, ORG)
+        assert emu.state_of(USER) == UserState.LOCKED
+        assert await client.unlock(USER, ORG) is UnlockOutcome.UNLOCKED
+    assert len([c for c in emu.calls if "_unlock" in c.path]) == 2
+
+
 async def test_retries_stop_at_the_retry_timeout(emu: ZitadelEmulator, tmp_path: Path) -> None:
     """With many attempts allowed, retry_timeout still bounds the whole call."""
     creds = credentials(emu, "pat", tmp_path, INSTANCE_ROLES)

@@ -425,3 +425,28 @@ def test_a_locking_note_left_by_a_killed_instance_makes_no_later_lock_its_own(
         if restarted is not None and restarted.returncode is None:
             restarted.terminate()
         stop_stack(stack)
+
+
+def test_an_unlock_answered_503_reads_the_user_again_before_it_tries_again(
+    temporary_locks: Stack,
+) -> None:
+    """lockoutd's four-second lock is due: it reads the user, finds its own lock and calls
+    unlock, which ZITADEL answers 503 a few times. Meanwhile an administrator unlocks the user
+    and locks them again. The call used to be retried as it was, and the retry that got through
+    undid the administrator's lock. An unlock is now tried once per read: the next try reads
+    the user first, finds another lock, and leaves it (``not_ours``)."""
+    stack = temporary_locks
+    stack.emulator.add_user("6031", org_id=ORG_ID)
+    three_wrong_codes(stack, "6031")
+    [lock] = wait_until(lambda: decisions_for(stack, "6031", "lock"), what="the lock")
+    assert lock["outcome"] == "locked"
+    stack.emulator.set_fault(Fault.status(503, times=3), path_contains="/6031/_unlock")
+    wait_until(lambda: unlock_calls(stack, "6031"), what="lockoutd's first unlock call")
+    stack.emulator.set_state("6031", UserState.ACTIVE)  # the administrator unlocks,
+    stack.emulator.set_state("6031", UserState.LOCKED)  # and locks again, for good
+
+    [unlock] = wait_until(
+        lambda: decisions_for(stack, "6031", "unlock"), timeout=60, what="the unlock decision"
+    )
+    assert unlock["outcome"] == "not_ours"
+    assert stack.emulator.state_of("6031") is UserState.LOCKED
