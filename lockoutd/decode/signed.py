@@ -6,9 +6,10 @@ requires it takes from a ``zitadel`` topic only what ZITADEL sent: whoever else 
 topic can neither make up a failure nor a success (which would reset a user's count).
 
 The signature's time is not checked against the clock here, as the ingest checks it: records are
-read long after they were written (a backlog, the rebuild of a partition). A signed record written
-again later is the same event with the same ``event_id``, and a success older than a key's newest
-failure clears nothing (README, "How a window counts").
+read long after they were written (a backlog, the rebuild of a partition). What a signature cannot
+tell is whether a record was written before: a copy of a success older than a key's newest failure
+clears nothing (README, "How a window counts"), but a copy of a failure counts again once no window
+holds the original (README, "Ingesting from ZITADEL").
 """
 
 from __future__ import annotations
