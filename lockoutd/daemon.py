@@ -22,11 +22,14 @@ One loop, one batch at a time::
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import time
-from collections.abc import Callable, Sequence
+from asyncio import FIRST_COMPLETED
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, suppress
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
 
 import stamina
 import structlog
@@ -59,7 +62,7 @@ from lockoutd.rules.watch import RuleFilesWatch
 from lockoutd.settings import Settings
 from lockoutd.source.checkpoints import Checkpoints
 from lockoutd.source.internal_topics import InternalTopics
-from lockoutd.source.kafka import KafkaSink, KafkaSource, Offsets, OutgoingRecord, Record
+from lockoutd.source.kafka import Batch, KafkaSink, KafkaSource, Offsets, OutgoingRecord, Record
 from lockoutd.source.schedule import ScheduleTopic
 from lockoutd.source.schedule_seal import ScheduleSeal, schedule_seal, unsigned_temporary_locks
 
@@ -72,6 +75,21 @@ _MEMBERSHIP_POLL_SECONDS = 1.0
 _KAFKA_WAIT_MAX_SECONDS = 30.0
 # How long the start waits for ZITADEL to say who lockoutd is before it goes on without knowing.
 _ACCOUNT_CHECK_SECONDS = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Publishing:
+    """A batch judged and acted on: its records being published, then its offsets committed."""
+
+    batch: Batch
+    committed: asyncio.Future[Offsets]
+
+
+_Settle: TypeAlias = Callable[["_Publishing | None", "Checkpoints | None"], Awaitable[None]]
+
+
+class _Abandoned(Exception):
+    """Stopping ran out of time while a batch was in flight: it is left uncommitted."""
 
 
 class _Stopped(Exception):
@@ -93,6 +111,8 @@ class Daemon:
         self._zitadel_down: Callable[[], bool] = lambda: False
         self._kafka_was_ready = False
         self._kafka_lost_at: float | None = None
+        self._drain_deadline: float | None = None
+        """Set once stopping: what is in flight by then must be done before it."""
         self._internal_topics: frozenset[str] = frozenset()
         """The internal topics created and subscribed to at start."""
 
@@ -320,43 +340,113 @@ class Daemon:
         seal: ScheduleSeal,
         checkpoints: Checkpoints | None,
     ) -> None:
-        while not self._stop.is_set():
-            if self._reload_requested:
-                self._reload(pipeline, seal)
+        # One batch ahead: while the broker confirms what one batch published (the copies for
+        # other instances above all), the next is read, judged and acted on. A batch is
+        # committed once its own publishing is confirmed, never before (README, "Operations").
+        publishing: _Publishing | None = None
+        settle = functools.partial(self._settle, source=source, pipeline=pipeline)
+        try:
+            while not self._stop.is_set():
+                if self._reload_requested:
+                    # New rules start from a committed batch, as a checkpoint does.
+                    await settle(publishing, checkpoints)
+                    publishing = None
+                    self._reload(pipeline, seal)
+                batch, publishing = await self._fetch(source, publishing, settle, checkpoints)
+                if not batch.records or self._checkpoint_due(checkpoints, publishing):
+                    # Nothing new, so nothing to overlap; or a checkpoint is due, which holds the
+                    # windows as of a committed offset: none of the next batch may count first.
+                    await settle(publishing, checkpoints)
+                    publishing = None
+                batch = source.still_held(batch)  # after the last await before judging
+                if not batch.records:
+                    continue
+                rebuild_until = dict(source.rebuild_until)
+                before = publishing.committed if publishing is not None else None
+                work = asyncio.ensure_future(
+                    self._process(pipeline, batch.records, rebuild_until, before)
+                )
+                try:
+                    if not await self._wait_for(work, source, pipeline):
+                        raise _Abandoned
+                finally:
+                    source.resume()
+                # Without its records: the cycle collector is set for one batch alive at a time
+                # (lockoutd/collector.py), and the next one is judged while this one is sent.
+                batch = batch.without_records()
+                publishing = _Publishing(
+                    batch, asyncio.ensure_future(self._deliver(source, sink, batch, work.result()))
+                )
+            await settle(publishing, checkpoints)
+            publishing = None
+        except _Abandoned:
+            pass  # said by _wait_for; nothing after the batch in flight was committed
+        finally:
+            if publishing is not None:
+                publishing.committed.cancel()  # left uncommitted: read and acted on again
+
+    async def _fetch(
+        self,
+        source: KafkaSource,
+        publishing: _Publishing | None,
+        settle: _Settle,
+        checkpoints: Checkpoints | None,
+    ) -> tuple[Batch, _Publishing | None]:
+        """The next batch (empty when Kafka does not answer), and the batch still in flight.
+
+        That one is committed meanwhile if it is confirmed first, as nothing new may arrive for
+        a while.
+        """
+        fetch = asyncio.ensure_future(source.next_batch())
+        try:
+            if publishing is not None:
+                first: set[asyncio.Future[Any]] = {fetch, publishing.committed}
+                await asyncio.wait(first, return_when=FIRST_COMPLETED)
+                if publishing.committed.done():
+                    await settle(publishing, checkpoints)
+                    publishing = None
             try:
-                batch = await source.next_batch()
+                return await fetch, publishing
             except KafkaUnavailable as exc:
                 log.warning("kafka_fetch_failed", error=str(exc))
                 await self._stopped_within(1.0)
-                continue
-            finally:
-                self._note_kafka(source.ready)
-            if not batch.records:
-                continue
-            rebuild_until = dict(source.rebuild_until)
-            source.pause()
-            try:
-                work = asyncio.ensure_future(
-                    self._process_and_publish(pipeline, sink, batch.records, rebuild_until)
-                )
-                if not await self._wait_for(work, source, pipeline):
-                    return  # not committed: the batch is processed again after the restart
-            finally:
-                source.resume()
-            # A partition's rebuild mark stays until it is lost: once its records pass the mark,
-            # the mark no longer matches any of them.
-            committed = await source.commit(batch.next_offsets)
-            if committed and checkpoints is not None:
-                await self._checkpoint(checkpoints, pipeline, committed)
+                return Batch.of({}), publishing
+        finally:
+            fetch.cancel()  # a no-op once it is done
+            self._note_kafka(source.ready)
 
-    async def _checkpoint(
-        self, checkpoints: Checkpoints, pipeline: Pipeline, committed: Offsets
+    async def _settle(
+        self,
+        publishing: _Publishing | None,
+        checkpoints: Checkpoints | None,
+        *,
+        source: KafkaSource,
+        pipeline: Pipeline,
     ) -> None:
-        # The engines hold exactly the records before the offsets just committed: the batch is
-        # done and the next one is not fetched yet.
-        for tp, offset in committed.items():
+        """Wait for the batch in flight to be published and committed, then write its
+        partitions' due ``checkpoints``: the windows hold exactly the records before the offsets
+        committed, as no later batch was judged. Raises :class:`_Abandoned` when stopping runs
+        out of time."""
+        if publishing is None:
+            return
+        try:
+            if not await self._wait_for(publishing.committed, source, pipeline):
+                raise _Abandoned
+        finally:
+            source.resume()
+        if checkpoints is None:
+            return
+        for tp, offset in publishing.committed.result().items():
             if checkpoints.due(tp) and (engine := pipeline.engine_of(tp)) is not None:
                 await checkpoints.write(tp, offset, engine)
+
+    @staticmethod
+    def _checkpoint_due(checkpoints: Checkpoints | None, publishing: _Publishing | None) -> bool:
+        return (
+            checkpoints is not None
+            and publishing is not None
+            and any(map(checkpoints.due, publishing.batch.next_offsets))
+        )
 
     def _note_kafka(self, ready: bool) -> None:
         """One line when Kafka stops answering (aiokafka retries on its own, quietly), and one
@@ -374,15 +464,26 @@ class Daemon:
             self._kafka_lost_at = now
         self._kafka_was_ready = self._kafka_was_ready or ready
 
-    async def _process_and_publish(
+    async def _process(
         self,
         pipeline: Pipeline,
-        sink: KafkaSink,
         records: Sequence[Record],
         rebuild_until: dict[TopicPartition, int],
-    ) -> None:
+        before: asyncio.Future[Offsets] | None,
+    ) -> list[OutgoingRecord]:
+        """Judge and act on ``records``; then wait for the batch ``before`` them, published and
+        committed meanwhile."""
         outgoing = await pipeline.process(records, rebuild_until=rebuild_until)
-        await self._publish(sink, outgoing)
+        if before is not None:
+            await before
+        return outgoing
+
+    async def _deliver(
+        self, source: KafkaSource, sink: KafkaSink, batch: Batch, records: list[OutgoingRecord]
+    ) -> Offsets:
+        """Publish what ``batch`` gave, and once the broker has it, commit the batch."""
+        await self._publish(sink, records)
+        return await source.commit(batch)
 
     async def _publish(self, sink: KafkaSink, records: list[OutgoingRecord]) -> None:
         # Until the broker has the decisions and dead letters, the offsets must not move on; but
@@ -417,13 +518,13 @@ class Daemon:
             )
 
     async def _wait_for(
-        self, work: asyncio.Future[None], source: KafkaSource, pipeline: Pipeline
+        self, work: asyncio.Future[Any], source: KafkaSource, pipeline: Pipeline
     ) -> bool:
-        """Wait for the batch, polling to keep the group membership; bounded once stopping.
+        """Wait for ``work`` (a batch's judging, or its publishing), polling to keep the group
+        membership; bounded once stopping.
 
         Returns False when the drain time ran out and the batch was abandoned uncommitted.
         """
-        drain_deadline: float | None = None
         paused_at: float | None = None  # when the wait was found to be a ZITADEL outage
         try:
             while not work.done():
@@ -438,10 +539,11 @@ class Daemon:
                 timeout = _MEMBERSHIP_POLL_SECONDS
                 if self._stop.is_set():
                     now = time.monotonic()
-                    if drain_deadline is None:
-                        drain_deadline = now + self.settings.engine.drain_timeout
+                    if self._drain_deadline is None:
+                        # One deadline for all that is in flight: a batch and the one before.
+                        self._drain_deadline = now + self.settings.engine.drain_timeout
                         log.info("draining", drain_timeout=self.settings.engine.drain_timeout)
-                    timeout = min(timeout, drain_deadline - now)
+                    timeout = min(timeout, self._drain_deadline - now)
                     if timeout <= 0:
                         work.cancel()
                         with suppress(asyncio.CancelledError):

@@ -40,6 +40,9 @@ from lockoutd.secrets import ingest_signing_key
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import BUNDLE_BYTES, OutgoingRecord, Record
 
+_YIELD_EVERY = 1024
+"""Records judged between two turns of the event loop."""
+
 _ID_ROOM = 1024
 """Room on an internal record for the event id lockoutd adds to an event that had none."""
 
@@ -90,6 +93,9 @@ class Pipeline:
         self.rules = rules
         self.outcomes: Counter[str] = Counter()
         self._engines: dict[Partition, Engine] = {}
+        self._lost_while_judged: set[Partition] = set()
+        """Partitions forgotten since the batch being judged began: the rest of their records in
+        it are left to their new owner."""
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -159,6 +165,7 @@ class Pipeline:
         """Drop the window state of partitions this instance no longer reads."""
         for tp in partitions:
             self._engines.pop(tp, None)
+            self._lost_while_judged.add(tp)
         self._report_tracked_keys()
 
     def install(self, tp: TopicPartition, engine: Engine) -> None:
@@ -315,10 +322,22 @@ class Pipeline:
         # An internal topic's records are copies of events already counted where they were read.
         internal = self.repartitioning.topics if self.repartitioning is not None else ()
         counts = True
+        judged = 0
+        lost = self._lost_while_judged
+        lost.clear()
         for tp, key, event, now, acts, origin in batch:
+            judged += 1
+            if not judged % _YIELD_EVERY:
+                # The loop's other tasks go on meanwhile: above all the producer, sending what
+                # the batch before published as soon as the broker confirms its last request.
+                # A rebalance may take partitions then, so the engine is looked up again.
+                await asyncio.sleep(0)
+                engine = None
             # One try per record: it costs nothing until something raises.
             try:
                 if tp is not last_tp or engine is None:
+                    if tp in lost:
+                        continue  # its new owner (or this one, rewound) reads these records
                     last_tp = tp
                     engine = engines.get(tp)
                     if engine is None:

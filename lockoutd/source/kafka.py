@@ -239,8 +239,11 @@ class KafkaSource:
         self._last_contact = time.monotonic()
         self.rebuild_until: Offsets = {}
         """Per partition, the committed offset that rewound records are replayed up to."""
-        self._moved: set[TopicPartition] = set()
-        """Partitions revoked since the batch in flight was fetched (given back or not)."""
+        self._losses = 0
+        """How many times partitions were lost, so far."""
+        self._lost_at: dict[TopicPartition, int] = {}
+        """Per partition, the count of losses it was last lost at: a batch handed out before
+        that holds records another member reads now (given back since or not)."""
         self._consumer = AIOKafkaConsumer(
             group_id=settings.group_id,
             enable_auto_commit=False,
@@ -293,7 +296,6 @@ class KafkaSource:
 
     async def next_batch(self, timeout_seconds: float = 1.0) -> Batch:
         """The next records, in offset order per partition; empty when none arrived in time."""
-        self._moved.clear()
         try:
             by_partition = await self._consumer.getmany(
                 timeout_ms=int(timeout_seconds * 1000),
@@ -302,10 +304,34 @@ class KafkaSource:
         except KafkaError as exc:
             raise KafkaUnavailable(f"fetching from Kafka failed: {exc}") from exc
         self._report_lag(by_partition)
-        return Batch.of(by_partition)
+        # aiokafka hands out records of the assignment as it is now; only a loss from here on
+        # makes any of them another member's.
+        return Batch.of(by_partition, losses=self._losses)
+
+    def still_held(self, batch: Batch) -> Batch:
+        """``batch`` without the records of partitions lost since it was fetched.
+
+        Whoever holds such a partition now reads them from its committed offset, and this
+        instance too if the partition came back (it was rewound): judged here as well, they
+        would count in windows the partition no longer has, or act for another member.
+        """
+        if self._losses == batch.losses:
+            return batch
+        return Batch.of(
+            {
+                tp: records
+                for tp, records in batch.by_partition().items()
+                if not self._lost_since(tp, batch)
+            },
+            losses=batch.losses,
+        )
+
+    def _lost_since(self, tp: TopicPartition, batch: Batch) -> bool:
+        return self._lost_at.get(tp, 0) > batch.losses
 
     def pause(self) -> None:
-        """Stop fetching from every partition: the batch in flight is not yet acted on."""
+        """Stop fetching from every partition, while a batch waits longer than a poll: nothing
+        more is read until it is acted on (:meth:`keep_membership`)."""
         if self._fetching:
             self._fetching = False
             self._last_contact = time.monotonic()  # the fetch of the batch just answered
@@ -405,8 +431,9 @@ class KafkaSource:
         self._on_share(partition_share(self._consumer.assignment(), counts))
 
     def partitions_lost(self, partitions: Sequence[TopicPartition]) -> None:
-        self._moved.update(partitions)
+        self._losses += 1
         for tp in partitions:
+            self._lost_at[tp] = self._losses
             self.rebuild_until.pop(tp, None)
             self._positions.pop(tp, None)
         self._on_lost(partitions)
@@ -425,22 +452,24 @@ class KafkaSource:
         index = (murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)
         return TopicPartition(topic, index) in self._consumer.assignment()
 
-    async def commit(self, offsets: Offsets) -> Offsets:
-        """Commit the batch's ``offsets`` (the next offset to read, per partition); return those
+    async def commit(self, batch: Batch) -> Offsets:
+        """Commit ``batch`` (the next offset to read, per partition); return the offsets
         committed.
 
         Left out, and read again by whoever holds them now (at-least-once delivery allows it):
-        partitions revoked while the batch was in flight, even if given back since (their
-        windows were rebuilt meanwhile, and Kafka refuses a commit of a partition held
-        elsewhere). Left out too: a partition whose records were read again only to rebuild its
-        windows, below its rebuild mark. Its committed offset is the mark already, and moving it
-        back would make the next owner act again on what was acted on.
+        partitions lost since the batch was fetched, even if given back since (their windows
+        were rebuilt meanwhile, and Kafka refuses a commit of a partition held elsewhere). Left
+        out too: a partition whose records were read again only to rebuild its windows, below
+        its rebuild mark. Its committed offset is the mark already, and moving it back would
+        make the next owner act again on what was acted on.
         """
         held = self._consumer.assignment()
         ours = {
             tp: offset
-            for tp, offset in offsets.items()
-            if tp in held and tp not in self._moved and offset >= self.rebuild_until.get(tp, 0)
+            for tp, offset in batch.next_offsets.items()
+            if tp in held
+            and not self._lost_since(tp, batch)
+            and offset >= self.rebuild_until.get(tp, 0)
         }
         if not ours:
             return {}
@@ -472,9 +501,13 @@ class Batch:
     """Every partition's records in offset order, one partition after another."""
     next_offsets: Offsets
     """One past the last record of each partition: what to commit once the batch is acted on."""
+    losses: int = 0
+    """How many times the source had lost partitions when it handed the batch out."""
 
     @classmethod
-    def of(cls, by_partition: Mapping[TopicPartition, Sequence[Record]]) -> Batch:
+    def of(
+        cls, by_partition: Mapping[TopicPartition, Sequence[Record]], *, losses: int = 0
+    ) -> Batch:
         """The batch of what ``getmany`` answered: records by partition, in offset order."""
         return cls(
             records=[record for records in by_partition.values() for record in records],
@@ -482,7 +515,18 @@ class Batch:
             next_offsets={
                 tp: records[-1].offset + 1 for tp, records in by_partition.items() if records
             },
+            losses=losses,
         )
+
+    def without_records(self) -> Batch:
+        """What committing the batch needs, and nothing that keeps its records alive."""
+        return Batch(records=[], next_offsets=self.next_offsets, losses=self.losses)
+
+    def by_partition(self) -> dict[TopicPartition, list[Record]]:
+        grouped: dict[TopicPartition, list[Record]] = {}
+        for record in self.records:
+            grouped.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        return grouped
 
 
 class OutgoingRecord(msgspec.Struct, frozen=True, gc=False):

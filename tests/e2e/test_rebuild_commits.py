@@ -16,7 +16,7 @@ from lockoutd.pipeline import Pipeline
 from lockoutd.repartition import encode_event
 from lockoutd.report.metrics import Metrics
 from lockoutd.settings import Settings
-from lockoutd.source.kafka import KafkaSource
+from lockoutd.source.kafka import Batch, KafkaSource
 from lockoutd.testing.broker import LocalBroker
 from tests.unit.helpers import rule, ruleset
 from tests.unit.test_pipeline import FakeStore
@@ -46,7 +46,7 @@ async def _instance(settings: Settings, store: FakeStore, *, batches: int) -> No
                 continue
             rebuild_until = dict(source.rebuild_until)
             await pipeline.process(batch.records, rebuild_until=rebuild_until)
-            await source.commit(batch.next_offsets)
+            await source.commit(batch)
             done += 1
         assert done == batches, "the instance read fewer batches than it should have"
 
@@ -99,3 +99,46 @@ async def _committed(broker: LocalBroker, group: str, tp: TopicPartition) -> int
         return await consumer.committed(tp)
     finally:
         await consumer.stop()
+
+
+async def test_records_of_a_partition_lost_after_their_fetch_are_neither_judged_nor_committed(
+    broker: LocalBroker,
+) -> None:
+    """The daemon fetches a batch while the one before it is still being published, so a
+    rebalance can take a partition between the fetch and the judging. The records of that
+    partition are the new owner's: the old one leaves them out of the batch and of its commit.
+    (A partition revoked and given back is left out too: it was rewound, and is read again.)"""
+    topic, group = f"events-{uuid.uuid4().hex[:8]}", f"lockoutd-{uuid.uuid4().hex[:8]}"
+    await broker.create_topics(topic, partitions=2)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    await producer.start()
+    try:
+        for partition in (0, 1):
+            for n in range(3):
+                await producer.send_and_wait(topic, b"{}", partition=partition, key=str(n).encode())
+    finally:
+        await producer.stop()
+    kafka = Settings(
+        kafka={"bootstrap_servers": broker.bootstrap_servers, "topics": [topic], "group_id": group}
+    ).kafka
+
+    def member() -> KafkaSource:
+        return KafkaSource(kafka, metrics=Metrics(), lookback_seconds=lambda: 60.0)
+
+    async with member() as first:
+        batch = await first.next_batch(timeout_seconds=10)
+        while len(batch.next_offsets) < 2:
+            more = await first.next_batch(timeout_seconds=10)
+            batch = Batch.of({**batch.by_partition(), **more.by_partition()}, losses=batch.losses)
+        async with member() as second:
+            taken: set[TopicPartition] = set()
+            deadline = time.monotonic() + 60
+            while not taken and time.monotonic() < deadline:
+                taken = set((await second.next_batch()).next_offsets)
+            assert taken, "the second member took none of the partitions"
+
+            held = first.still_held(batch)
+            committed = await first.commit(batch)
+
+    assert taken.isdisjoint(TopicPartition(r.topic, r.partition) for r in held.records)
+    assert taken.isdisjoint(committed)

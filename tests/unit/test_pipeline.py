@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from pathlib import Path
@@ -194,3 +195,21 @@ async def test_judge_decides_each_event_at_the_time_it_is_given() -> None:
 
     decision = json.loads(audit.value)
     assert (decision["outcome"], decision["decided_at"]) == ("locked", rfc3339(crossing_at))
+
+
+async def test_a_partition_lost_while_its_batch_is_judged_is_counted_no_further() -> None:
+    """The loop gives other tasks their turn while a batch is judged, and a rebalance may take
+    the batch's partition then. Its remaining records are left to whoever reads it now: counted
+    here, they would leave windows behind for a partition this instance no longer reads."""
+    store = FakeStore()
+    pipeline, metrics = make_pipeline(store)
+    tp = TopicPartition("auth.events", 0)
+    batch = [record(i, failure(str(2000 + i), 60)) for i in range(3000)]
+    asyncio.get_running_loop().call_soon(pipeline.forget, [tp])  # at the first turn it gives
+
+    await pipeline.process(batch)
+
+    assert pipeline.engine_of(tp) is None
+    accepted = metrics.registry.get_sample_value("lockoutd_events_total", {"result": "accepted"})
+    assert accepted is not None
+    assert 0 < accepted < len(batch)
