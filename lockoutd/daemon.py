@@ -358,13 +358,13 @@ class Daemon:
                     # windows as of a committed offset: none of the next batch may count first.
                     await settle(publishing, checkpoints)
                     publishing = None
-                batch = source.still_held(batch)  # after the last await before judging
                 if not batch.records:
                     continue
                 rebuild_until = dict(source.rebuild_until)
+                held = source.held_since(batch)
                 before = publishing.committed if publishing is not None else None
                 work = asyncio.ensure_future(
-                    self._process(pipeline, batch.records, rebuild_until, before)
+                    self._process(pipeline, batch.records, rebuild_until, held, before)
                 )
                 try:
                     if not await self._wait_for(work, source, pipeline):
@@ -469,11 +469,12 @@ class Daemon:
         pipeline: Pipeline,
         records: Sequence[Record],
         rebuild_until: dict[TopicPartition, int],
+        held: Callable[[TopicPartition], bool],
         before: asyncio.Future[Offsets] | None,
     ) -> list[OutgoingRecord]:
         """Judge and act on ``records``; then wait for the batch ``before`` them, published and
         committed meanwhile."""
-        outgoing = await pipeline.process(records, rebuild_until=rebuild_until)
+        outgoing = await pipeline.process(records, rebuild_until=rebuild_until, held=held)
         if before is not None:
             await before
         return outgoing

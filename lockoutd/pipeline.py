@@ -93,9 +93,6 @@ class Pipeline:
         self.rules = rules
         self.outcomes: Counter[str] = Counter()
         self._engines: dict[Partition, Engine] = {}
-        self._lost_while_judged: set[Partition] = set()
-        """Partitions forgotten since the batch being judged began: the rest of their records in
-        it are left to their new owner."""
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -165,7 +162,6 @@ class Pipeline:
         """Drop the window state of partitions this instance no longer reads."""
         for tp in partitions:
             self._engines.pop(tp, None)
-            self._lost_while_judged.add(tp)
         self._report_tracked_keys()
 
     def install(self, tp: TopicPartition, engine: Engine) -> None:
@@ -186,6 +182,7 @@ class Pipeline:
         records: Sequence[Record],
         *,
         rebuild_until: Mapping[TopicPartition, int] | None = None,
+        held: Callable[[TopicPartition], bool] | None = None,
     ) -> list[OutgoingRecord]:
         """Act on every decision ``records`` carry; return the records to publish before commit.
 
@@ -194,6 +191,9 @@ class Pipeline:
         restart, or by the partition's previous owner): they rebuild the windows, and a crossing
         made of them alone (one that already locked someone) does not act again. A crossing that
         holds any record at or past the mark acts, whichever of its records came last.
+
+        Records of a partition that ``held`` says is no longer held are not counted (see
+        :meth:`judge`).
         """
         dead_letters: list[OutgoingRecord] = []
 
@@ -206,7 +206,7 @@ class Pipeline:
         forwarded: list[OutgoingRecord] = []
         gathered: dict[tuple[str, int], list[bytes]] = {}
         decoded = self._decoded(records, rebuild_until or {}, dead_letters, forwarded, gathered)
-        audits = await self.judge(decoded, failed)
+        audits = await self.judge(decoded, failed, held=held)
         for (topic, partition), copies in gathered.items():
             forwarded += _bundles(topic, partition, copies)
         return forwarded + dead_letters + audits
@@ -302,7 +302,11 @@ class Pipeline:
             dead_letters.append(dead)
 
     async def judge(
-        self, batch: Iterable[Judged[Origin]], failed: Callable[[Origin, Exception], None]
+        self,
+        batch: Iterable[Judged[Origin]],
+        failed: Callable[[Origin, Exception], None],
+        *,
+        held: Callable[[TopicPartition], bool] | None = None,
     ) -> list[OutgoingRecord]:
         """Count, decide and act on decoded events, each at its own time; return the audits.
 
@@ -323,8 +327,6 @@ class Pipeline:
         internal = self.repartitioning.topics if self.repartitioning is not None else ()
         counts = True
         judged = 0
-        lost = self._lost_while_judged
-        lost.clear()
         for tp, key, event, now, acts, origin in batch:
             judged += 1
             if not judged % _YIELD_EVERY:
@@ -336,8 +338,10 @@ class Pipeline:
             # One try per record: it costs nothing until something raises.
             try:
                 if tp is not last_tp or engine is None:
-                    if tp in lost:
-                        continue  # its new owner (or this one, rewound) reads these records
+                    if held is not None and not held(tp):
+                        # Its new owner (or this instance, rewound) counts these records. Their
+                        # copies and dead letters may go out twice: copies count once by id.
+                        continue
                     last_tp = tp
                     engine = engines.get(tp)
                     if engine is None:

@@ -308,23 +308,15 @@ class KafkaSource:
         # makes any of them another member's.
         return Batch.of(by_partition, losses=self._losses)
 
-    def still_held(self, batch: Batch) -> Batch:
-        """``batch`` without the records of partitions lost since it was fetched.
+    def held_since(self, batch: Batch) -> Callable[[TopicPartition], bool]:
+        """Whether a partition of ``batch`` has been held ever since the batch was fetched.
 
-        Whoever holds such a partition now reads them from its committed offset, and this
-        instance too if the partition came back (it was rewound): judged here as well, they
-        would count in windows the partition no longer has, or act for another member.
+        A batch is judged a while after its fetch. The records of a partition lost meanwhile
+        belong to whoever holds it now, who reads them from its committed offset (this instance
+        too, if it got the partition back: it was rewound). Judged here as well, they would count
+        in windows of a partition this instance no longer reads.
         """
-        if self._losses == batch.losses:
-            return batch
-        return Batch.of(
-            {
-                tp: records
-                for tp, records in batch.by_partition().items()
-                if not self._lost_since(tp, batch)
-            },
-            losses=batch.losses,
-        )
+        return lambda tp: not self._lost_since(tp, batch)
 
     def _lost_since(self, tp: TopicPartition, batch: Batch) -> bool:
         return self._lost_at.get(tp, 0) > batch.losses
@@ -521,12 +513,6 @@ class Batch:
     def without_records(self) -> Batch:
         """What committing the batch needs, and nothing that keeps its records alive."""
         return Batch(records=[], next_offsets=self.next_offsets, losses=self.losses)
-
-    def by_partition(self) -> dict[TopicPartition, list[Record]]:
-        grouped: dict[TopicPartition, list[Record]] = {}
-        for record in self.records:
-            grouped.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
-        return grouped
 
 
 class OutgoingRecord(msgspec.Struct, frozen=True, gc=False):

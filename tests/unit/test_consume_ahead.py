@@ -5,16 +5,19 @@ offsets move only past decisions acted on and published)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
 from lockoutd.daemon import Daemon
+from lockoutd.pipeline import Pipeline
 from lockoutd.rules import load_rules
 from lockoutd.settings import Settings
 from lockoutd.source.kafka import Batch, OutgoingRecord, Record
+from tests.unit.helpers import record
+from tests.unit.test_pipeline import FakeStore, failure, make_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 TP = TopicPartition("auth.events", 0)
@@ -53,8 +56,8 @@ class ScriptedSource:
         await asyncio.sleep(0.01)
         return self._batches.pop(0) if self._batches else Batch.of({})
 
-    def still_held(self, batch: Batch) -> Batch:
-        return batch
+    def held_since(self, batch: Batch) -> Callable[[TopicPartition], bool]:
+        return lambda tp: True
 
     def resume(self) -> None:
         pass
@@ -162,3 +165,63 @@ async def test_a_stop_commits_the_batch_in_flight_only_once_it_is_confirmed() ->
     daemon.request_stop()
     await asyncio.wait_for(consuming, 5)
     assert log == ["judge 3", "publish 3"]  # read again and acted on again after the restart
+
+
+class RebalancedSource(ScriptedSource):
+    """A rebalance takes the partition between the fetch of its first batch and the judging:
+    aiokafka's coordinator runs its callback in a turn of the loop already queued. The
+    partition comes back, and its records are read again from the committed offset."""
+
+    def __init__(self, batches: list[Batch], log: list[str], pipeline: Pipeline) -> None:
+        super().__init__(batches, log)
+        self._pipeline = pipeline
+        self._losses = 0
+
+    async def next_batch(self) -> Batch:
+        batch = await super().next_batch()
+        return Batch.of({TP: batch.records}, losses=self._losses) if batch.records else batch
+
+    def held_since(self, batch: Batch) -> Callable[[TopicPartition], bool]:
+        if not self._losses:
+            asyncio.get_running_loop().call_soon(self._revoke)
+        return lambda tp: batch.losses == self._losses
+
+    def _revoke(self) -> None:
+        self._losses += 1
+        self._pipeline.forget([TP])
+
+    async def commit(self, batch: Batch) -> dict[TopicPartition, int]:
+        return {} if batch.losses != self._losses else await super().commit(batch)
+
+
+async def test_a_batch_whose_partition_was_lost_before_its_judging_counts_nothing() -> None:
+    """Three failures of one user, judged in a batch whose partition was lost meanwhile, then
+    read again once it is back: three failures, not six. The rule locks at five."""
+    settings = Settings(engine={"rule_paths": [REPO / "rules"]})
+    daemon = Daemon(settings, load_rules(settings.engine.rule_paths))
+    store = FakeStore()
+    pipeline, _ = make_pipeline(store)
+    three = [record(n, failure("1001", 60 - n)) for n in range(3)]
+    log = Journal()
+    source = RebalancedSource([Batch.of({TP: three}), Batch.of({TP: three})], log, pipeline)
+
+    consuming = asyncio.create_task(
+        daemon._consume(
+            source,  # type: ignore[arg-type]
+            SilentSink(),  # type: ignore[arg-type]
+            pipeline,
+            None,  # type: ignore[arg-type]
+            None,
+        )
+    )
+    await log.reaches("commit 3")
+    daemon.request_stop()
+    await asyncio.wait_for(consuming, 5)
+
+    assert store.lock_calls == []
+    assert log == ["commit 3"]  # only the batch read after the partition came back
+
+
+class SilentSink:
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        pass
