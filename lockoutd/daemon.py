@@ -1,20 +1,21 @@
 """The daemon: the pipeline wired to Kafka and ZITADEL, with a lifecycle an operator can trust.
 
-One loop, one batch at a time::
+One loop, one batch ahead::
 
-    fetch a batch -> pause fetching -> decode, count, decide, act, publish -> commit -> resume
+    fetch batch N+1 -> decode, count, decide, act -> (N published and committed meanwhile)
+                    -> publish N+1, then commit it, while N+2 is fetched and judged
 
-- The commit comes last, so a crash at any instant replays at most the batch in flight, and
-  locking an already locked user is a success.
-- While a batch waits on ZITADEL (an outage, retried with backoff), fetching stays paused but the
+- A batch is committed only once the broker has what it published, so a crash at any instant
+  replays at most the two batches in flight, and locking an already locked user is a success.
+- While a batch waits on ZITADEL (an outage, retried with backoff), fetching is paused but the
   consumer keeps polling, so it keeps its place in the group and nothing piles up in memory.
-- SIGTERM and SIGINT stop fetching and give the batch in flight ``engine.drain_timeout``; what
+- SIGTERM and SIGINT stop fetching and give the batches in flight ``engine.drain_timeout``; what
   does not finish is not committed, and the next start carries it out.
 - SIGHUP, or a change to the rule files (looked at every ``engine.rule_check_interval``), reloads
   the rules between two batches; a bad rule file keeps the old rules, as do rules that lock
   temporarily without a schedule signing key.
-- Each partition's windows are checkpointed after a commit (at most every
-  ``kafka.checkpoint_interval``), so that a partition assigned here after a restart or a
+- Each partition's windows are checkpointed after a commit, before the next batch is judged (at
+  most every ``kafka.checkpoint_interval``), so that a partition assigned here after a restart or a
   rebalance replays only the records after its checkpoint.
 - Kafka being unreachable is waited out (``/readyz`` says so), never a crash loop.
 """
