@@ -89,7 +89,7 @@ MEANINGS = {
     "engine.max_event_age": "older evidence is counted but never acts",
     "engine.max_clock_skew": "events stamped further ahead of the clock are `future_time`, invalid",
     "engine.dry_run": "shadow mode for every rule: decide and report, call nothing",
-    "engine.drain_timeout": "how long shutdown waits for the batch in flight",
+    "engine.drain_timeout": "how long shutdown waits for the batches in flight",
     "engine.max_tracked_keys": "windows kept per instance, all rules and partitions together "
     "(compiled: about 110 to 150 bytes each, pure Python: 270 to 540; more for windows a "
     "producer fills on purpose); past it the least "
