@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
 from lockoutd.daemon import Daemon
 from lockoutd.pipeline import Pipeline
@@ -24,23 +24,7 @@ TP = TopicPartition("auth.events", 0)
 
 
 def _batch(first: int, count: int) -> Batch:
-    return Batch.of({TP: [_record(first + n) for n in range(count)]})
-
-
-def _record(offset: int) -> Record:
-    return ConsumerRecord(
-        topic=TP.topic,
-        partition=TP.partition,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=b"{}",
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=2,
-        headers=(),
-    )
+    return Batch.of({TP: [record(first + n, b"{}") for n in range(count)]})
 
 
 class ScriptedSource:
